@@ -1,0 +1,3 @@
+"""Victim Assistance Network referral service."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from referral_service.cli import main
+
+main()

@@ -1,0 +1,73 @@
+"""JSON API under /api/v1: thin handlers (validate → one service call → shape the answer)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, current_app, g, jsonify, request
+from marshmallow import Schema, ValidationError
+
+from referral_service.domain.errors import Unauthenticated, ValidationFailed
+from referral_service.domain.model import Actor
+from referral_service.services import users
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+
+def services() -> Any:
+    return current_app.extensions["referral_services"]
+
+
+def current_actor() -> Actor:
+    actor: Actor | None = g.get("actor")
+    if actor is not None:
+        return actor
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("send Authorization: Bearer <token>")
+    actor = users.actor_for_token(services(), token.strip())
+    g.actor = actor
+    return actor
+
+
+def json_body() -> dict[str, Any]:
+    data = request.get_json(silent=True)
+    if data is None:
+        raise MalformedJson("the body must be a JSON object (Content-Type: application/json)")
+    if not isinstance(data, dict):
+        raise MalformedJson("the body must be a JSON object")
+    return data
+
+
+def load(schema: Schema, data: dict[str, Any]) -> Any:
+    try:
+        return schema.load(data)
+    except ValidationError as exc:
+        raise ValidationFailed("the request has invalid fields", _flatten(exc.messages)) from None
+
+
+def _flatten(messages: Any) -> dict[str, Any]:
+    return messages if isinstance(messages, dict) else {"_schema": messages}
+
+
+def query_int(name: str) -> int | None:
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValidationFailed(f"{name} must be a whole number", {name: ["not a whole number"]}) from None
+
+
+class MalformedJson(ValidationFailed):
+    status = 400
+    code = "malformed_json"
+
+
+def ok(body: Any, status: int = 200) -> Any:
+    return jsonify(body), status
+
+
+from referral_service.api import assignments, ops, referrals  # noqa: E402,F401  (registers routes)

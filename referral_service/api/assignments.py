@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+from typing import Any
+
+from flask import request
+
+from referral_service.api import bp, current_actor, json_body, load, ok, query_int, services
+from referral_service.domain.commands import CloseAssignment, DeclineAssignment, RecordFollowUp
+from referral_service.domain.errors import Forbidden
+from referral_service.domain.model import Role
+from referral_service.services import assignments, deadlines, partners
+from schemas import CloseSchema, DeclineSchema, FollowUpSchema, PartnerSchema
+
+
+@bp.get("/assignments")
+def inbox() -> Any:
+    actor = current_actor()
+    return ok(assignments.inbox(services(), actor, status=request.args.get("status"), limit=query_int("limit"),
+                                cursor=request.args.get("cursor")))
+
+
+@bp.post("/assignments/<assignment_id>/accept")
+def accept(assignment_id: str) -> Any:
+    return ok(assignments.accept(services(), assignment_id, current_actor()))
+
+
+@bp.post("/assignments/<assignment_id>/decline")
+def decline(assignment_id: str) -> Any:
+    actor = current_actor()
+    data = load(DeclineSchema(), json_body())
+    return ok(assignments.decline(services(), DeclineAssignment(assignment_id, data["reason"], data.get("note")), actor))
+
+
+@bp.post("/assignments/<assignment_id>/followups")
+def followup(assignment_id: str) -> Any:
+    actor = current_actor()
+    data = load(FollowUpSchema(), json_body())
+    cmd = RecordFollowUp(assignment_id, data["outcome"], data.get("note"))
+    return ok(assignments.record_followup(services(), cmd, actor), 201)
+
+
+@bp.post("/assignments/<assignment_id>/close")
+def close(assignment_id: str) -> Any:
+    actor = current_actor()
+    data = load(CloseSchema(), json_body())
+    return ok(assignments.close(services(), CloseAssignment(assignment_id, data["outcome"], data.get("note")), actor))
+
+
+@bp.get("/deadlines/overdue")
+def overdue() -> Any:
+    return ok(deadlines.overdue(services(), current_actor()))
+
+
+@bp.get("/partners")
+def list_partners() -> Any:
+    current_actor()
+    return ok({"items": partners.list_partners(services()), "next": None})
+
+
+@bp.get("/partners/<partner_id>")
+def get_partner(partner_id: str) -> Any:
+    current_actor()
+    return ok(partners.get_partner(services(), partner_id))
+
+
+@bp.post("/partners")
+def upsert_partner() -> Any:
+    actor = current_actor()
+    if actor.role != Role.ADMIN:
+        raise Forbidden("only admins change the partner directory")
+    body = json_body()
+    data = load(PartnerSchema(), body)
+    return ok(partners.upsert_partners(services(), [data], actor)[0], 201)

@@ -1,0 +1,57 @@
+"""Operations endpoints: liveness, readiness, metrics, the OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app
+from kombu import Connection
+from sqlalchemy import text
+
+from referral_service.api import bp, ok, services
+from referral_service.api.openapi import build_spec
+
+ops_bp = Blueprint("ops", __name__)
+
+
+@ops_bp.get("/healthz")
+def healthz() -> Any:
+    return ok({"status": "ok"})
+
+
+@ops_bp.get("/readyz")
+def readyz() -> Any:
+    checks: dict[str, str] = {}
+    svc = services()
+    try:
+        with svc.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception:  # noqa: BLE001 - any failure means not ready; the reason is logged, not shown
+        current_app.logger.warning("readiness: database unreachable", exc_info=True)
+        checks["database"] = "unreachable"
+    if svc.settings.broker_is_durable:
+        try:
+            with Connection(svc.settings.broker_url, connect_timeout=2) as conn:
+                conn.ensure_connection(max_retries=1, timeout=2)
+            checks["broker"] = "ok"
+        except Exception:  # noqa: BLE001
+            current_app.logger.warning("readiness: broker unreachable", exc_info=True)
+            checks["broker"] = "unreachable"
+    else:
+        checks["broker"] = "ok"
+    ready = all(v == "ok" for v in checks.values())
+    return ok({"status": "ready" if ready else "not_ready", "checks": checks}, 200 if ready else 503)
+
+
+@ops_bp.get("/metrics")
+def metrics() -> Any:
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    return Response(generate_latest(current_app.extensions["referral_metrics"].registry),
+                    mimetype=CONTENT_TYPE_LATEST)
+
+
+@bp.get("/openapi.json")
+def openapi() -> Any:
+    return ok(build_spec())

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from typing import Any
+
+from flask import request
+
+from referral_service.api import bp, current_actor, json_body, load, ok, query_int, services
+from referral_service.domain.errors import ValidationFailed
+from referral_service.services import referrals
+from schemas.referrals import ReferralInputSchema, WithdrawSchema
+
+IDEMPOTENCY_KEY_MAX = 200
+
+
+@bp.post("/referrals")
+def submit_referral() -> Any:
+    actor = current_actor()
+    data = json_body()
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not (0 < len(key) <= IDEMPOTENCY_KEY_MAX):
+        raise ValidationFailed("Idempotency-Key must be 1-200 characters", {"Idempotency-Key": ["bad length"]})
+    mac = referrals.request_mac(services(), data) if key else None
+    cmd = load(ReferralInputSchema(), data)
+    outcome = referrals.submit_referral(cmd, services(), actor, idempotency_key=key, mac=mac)
+    return ok(outcome.body, outcome.status_code)
+
+
+@bp.get("/referrals/<referral_id>")
+def get_referral(referral_id: str) -> Any:
+    return ok(referrals.get_referral(services(), referral_id, current_actor()))
+
+
+@bp.get("/referrals")
+def list_referrals() -> Any:
+    actor = current_actor()
+    return ok(referrals.list_referrals(services(), actor, status=request.args.get("status"),
+                                       limit=query_int("limit"), cursor=request.args.get("cursor")))
+
+
+@bp.post("/referrals/<referral_id>/consent/withdraw")
+def withdraw_consent(referral_id: str) -> Any:
+    actor = current_actor()
+    data = load(WithdrawSchema(), request.get_json(silent=True) or {})
+    return ok(referrals.withdraw_consent(services(), referral_id, actor, data.get("note")))

@@ -1,0 +1,128 @@
+"""Flask application factory."""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from datetime import date, datetime
+from typing import Any
+
+from flask import Flask, g, jsonify, request
+from flask.json.provider import DefaultJSONProvider
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
+from werkzeug.exceptions import HTTPException
+
+from referral_service.bootstrap import Services
+from referral_service.domain.errors import DomainError
+
+log = logging.getLogger(__name__)
+MAX_BODY_BYTES = 256 * 1024
+
+
+class IsoJSONProvider(DefaultJSONProvider):
+    @staticmethod
+    def default(o: Any) -> Any:
+        if isinstance(o, datetime | date):
+            return o.isoformat()
+        return DefaultJSONProvider.default(o)
+
+
+class Metrics:
+    """One registry per app, so several apps (tests) never collide on global metric names."""
+
+    def __init__(self, services: Services) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("http_requests_total", "HTTP requests", ["method", "endpoint", "status"],
+                                registry=self.registry)
+        self.latency = Histogram("http_request_duration_seconds", "HTTP request latency", ["endpoint"],
+                                 registry=self.registry)
+        outbox = Gauge("outbox_pending_messages", "Committed events not yet published", registry=self.registry)
+
+        def _pending() -> float:
+            from referral_service.db.models import OutboxMessage
+
+            try:
+                with services.session_factory() as session:
+                    return float(session.scalar(select(func.count()).select_from(OutboxMessage)
+                                                .where(OutboxMessage.published_at.is_(None))) or 0)
+            except OperationalError:
+                return float("nan")
+
+        outbox.set_function(_pending)
+
+
+def error_response(status: int, code: str, message: str, fields: dict[str, Any] | None = None) -> Any:
+    body: dict[str, Any] = {"error": {"code": code, "message": message}}
+    if fields:
+        body["error"]["fields"] = fields
+    return jsonify(body), status
+
+
+def create_app(services: Services, config: dict[str, Any] | None = None) -> Flask:
+    app = Flask(__name__, template_folder="web/templates", static_folder="web/static")
+    app.json = IsoJSONProvider(app)
+    secret = services.settings.secret_key or services.keys.derive_secret("flask-session").hex()
+    app.config.update(
+        SECRET_KEY=secret,
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
+        SESSION_COOKIE_SECURE=services.settings.cookie_secure,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        WTF_CSRF_TIME_LIMIT=None,
+    )
+    app.config.update(config or {})
+    app.extensions["referral_services"] = services
+    metrics = Metrics(services)
+    app.extensions["referral_metrics"] = metrics
+
+    from referral_service.api import bp as api_bp
+    from referral_service.api.ops import ops_bp
+    from referral_service.web import init_app as init_web
+
+    app.register_blueprint(api_bp)
+    app.register_blueprint(ops_bp)
+    init_web(app)
+
+    @app.before_request
+    def _start_timer() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _observe(response: Any) -> Any:
+        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+        metrics.requests.labels(request.method, endpoint, str(response.status_code)).inc()
+        if "started" in g:
+            metrics.latency.labels(endpoint).observe(time.perf_counter() - g.started)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    @app.errorhandler(DomainError)
+    def _domain_error(exc: DomainError) -> Any:
+        return error_response(exc.status, exc.code, exc.message, exc.fields)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Any:
+        code = (exc.name or "error").lower().replace(" ", "_")
+        if exc.code == 413:
+            return error_response(413, "payload_too_large", f"the body is larger than {MAX_BODY_BYTES} bytes")
+        return error_response(exc.code or 500, code, exc.description or exc.name)
+
+    @app.errorhandler(OperationalError)
+    def _db_down(exc: OperationalError) -> Any:
+        log.warning("database unavailable: %s", type(exc.orig).__name__ if exc.orig else "OperationalError")
+        return error_response(503, "unavailable", "the database is unavailable; try again shortly")
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Any:
+        # Log the type and where, never the request body or the exception text (it may quote data).
+        log.error("unhandled %s on %s %s\n%s", type(exc).__name__, request.method, request.url_rule,
+                  "".join(traceback.format_tb(exc.__traceback__)))
+        return error_response(500, "internal_error", "something went wrong on our side; it has been logged")
+
+    return app

@@ -1,0 +1,71 @@
+"""The one wiring point shared by the Flask app, the CLI and every worker."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from referral_service.clock import Clock, SystemClock
+from referral_service.config import ConfigError, Settings
+from referral_service.crypto import BlindIndexer, FieldCipher, FileKeyring, KeyProvider
+from referral_service.db.session import UnitOfWork, make_engine
+from referral_service.domain.deadlines import DeadlinePolicy
+from referral_service.services.access import AccessRecorder, LogAccessRecorder
+from referral_service.services.personal_data import PersonalData
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: Engine
+    session_factory: sessionmaker[Session]
+    keys: KeyProvider
+    personal_data: PersonalData
+    clock: Clock
+    deadline_policy: DeadlinePolicy
+    # Set after each commit that wrote outbox rows, so an in-process relay publishes at once
+    # instead of waiting for its next poll.
+    outbox_signal: threading.Event = field(default_factory=threading.Event)
+
+    def uow(self) -> UnitOfWork:
+        return UnitOfWork(self.session_factory, on_commit=self.outbox_signal.set)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def bootstrap(
+    settings: Settings,
+    *,
+    keys: KeyProvider | None = None,
+    clock: Clock | None = None,
+    access: AccessRecorder | None = None,
+    engine: Engine | None = None,
+    **engine_kwargs: Any,
+) -> Services:
+    """Build every adapter once. Raises ConfigError (one line) for anything an operator must fix."""
+    try:
+        policy = DeadlinePolicy.load(settings.deadline_policy_path)
+    except ValueError as exc:
+        raise ConfigError(f"REFERRAL_DEADLINE_POLICY: {exc}") from None
+    if keys is None:
+        keys = FileKeyring(settings.keyring_path)
+    if engine is None:
+        if settings.database_url.startswith("sqlite"):
+            settings.home.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(settings.database_url, **engine_kwargs)
+    session_factory = sessionmaker(engine, expire_on_commit=False)
+    personal_data = PersonalData(keys, FieldCipher(), BlindIndexer(keys), access or LogAccessRecorder())
+    return Services(
+        settings=settings,
+        engine=engine,
+        session_factory=session_factory,
+        keys=keys,
+        personal_data=personal_data,
+        clock=clock or SystemClock(),
+        deadline_policy=policy,
+    )

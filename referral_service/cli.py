@@ -1,0 +1,352 @@
+"""`referral-service` command line (click, as Flask's own CLI)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from marshmallow import ValidationError
+from sqlalchemy.exc import OperationalError
+
+from referral_service.config import ConfigError, Settings
+from referral_service.crypto import KeyringError
+from referral_service.domain.errors import DomainError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+def operator_errors(fn: F) -> F:
+    """Configuration, key and connection problems end the command with one line, not a traceback."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (ConfigError, KeyringError) as exc:
+            _fail(str(exc))
+        except DomainError as exc:
+            details = "; ".join(f"{k}: {', '.join(map(str, v)) if isinstance(v, list) else v}"
+                                for k, v in exc.fields.items())
+            _fail(f"{exc.message}{' (' + details + ')' if details else ''}")
+        except OperationalError as exc:
+            _fail(f"REFERRAL_DATABASE_URL: cannot use the database ({type(exc.orig).__name__ if exc.orig else 'error'})"
+                  "; is it running and reachable?")
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def _services(settings: Settings | None = None, *, check_keys: bool = True) -> Any:
+    from referral_service.bootstrap import bootstrap
+
+    services = bootstrap(settings or _settings())
+    if check_keys:
+        with services.uow() as uow:
+            _require_schema(uow.session)
+            services.personal_data.verify_keys(uow.session)
+            uow.commit()
+    return services
+
+
+def _require_schema(session: Any) -> None:
+    from sqlalchemy import inspect
+
+    if not inspect(session.get_bind()).has_table("referrals"):
+        raise ConfigError("REFERRAL_DATABASE_URL: the database has no schema; run 'referral-service init' first")
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log at debug level.")
+def main(verbose: bool) -> None:
+    """Victim Assistance Network referral service."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("alembic", "kombu.connection"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@main.command()
+@operator_errors
+def init() -> None:
+    """Create or upgrade the database schema; on the embedded profile, create a dev keyring."""
+    from referral_service.bootstrap import bootstrap
+    from referral_service.crypto.keyring import create_keyring
+    from referral_service.db.migrate import upgrade_to_head
+
+    settings = _settings()
+    if settings.database_url.startswith("sqlite") and not settings.keyring_path.exists():
+        create_keyring(settings.keyring_path)
+        click.echo(f"created a development keyring at {settings.keyring_path} (keep it secret; back it up)")
+    services = bootstrap(settings)
+    upgrade_to_head(services.engine)
+    with services.uow() as uow:
+        services.personal_data.verify_keys(uow.session)
+        uow.commit()
+    click.echo(f"database schema is at head: {services.engine.url.render_as_string(hide_password=True)}")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--threads", default=8, show_default=True, type=int)
+@operator_errors
+def run(host: str, port: int, threads: int) -> None:
+    """The whole service in one process: HTTP API and pages, relay, router, deadline scheduler."""
+    from waitress import create_server
+
+    from referral_service.app import create_app
+    from workers.runtime import Runtime
+
+    services = _services()
+    runtime = Runtime(services)
+    runtime.start()
+    server = create_server(create_app(services), host=host, port=port, threads=threads)
+    _on_stop_signal(server.close)
+    click.echo(f"referral-service listening on http://{host}:{server.effective_port} "
+               f"({'embedded' if services.settings.embedded else 'custom'} profile)")
+    try:
+        server.run()
+    finally:
+        runtime.shutdown()
+        services.dispose()
+        click.echo("stopped")
+
+
+def _on_stop_signal(callback: Callable[[], None]) -> None:
+    def handler(signum: int, _frame: Any) -> None:
+        callback()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+@main.command()
+@click.option("--host", default="0.0.0.0", show_default=True)  # noqa: S104 - containers listen on all
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", "workers_", default=2, show_default=True, type=int)
+@operator_errors
+def serve(host: str, port: int, workers_: int) -> None:
+    """The HTTP API under gunicorn (production)."""
+    from gunicorn.app.base import BaseApplication
+
+    _services().dispose()  # fail fast, in one line, before gunicorn forks
+
+    class _Gunicorn(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{host}:{port}")
+            self.cfg.set("workers", workers_)
+            self.cfg.set("accesslog", "-")
+            # Never log query strings: a cursor is harmless, but nothing personal may reach a log.
+            self.cfg.set("access_log_format", '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms')
+            self.cfg.set("graceful_timeout", 20)
+
+        def load(self) -> Any:
+            from referral_service.app import create_app
+
+            return create_app(_services(check_keys=False))
+
+    _Gunicorn().run()
+
+
+@main.command()
+@click.argument("name", type=click.Choice(["relay", "router", "deadlines", "all"]))
+@operator_errors
+def worker(name: str) -> None:
+    """Run one worker (or all) in this process; start as many processes as you need."""
+    from workers.runtime import WORKERS, Runtime
+
+    services = _services()
+    runtime = Runtime(services)
+    _on_stop_signal(runtime.stop.set)
+    runtime.start(WORKERS if name == "all" else (name,))
+    click.echo(f"worker {name} running")
+    try:
+        runtime.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        runtime.shutdown()
+        services.dispose()
+        click.echo("stopped")
+
+
+@main.command()
+@operator_errors
+def demo() -> None:
+    """Seed demo partner organisations and one user per role; print their sign-in details."""
+    from referral_service.services import partners, users
+    from schemas import PartnerSchema
+
+    services = _services()
+    raw = json.loads((Path(__file__).parent / "data" / "demo_partners.json").read_text())
+    loaded = PartnerSchema(many=True).load(raw)
+    partners.upsert_partners(services, loaded)
+    click.echo(f"{len(loaded)} demo partner organisations loaded")
+    people = [("caseworker", "demo-caseworker", None), ("supervisor", "demo-supervisor", None),
+              ("partner", "demo-partner", loaded[0]["id"]), ("auditor", "demo-auditor", None),
+              ("admin", "demo-admin", None)]
+    for role, name, partner_id in people:
+        created = users.ensure_demo_user(services, name=name, role=role, partner_id=partner_id)
+        click.echo(json.dumps(created))
+    services.dispose()
+
+
+@main.group("users")
+def users_group() -> None:
+    """Manage users."""
+
+
+@users_group.command("create")
+@click.option("--role", required=True, type=click.Choice(["caseworker", "supervisor", "partner", "auditor", "admin"]))
+@click.option("--name", required=True)
+@click.option("--partner", "partner_id", default=None, help="Partner id (partner staff only).")
+@click.option("--password-stdin", is_flag=True, help="Read a web sign-in password from standard input.")
+@operator_errors
+def users_create(role: str, name: str, partner_id: str | None, password_stdin: bool) -> None:
+    """Create a user; print one JSON object with its id and bearer token (shown once)."""
+    from referral_service.services import users
+
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else None
+    if password_stdin and (not password or len(password) < 10):
+        _fail("the password must be at least 10 characters")
+    services = _services()
+    click.echo(json.dumps(users.create_user(services, name=name, role=role, partner_id=partner_id,
+                                            password=password)))
+    services.dispose()
+
+
+@users_group.command("revoke")
+@click.argument("user_id")
+@operator_errors
+def users_revoke(user_id: str) -> None:
+    """Revoke every API token of a user."""
+    from referral_service.services import users
+
+    services = _services()
+    click.echo(f"revoked {users.revoke_tokens(services, user_id)} token(s)")
+
+
+@main.group("partners")
+def partners_group() -> None:
+    """Manage the partner directory."""
+
+
+@partners_group.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@operator_errors
+def partners_import(file: Path) -> None:
+    """Load or update partner organisations from a JSON list of partner objects."""
+    from referral_service.services import partners
+    from schemas import PartnerSchema
+
+    try:
+        raw = json.loads(file.read_text())
+    except ValueError:
+        _fail(f"{file} is not valid JSON")
+    if not isinstance(raw, list):
+        _fail(f"{file} must hold a JSON list of partner objects")
+    try:
+        loaded = PartnerSchema(many=True).load(raw)
+    except ValidationError as exc:
+        _fail(f"{file}: invalid partners: {json.dumps(exc.messages)}")
+    services = _services()
+    partners.upsert_partners(services, loaded)
+    click.echo(f"imported {len(loaded)} partner(s)")
+
+
+@main.group("keys")
+def keys_group() -> None:
+    """Manage the keyring."""
+
+
+@keys_group.command("init")
+@operator_errors
+def keys_init() -> None:
+    """Create a new keyring at REFERRAL_KEYRING (refuses to overwrite one)."""
+    from referral_service.crypto.keyring import create_keyring
+
+    settings = _settings()
+    kek = create_keyring(settings.keyring_path)
+    click.echo(f"created keyring {settings.keyring_path} with active key {kek}")
+
+
+@keys_group.command("rotate")
+@click.option("--batch-size", default=500, show_default=True, type=int)
+@click.option("--resume", is_flag=True, help="Only re-wrap (after an interrupted rotation); no new key.")
+@operator_errors
+def keys_rotate(batch_size: int, resume: bool) -> None:
+    """Make a new KEK active and re-wrap every data key under it, online and resumable."""
+    from referral_service.crypto.keyring import add_active_kek
+
+    settings = _settings()
+    services = _services(settings)
+    if not resume:
+        kek = add_active_kek(settings.keyring_path)
+        click.echo(f"new active key-encryption key: {kek}")
+    with services.uow() as uow:
+        total = services.personal_data.keys_to_rewrap(uow.session)
+    with click.progressbar(length=total, label="re-wrapping data keys", file=sys.stderr) as bar:
+        while True:
+            with services.uow() as uow:
+                done = services.personal_data.rewrap_batch(uow.session, batch_size)
+                uow.commit()
+            if not done:
+                break
+            bar.update(done)
+    with services.uow() as uow:
+        usage = services.personal_data.kek_usage(uow.session)
+    click.echo(f"done; data keys per key-encryption key: {json.dumps(usage)}")
+    services.dispose()
+
+
+@keys_group.command("retire")
+@click.argument("kek_id")
+@operator_errors
+def keys_retire(kek_id: str) -> None:
+    """Remove an old KEK from the keyring once no data key uses it."""
+    from referral_service.crypto.keyring import retire_kek
+
+    settings = _settings()
+    services = _services(settings)
+    with services.uow() as uow:
+        in_use = services.personal_data.kek_usage(uow.session).get(kek_id, 0)
+    if in_use:
+        _fail(f"{kek_id} still wraps {in_use} data key(s); run 'referral-service keys rotate --resume' first")
+    retire_kek(settings.keyring_path, kek_id)
+    click.echo(f"retired {kek_id}")
+
+
+@main.group("subjects")
+def subjects_group() -> None:
+    """Manage subjects (victims) as data subjects."""
+
+
+@subjects_group.command("erase")
+@click.argument("subject_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@operator_errors
+def subjects_erase(subject_id: str, yes: bool) -> None:
+    """Crypto-shredding: destroy the subject's data key; their fields become unreadable everywhere."""
+    from referral_service.services.subjects import erase_subject
+
+    if not yes and sys.stdin.isatty():
+        click.confirm(f"Erase subject {subject_id} for good?", abort=True)
+    services = _services()
+    erase_subject(services, subject_id)
+    click.echo(f"subject {subject_id} erased")

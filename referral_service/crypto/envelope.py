@@ -1,0 +1,137 @@
+"""Field encryption under a per-subject data key (DEK).
+
+Ciphertext format, version 1 (all lengths fixed, so the header needs no delimiters)::
+
+    0      1                 17                 49            61
+    | 0x01 | key id (16 B)   | commitment (32 B) | nonce (12 B) | AES-256-GCM ciphertext + tag |
+
+* The DEK is never used directly: HKDF-SHA256 derives an encryption key and a commitment key
+  from it. The commitment (HMAC-SHA256 of the header under the commitment key) makes the
+  ciphertext open under exactly one key, which plain GCM does not guarantee.
+* The associated data binds the ciphertext to where it lives: table, column, row id, owning
+  subject and key id, length-prefixed so no two contexts can encode to the same bytes. A value
+  copied to another row, column or table, or left behind after its owner column is rewritten,
+  fails authentication.
+* There is no plaintext fallback: anything without a valid version-1 header is an error.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import struct
+import uuid
+from dataclasses import dataclass
+from hashlib import sha256
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+VERSION = 1
+_KEY_ID_LEN = 16
+_COMMIT_LEN = 32
+_NONCE_LEN = 12
+HEADER_LEN = 1 + _KEY_ID_LEN + _COMMIT_LEN + _NONCE_LEN
+_AAD_DOMAIN = b"referral-service/field/v1"
+
+
+class CryptoError(Exception):
+    """Base of every crypto failure; messages never carry key or plaintext material."""
+
+
+class DecryptionError(CryptoError):
+    """Ciphertext is malformed, tampered with, misplaced, or under another key."""
+
+
+class SubjectErased(CryptoError):
+    """The subject's data key was destroyed (crypto-shredding): the data is gone for good."""
+
+
+def encode_parts(*parts: bytes | str) -> bytes:
+    """Canonical, injective encoding: each part as a 4-byte big-endian length then its bytes."""
+    out = bytearray()
+    for part in parts:
+        raw = part.encode() if isinstance(part, str) else part
+        out += struct.pack(">I", len(raw))
+        out += raw
+    return bytes(out)
+
+
+@dataclass(frozen=True)
+class FieldContext:
+    """Where a ciphertext lives; every part is authenticated."""
+
+    table: str
+    column: str
+    row_id: str
+    owner_id: str
+
+    def aad(self, key_id: bytes) -> bytes:
+        return encode_parts(_AAD_DOMAIN, self.table, self.column, self.row_id, self.owner_id, key_id)
+
+
+class DataKey:
+    """An unwrapped data key; derives its sub-keys once."""
+
+    __slots__ = ("_aead", "_commit_key", "key_id")
+
+    def __init__(self, key_id: uuid.UUID, material: bytes) -> None:
+        if len(material) != 32:
+            raise CryptoError("data key must be 32 bytes")
+        self.key_id = key_id
+        self._aead = AESGCM(_derive(material, b"enc"))
+        self._commit_key = _derive(material, b"commit")
+
+    @classmethod
+    def generate(cls) -> tuple[DataKey, bytes]:
+        material = AESGCM.generate_key(bit_length=256)
+        return cls(uuid.uuid4(), material), material
+
+    def commitment(self, header_without_commitment: bytes) -> bytes:
+        return hmac.new(self._commit_key, header_without_commitment, sha256).digest()
+
+    def __repr__(self) -> str:  # never show key material, even in a debugger or a log
+        return f"DataKey({self.key_id})"
+
+
+def _derive(material: bytes, label: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"referral-service/dek/" + label).derive(
+        material
+    )
+
+
+class FieldCipher:
+    """Encrypts and decrypts single fields under a `DataKey`, bound to a `FieldContext`."""
+
+    def encrypt(self, key: DataKey, plaintext: str, context: FieldContext) -> bytes:
+        key_id = key.key_id.bytes
+        nonce = os.urandom(_NONCE_LEN)
+        commitment = key.commitment(bytes([VERSION]) + key_id + nonce)
+        header = bytes([VERSION]) + key_id + commitment + nonce
+        body = key._aead.encrypt(nonce, plaintext.encode("utf-8"), header + context.aad(key_id))
+        return header + body
+
+    def decrypt(self, key: DataKey, ciphertext: bytes, context: FieldContext) -> str:
+        if len(ciphertext) < HEADER_LEN + 16 or ciphertext[0] != VERSION:
+            raise DecryptionError("not a version-1 field ciphertext")
+        key_id = ciphertext[1 : 1 + _KEY_ID_LEN]
+        commitment = ciphertext[1 + _KEY_ID_LEN : 1 + _KEY_ID_LEN + _COMMIT_LEN]
+        nonce = ciphertext[HEADER_LEN - _NONCE_LEN : HEADER_LEN]
+        if key_id != key.key_id.bytes:
+            raise DecryptionError("ciphertext names another data key")
+        expected = key.commitment(bytes([VERSION]) + key_id + nonce)
+        if not hmac.compare_digest(expected, commitment):
+            raise DecryptionError("key commitment does not match")
+        try:
+            plain = key._aead.decrypt(nonce, ciphertext[HEADER_LEN:], ciphertext[:HEADER_LEN] + context.aad(key_id))
+        except InvalidTag:
+            raise DecryptionError("authentication failed: tampered or misplaced ciphertext") from None
+        return plain.decode("utf-8")
+
+    @staticmethod
+    def key_id_of(ciphertext: bytes) -> uuid.UUID:
+        if len(ciphertext) < HEADER_LEN or ciphertext[0] != VERSION:
+            raise DecryptionError("not a version-1 field ciphertext")
+        return uuid.UUID(bytes=ciphertext[1 : 1 + _KEY_ID_LEN])

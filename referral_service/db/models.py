@@ -1,0 +1,304 @@
+"""Typed SQLAlchemy models.
+
+Columns ending in `_ct` hold field ciphertexts (see `referral_service.crypto.envelope`); they
+are written and read only through `referral_service.services.personal_data`, never directly by
+a view. Everything else is identifiers, categories and timestamps.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in, timezone-aware UTC out, on SQLite and PostgreSQL alike."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[str]: JSON, bytes: LargeBinary}
+
+
+class CryptoMeta(Base):
+    __tablename__ = "crypto_meta"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200))
+
+
+class Counter(Base):
+    __tablename__ = "counters"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class SubjectKey(Base):
+    """A subject's data key, stored only wrapped by a KEK. Destroying it erases the subject."""
+
+    __tablename__ = "subject_keys"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    subject_id: Mapped[str] = mapped_column(String(36), index=True)
+    kek_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    wrapped: Mapped[bytes | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    destroyed_at: Mapped[datetime | None]
+
+
+class Subject(Base):
+    __tablename__ = "subjects"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    key_id: Mapped[str] = mapped_column(String(36))
+    full_name_ct: Mapped[bytes | None]
+    date_of_birth_ct: Mapped[bytes | None]
+    sex_ct: Mapped[bytes | None]
+    cnic_ct: Mapped[bytes | None]
+    phone_ct: Mapped[bytes | None]
+    address_ct: Mapped[bytes | None]
+    # Routing needs these in the clear; they are coarse (a district, a language, under-18 or not).
+    province: Mapped[str] = mapped_column(String(80))
+    district: Mapped[str] = mapped_column(String(80))
+    preferred_language: Mapped[str | None] = mapped_column(String(8))
+    is_minor: Mapped[bool | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    erased_at: Mapped[datetime | None]
+
+
+class BlindIndex(Base):
+    """Truncated keyed hashes of CNIC/phone; several rows per (column, version) during re-indexing."""
+
+    __tablename__ = "blind_indexes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    subject_id: Mapped[str] = mapped_column(ForeignKey("subjects.id", ondelete="CASCADE"))
+    column: Mapped[str] = mapped_column(String(16))
+    version: Mapped[int] = mapped_column(Integer)
+    value: Mapped[int] = mapped_column(Integer)
+    __table_args__ = (
+        Index("ix_blind_indexes_lookup", "column", "version", "value"),
+        UniqueConstraint("subject_id", "column", "version", name="uq_blind_indexes_subject_column_version"),
+    )
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(120), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    partner_id: Mapped[str | None] = mapped_column(ForeignKey("partners.id"))
+    password_hash: Mapped[str | None] = mapped_column(String(200))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
+    user: Mapped[User] = relationship(lazy="joined")
+
+
+class Partner(Base):
+    __tablename__ = "partners"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    networks: Mapped[list[str]] = mapped_column(default=list)
+    services: Mapped[list[str]] = mapped_column(default=list)
+    provinces: Mapped[list[str]] = mapped_column(default=list)
+    districts: Mapped[list[str]] = mapped_column(default=list)
+    languages: Mapped[list[str]] = mapped_column(default=list)
+    capacity: Mapped[int] = mapped_column(Integer, default=0)
+    accepts_minors: Mapped[bool] = mapped_column(Boolean, default=False)
+    staff_sex: Mapped[list[str]] = mapped_column(default=list)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    offers_made: Mapped[int] = mapped_column(Integer, default=0)
+    offers_accepted: Mapped[int] = mapped_column(Integer, default=0)
+    response_seconds_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    responses: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Referral(Base):
+    __tablename__ = "referrals"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    reference: Mapped[str] = mapped_column(String(32), unique=True)
+    subject_id: Mapped[str] = mapped_column(ForeignKey("subjects.id"), index=True)
+    caseworker_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    risk_level: Mapped[str] = mapped_column(String(16))
+    needs: Mapped[list[str]]
+    incident_type: Mapped[str | None] = mapped_column(String(80))
+    incident_ct: Mapped[bytes | None]
+    staff_sex_preference: Mapped[str] = mapped_column(String(8), default="any")
+    consent_given: Mapped[bool] = mapped_column(Boolean)
+    consent_method: Mapped[str | None] = mapped_column(String(16))
+    consent_share: Mapped[list[str]] = mapped_column(default=list)
+    consent_recorded_by: Mapped[str] = mapped_column(String(36))
+    consent_recorded_at: Mapped[datetime] = mapped_column(default=utcnow)
+    consent_withdrawn_at: Mapped[datetime | None]
+    linked_existing_subject: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    assignments: Mapped[list[Assignment]] = relationship(
+        back_populates="referral", order_by="Assignment.offered_at", lazy="selectin"
+    )
+
+
+class Assignment(Base):
+    __tablename__ = "assignments"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    referral_id: Mapped[str] = mapped_column(ForeignKey("referrals.id"), index=True)
+    partner_id: Mapped[str] = mapped_column(ForeignKey("partners.id"), index=True)
+    service: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    reasons: Mapped[list[str]] = mapped_column(default=list)
+    offered_at: Mapped[datetime] = mapped_column(default=utcnow)
+    responded_at: Mapped[datetime | None]
+    decline_reason: Mapped[str | None] = mapped_column(String(32))
+    note_ct: Mapped[bytes | None]
+    close_outcome: Mapped[str | None] = mapped_column(String(32))
+    closed_at: Mapped[datetime | None]
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    referral: Mapped[Referral] = relationship(back_populates="assignments")
+    followups: Mapped[list[FollowUp]] = relationship(order_by="FollowUp.recorded_at", lazy="selectin")
+    __mapper_args__ = {"version_id_col": version}
+    __table_args__ = (
+        # The database itself refuses a second open offer of one service for one referral.
+        Index(
+            "uq_assignments_open_per_service",
+            "referral_id",
+            "service",
+            unique=True,
+            sqlite_where=text("status IN ('offered', 'accepted')"),
+            postgresql_where=text("status IN ('offered', 'accepted')"),
+        ),
+    )
+
+
+class FollowUp(Base):
+    __tablename__ = "followups"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    assignment_id: Mapped[str] = mapped_column(ForeignKey("assignments.id"), index=True)
+    referral_id: Mapped[str] = mapped_column(ForeignKey("referrals.id"), index=True)
+    outcome: Mapped[str] = mapped_column(String(64))
+    note_ct: Mapped[bytes | None]
+    recorded_by: Mapped[str] = mapped_column(String(36))
+    recorded_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RoutingDecision(Base):
+    """Why a partner was chosen, or why none could be: kept for caseworkers and supervisors."""
+
+    __tablename__ = "routing_decisions"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    referral_id: Mapped[str] = mapped_column(ForeignKey("referrals.id"), index=True)
+    service: Mapped[str] = mapped_column(String(32))
+    chosen_partner_id: Mapped[str | None] = mapped_column(String(64))
+    considered: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    decided_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Deadline(Base):
+    """A timer as a row: the scheduler fires due rows once, however many schedulers run."""
+
+    __tablename__ = "deadlines"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    referral_id: Mapped[str] = mapped_column(ForeignKey("referrals.id"), index=True)
+    assignment_id: Mapped[str | None] = mapped_column(ForeignKey("assignments.id"), index=True)
+    partner_id: Mapped[str | None] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    risk_level: Mapped[str] = mapped_column(String(16))
+    due_at: Mapped[datetime] = mapped_column(index=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    fired_at: Mapped[datetime | None]
+
+
+class OutboxMessage(Base):
+    __tablename__ = "outbox"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(36))
+    type: Mapped[str] = mapped_column(String(64))
+    aggregate_id: Mapped[str | None] = mapped_column(String(36))
+    exchange: Mapped[str] = mapped_column(String(64))
+    routing_key: Mapped[str] = mapped_column(String(128))
+    body: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    published_at: Mapped[datetime | None]
+    __table_args__ = (
+        Index("ix_outbox_pending", "published_at", "id"),
+        Index("ix_outbox_aggregate", "aggregate_id", "id"),
+        UniqueConstraint("event_id", "exchange", name="uq_outbox_event_exchange"),
+    )
+
+
+class ProcessedMessage(Base):
+    __tablename__ = "processed_messages"
+    consumer: Mapped[str] = mapped_column(String(64), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    processed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class IdempotencyKey(Base):
+    __tablename__ = "idempotency_keys"
+    user_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    request_mac: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+__all__ = ["Base", "date"]

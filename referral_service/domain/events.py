@@ -1,0 +1,164 @@
+"""Events: facts in the past tense, identifiers only (never personal data).
+
+Each event class maps to one routing key of the contract. `to_message` is the wire body.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+EVENT_VERSION = 1
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    routing_key: ClassVar[str]
+    referral_id: str | None = None
+    event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    occurred_at: datetime = field(default_factory=_now)
+
+    def to_message(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "event_id": self.event_id,
+            "type": self.routing_key,
+            "version": EVENT_VERSION,
+            "occurred_at": self.occurred_at.isoformat(),
+        }
+        for f in dataclasses.fields(self):
+            if f.name not in ("event_id", "occurred_at"):
+                body[f.name] = getattr(self, f.name)
+        return body
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReferralSubmitted(Event):
+    routing_key = "referral.submitted"
+    subject_id: str
+    risk_level: str
+    consent_given: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReferralRouted(Event):
+    routing_key = "referral.routed"
+    assignment_ids: list[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReferralUnroutable(Event):
+    routing_key = "referral.unroutable"
+    services: list[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AssignmentEvent(Event):
+    routing_key = "assignment.event"
+    assignment_id: str
+    partner_id: str
+    service: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class AssignmentOffered(AssignmentEvent):
+    routing_key = "assignment.offered"
+    risk_level: str
+    accept_by: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AssignmentAccepted(AssignmentEvent):
+    routing_key = "assignment.accepted"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AssignmentDeclined(AssignmentEvent):
+    routing_key = "assignment.declined"
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class AssignmentExpired(AssignmentEvent):
+    routing_key = "assignment.expired"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AssignmentWithdrawn(AssignmentEvent):
+    routing_key = "assignment.withdrawn"
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class AssignmentClosed(AssignmentEvent):
+    routing_key = "assignment.closed"
+    outcome: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class FollowUpRecorded(Event):
+    routing_key = "followup.recorded"
+    assignment_id: str
+    followup_id: str
+    outcome: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class FollowUpDue(Event):
+    routing_key = "followup.due"
+    assignment_id: str | None
+    deadline_id: str
+    kind: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class FollowUpOverdue(Event):
+    routing_key = "followup.overdue"
+    assignment_id: str | None
+    deadline_id: str
+    kind: str
+    risk_level: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReferralClosed(Event):
+    routing_key = "referral.closed"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConsentWithdrawn(Event):
+    routing_key = "referral.consent_withdrawn"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SubjectErased(Event):
+    routing_key = "subject.erased"
+    subject_id: str
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.routing_key: cls
+    for cls in (
+        ReferralSubmitted,
+        ReferralRouted,
+        ReferralUnroutable,
+        AssignmentOffered,
+        AssignmentAccepted,
+        AssignmentDeclined,
+        AssignmentExpired,
+        AssignmentWithdrawn,
+        AssignmentClosed,
+        FollowUpRecorded,
+        FollowUpDue,
+        FollowUpOverdue,
+        ReferralClosed,
+        ConsentWithdrawn,
+        SubjectErased,
+    )
+}

@@ -1,0 +1,277 @@
+"""The single place personal data is sealed, opened, matched and erased.
+
+Why explicit calls here instead of a SQLAlchemy TypeDecorator: the associated data binds each
+ciphertext to its row id and owning subject, and the key is the subject's own, unwrapped from
+another table; a column type sees only its value. Keeping it explicit also gives every read of
+personal data one chokepoint (`reveal_*`) that reports to the `AccessRecorder`, and keeps
+plaintext out of ORM objects: models only ever hold ciphertext, and unwrapped data keys live in
+the session's `info` for one unit of work.
+"""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from hashlib import sha256
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from referral_service.crypto import (
+    BlindIndexer,
+    DataKey,
+    FieldCipher,
+    FieldContext,
+    KeyProvider,
+    KeyringError,
+    SubjectErased,
+    normalise_cnic,
+    normalise_phone,
+)
+from referral_service.db.models import BlindIndex, CryptoMeta, Subject, SubjectKey, new_id
+from referral_service.domain.model import PERSONAL_SUBJECT_FIELDS, Actor
+from referral_service.services.access import AccessRecorder
+
+_DEK_CACHE = "referral_service.deks"
+
+
+@dataclass(frozen=True)
+class SubjectInput:
+    full_name: str
+    province: str
+    district: str
+    date_of_birth: date | None = None
+    sex: str | None = None
+    cnic: str | None = None
+    phone: str | None = None
+    address: str | None = None
+    preferred_language: str | None = None
+
+    def personal(self) -> dict[str, str | None]:
+        return {
+            "full_name": self.full_name,
+            "date_of_birth": self.date_of_birth.isoformat() if self.date_of_birth else None,
+            "sex": self.sex,
+            "cnic": self.cnic,
+            "phone": self.phone,
+            "address": self.address,
+        }
+
+
+def is_minor(date_of_birth: date | None, today: date) -> bool | None:
+    if date_of_birth is None:
+        return None
+    years = today.year - date_of_birth.year - ((today.month, today.day) < (date_of_birth.month, date_of_birth.day))
+    return years < 18
+
+
+class PersonalData:
+    def __init__(
+        self, keys: KeyProvider, cipher: FieldCipher, indexer: BlindIndexer, access: AccessRecorder
+    ) -> None:
+        self.keys = keys
+        self.cipher = cipher
+        self.indexer = indexer
+        self.access = access
+
+    # -- data keys ---------------------------------------------------------------------------
+    def _new_key(self, session: Session, subject_id: str, now: datetime) -> DataKey:
+        key, material = DataKey.generate()
+        kek_id, wrapped = self.keys.wrap_dek(material, subject_id=subject_id, key_id=key.key_id)
+        session.add(SubjectKey(id=str(key.key_id), subject_id=subject_id, kek_id=kek_id, wrapped=wrapped,
+                               created_at=now))
+        session.info.setdefault(_DEK_CACHE, {})[subject_id] = key
+        return key
+
+    def data_key(self, session: Session, subject: Subject) -> DataKey:
+        cache: dict[str, DataKey] = session.info.setdefault(_DEK_CACHE, {})
+        key = cache.get(subject.id)
+        if key is not None:
+            return key
+        row = session.get(SubjectKey, subject.key_id)
+        if row is None or row.wrapped is None or row.kek_id is None or row.subject_id != subject.id:
+            raise SubjectErased("the subject's data key has been destroyed")
+        key_id = uuid.UUID(row.id)
+        material = self.keys.unwrap_dek(row.kek_id, row.wrapped, subject_id=subject.id, key_id=key_id)
+        key = DataKey(key_id, material)
+        cache[subject.id] = key
+        return key
+
+    # -- sealing and opening -----------------------------------------------------------------
+    def seal(self, session: Session, subject: Subject, table: str, column: str, row_id: str,
+             value: str | None) -> bytes | None:
+        if value is None:
+            return None
+        key = self.data_key(session, subject)
+        return self.cipher.encrypt(key, value, FieldContext(table, column, row_id, subject.id))
+
+    def _open(self, session: Session, subject: Subject, table: str, column: str, row_id: str,
+              ciphertext: bytes | None) -> str | None:
+        if ciphertext is None:
+            return None
+        key = self.data_key(session, subject)
+        return self.cipher.decrypt(key, ciphertext, FieldContext(table, column, row_id, subject.id))
+
+    def create_subject(self, session: Session, data: SubjectInput, now: datetime) -> Subject:
+        subject = Subject(
+            province=data.province,
+            district=data.district,
+            preferred_language=data.preferred_language,
+            is_minor=is_minor(data.date_of_birth, now.date()),
+            created_at=now,
+        )
+        subject.id = new_id()
+        key = self._new_key(session, subject.id, now)
+        subject.key_id = str(key.key_id)
+        self._write_fields(session, subject, data.personal())
+        session.add(subject)
+        session.flush([subject])
+        self._write_indexes(session, subject, data.cnic, data.phone)
+        return subject
+
+    def update_missing_fields(self, session: Session, subject: Subject, data: SubjectInput) -> list[str]:
+        """A repeat referral may bring what the first lacked (a phone, say); fill gaps only."""
+        filled = {}
+        for name, value in data.personal().items():
+            if value is not None and getattr(subject, f"{name}_ct") is None:
+                filled[name] = value
+        self._write_fields(session, subject, filled)
+        self._write_indexes(
+            session, subject, filled.get("cnic"), filled.get("phone")
+        )
+        return sorted(filled)
+
+    def _write_fields(self, session: Session, subject: Subject, values: dict[str, str | None]) -> None:
+        for name, value in values.items():
+            setattr(subject, f"{name}_ct", self.seal(session, subject, "subjects", name, subject.id, value))
+
+    def _write_indexes(self, session: Session, subject: Subject, cnic: str | None, phone: str | None) -> None:
+        for column, value in (("cnic", cnic), ("phone", phone)):
+            if value:
+                session.add(
+                    BlindIndex(subject_id=subject.id, column=column, version=self.indexer.version,
+                               value=self.indexer.index(column, value))
+                )
+
+    # -- reading (every read of personal data passes here) -------------------------------------
+    def reveal_subject(
+        self, session: Session, subject: Subject, fields: Sequence[str], *, actor: Actor | None,
+        referral_id: str | None, action: str = "referral.read",
+    ) -> dict[str, Any]:
+        """The requested personal fields in the clear, or all `None` with `erased` for a shredded subject."""
+        wanted = [f for f in fields if f in PERSONAL_SUBJECT_FIELDS]
+        self.access.record(actor=actor, action=action, referral_id=referral_id, subject_id=subject.id,
+                           fields=wanted)
+        try:
+            values = {f: self._open(session, subject, "subjects", f, subject.id, getattr(subject, f"{f}_ct"))
+                      for f in wanted}
+        except SubjectErased:
+            return {**dict.fromkeys(wanted), "erased": True}
+        return {**values, "erased": False}
+
+    def reveal_field(
+        self, session: Session, subject: Subject, table: str, column: str, row_id: str,
+        ciphertext: bytes | None, *, actor: Actor | None, referral_id: str | None,
+    ) -> str | None:
+        """One sealed field of another table (incident, notes); None when erased."""
+        if ciphertext is None:
+            return None
+        self.access.record(actor=actor, action=f"{table}.{column}.read", referral_id=referral_id,
+                           subject_id=subject.id, fields=[column])
+        try:
+            return self._open(session, subject, table, column, row_id, ciphertext)
+        except SubjectErased:
+            return None
+
+    # -- duplicates --------------------------------------------------------------------------
+    def find_same_person(self, session: Session, cnic: str | None, phone: str | None) -> tuple[Subject, str] | None:
+        """A subject whose CNIC (first) or phone matches exactly, confirmed after decryption."""
+        normalisers = {"cnic": normalise_cnic, "phone": normalise_phone}
+        for column, value in (("cnic", cnic), ("phone", phone)):
+            if not value:
+                continue
+            wanted = normalisers[column](value)
+            candidates = session.scalars(
+                select(Subject)
+                .join(BlindIndex, BlindIndex.subject_id == Subject.id)
+                .where(BlindIndex.column == column, BlindIndex.version == self.indexer.version,
+                       BlindIndex.value == self.indexer.index(column, value), Subject.erased_at.is_(None))
+                .order_by(Subject.created_at)
+            ).all()
+            for candidate in candidates:
+                try:
+                    stored = self._open(session, candidate, "subjects", column, candidate.id,
+                                        getattr(candidate, f"{column}_ct"))
+                except SubjectErased:
+                    continue
+                if stored and normalisers[column](stored) == wanted:
+                    return candidate, column
+        return None
+
+    # -- erasure and rotation ------------------------------------------------------------------
+    def erase(self, session: Session, subject: Subject, now: datetime) -> None:
+        """Crypto-shredding: the wrapped data key is destroyed; every ciphertext becomes noise."""
+        for row in session.scalars(select(SubjectKey).where(SubjectKey.subject_id == subject.id)):
+            row.wrapped = None
+            row.kek_id = None
+            row.destroyed_at = now
+        session.query(BlindIndex).filter(BlindIndex.subject_id == subject.id).delete()
+        subject.erased_at = now
+        session.info.get(_DEK_CACHE, {}).pop(subject.id, None)
+
+    def rewrap_batch(self, session: Session, batch_size: int = 500) -> int:
+        """Re-wrap up to `batch_size` data keys under the active KEK; returns how many."""
+        active = self.keys.active_kek_id()
+        query = (
+            select(SubjectKey)
+            .where(SubjectKey.wrapped.is_not(None), SubjectKey.kek_id != active)
+            .order_by(SubjectKey.id)
+            .limit(batch_size)
+        )
+        if session.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        rows = session.scalars(query).all()
+        for row in rows:
+            assert row.wrapped is not None and row.kek_id is not None
+            key_id = uuid.UUID(row.id)
+            material = self.keys.unwrap_dek(row.kek_id, row.wrapped, subject_id=row.subject_id, key_id=key_id)
+            row.kek_id, row.wrapped = self.keys.wrap_dek(material, subject_id=row.subject_id, key_id=key_id)
+        return len(rows)
+
+    def keys_to_rewrap(self, session: Session) -> int:
+        active = self.keys.active_kek_id()
+        return session.scalar(
+            select(func.count()).select_from(SubjectKey)
+            .where(SubjectKey.wrapped.is_not(None), SubjectKey.kek_id != active)
+        ) or 0
+
+    def kek_usage(self, session: Session) -> dict[str, int]:
+        rows = session.execute(
+            select(SubjectKey.kek_id, func.count()).where(SubjectKey.wrapped.is_not(None)).group_by(SubjectKey.kek_id)
+        ).all()
+        return {str(kek): int(n) for kek, n in rows}
+
+    def verify_keys(self, session: Session) -> None:
+        """Start-up check: the keyring opens the stored data keys and is the one the indexes used.
+
+        Raises KeyringError (one line) instead of letting a wrong keyring yield garbage later.
+        """
+        fingerprint = hmac.new(self.keys.derive_secret("fingerprint"), b"referral-service", sha256).hexdigest()
+        meta = session.get(CryptoMeta, "keyring_fingerprint")
+        if meta is None:
+            session.add(CryptoMeta(name="keyring_fingerprint", value=fingerprint))
+        elif not hmac.compare_digest(meta.value, fingerprint):
+            raise KeyringError("REFERRAL_KEYRING: this keyring is not the one this database was created with")
+        known = set(self.keys.kek_ids())
+        for kek_id in self.kek_usage(session):
+            if kek_id not in known:
+                raise KeyringError(f"REFERRAL_KEYRING: key {kek_id}, which wraps stored data keys, is missing")
+            row = session.scalars(
+                select(SubjectKey).where(SubjectKey.kek_id == kek_id, SubjectKey.wrapped.is_not(None)).limit(1)
+            ).one()
+            assert row.wrapped is not None
+            self.keys.unwrap_dek(kek_id, row.wrapped, subject_id=row.subject_id, key_id=uuid.UUID(row.id))

@@ -1,0 +1,45 @@
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from referral_service.domain.geography import UnknownPlace, districts, provinces
+from referral_service.domain.model import LANGUAGES, NETWORKS, SERVICES
+
+_ID = validate.Regexp(r"^[a-z0-9][a-z0-9_-]{1,62}$", error="lower-case letters, digits, - and _ (2-63 chars)")
+
+
+class PartnerSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    id = fields.String(required=True, validate=_ID)
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    networks = fields.List(fields.String(validate=validate.OneOf(NETWORKS)), load_default=list)
+    services = fields.List(fields.String(validate=validate.OneOf(SERVICES)), required=True,
+                           validate=validate.Length(min=1))
+    provinces = fields.List(fields.String(), load_default=list)
+    districts = fields.List(fields.String(), load_default=list)
+    languages = fields.List(fields.String(validate=validate.OneOf(LANGUAGES)), load_default=list)
+    capacity = fields.Integer(required=True, validate=validate.Range(min=0, max=100000))
+    accepts_minors = fields.Boolean(load_default=False)
+    staff_sex = fields.List(fields.String(validate=validate.OneOf(("female", "male"))), load_default=list)
+    active = fields.Boolean(load_default=True)
+
+    @validates_schema
+    def _places(self, data: dict, **_: object) -> None:
+        canon_p = {p.casefold(): p for p in provinces()}
+        out_p = []
+        for p in data.get("provinces", []):
+            if p.casefold() not in canon_p:
+                raise ValidationError("unknown province", "provinces")
+            out_p.append(canon_p[p.casefold()])
+        canon_d = {d.casefold(): d for d in districts()}
+        out_d = []
+        for d in data.get("districts", []):
+            if d.casefold() not in canon_d:
+                raise ValidationError(f"unknown district {d!r}"[:120], "districts")
+            out_d.append(canon_d[d.casefold()])
+        if not out_p and not out_d:
+            raise ValidationError("name at least one province or district", "provinces")
+        data["provinces"], data["districts"] = out_p, out_d
+
+
+__all__ = ["PartnerSchema", "UnknownPlace"]

@@ -1,0 +1,212 @@
+from datetime import UTC, date, datetime
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates, validates_schema
+
+from referral_service.crypto import normalise_cnic, normalise_phone
+from referral_service.crypto.blind_index import format_cnic
+from referral_service.domain.geography import UnknownPlace, resolve_place
+from referral_service.domain.model import (
+    CLOSE_OUTCOMES,
+    CONSENT_METHODS,
+    DECLINE_REASONS,
+    LANGUAGES,
+    RISK_LEVELS,
+    SERVICES,
+    SEXES,
+    SHARE_SCOPES,
+    STAFF_SEX_PREFERENCES,
+)
+
+NARRATIVE_MAX = 5000
+NOTE_MAX = 2000
+
+
+def _not_future(value: date) -> None:
+    if value > datetime.now(UTC).date():
+        raise ValidationError("must not be in the future")
+
+
+class _Strict(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class SubjectInputSchema(_Strict):
+    full_name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    date_of_birth = fields.Date(load_default=None, allow_none=True, validate=_not_future)
+    sex = fields.String(load_default="undisclosed", validate=validate.OneOf(SEXES))
+    cnic = fields.String(load_default=None, allow_none=True)
+    phone = fields.String(load_default=None, allow_none=True)
+    address = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
+    province = fields.String(load_default=None, allow_none=True)
+    district = fields.String(required=True)
+    preferred_language = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(LANGUAGES))
+
+    @validates("full_name")
+    def _name(self, value: str, **_: Any) -> None:
+        if not value.strip():
+            raise ValidationError("must not be blank")
+
+    @validates("date_of_birth")
+    def _dob(self, value: date | None, **_: Any) -> None:
+        if value is not None and value.year < 1900:
+            raise ValidationError("must be after 1900")
+
+    @validates_schema
+    def _normalise(self, data: dict[str, Any], **_: Any) -> None:
+        errors: dict[str, list[str]] = {}
+        for name, fn in (("cnic", format_cnic), ("phone", normalise_phone)):
+            if data.get(name):
+                try:
+                    data[name] = fn(data[name])
+                except ValueError as exc:
+                    errors[name] = [str(exc)]
+            else:
+                data[name] = None
+        try:
+            place = resolve_place(data.get("province"), data["district"])
+            data["province"], data["district"] = place.province, place.district
+        except UnknownPlace as exc:
+            errors.setdefault(exc.field, []).append(exc.message)
+        if errors:
+            raise ValidationError(errors)
+        data["full_name"] = data["full_name"].strip()
+
+
+class IncidentInputSchema(_Strict):
+    type = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=80))
+    date = fields.Date(load_default=None, allow_none=True, validate=_not_future)
+    narrative = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=NARRATIVE_MAX))
+
+
+class ConsentInputSchema(_Strict):
+    given = fields.Boolean(required=True)
+    method = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(CONSENT_METHODS))
+    share = fields.List(fields.String(validate=validate.OneOf(SHARE_SCOPES)), load_default=list)
+
+    @validates_schema
+    def _method(self, data: dict[str, Any], **_: Any) -> None:
+        if data["given"] and not data.get("method"):
+            raise ValidationError("say how consent was given: verbal or written", "method")
+
+
+class PreferencesInputSchema(_Strict):
+    staff_sex = fields.String(load_default="any", validate=validate.OneOf(STAFF_SEX_PREFERENCES))
+
+
+class ReferralInputSchema(_Strict):
+    subject = fields.Nested(SubjectInputSchema, required=True)
+    incident = fields.Nested(IncidentInputSchema, load_default=dict)
+    needs = fields.List(fields.String(validate=validate.OneOf(SERVICES)), required=True,
+                        validate=validate.Length(min=1, error="name at least one need"))
+    risk_level = fields.String(required=True, validate=validate.OneOf(RISK_LEVELS))
+    consent = fields.Nested(ConsentInputSchema, required=True)
+    preferences = fields.Nested(PreferencesInputSchema, load_default=dict)
+
+    @post_load
+    def _to_command(self, data: dict[str, Any], **_: Any) -> Any:
+        from referral_service.domain.commands import SubmitReferral
+        from referral_service.services.personal_data import SubjectInput
+
+        s = data["subject"]
+        incident = data.get("incident") or {}
+        consent = data["consent"]
+        return SubmitReferral(
+            subject=SubjectInput(
+                full_name=s["full_name"], province=s["province"], district=s["district"],
+                date_of_birth=s.get("date_of_birth"), sex=s.get("sex"), cnic=s.get("cnic"), phone=s.get("phone"),
+                address=s.get("address"), preferred_language=s.get("preferred_language"),
+            ),
+            needs=data["needs"],
+            risk_level=data["risk_level"],
+            consent_given=consent["given"],
+            consent_method=consent.get("method"),
+            consent_share=consent.get("share") or [],
+            incident_type=incident.get("type"),
+            incident_date=incident.get("date"),
+            incident_narrative=incident.get("narrative"),
+            staff_sex_preference=(data.get("preferences") or {}).get("staff_sex", "any"),
+        )
+
+
+class DeclineSchema(_Strict):
+    reason = fields.String(required=True, validate=validate.OneOf(DECLINE_REASONS))
+    note = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=NOTE_MAX))
+
+    @validates_schema
+    def _other(self, data: dict[str, Any], **_: Any) -> None:
+        if data["reason"] == "other" and not (data.get("note") or "").strip():
+            raise ValidationError("explain 'other' in a note", "note")
+
+
+class FollowUpSchema(_Strict):
+    outcome = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    note = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=NOTE_MAX))
+
+
+class CloseSchema(_Strict):
+    outcome = fields.String(required=True, validate=validate.OneOf(CLOSE_OUTCOMES))
+    note = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=NOTE_MAX))
+
+
+class WithdrawSchema(_Strict):
+    note = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=NOTE_MAX))
+
+
+# -- responses (documented in OpenAPI; views build dicts of these shapes) --------------------------
+class AssignmentSchema(Schema):
+    id = fields.String()
+    referral_id = fields.String()
+    partner_id = fields.String()
+    service = fields.String()
+    status = fields.String()
+    offered_at = fields.DateTime()
+    responded_at = fields.DateTime(allow_none=True)
+    reasons = fields.List(fields.String())
+    decline_reason = fields.String(allow_none=True)
+    close_outcome = fields.String(allow_none=True)
+    closed_at = fields.DateTime(allow_none=True)
+    note = fields.String(allow_none=True)
+    followups = fields.List(fields.Dict())
+    risk_level = fields.String()
+    reference = fields.String()
+
+
+class SubjectViewSchema(Schema):
+    full_name = fields.String(allow_none=True)
+    date_of_birth = fields.String(allow_none=True)
+    sex = fields.String(allow_none=True)
+    cnic = fields.String(allow_none=True)
+    phone = fields.String(allow_none=True)
+    address = fields.String(allow_none=True)
+    province = fields.String()
+    district = fields.String()
+    preferred_language = fields.String(allow_none=True)
+    is_minor = fields.Boolean(allow_none=True)
+    erased = fields.Boolean()
+
+
+class ReferralSchema(Schema):
+    id = fields.String()
+    reference = fields.String()
+    status = fields.String()
+    risk_level = fields.String()
+    needs = fields.List(fields.String())
+    subject_id = fields.String()
+    subject = fields.Nested(SubjectViewSchema)
+    incident = fields.Dict()
+    preferences = fields.Dict()
+    consent = fields.Dict()
+    assignments = fields.List(fields.Nested(AssignmentSchema))
+    routing_decisions = fields.List(fields.Dict())
+    created_at = fields.DateTime()
+
+
+class SubmittedSchema(Schema):
+    id = fields.String()
+    reference = fields.String()
+    status = fields.String()
+    subject_id = fields.String()
+    routing = fields.String()
+    warnings = fields.List(fields.Dict())

@@ -1,0 +1,1 @@
+"""Background workers: outbox relay, router (a kombu consumer), deadline scheduler."""
