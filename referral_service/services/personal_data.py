@@ -129,7 +129,7 @@ class PersonalData:
         subject.key_id = str(key.key_id)
         self._write_fields(session, subject, data.personal())
         session.add(subject)
-        session.flush([subject])
+        session.flush()
         self._write_indexes(session, subject, data.cnic, data.phone)
         return subject
 

@@ -1,0 +1,46 @@
+"""Drive the real relay and router in-process over kombu's memory:// transport, step by step."""
+
+from __future__ import annotations
+
+import socket
+
+from kombu import Consumer
+
+from referral_service.bootstrap import Services
+from referral_service.messaging.broker import KombuPublisher, connect
+from referral_service.messaging.topology import declare_topology
+from workers.relay import OutboxRelay
+from workers.router import make_router
+
+
+class InProcessPipeline:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.connection = connect("memory://")
+        declare_topology(self.connection)
+        self.relay = OutboxRelay(services, KombuPublisher(self.connection))
+        self.router = make_router(self.connection, services)
+        self.router.queue(self.connection.default_channel).purge()
+
+    def _consume(self) -> int:
+        before = self.router.handled
+        with Consumer(self.connection, queues=[self.router.queue], callbacks=[self.router.on_message],
+                      accept=["json"]):
+            while True:
+                try:
+                    self.connection.drain_events(timeout=0.02)
+                except (socket.timeout, TimeoutError):
+                    break
+        return self.router.handled - before
+
+    def drain(self, rounds: int = 50) -> None:
+        """Publish and route until nothing is left to do."""
+        for _ in range(rounds):
+            published = self.relay.publish_batch()
+            consumed = self._consume()
+            if not published and not consumed:
+                return
+        raise AssertionError("pipeline did not settle")
+
+    def close(self) -> None:
+        self.connection.release()
