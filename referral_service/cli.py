@@ -147,7 +147,7 @@ def serve(host: str, port: int, workers_: int) -> None:
 
     _services().dispose()  # fail fast, in one line, before gunicorn forks
 
-    class _Gunicorn(BaseApplication):  # type: ignore[misc]
+    class _Gunicorn(BaseApplication):
         def load_config(self) -> None:
             self.cfg.set("bind", f"{host}:{port}")
             self.cfg.set("workers", workers_)

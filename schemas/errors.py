@@ -4,7 +4,8 @@ from marshmallow import Schema, fields
 class ErrorBodySchema(Schema):
     code = fields.String(required=True)
     message = fields.String(required=True)
-    fields = fields.Dict(keys=fields.String(), values=fields.Raw())
+    # "fields" would shadow Schema.fields; data_key keeps the wire name of the contract.
+    field_errors = fields.Dict(keys=fields.String(), values=fields.Raw(), data_key="fields")
 
 
 class ErrorSchema(Schema):

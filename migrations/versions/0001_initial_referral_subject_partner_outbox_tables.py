@@ -1,7 +1,7 @@
 """create referral, subject, partner, outbox and key tables
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-25 02:44:34.920190
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
-
 
 revision = '0001'
 down_revision = None

@@ -28,7 +28,8 @@ def accept(assignment_id: str) -> Any:
 def decline(assignment_id: str) -> Any:
     actor = current_actor()
     data = load(DeclineSchema(), json_body())
-    return ok(assignments.decline(services(), DeclineAssignment(assignment_id, data["reason"], data.get("note")), actor))
+    cmd = DeclineAssignment(assignment_id, data["reason"], data.get("note"))
+    return ok(assignments.decline(services(), cmd, actor))
 
 
 @bp.post("/assignments/<assignment_id>/followups")

@@ -57,8 +57,9 @@ def build_spec() -> dict[str, Any]:
                    plugins=[MarshmallowPlugin()], info={"description": "Victim Assistance Network referrals"})
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     for name, schema in {
-        "Error": ErrorSchema, "ReferralInput": ReferralInputSchema, "Referral": ReferralSchema,
-        "Submitted": SubmittedSchema, "Assignment": AssignmentSchema, "Decline": DeclineSchema,
+        # Nested schemas first: the plugin registers a nested schema under its own name on first sight.
+        "Error": ErrorSchema, "Assignment": AssignmentSchema, "ReferralInput": ReferralInputSchema,
+        "Referral": ReferralSchema, "Submitted": SubmittedSchema, "Decline": DeclineSchema,
         "FollowUp": FollowUpSchema, "Close": CloseSchema, "Partner": PartnerSchema,
     }.items():
         spec.components.schema(name, schema=schema)
@@ -82,7 +83,9 @@ def build_spec() -> dict[str, Any]:
     spec.path("/api/v1/assignments/{assignment_id}/close", operations={
         "post": _op("Close with an outcome", "Assignment", "Close", params=aid)})
     spec.path("/api/v1/partners", operations={
-        "get": _op("Partner directory"), "post": _op("Create or update a partner (admin)", "Partner", "Partner", "201")})
+        "get": _op("Partner directory"),
+        "post": _op("Create or update a partner (admin)", "Partner", "Partner", "201"),
+    })
     spec.path("/api/v1/deadlines/overdue", operations={"get": _op("Overdue deadlines, riskiest first")})
     spec.path("/api/v1/openapi.json", operations={"get": _op("This document", auth=False)})
     doc = spec.to_dict()

@@ -24,7 +24,7 @@ from referral_service.domain.commands import CloseAssignment, DeclineAssignment,
 from referral_service.domain.errors import Conflict, Forbidden, NotFound
 from referral_service.domain.model import OPEN_ASSIGNMENT_STATUSES, Actor, AssignmentStatus, ReferralStatus, Role
 from referral_service.domain.routing import CaseProfile, PartnerProfile, route_referral
-from referral_service.services.common import clamp_limit, decode_cursor, encode_cursor, for_update
+from referral_service.services.common import clamp_limit, decode_cursor, encode_cursor, for_update, must
 from referral_service.services.referrals import assignment_view
 
 if TYPE_CHECKING:
@@ -127,7 +127,7 @@ def decline(services: Services, cmd: DeclineAssignment, actor: Actor) -> dict[st
         if a.status == AssignmentStatus.OFFERED:
             _record_response(uow.session, a, now, accepted=False)
         a.status, a.responded_at, a.decline_reason = AssignmentStatus.DECLINED, now, cmd.reason
-        subject = uow.session.get(Subject, a.referral.subject_id)
+        subject = must(uow.session.get(Subject, a.referral.subject_id), "subject")
         a.note_ct = services.personal_data.seal(uow.session, subject, "assignments", "note", a.id, cmd.note)
         _meet_deadlines(uow.session, a.id, ("accept", "first_contact", "followup"))
         uow.emit(events.AssignmentDeclined(referral_id=a.referral_id, assignment_id=a.id, partner_id=a.partner_id,
@@ -143,7 +143,7 @@ def record_followup(services: Services, cmd: RecordFollowUp, actor: Actor) -> di
         if a.status != AssignmentStatus.ACCEPTED:
             raise Conflict(f"the assignment is {a.status}; accept it before recording follow-ups")
         now = services.clock.now()
-        subject = uow.session.get(Subject, a.referral.subject_id)
+        subject = must(uow.session.get(Subject, a.referral.subject_id), "subject")
         followup = FollowUp(assignment_id=a.id, referral_id=a.referral_id, outcome=cmd.outcome,
                             recorded_by=actor.user_id, recorded_at=now)
         followup.id = new_id()
@@ -164,7 +164,7 @@ def close(services: Services, cmd: CloseAssignment, actor: Actor) -> dict[str, A
         if a.status not in OPEN_ASSIGNMENT_STATUSES:
             raise Conflict(f"the assignment is {a.status}; only an open assignment can be closed")
         now = services.clock.now()
-        subject = uow.session.get(Subject, a.referral.subject_id)
+        subject = must(uow.session.get(Subject, a.referral.subject_id), "subject")
         a.status, a.close_outcome, a.closed_at = AssignmentStatus.CLOSED, cmd.outcome, now
         a.note_ct = services.personal_data.seal(uow.session, subject, "assignments", "note", a.id, cmd.note)
         _meet_deadlines(uow.session, a.id, ("accept", "first_contact", "followup"))
@@ -210,7 +210,7 @@ def route_open_needs(uow: UnitOfWork, services: Services, referral_id: str) -> l
     if referral is None or not referral.consent_given or referral.consent_withdrawn_at is not None \
             or referral.status in (ReferralStatus.WITHDRAWN, ReferralStatus.CLOSED):
         return []
-    subject = session.get(Subject, referral.subject_id)
+    subject = must(session.get(Subject, referral.subject_id), "subject")
     now = services.clock.now()
     partners: list[PartnerProfile] | None = None
     offered: list[str] = []
@@ -236,7 +236,7 @@ def route_open_needs(uow: UnitOfWork, services: Services, referral_id: str) -> l
         a.id = new_id()
         a.referral = referral
         session.add(a)
-        partner_row = session.get(Partner, result.chosen.id)
+        partner_row = must(session.get(Partner, result.chosen.id), "partner")
         partner_row.offers_made += 1
         deadline = _add_deadline(services, session, a, "accept", now)
         partners = [p if p.id != result.chosen.id else

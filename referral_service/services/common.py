@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 from referral_service.db.models import Counter
 from referral_service.domain.errors import ValidationFailed
 
-T = TypeVar("T", bound=tuple[Any, ...])
+S = TypeVar("S", bound=Select[Any])
+T = TypeVar("T")
 
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
@@ -41,7 +42,7 @@ def clamp_limit(limit: int | None) -> int:
     return limit
 
 
-def for_update(session: Session, query: Select[T]) -> Select[T]:
+def for_update(session: Session, query: S) -> S:
     """Row lock on PostgreSQL; SQLite already serialises writers (BEGIN IMMEDIATE)."""
     if session.get_bind().dialect.name == "postgresql":
         return query.with_for_update()
@@ -55,3 +56,10 @@ def next_counter(session: Session, name: str) -> int:
     stmt = insert(Counter).values(name=name, value=1)
     stmt = stmt.on_conflict_do_update(index_elements=[Counter.name], set_={"value": Counter.value + 1})
     return int(session.execute(stmt.returning(Counter.value)).scalar_one())
+
+
+def must(value: T | None, what: str = "row") -> T:
+    """A row the schema guarantees exists (a foreign key); its absence is a bug, not a client error."""
+    if value is None:
+        raise LookupError(f"missing {what}")
+    return value

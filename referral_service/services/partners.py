@@ -21,7 +21,9 @@ def partner_view(p: Partner) -> dict[str, Any]:
     return {"id": p.id, **{f: getattr(p, f) for f in FIELDS}}
 
 
-def upsert_partners(services: Services, partners: list[dict[str, Any]], actor: Actor | None = None) -> list[dict[str, Any]]:
+def upsert_partners(
+    services: Services, partners: list[dict[str, Any]], actor: Actor | None = None
+) -> list[dict[str, Any]]:
     """Create or update partners by id (already validated by `schemas.PartnerSchema`)."""
     if actor is not None and actor.role != Role.ADMIN:
         raise Forbidden("only admins change the partner directory")

@@ -34,7 +34,14 @@ from referral_service.domain.model import (
     ReferralStatus,
     Role,
 )
-from referral_service.services.common import clamp_limit, decode_cursor, encode_cursor, for_update, next_counter
+from referral_service.services.common import (
+    clamp_limit,
+    decode_cursor,
+    encode_cursor,
+    for_update,
+    must,
+    next_counter,
+)
 
 if TYPE_CHECKING:
     from referral_service.bootstrap import Services
@@ -168,7 +175,7 @@ def load_referral(session: Any, referral_id: str) -> Referral:
 
 def referral_view(session: Any, services: Services, referral: Referral, actor: Actor) -> dict[str, Any]:
     vis = _visibility(session, referral, actor)
-    subject = session.get(Subject, referral.subject_id)
+    subject = must(session.get(Subject, referral.subject_id), "subject")
     pd = services.personal_data
     revealed = pd.reveal_subject(session, subject, vis.subject_fields, actor=actor, referral_id=referral.id)
     subject_out: dict[str, Any] = {
@@ -265,7 +272,7 @@ def list_referrals(services: Services, actor: Actor, *, status: str | None, limi
         rows = uow.session.scalars(query.limit(limit + 1)).all()
         items = []
         for r in rows[:limit]:
-            subject = uow.session.get(Subject, r.subject_id)
+            subject = must(uow.session.get(Subject, r.subject_id), "subject")
             name = services.personal_data.reveal_subject(uow.session, subject, ["full_name"], actor=actor,
                                                          referral_id=r.id, action="referral.list")
             items.append({

@@ -1,0 +1,98 @@
+"""`referral-service run` as a subprocess: the thin path, clean shutdown, and nothing lost to kill -9."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.service_process import Service, base_env, cli, eventually, request
+from tests.factories import partner, referral_body
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def prepared(tmp_path: Path) -> tuple[dict[str, str], str]:
+    env = base_env(tmp_path / "home")
+    out = cli(env, "init").stdout
+    assert "created a development keyring" in out
+    partners_file = tmp_path / "partners.json"
+    partners_file.write_text(json.dumps([partner(capacity=100)]))
+    cli(env, "partners", "import", str(partners_file))
+    user = json.loads(cli(env, "users", "create", "--role", "caseworker", "--name", "Saima").stdout)
+    assert set(user) >= {"id", "token"}
+    return env, user["token"]
+
+
+def _start(env: dict[str, str]) -> tuple[Service, str]:
+    service = Service(env, "run", "--port", "0")
+    port = service.wait_for(r"listening on http://127\.0\.0\.1:(\d+)").group(1)
+    return service, f"http://127.0.0.1:{port}"
+
+
+def _offers(base: str, token: str, referral_id: str) -> list[dict[str, object]]:
+    status, body = request("GET", f"{base}/api/v1/referrals/{referral_id}", token)
+    assert status == 200, body
+    return [a for a in body["assignments"] if a["status"] == "offered"]
+
+
+def test_run_serves_routes_and_stops_cleanly_on_sigterm(prepared: tuple[dict[str, str], str]) -> None:
+    env, token = prepared
+    service, base = _start(env)
+    try:
+        assert request("GET", f"{base}/healthz") == (200, {"status": "ok"})
+        status, ready = request("GET", f"{base}/readyz")
+        assert status == 200 and ready["checks"] == {"database": "ok", "broker": "ok"}
+        status, created = request("POST", f"{base}/api/v1/referrals", token, referral_body())
+        assert status == 201, created
+        offers = eventually(lambda: _offers(base, token, created["id"]))
+        assert [o["partner_id"] for o in offers] == ["p-peshawar-medical"]
+        status, spec = request("GET", f"{base}/api/v1/openapi.json")
+        assert status == 200 and "/api/v1/referrals" in spec["paths"]
+    finally:
+        code = service.terminate(signal.SIGTERM)
+    assert code == 0, service.output[-2000:]
+    assert "stopped" in service.output
+    assert "Traceback" not in service.output
+    # Nothing personal reached the process output (logs).
+    for secret in ("Zarmeena", "17301", "3001234567", "Hayatabad", "Qissa"):
+        assert secret not in service.output
+
+
+def test_nothing_is_lost_or_doubled_when_run_is_killed(prepared: tuple[dict[str, str], str]) -> None:
+    env, token = prepared
+    service, base = _start(env)
+    ids = []
+    for i in range(15):
+        body = referral_body(subject__cnic=f"17301-12345{i:02d}-1", subject__phone=f"+9230012345{i:02d}")
+        status, created = request("POST", f"{base}/api/v1/referrals", token, body)
+        assert status == 201, created
+        ids.append(created["id"])
+    service.terminate(signal.SIGKILL)
+
+    service, base = _start(env)
+    try:
+        for referral_id in ids:
+            offers = eventually(lambda rid=referral_id: _offers(base, token, rid))
+            assert len(offers) == 1
+    finally:
+        assert service.terminate() == 0
+
+
+def test_bad_configuration_stops_start_up_with_one_line(tmp_path: Path) -> None:
+    env = base_env(tmp_path, REFERRAL_BROKER_URL="redis://localhost:6379")
+    result = cli(env, "run", check=False)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith("error: REFERRAL_BROKER_URL")
+    assert "Traceback" not in result.stderr
+
+
+def test_run_before_init_says_what_to_do(tmp_path: Path) -> None:
+    result = cli(base_env(tmp_path), "run", check=False)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "referral-service" in result.stderr and "init" in result.stderr

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from referral_service.config import ConfigError, Settings
+from referral_service.domain.deadlines import DeadlinePolicy, parse_duration
+
+
+def test_embedded_profile_is_the_default(tmp_path: Path) -> None:
+    settings = Settings.from_env({"REFERRAL_HOME": str(tmp_path)})
+    assert settings.embedded
+    assert settings.database_url == f"sqlite:///{tmp_path / 'referrals.sqlite3'}"
+    assert settings.broker_url == "memory://"
+    assert settings.keyring_path == tmp_path / "keyring.json"
+    assert not settings.broker_is_durable
+
+
+def test_production_profile_from_urls(tmp_path: Path) -> None:
+    settings = Settings.from_env({
+        "REFERRAL_HOME": str(tmp_path),
+        "REFERRAL_DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+        "REFERRAL_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//",
+    })
+    assert not settings.embedded
+    assert settings.broker_is_durable
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"REFERRAL_DATABASE_URL": "not a url"}, "REFERRAL_DATABASE_URL"),
+        ({"REFERRAL_DATABASE_URL": "mysql://x@y/z"}, "REFERRAL_DATABASE_URL"),
+        ({"REFERRAL_DATABASE_URL": "postgresql+pg8000://x@y/z"}, "REFERRAL_DATABASE_URL"),
+        ({"REFERRAL_BROKER_URL": "redis://localhost"}, "REFERRAL_BROKER_URL"),
+        ({"REFERRAL_BROKER_URL": "localhost:5672"}, "REFERRAL_BROKER_URL"),
+        ({"REFERRAL_DEADLINE_POLICY": "/nonexistent/policy.json"}, "REFERRAL_DEADLINE_POLICY"),
+    ],
+)
+def test_bad_configuration_names_the_variable_in_one_line(tmp_path: Path, env: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"REFERRAL_HOME": str(tmp_path), **env})
+    message = str(info.value)
+    assert message.startswith(variable)
+    assert "\n" not in message
+
+
+def test_deadline_policy_file_overrides_only_the_levels_it_names(tmp_path: Path) -> None:
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps({"critical": {"accept": "PT30M"}}))
+    policy = DeadlinePolicy.load(path)
+    default = DeadlinePolicy.default()
+    assert policy.for_risk("critical").accept == parse_duration("PT30M")
+    assert policy.for_risk("critical").first_contact == default.for_risk("critical").first_contact
+    assert policy.for_risk("low") == default.for_risk("low")
+
+
+@pytest.mark.parametrize("content", ['{"urgent": {"accept": "PT1H"}}', '{"high": {"accept": "1 hour"}}',
+                                     '{"high": {"respond": "PT1H"}}', "[1, 2]", "{not json"])
+def test_bad_deadline_policy_is_rejected_with_a_reason(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "policy.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=r".+"):
+        DeadlinePolicy.load(path)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("PT1H", 3600), ("P7D", 7 * 86400), ("PT4H30M", 16200),
+                                               ("P1DT1S", 86401), ("P2W", 14 * 86400)])
+def test_iso_durations(text: str, seconds: int) -> None:
+    assert parse_duration(text).total_seconds() == seconds
+
+
+@pytest.mark.parametrize("text", ["P", "PT", "1H", "P1M", "PT1.5H", ""])
+def test_malformed_durations_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="ISO-8601"):
+        parse_duration(text)
