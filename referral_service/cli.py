@@ -249,18 +249,27 @@ def partners_group() -> None:
 
 @partners_group.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--default-capacity", default=10, show_default=True, type=int,
+              help="Capacity for partners from an HSDS export (HSDS has no such field).")
 @operator_errors
-def partners_import(file: Path) -> None:
-    """Load or update partner organisations from a JSON list of partner objects."""
+def partners_import(file: Path, default_capacity: int) -> None:
+    """Load or update partners from a JSON list of partner objects, or an Open Referral HSDS export."""
     from referral_service.services import partners
+    from referral_service.services.hsds import looks_like_hsds, partners_from_hsds
     from schemas import PartnerSchema
 
     try:
         raw = json.loads(file.read_text())
     except ValueError:
         _fail(f"{file} is not valid JSON")
+    if isinstance(raw, dict) and isinstance(raw.get("organizations"), list):
+        raw = raw["organizations"]
     if not isinstance(raw, list):
-        _fail(f"{file} must hold a JSON list of partner objects")
+        _fail(f"{file} must hold a JSON list of partner objects or HSDS organizations")
+    if looks_like_hsds(raw):
+        raw, warnings = partners_from_hsds(raw, capacity=default_capacity)
+        for warning in warnings:
+            click.echo(f"warning: {warning}", err=True)
     try:
         loaded = PartnerSchema(many=True).load(raw)
     except ValidationError as exc:
@@ -287,11 +296,20 @@ def keys_init() -> None:
 
 
 @keys_group.command("rotate")
-@click.option("--batch-size", default=500, show_default=True, type=int)
+@click.option("--batch-size", default=500, show_default=True, type=click.IntRange(min=1),
+              help="Data keys re-wrapped per transaction.")
+@click.option("--pause", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds to wait between batches, to spare a busy database.")
 @click.option("--resume", is_flag=True, help="Only re-wrap (after an interrupted rotation); no new key.")
 @operator_errors
-def keys_rotate(batch_size: int, resume: bool) -> None:
-    """Make a new KEK active and re-wrap every data key under it, online and resumable."""
+def keys_rotate(batch_size: int, pause: float, resume: bool) -> None:
+    """Make a new KEK active and re-wrap every data key under it, online and resumable.
+
+    Each batch commits on its own, so a crash loses at most one batch of work: run
+    `keys rotate --resume` to finish. Running services pick the new KEK up from the keyring file.
+    """
+    import time
+
     from referral_service.crypto.keyring import add_active_kek
 
     settings = _settings()
@@ -309,9 +327,60 @@ def keys_rotate(batch_size: int, resume: bool) -> None:
             if not done:
                 break
             bar.update(done)
+            if pause:
+                time.sleep(pause)
     with services.uow() as uow:
         usage = services.personal_data.kek_usage(uow.session)
     click.echo(f"done; data keys per key-encryption key: {json.dumps(usage)}")
+    services.dispose()
+
+
+@keys_group.command("reindex")
+@click.option("--batch-size", default=500, show_default=True, type=click.IntRange(min=1),
+              help="Subjects re-indexed per transaction.")
+@operator_errors
+def keys_reindex(batch_size: int) -> None:
+    """Re-key the CNIC/phone blind indexes (version N -> N+1) while the service keeps serving.
+
+    Lookups ask both versions until the switch; rerun after a crash and it carries on.
+    """
+    services = _services()
+    pd = services.personal_data
+    with services.uow() as uow:
+        old, new = pd.begin_reindex(uow.session)
+        uow.commit()
+    click.echo(f"re-indexing blind indexes: version {old} -> {new}")
+    with services.uow() as uow:
+        total = pd.reindex_remaining(uow.session)
+    with click.progressbar(length=total, label="re-indexing subjects", file=sys.stderr) as bar:
+        while True:
+            with services.uow() as uow:
+                done = pd.reindex_batch(uow.session, batch_size)
+                uow.commit()
+            if not done:
+                break
+            bar.update(done)
+    with services.uow() as uow:
+        pd.switch_index(uow.session)
+        uow.commit()
+    with services.uow() as uow:
+        dropped = pd.drop_old_index(uow.session)
+        uow.commit()
+    click.echo(f"done; blind index version {new} is active ({dropped} old index rows removed)")
+    services.dispose()
+
+
+@keys_group.command("status")
+@operator_errors
+def keys_status() -> None:
+    """Print the active KEK, data keys per KEK and the blind-index versions, as one JSON object."""
+    services = _services()
+    pd = services.personal_data
+    with services.uow() as uow:
+        status = {"active_kek": services.keys.active_kek_id(), "keks": services.keys.kek_ids(),
+                  "data_keys_per_kek": pd.kek_usage(uow.session),
+                  "blind_index_versions": list(pd.index_versions(uow.session))}
+    click.echo(json.dumps(status))
     services.dispose()
 
 

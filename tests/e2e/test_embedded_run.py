@@ -96,3 +96,21 @@ def test_run_before_init_says_what_to_do(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert "referral-service" in result.stderr and "init" in result.stderr
+
+
+def test_partners_import_reads_an_open_referral_hsds_export(tmp_path: Path) -> None:
+    env = base_env(tmp_path / "home")
+    cli(env, "init")
+    hsds = Path(__file__).resolve().parents[1] / "data" / "hsds_organizations.json"
+    result = cli(env, "partners", "import", str(hsds), "--default-capacity", "12")
+    assert "imported 1 partner(s)" in result.stdout
+    assert "Boat repair" in result.stderr
+    admin = json.loads(cli(env, "users", "create", "--role", "admin", "--name", "Ops").stdout)
+    service, base = _start(env)
+    try:
+        status, listing = request("GET", f"{base}/api/v1/partners", admin["token"])
+    finally:
+        service.terminate()
+    assert status == 200
+    [imported] = listing["items"]
+    assert imported["id"] == "org-1" and imported["capacity"] == 12
