@@ -3,7 +3,7 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates, validates_schema
 
-from referral_service.crypto import normalise_cnic, normalise_phone
+from referral_service.crypto import normalise_phone
 from referral_service.crypto.blind_index import format_cnic
 from referral_service.domain.geography import UnknownPlace, resolve_place
 from referral_service.domain.model import (

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 from kombu import Consumer
 
 from referral_service.bootstrap import Services
@@ -29,7 +27,7 @@ class InProcessPipeline:
             while True:
                 try:
                     self.connection.drain_events(timeout=0.02)
-                except (socket.timeout, TimeoutError):
+                except TimeoutError:
                     break
         return self.router.handled - before
 

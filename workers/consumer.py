@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kombu import Connection, Message, Producer
@@ -31,7 +31,7 @@ class PoisonMessage(Exception):
 
 class IdempotentConsumer(ConsumerMixin):
     def __init__(self, connection: Connection, services: Services, group: str,
-                 handlers: dict[str, Handler], *, prefetch: int = 20, max_attempts: int = MAX_ATTEMPTS) -> None:
+                 handlers: Mapping[str, Handler], *, prefetch: int = 20, max_attempts: int = MAX_ATTEMPTS) -> None:
         self.connection = connection
         self.services = services
         self.group = group

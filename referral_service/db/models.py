@@ -22,7 +22,6 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
-    Text,
     TypeDecorator,
     UniqueConstraint,
     text,
