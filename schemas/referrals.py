@@ -147,11 +147,16 @@ class FollowUpSchema(_Strict):
 
 class CloseSchema(_Strict):
     outcome = fields.String(required=True, validate=validate.OneOf(CLOSE_OUTCOMES))
+    services_delivered = fields.List(fields.String(validate=validate.OneOf(SERVICES)), load_default=list)
     note = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=NOTE_MAX))
 
 
 class WithdrawSchema(_Strict):
     note = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=NOTE_MAX))
+
+
+class ReopenSchema(_Strict):
+    note = fields.String(required=True, validate=validate.Length(min=1, max=NOTE_MAX))
 
 
 # -- responses (documented in OpenAPI; views build dicts of these shapes) --------------------------
@@ -166,6 +171,7 @@ class AssignmentSchema(Schema):
     reasons = fields.List(fields.String())
     decline_reason = fields.String(allow_none=True)
     close_outcome = fields.String(allow_none=True)
+    services_delivered = fields.List(fields.String(), allow_none=True)
     closed_at = fields.DateTime(allow_none=True)
     note = fields.String(allow_none=True)
     followups = fields.List(fields.Dict())

@@ -18,6 +18,7 @@ def _route(uow: UnitOfWork, services: Services, event: dict[str, Any]) -> None:
 
 HANDLERS = {
     "referral.submitted": _route,
+    "referral.reopened": _route,
     "assignment.declined": _route,
     "assignment.expired": _route,
 }

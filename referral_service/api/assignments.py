@@ -44,7 +44,8 @@ def followup(assignment_id: str) -> Any:
 def close(assignment_id: str) -> Any:
     actor = current_actor()
     data = load(CloseSchema(), json_body())
-    return ok(assignments.close(services(), CloseAssignment(assignment_id, data["outcome"], data.get("note")), actor))
+    cmd = CloseAssignment(assignment_id, data["outcome"], data.get("note"), data["services_delivered"])
+    return ok(assignments.close(services(), cmd, actor))
 
 
 @bp.get("/deadlines/overdue")

@@ -7,7 +7,7 @@ from flask import request
 from referral_service.api import bp, current_actor, json_body, load, ok, query_int, services
 from referral_service.domain.errors import ValidationFailed
 from referral_service.services import referrals
-from schemas.referrals import ReferralInputSchema, WithdrawSchema
+from schemas.referrals import ReferralInputSchema, ReopenSchema, WithdrawSchema
 
 IDEMPOTENCY_KEY_MAX = 200
 
@@ -42,3 +42,17 @@ def withdraw_consent(referral_id: str) -> Any:
     actor = current_actor()
     data = load(WithdrawSchema(), request.get_json(silent=True) or {})
     return ok(referrals.withdraw_consent(services(), referral_id, actor, data.get("note")))
+
+
+@bp.post("/referrals/<referral_id>/withdraw")
+def withdraw_referral(referral_id: str) -> Any:
+    actor = current_actor()
+    data = load(WithdrawSchema(), request.get_json(silent=True) or {})
+    return ok(referrals.withdraw_referral(services(), referral_id, actor, data.get("note")))
+
+
+@bp.post("/referrals/<referral_id>/reopen")
+def reopen_referral(referral_id: str) -> Any:
+    actor = current_actor()
+    data = load(ReopenSchema(), json_body())
+    return ok(referrals.reopen_referral(services(), referral_id, actor, data["note"]))

@@ -209,6 +209,7 @@ class Assignment(Base):
     decline_reason: Mapped[str | None] = mapped_column(String(32))
     note_ct: Mapped[bytes | None]
     close_outcome: Mapped[str | None] = mapped_column(String(32))
+    services_delivered: Mapped[list[str] | None] = mapped_column(JSON)
     closed_at: Mapped[datetime | None]
     version: Mapped[int] = mapped_column(Integer, default=1)
     referral: Mapped[Referral] = relationship(back_populates="assignments")
@@ -236,6 +237,18 @@ class FollowUp(Base):
     note_ct: Mapped[bytes | None]
     recorded_by: Mapped[str] = mapped_column(String(36))
     recorded_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CaseNote(Base):
+    """Why a referral was withdrawn or re-opened (sealed: notes may mention the person)."""
+
+    __tablename__ = "case_notes"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    referral_id: Mapped[str] = mapped_column(ForeignKey("referrals.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    note_ct: Mapped[bytes | None]
+    author_id: Mapped[str] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class RoutingDecision(Base):

@@ -41,3 +41,4 @@ class CloseAssignment:
     assignment_id: str
     outcome: str
     note: str | None = None
+    services_delivered: list[str] = field(default_factory=list)

@@ -132,6 +132,16 @@ class ReferralClosed(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ReferralWithdrawn(Event):
+    routing_key = "referral.withdrawn"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReferralReopened(Event):
+    routing_key = "referral.reopened"
+
+
+@dataclass(frozen=True, kw_only=True)
 class ConsentWithdrawn(Event):
     routing_key = "referral.consent_withdrawn"
 
@@ -158,6 +168,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         FollowUpDue,
         FollowUpOverdue,
         ReferralClosed,
+        ReferralWithdrawn,
+        ReferralReopened,
         ConsentWithdrawn,
         SubjectErased,
     )

@@ -23,7 +23,7 @@ DEAD_ROUTING_KEY = "dead"
 
 # Consumer group → the event types it handles. The router re-routes on decline and expiry.
 CONSUMER_GROUPS: dict[str, tuple[str, ...]] = {
-    "router": ("referral.submitted", "assignment.declined", "assignment.expired"),
+    "router": ("referral.submitted", "referral.reopened", "assignment.declined", "assignment.expired"),
 }
 
 

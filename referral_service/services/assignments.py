@@ -166,6 +166,7 @@ def close(services: Services, cmd: CloseAssignment, actor: Actor) -> dict[str, A
         now = services.clock.now()
         subject = must(uow.session.get(Subject, a.referral.subject_id), "subject")
         a.status, a.close_outcome, a.closed_at = AssignmentStatus.CLOSED, cmd.outcome, now
+        a.services_delivered = list(dict.fromkeys(cmd.services_delivered))
         a.note_ct = services.personal_data.seal(uow.session, subject, "assignments", "note", a.id, cmd.note)
         _meet_deadlines(uow.session, a.id, ("accept", "first_contact", "followup"))
         uow.emit(events.AssignmentClosed(referral_id=a.referral_id, assignment_id=a.id, partner_id=a.partner_id,
@@ -224,7 +225,10 @@ def route_open_needs(uow: UnitOfWork, services: Services, referral_id: str) -> l
         case = CaseProfile(referral_id=referral.id, service=service, province=subject.province,
                            district=subject.district, language=subject.preferred_language,
                            is_minor=subject.is_minor, staff_sex_preference=referral.staff_sex_preference)
-        result = route_referral(case, partners, {a.partner_id for a in mine})
+        # A partner that declined or let the offer lapse is not asked again; one whose offer was
+        # withdrawn by the caseworker may be, if the referral is re-opened.
+        tried = {a.partner_id for a in mine if a.status in (AssignmentStatus.DECLINED, AssignmentStatus.EXPIRED)}
+        result = route_referral(case, partners, tried)
         session.add(RoutingDecision(referral_id=referral.id, service=service,
                                     chosen_partner_id=result.chosen.id if result.chosen else None,
                                     considered=[c.to_json() for c in result.considered], decided_at=now))

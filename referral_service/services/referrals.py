@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from referral_service.db.models import (
     Assignment,
+    CaseNote,
     Deadline,
     IdempotencyKey,
     Referral,
@@ -230,6 +231,7 @@ def assignment_view(session: Any, services: Services, a: Assignment, actor: Acto
         "id": a.id, "referral_id": a.referral_id, "partner_id": a.partner_id, "service": a.service,
         "status": a.status, "offered_at": a.offered_at, "responded_at": a.responded_at, "reasons": a.reasons,
         "decline_reason": a.decline_reason, "close_outcome": a.close_outcome, "closed_at": a.closed_at,
+        "services_delivered": a.services_delivered,
     }
     if reveal_notes and subject is not None:
         pd = services.personal_data
@@ -321,3 +323,58 @@ def withdraw_open_assignments(uow: UnitOfWork, referral: Referral, now: datetime
     for d in uow.session.scalars(select(Deadline).where(Deadline.referral_id == referral.id,
                                                          Deadline.status == "pending")):
         d.status = "cancelled"
+
+
+def _load_for_staff(uow: UnitOfWork, referral_id: str, actor: Actor) -> Referral:
+    session = uow.session
+    referral = session.scalars(for_update(session, select(Referral).where(Referral.id == referral_id))).first()
+    if referral is None:
+        raise NotFound("no such referral")
+    if not (actor.role == Role.SUPERVISOR
+            or (actor.role == Role.CASEWORKER and referral.caseworker_id == actor.user_id)):
+        raise Forbidden("only the referral's caseworker or a supervisor may do this")
+    return referral
+
+
+def _add_note(uow: UnitOfWork, services: Services, referral: Referral, kind: str, note: str | None,
+              actor: Actor, now: datetime) -> None:
+    subject = must(uow.session.get(Subject, referral.subject_id), "subject")
+    row = CaseNote(id=new_id(), referral_id=referral.id, kind=kind, author_id=actor.user_id, created_at=now)
+    row.note_ct = services.personal_data.seal(uow.session, subject, "case_notes", "note", row.id, note)
+    uow.session.add(row)
+
+
+def withdraw_referral(services: Services, referral_id: str, actor: Actor, note: str | None) -> dict[str, Any]:
+    """The caseworker pulls the referral back: open offers are withdrawn, nothing is routed."""
+    with services.uow() as uow:
+        referral = _load_for_staff(uow, referral_id, actor)
+        if referral.status in (ReferralStatus.WITHDRAWN, ReferralStatus.CLOSED):
+            raise Conflict(f"the referral is already {referral.status}")
+        now = services.clock.now()
+        referral.status = ReferralStatus.WITHDRAWN
+        withdraw_open_assignments(uow, referral, now, reason="referral_withdrawn")
+        _add_note(uow, services, referral, "withdrawn", note, actor, now)
+        uow.emit(events.ReferralWithdrawn(referral_id=referral.id))
+        services.personal_data.access.record(actor=actor, action="referral.withdraw", referral_id=referral.id)
+        uow.commit()
+        return {"id": referral.id, "reference": referral.reference, "status": referral.status}
+
+
+def reopen_referral(services: Services, referral_id: str, actor: Actor, note: str) -> dict[str, Any]:
+    """Re-open a withdrawn or unroutable referral (with a note why); it is routed again.
+
+    A closed case stays closed: new needs are a new referral, with its own consent.
+    """
+    with services.uow() as uow:
+        referral = _load_for_staff(uow, referral_id, actor)
+        if referral.status not in (ReferralStatus.WITHDRAWN, ReferralStatus.UNROUTABLE):
+            raise Conflict(f"the referral is {referral.status}; only a withdrawn or unroutable one re-opens")
+        if referral.consent_withdrawn_at is not None or not referral.consent_given:
+            raise Conflict("consent was withdrawn or never given; record new consent in a new referral")
+        now = services.clock.now()
+        referral.status = ReferralStatus.SUBMITTED
+        _add_note(uow, services, referral, "reopened", note, actor, now)
+        uow.emit(events.ReferralReopened(referral_id=referral.id))
+        services.personal_data.access.record(actor=actor, action="referral.reopen", referral_id=referral.id)
+        uow.commit()
+        return {"id": referral.id, "reference": referral.reference, "status": referral.status}
