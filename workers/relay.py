@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -24,6 +25,7 @@ from referral_service.messaging.topology import CONSUMER_GROUPS, EVENTS, PARTNER
 log = logging.getLogger(__name__)
 EXCHANGES = {EVENTS_EXCHANGE: EVENTS, PARTNERS_EXCHANGE: PARTNERS}
 RETENTION = timedelta(days=7)
+PRUNE_EVERY_SECONDS = 3600.0
 
 
 class OutboxRelay:
@@ -34,7 +36,7 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self._declared_partner_queues: set[str] = set()
-        self._last_prune = 0.0
+        self._last_prune = float("-inf")
 
     def _claim_query(self, dialect: str) -> Any:
         query = select(OutboxMessage).where(OutboxMessage.published_at.is_(None))
@@ -108,6 +110,11 @@ class OutboxRelay:
             try:
                 published = self.publish_batch()
                 failures = 0
+                if time.monotonic() - self._last_prune > PRUNE_EVERY_SECONDS:
+                    self._last_prune = time.monotonic()
+                    pruned = self.prune()
+                    if pruned:
+                        log.info("outbox: pruned %d published rows older than %s", pruned, RETENTION)
             except Exception as exc:  # noqa: BLE001 - a broker or database blip: back off, retry
                 failures += 1
                 log.warning("relay: publish failed (%s); retrying", type(exc).__name__)

@@ -33,3 +33,25 @@ def test_published_but_unconsumed_events_are_delivered_after_a_restart(services:
     after_restart.close()
     with services.uow() as uow:
         assert uow.session.scalar(select(func.count()).select_from(Assignment)) == 1
+
+
+def test_published_rows_are_pruned_after_the_retention_period(services: Any, client: Any, clock: Any,
+                                                              make_user: Any) -> None:
+    from workers.relay import RETENTION
+
+    cw = make_user("caseworker")
+    assert client.post("/api/v1/referrals", json=referral_body(), headers=cw.headers).status_code == 201
+    pipeline = InProcessPipeline(services)
+    pipeline.drain()
+    assert pipeline.relay.prune() == 0  # just published: kept
+    with services.uow() as uow:
+        published = uow.session.scalar(select(func.count()).select_from(OutboxMessage)
+                                       .where(OutboxMessage.published_at.is_not(None)))
+    assert published >= 2  # referral.submitted, then referral.unroutable (no partner exists)
+    clock.advance(seconds=RETENTION.total_seconds() + 1)
+    second = referral_body(subject__cnic="17301-0000000-1", subject__phone=None)
+    assert client.post("/api/v1/referrals", json=second, headers=cw.headers).status_code == 201
+    assert pipeline.relay.prune() == published  # the old published rows go; the new unpublished one stays
+    pipeline.close()
+    with services.uow() as uow:
+        assert uow.session.scalar(select(func.count()).select_from(OutboxMessage)) == 1
