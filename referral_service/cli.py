@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from kombu.exceptions import OperationalError as KombuOperationalError
 from marshmallow import ValidationError
 from sqlalchemy.exc import OperationalError
 
@@ -43,6 +44,8 @@ def operator_errors(fn: F) -> F:
         except OperationalError as exc:
             _fail(f"REFERRAL_DATABASE_URL: cannot use the database ({type(exc.orig).__name__ if exc.orig else 'error'})"
                   "; is it running and reachable?")
+        except (KombuOperationalError, ConnectionError) as exc:
+            _fail(f"REFERRAL_BROKER_URL: cannot reach the broker ({type(exc).__name__}); is it running and reachable?")
 
     return wrapper  # type: ignore[return-value]
 

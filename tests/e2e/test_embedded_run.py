@@ -114,3 +114,13 @@ def test_partners_import_reads_an_open_referral_hsds_export(tmp_path: Path) -> N
     assert status == 200
     [imported] = listing["items"]
     assert imported["id"] == "org-1" and imported["capacity"] == 12
+
+
+def test_unreachable_broker_stops_a_worker_with_one_line(tmp_path: Path) -> None:
+    env = base_env(tmp_path / "home")
+    cli(env, "init")
+    env["REFERRAL_BROKER_URL"] = "amqp://guest:guest@127.0.0.1:1//"  # nothing listens on port 1
+    result = cli(env, "worker", "relay", check=False, timeout=120)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: REFERRAL_BROKER_URL")
