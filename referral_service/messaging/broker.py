@@ -16,7 +16,7 @@ CONFIRM_TIMEOUT = 5.0
 def connect(broker_url: str) -> Connection:
     if broker_url.startswith("memory"):
         # The in-process transport polls; its 1 s default would dominate submit-to-offer latency.
-        return Connection(broker_url, transport_options={"polling_interval": 0.005})
+        return Connection("memory://localhost//", transport_options={"polling_interval": 0.005})
     return Connection(
         broker_url,
         transport_options={"confirm_publish": True},
