@@ -21,7 +21,7 @@ install-test: $(BIN)/python
 
 translations:
 	@if [ -d referral_service/translations ] && ls referral_service/translations/*/LC_MESSAGES/*.po >/dev/null 2>&1; then \
-		$(BIN)/pybabel compile -q -d referral_service/translations; fi
+		$(BIN)/pybabel -q compile -d referral_service/translations; fi
 
 ## Run the whole service on the embedded profile with demo data (http://127.0.0.1:$(PORT)).
 run: install

@@ -1,0 +1,365 @@
+"""Pages for people: thin views (read the form → validate with the API's schema → one service call)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_babel import gettext as _
+from flask_wtf.csrf import CSRFError
+
+from referral_service.domain.commands import CloseAssignment, DeclineAssignment, RecordFollowUp
+from referral_service.domain.errors import Conflict, DomainError, Unauthenticated
+from referral_service.domain.geography import districts, provinces
+from referral_service.domain.model import (
+    CLOSE_OUTCOMES,
+    CONSENT_METHODS,
+    DECLINE_REASONS,
+    LANGUAGES,
+    RISK_LEVELS,
+    SERVICES,
+    SEXES,
+    SHARE_SCOPES,
+    STAFF_SEX_PREFERENCES,
+    Actor,
+    AssignmentStatus,
+    ReferralStatus,
+    Role,
+)
+from referral_service.services import assignments, deadlines, partners, referrals, users
+from referral_service.web.forms import FormState, load, note_payload, referral_payload, referral_values
+from referral_service.web.i18n import choices
+from schemas import CloseSchema, DeclineSchema, FollowUpSchema, ReferralInputSchema
+
+bp = Blueprint("web", __name__)
+F = TypeVar("F", bound=Callable[..., Any])
+
+STAFF = (Role.CASEWORKER, Role.SUPERVISOR)
+HOME_BY_ROLE = {Role.CASEWORKER: "web.referral_list", Role.SUPERVISOR: "web.supervision",
+                Role.PARTNER: "web.inbox"}
+PAGE_SIZE = 25
+ASSIGNMENT_STATUSES = [s.value for s in AssignmentStatus]
+
+
+def services() -> Any:
+    return current_app.extensions["referral_services"]
+
+
+def current_actor() -> Actor | None:
+    if "web_actor" not in g:
+        user_id = session.get("user_id")
+        g.web_actor = users.actor_for_user_id(services(), user_id) if isinstance(user_id, str) else None
+    actor: Actor | None = g.web_actor
+    return actor
+
+
+def error_page(status: int, title: str, message: str) -> Any:
+    return render_template("error.html", title=title, message=message), status
+
+
+def forbidden_page() -> Any:
+    return error_page(403, _("Not allowed"), _("Your role does not give access to this page."))
+
+
+def page(*roles: Role) -> Callable[[F], F]:
+    """Signed in (else to /login, coming back afterwards) and, when roles are named, one of them."""
+
+    def wrap(view: F) -> F:
+        @functools.wraps(view)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            actor = current_actor()
+            if actor is None:
+                target = request.full_path if request.method == "GET" else None
+                return redirect(url_for("web.login", next=target))
+            if roles and actor.role not in roles:
+                return forbidden_page()
+            return view(actor, *args, **kwargs)
+
+        return guarded  # type: ignore[return-value]
+
+    return wrap
+
+
+def _safe_next(target: str | None) -> str | None:
+    # Only paths on this site: an open redirect after sign-in is a phishing aid.
+    if not target:
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return None
+    return target
+
+
+@bp.errorhandler(DomainError)
+def _domain_error(exc: DomainError) -> Any:
+    # Service messages are English and written for API clients; people get a translated one per kind.
+    titles = {
+        404: (_("Not found"), _("There is nothing here, or it was removed.")),
+        403: (_("Not allowed"), _("You may not see or change this.")),
+        409: (_("Changed meanwhile"), _("This was changed at the same time by someone else, or is no longer "
+                                        "possible. Reload the page and try again.")),
+        401: (_("Please sign in"), _("Your session has ended. Sign in again.")),
+    }
+    title, message = titles.get(exc.status, (_("Something is wrong"), _("The request could not be completed.")))
+    return error_page(exc.status, title, message)
+
+
+@bp.errorhandler(CSRFError)
+def _csrf_error(exc: CSRFError) -> Any:
+    return error_page(400, _("Form expired"),
+                      _("This form has expired or was not sent from this site. Go back, reload the page and "
+                        "send it again."))
+
+
+@bp.after_request
+def _page_headers(response: Any) -> Any:
+    # Same-origin Referer lets Flask-WTF's HTTPS referrer check pass; nothing leaks to other sites.
+    response.headers["Referrer-Policy"] = "same-origin"
+    response.headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    )
+    return response
+
+
+# -- signing in ---------------------------------------------------------------------------------------
+@bp.get("/")
+def home() -> Any:
+    actor = current_actor()
+    if actor is None:
+        return redirect(url_for("web.login"))
+    endpoint = HOME_BY_ROLE.get(actor.role)
+    if endpoint is None:
+        return render_template("home.html")
+    return redirect(url_for(endpoint))
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    state = FormState()
+    next_url = _safe_next(request.values.get("next"))
+    if request.method == "POST":
+        name = (request.form.get("name") or "").strip()[:200]
+        password = (request.form.get("password") or "")[:1000]
+        state.values["name"] = name
+        if not name:
+            state.errors["name"] = [_("This field is required.")]
+        if not password:
+            state.errors["password"] = [_("This field is required.")]
+        if not state.errors:
+            try:
+                actor = users.sign_in(services(), name, password)
+            except Unauthenticated:
+                state.errors["_form"] = [_("Wrong name or password.")]
+            else:
+                lang = session.get("lang")
+                session.clear()  # a fresh session on sign-in: no fixation of a pre-login cookie
+                session["user_id"] = actor.user_id
+                if lang:
+                    session["lang"] = lang
+                return redirect(next_url or url_for("web.home"))
+        return render_template("login.html", form=state, next_url=next_url), 422
+    return render_template("login.html", form=state, next_url=next_url)
+
+
+@bp.post("/logout")
+def logout() -> Any:
+    lang = session.get("lang")
+    session.clear()
+    if lang:
+        session["lang"] = lang
+    flash(_("You are signed out."), "info")
+    return redirect(url_for("web.login"))
+
+
+# -- referrals ---------------------------------------------------------------------------------------
+def _referral_form_context(state: FormState) -> dict[str, Any]:
+    return {
+        "form": state,
+        "provinces": choices("province", provinces()),
+        "districts_by_province": [(p, label, districts(p)) for p, label in choices("province", provinces())],
+        "sexes": choices("sex", SEXES),
+        "preferred_languages": choices("language", LANGUAGES),
+        "services_": choices("service", SERVICES),
+        "risk_levels": choices("risk", RISK_LEVELS),
+        "consent_methods": choices("consent_method", CONSENT_METHODS),
+        "share_scopes": choices("share", SHARE_SCOPES),
+        "staff_sexes": choices("staff_sex", STAFF_SEX_PREFERENCES),
+    }
+
+
+@bp.route("/referrals/new", methods=["GET", "POST"])
+@page(*STAFF)
+def referral_new(actor: Actor) -> Any:
+    if request.method == "GET":
+        state = FormState(values={"subject.sex": "undisclosed", "preferences.staff_sex": "any",
+                                  "needs": [], "consent.share": []})
+        return render_template("referral_new.html", **_referral_form_context(state))
+    state = FormState(values=referral_values(request.form))
+    cmd, state.errors = load(ReferralInputSchema(), referral_payload(state.values))
+    if cmd is None:
+        flash(_("Please correct the fields marked below."), "error")
+        return render_template("referral_new.html", **_referral_form_context(state)), 422
+    outcome = referrals.submit_referral(cmd, services(), actor)
+    body = outcome.body
+    flash(_("Referral %(reference)s was submitted.", reference=body["reference"]), "success")
+    for warning in body.get("warnings", []):
+        if warning.get("code") == "possible_repeat_referral":
+            flash(_("Possible repeat referral: the %(matched)s matches a person already referred "
+                    "(%(earlier)s). This referral was linked to them.",
+                    matched=_("CNIC") if warning.get("matched_on") == "cnic" else _("phone number"),
+                    earlier=", ".join(warning.get("earlier_references", []))), "warning")
+    if not cmd.consent_given:
+        flash(_("Not routed: consent was not given. The referral is stored but not shared with any partner."),
+              "warning")
+    return redirect(url_for("web.referral_detail", referral_id=body["id"]))
+
+
+@bp.get("/referrals")
+@page(*STAFF)
+def referral_list(actor: Actor) -> Any:
+    status = request.args.get("status") or None
+    if status not in (None, *(s.value for s in ReferralStatus)):
+        status = None
+    result = referrals.list_referrals(services(), actor, status=status, limit=PAGE_SIZE,
+                                      cursor=request.args.get("cursor") or None)
+    return render_template("referrals.html", items=result["items"], next_cursor=result["next"], status=status,
+                           statuses=choices("referral_status", [s.value for s in ReferralStatus]))
+
+
+def _partner_names() -> dict[str, str]:
+    return {p["id"]: p["name"] for p in partners.list_partners(services())}
+
+
+def _render_referral(actor: Actor, referral_id: str, forms: dict[str, FormState] | None = None,
+                     status: int = 200) -> Any:
+    referral = referrals.get_referral(services(), referral_id, actor)
+    return render_template(
+        "referral_detail.html", r=referral, partner_names=_partner_names(), forms=forms or {}, blank=FormState(),
+        decline_reasons=choices("decline", DECLINE_REASONS), close_outcomes=choices("close", CLOSE_OUTCOMES),
+    ), status
+
+
+@bp.get("/referrals/<referral_id>")
+@page(Role.CASEWORKER, Role.SUPERVISOR, Role.PARTNER)
+def referral_detail(actor: Actor, referral_id: str) -> Any:
+    return _render_referral(actor, referral_id)
+
+
+# -- partner side ------------------------------------------------------------------------------------
+@bp.get("/inbox")
+@page(Role.PARTNER, Role.SUPERVISOR)
+def inbox(actor: Actor) -> Any:
+    status = request.args.get("status") or None
+    if status not in (None, *ASSIGNMENT_STATUSES):
+        status = None
+    result = assignments.inbox(services(), actor, status=status, limit=PAGE_SIZE,
+                               cursor=request.args.get("cursor") or None)
+    return render_template("inbox.html", items=result["items"], next_cursor=result["next"], status=status,
+                           statuses=choices("assignment_status", ASSIGNMENT_STATUSES),
+                           partner_names=_partner_names())
+
+
+def _back_to(referral_id: str | None) -> Any:
+    target = _safe_next(request.form.get("next"))
+    if target:
+        return redirect(target)
+    if referral_id:
+        return redirect(url_for("web.referral_detail", referral_id=referral_id))
+    return redirect(url_for("web.inbox"))
+
+
+def _conflict(exc: Conflict) -> Any:
+    flash(_("This was changed at the same time by someone else, or is no longer possible. "
+            "Reload the page and try again."), "error")
+    return _back_to(request.form.get("referral_id"))
+
+
+@bp.post("/assignments/<assignment_id>/accept")
+@page(Role.PARTNER)
+def assignment_accept(actor: Actor, assignment_id: str) -> Any:
+    try:
+        view = assignments.accept(services(), assignment_id, actor)
+    except Conflict as exc:
+        return _conflict(exc)
+    flash(_("You accepted the case. Contact the person soon."), "success")
+    return redirect(url_for("web.referral_detail", referral_id=view["referral_id"]))
+
+
+def _with_form(actor: Actor, kind: str, assignment_id: str, errors: dict[str, list[str]]) -> Any:
+    referral_id = request.form.get("referral_id") or ""
+    state = FormState(values=dict(request.form.items()), errors=errors)
+    flash(_("Please correct the fields marked below."), "error")
+    return _render_referral(actor, referral_id, {f"{kind}:{assignment_id}": state}, status=422)
+
+
+@bp.post("/assignments/<assignment_id>/decline")
+@page(Role.PARTNER)
+def assignment_decline(actor: Actor, assignment_id: str) -> Any:
+    data, errors = load(DeclineSchema(), note_payload(request.form, "reason"))
+    if errors:
+        return _with_form(actor, "decline", assignment_id, errors)
+    try:
+        assignments.decline(services(), DeclineAssignment(assignment_id, data["reason"], data.get("note")), actor)
+    except Conflict as exc:
+        return _conflict(exc)
+    flash(_("You declined the case; it is being offered to another partner."), "success")
+    return redirect(url_for("web.inbox"))
+
+
+@bp.post("/assignments/<assignment_id>/followup")
+@page(Role.PARTNER)
+def assignment_followup(actor: Actor, assignment_id: str) -> Any:
+    data, errors = load(FollowUpSchema(), note_payload(request.form, "outcome"))
+    if errors:
+        return _with_form(actor, "followup", assignment_id, errors)
+    try:
+        assignments.record_followup(services(), RecordFollowUp(assignment_id, data["outcome"], data.get("note")),
+                                    actor)
+    except Conflict as exc:
+        return _conflict(exc)
+    flash(_("Follow-up recorded."), "success")
+    return _back_to(request.form.get("referral_id"))
+
+
+@bp.post("/assignments/<assignment_id>/close")
+@page(Role.PARTNER, Role.SUPERVISOR)
+def assignment_close(actor: Actor, assignment_id: str) -> Any:
+    data, errors = load(CloseSchema(), note_payload(request.form, "outcome"))
+    if errors:
+        return _with_form(actor, "close", assignment_id, errors)
+    try:
+        view = assignments.close(services(), CloseAssignment(assignment_id, data["outcome"], data.get("note")),
+                                 actor)
+    except Conflict as exc:
+        return _conflict(exc)
+    flash(_("The case is closed."), "success")
+    if actor.role == Role.SUPERVISOR:
+        return redirect(url_for("web.referral_detail", referral_id=view["referral_id"]))
+    return redirect(url_for("web.inbox"))
+
+
+# -- supervisors and auditors --------------------------------------------------------------------------
+@bp.get("/supervision")
+@page(Role.SUPERVISOR)
+def supervision(actor: Actor) -> Any:
+    overdue = deadlines.overdue(services(), actor)["items"]
+    unroutable = referrals.list_referrals(services(), actor, status=ReferralStatus.UNROUTABLE.value,
+                                          limit=100, cursor=None)
+    return render_template("supervision.html", overdue=overdue, unroutable=unroutable["items"],
+                           unroutable_more=unroutable["next"] is not None, partner_names=_partner_names())
+
