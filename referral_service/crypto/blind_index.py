@@ -14,7 +14,6 @@ from __future__ import annotations
 import hmac
 import math
 import re
-from hashlib import sha256
 
 from referral_service.crypto.keyring import KeyProvider
 
@@ -73,5 +72,5 @@ class BlindIndexer:
 
     def index(self, column: str, value: str) -> int:
         normalised = _NORMALISERS[column](value)
-        digest = hmac.new(self._keys[column], normalised.encode(), sha256).digest()
+        digest = hmac.digest(self._keys[column], normalised.encode(), "sha256")
         return int.from_bytes(digest[:4], "big") >> (32 - BITS)

@@ -13,6 +13,8 @@ Ciphertext format, version 1 (all lengths fixed, so the header needs no delimite
   copied to another row, column or table, or left behind after its owner column is rewritten,
   fails authentication.
 * There is no plaintext fallback: anything without a valid version-1 header is an error.
+* Nonces are random: a data key encrypts one subject's handful of fields, far below the 2^32
+  messages per key at which random 96-bit GCM nonces start to risk a repeat.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import os
 import struct
 import uuid
 from dataclasses import dataclass
-from hashlib import sha256
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -51,12 +52,12 @@ class SubjectErased(CryptoError):
 
 def encode_parts(*parts: bytes | str) -> bytes:
     """Canonical, injective encoding: each part as a 4-byte big-endian length then its bytes."""
-    out = bytearray()
+    out = []
     for part in parts:
         raw = part.encode() if isinstance(part, str) else part
-        out += struct.pack(">I", len(raw))
-        out += raw
-    return bytes(out)
+        out.append(struct.pack(">I", len(raw)))
+        out.append(raw)
+    return b"".join(out)
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,10 @@ class DataKey:
         if len(material) != 32:
             raise CryptoError("data key must be 32 bytes")
         self.key_id = key_id
-        self._aead = AESGCM(_derive(material, b"enc"))
-        self._commit_key = _derive(material, b"commit")
+        # One HKDF call yields both sub-keys: a data key is unwrapped once per subject per request.
+        derived = _derive(material)
+        self._aead = AESGCM(derived[:32])
+        self._commit_key = derived[32:]
 
     @classmethod
     def generate(cls) -> tuple[DataKey, bytes]:
@@ -90,14 +93,15 @@ class DataKey:
         return cls(uuid.uuid4(), material), material
 
     def commitment(self, header_without_commitment: bytes) -> bytes:
-        return hmac.new(self._commit_key, header_without_commitment, sha256).digest()
+        return hmac.digest(self._commit_key, header_without_commitment, "sha256")
 
     def __repr__(self) -> str:  # never show key material, even in a debugger or a log
         return f"DataKey({self.key_id})"
 
 
-def _derive(material: bytes, label: bytes) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"referral-service/dek/" + label).derive(
+def _derive(material: bytes) -> bytes:
+    """64 bytes: the AES-256-GCM key, then the commitment key."""
+    return HKDF(algorithm=hashes.SHA256(), length=64, salt=None, info=b"referral-service/dek/enc+commit/v1").derive(
         material
     )
 
@@ -113,7 +117,8 @@ class FieldCipher:
         body = key._aead.encrypt(nonce, plaintext.encode("utf-8"), header + context.aad(key_id))
         return header + body
 
-    def decrypt(self, key: DataKey, ciphertext: bytes, context: FieldContext) -> str:
+    def decrypt(self, key: DataKey, ciphertext: bytes | memoryview, context: FieldContext) -> str:
+        ciphertext = bytes(ciphertext)  # drivers may hand back a memoryview
         if len(ciphertext) < HEADER_LEN + 16 or ciphertext[0] != VERSION:
             raise DecryptionError("not a version-1 field ciphertext")
         key_id = ciphertext[1 : 1 + _KEY_ID_LEN]

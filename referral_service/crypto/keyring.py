@@ -1,9 +1,12 @@
 """Key-encryption keys (KEKs) and the blind-index root key.
 
-`KeyProvider` is the seam a KMS slots into: production can implement `wrap_dek`/`unwrap_dek`
-with a KMS's encrypt/decrypt calls and `derive_secret` from a KMS-held HMAC key, and never hold
-a KEK in process memory. `FileKeyring` is the file-backed provider used by the embedded profile
-and by deployments that keep the keyring on a mounted secret volume.
+`KeyProvider` is the seam a KMS slots into. A KMS adapter implements the five methods:
+`wrap_dek`/`unwrap_dek` become the KMS's Encrypt/Decrypt calls (the KEK id is the KMS key's ARN or
+version name, and the `_wrap_aad` bytes go in as the encryption context), `active_kek_id`/`kek_ids`
+list the KMS key versions, and `derive_secret` is a KMS-held HMAC key's GenerateMac over the purpose
+string. The process then never holds a KEK. Pass the adapter to `bootstrap(settings, keys=...)`;
+nothing else changes. `FileKeyring` is the file-backed provider used by the embedded profile and by
+deployments that keep the keyring on a mounted secret volume.
 
 Keyring file (JSON, mode 0600)::
 
@@ -20,22 +23,26 @@ from __future__ import annotations
 
 import base64
 import binascii
+import fcntl
+import hmac
 import json
 import os
 import secrets
 import tempfile
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from referral_service.crypto.envelope import CryptoError, encode_parts
+from referral_service.crypto.envelope import CryptoError, DecryptionError, encode_parts
 
 FORMAT = "referral-service-keyring"
 _WRAP_DOMAIN = b"referral-service/dek-wrap/v1"
@@ -62,6 +69,10 @@ def _wrap_aad(subject_id: str, key_id: uuid.UUID, kek_id: str) -> bytes:
 
 
 def _b64key(value: Any, what: str) -> bytes:
+    if value is None:
+        raise KeyringError(f"REFERRAL_KEYRING: {what} is missing")
+    if not isinstance(value, str):
+        raise KeyringError(f"REFERRAL_KEYRING: {what} must be a base64 string")
     try:
         raw = base64.b64decode(value, validate=True)
     except (binascii.Error, TypeError, ValueError):
@@ -71,21 +82,29 @@ def _b64key(value: Any, what: str) -> bytes:
     return raw
 
 
+class _State(NamedTuple):
+    """One consistent view of the file, swapped in whole so readers never see half a reload."""
+
+    stamp: tuple[int, int, int]
+    active: str
+    keks: dict[str, AESGCM]
+    root: bytes
+
+
+_WRAPPED_LEN = 12 + 32 + 16  # nonce + DEK + GCM tag
+
+
 class FileKeyring:
     """Keyring read from a JSON file; picks up rotations made by other processes."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self._path = str(self.path)  # os.stat on a str: this runs on every wrap, so every intake
         self._lock = threading.Lock()
-        self._mtime: int | None = None
-        self._active = ""
-        self._keks: dict[str, AESGCM] = {}
-        self._retired: set[str] = set()
-        self._root = b""
-        self._load()
+        self._state = self._load()
 
     # -- loading ---------------------------------------------------------------------------
-    def _load(self) -> None:
+    def _load(self) -> _State:
         try:
             stat = self.path.stat()
             data = json.loads(self.path.read_text())
@@ -100,53 +119,60 @@ class FileKeyring:
             raise KeyringError(f"REFERRAL_KEYRING: {self.path} is not a referral-service keyring (version 1)")
         keks = data.get("keks")
         active = data.get("active")
-        if not isinstance(keks, dict) or not keks or active not in keks:
+        # `active` is checked for str first: an unhashable value (a list) would make `in` raise TypeError.
+        if not isinstance(keks, dict) or not keks or not isinstance(active, str) or active not in keks:
             raise KeyringError(f"REFERRAL_KEYRING: {self.path} has no active key-encryption key")
         loaded: dict[str, AESGCM] = {}
-        retired: set[str] = set()
         for kek_id, entry in keks.items():
             if not isinstance(entry, dict):
                 raise KeyringError(f"REFERRAL_KEYRING: entry {kek_id} is malformed")
             loaded[kek_id] = AESGCM(_b64key(entry.get("key"), f"key {kek_id}"))
-            if entry.get("retired"):
-                retired.add(kek_id)
-        if active in retired:
+        if keks[active].get("retired"):
             raise KeyringError(f"REFERRAL_KEYRING: the active key {active} is marked retired")
         root = _b64key(data.get("root"), "root key")
-        self._active, self._keks, self._retired, self._root = active, loaded, retired, root
-        self._mtime = stat.st_mtime_ns
+        return _State(_stamp(stat), active, loaded, root)
 
     def refresh(self) -> None:
-        """Re-read the file if another process (e.g. `keys rotate`) changed it."""
+        """Re-read the file if another process (e.g. `keys rotate`) replaced it."""
         try:
-            mtime = self.path.stat().st_mtime_ns
+            stamp = _stamp(os.stat(self._path))
         except OSError:
             return  # keep serving with the keys already loaded
-        if mtime != self._mtime:
+        if stamp != self._state.stamp:
             with self._lock:
-                if mtime != self._mtime:
-                    self._load()
+                if stamp != self._state.stamp:
+                    state = self._load()
+                    if not hmac.compare_digest(state.root, self._state.root):
+                        # Blind-index keys and fingerprints hang off the root: a new root under a
+                        # running process would silently break every lookup.
+                        raise KeyringError(f"REFERRAL_KEYRING: the root key in {self.path} changed; restart")
+                    self._state = state
 
     # -- KeyProvider -------------------------------------------------------------------------
     def active_kek_id(self) -> str:
         self.refresh()
-        return self._active
+        return self._state.active
 
     def kek_ids(self) -> list[str]:
         self.refresh()
-        return sorted(self._keks)
+        return sorted(self._state.keks)
 
     def wrap_dek(self, material: bytes, *, subject_id: str, key_id: uuid.UUID) -> tuple[str, bytes]:
-        kek_id = self.active_kek_id()
+        self.refresh()
+        state = self._state
         nonce = os.urandom(12)
-        return kek_id, nonce + self._keks[kek_id].encrypt(nonce, material, _wrap_aad(subject_id, key_id, kek_id))
+        aad = _wrap_aad(subject_id, key_id, state.active)
+        return state.active, nonce + state.keks[state.active].encrypt(nonce, material, aad)
 
     def unwrap_dek(self, kek_id: str, wrapped: bytes, *, subject_id: str, key_id: uuid.UUID) -> bytes:
-        if kek_id not in self._keks:
+        if kek_id not in self._state.keks:
             self.refresh()
-        kek = self._keks.get(kek_id)
+        kek = self._state.keks.get(kek_id)
         if kek is None:
             raise KeyringError(f"REFERRAL_KEYRING: key-encryption key {kek_id} is not in the keyring")
+        wrapped = bytes(wrapped)
+        if len(wrapped) != _WRAPPED_LEN:
+            raise DecryptionError("a wrapped data key has the wrong length")
         try:
             return kek.decrypt(wrapped[:12], wrapped[12:], _wrap_aad(subject_id, key_id, kek_id))
         except InvalidTag:
@@ -157,7 +183,12 @@ class FileKeyring:
     def derive_secret(self, purpose: str) -> bytes:
         return HKDF(
             algorithm=hashes.SHA256(), length=32, salt=None, info=b"referral-service/root/" + purpose.encode()
-        ).derive(self._root)
+        ).derive(self._state.root)
+
+
+def _stamp(stat: os.stat_result) -> tuple[int, int, int]:
+    # Inode too: an atomic replace within one mtime tick still shows up as a new file.
+    return (stat.st_mtime_ns, stat.st_ino, stat.st_size)
 
 
 # -- file management (CLI) ---------------------------------------------------------------------
@@ -173,7 +204,24 @@ def _new_entry() -> dict[str, Any]:
     }
 
 
-def _write_atomically(path: Path, data: dict[str, Any]) -> None:
+@contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """Serialise keyring edits (two `keys rotate` at once would each drop the other's new KEK)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _write_atomically(path: Path, data: dict[str, Any], *, exclusive: bool = False) -> None:
+    """Write a temporary file and swap it in, so a reader never sees half a keyring.
+
+    `exclusive` links instead of replacing: it fails if the target exists, even if it appeared a
+    moment ago, so a new keyring can never clobber one that holds the only copy of live KEKs.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".keyring-")
     try:
@@ -182,10 +230,15 @@ def _write_atomically(path: Path, data: dict[str, Any]) -> None:
             json.dump(data, fh, indent=2)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        if exclusive:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise KeyringError(f"REFERRAL_KEYRING: {path} already exists; refusing to overwrite it") from None
+        else:
+            os.replace(tmp, path)
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def create_keyring(path: Path) -> str:
@@ -203,30 +256,35 @@ def create_keyring(path: Path) -> str:
             "keks": {kek_id: _new_entry()},
             "root": base64.b64encode(secrets.token_bytes(32)).decode(),
         },
+        exclusive=True,
     )
     return kek_id
 
 
 def add_active_kek(path: Path) -> str:
     """Add a fresh KEK and make it active; old KEKs stay until retired."""
-    FileKeyring(path)  # validates the file before we touch it
-    data = json.loads(Path(path).read_text())
-    kek_id = _new_kek_id()
-    while kek_id in data["keks"]:
+    path = Path(path)
+    with _exclusive(path):
+        FileKeyring(path)  # validates the file before we touch it
+        data = json.loads(path.read_text())
         kek_id = _new_kek_id()
-    data["keks"][kek_id] = _new_entry()
-    data["active"] = kek_id
-    _write_atomically(Path(path), data)
+        while kek_id in data["keks"]:
+            kek_id = _new_kek_id()
+        data["keks"][kek_id] = _new_entry()
+        data["active"] = kek_id
+        _write_atomically(path, data)
     return kek_id
 
 
 def retire_kek(path: Path, kek_id: str) -> None:
     """Remove a KEK's material from the keyring (call only when no data key uses it)."""
-    FileKeyring(path)
-    data = json.loads(Path(path).read_text())
-    if kek_id not in data["keks"]:
-        raise KeyringError(f"REFERRAL_KEYRING: no key {kek_id} in the keyring")
-    if data["active"] == kek_id:
-        raise KeyringError(f"REFERRAL_KEYRING: {kek_id} is the active key; rotate first")
-    del data["keks"][kek_id]
-    _write_atomically(Path(path), data)
+    path = Path(path)
+    with _exclusive(path):
+        FileKeyring(path)
+        data = json.loads(path.read_text())
+        if kek_id not in data["keks"]:
+            raise KeyringError(f"REFERRAL_KEYRING: no key {kek_id} in the keyring")
+        if data["active"] == kek_id:
+            raise KeyringError(f"REFERRAL_KEYRING: {kek_id} is the active key; rotate first")
+        del data["keks"][kek_id]
+        _write_atomically(path, data)

@@ -6,24 +6,34 @@ another table; a column type sees only its value. Keeping it explicit also gives
 personal data one chokepoint (`reveal_*`) that reports to the `AccessRecorder`, and keeps
 plaintext out of ORM objects: models only ever hold ciphertext, and unwrapped data keys live in
 the session's `info` for one unit of work.
+
+Blind-index key rotation (`referral-service keys reindex`) runs without downtime. The versions in
+use live in `crypto_meta`: `blind_index_version` (the active one; absent means 1) and, while a
+re-index runs, `blind_index_next` plus `blind_index_cursor` (the last subject id done). While
+`blind_index_next` exists every write adds rows for both versions and every lookup asks both, so
+a request never misses a match whichever rows exist yet. The re-index fills the next version in
+subject-id order (batches, each committed with the cursor, so it resumes after a crash), catches
+up on subjects written by processes that had not noticed the transition, switches the active
+version, catches up once more, and deletes the old rows.
 """
 
 from __future__ import annotations
 
 import hmac
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from hashlib import sha256
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, delete, exists, func, or_, select
+from sqlalchemy.orm import Session, aliased
 
 from referral_service.crypto import (
     BlindIndexer,
     DataKey,
+    DecryptionError,
     FieldCipher,
     FieldContext,
     KeyProvider,
@@ -37,6 +47,12 @@ from referral_service.domain.model import PERSONAL_SUBJECT_FIELDS, Actor
 from referral_service.services.access import AccessRecorder
 
 _DEK_CACHE = "referral_service.deks"
+_INDEX_VERSIONS = "referral_service.blind_index_versions"
+_INDEX_VALUES = "referral_service.blind_index_values"
+ACTIVE_INDEX = "blind_index_version"
+NEXT_INDEX = "blind_index_next"
+INDEX_CURSOR = "blind_index_cursor"
+_NORMALISERS = {"cnic": normalise_cnic, "phone": normalise_phone}
 
 
 @dataclass(frozen=True)
@@ -77,6 +93,7 @@ class PersonalData:
         self.cipher = cipher
         self.indexer = indexer
         self.access = access
+        self._indexers: dict[int, BlindIndexer] = {indexer.version: indexer}
 
     # -- data keys ---------------------------------------------------------------------------
     def _new_key(self, session: Session, subject_id: str, now: datetime) -> DataKey:
@@ -93,8 +110,10 @@ class PersonalData:
         if key is not None:
             return key
         row = session.get(SubjectKey, subject.key_id)
-        if row is None or row.wrapped is None or row.kek_id is None or row.subject_id != subject.id:
+        if row is None or row.wrapped is None or row.kek_id is None:
             raise SubjectErased("the subject's data key has been destroyed")
+        if row.subject_id != subject.id:
+            raise DecryptionError("the subject names a data key of another subject")
         key_id = uuid.UUID(row.id)
         material = self.keys.unwrap_dek(row.kek_id, row.wrapped, subject_id=subject.id, key_id=key_id)
         key = DataKey(key_id, material)
@@ -140,22 +159,48 @@ class PersonalData:
             if value is not None and getattr(subject, f"{name}_ct") is None:
                 filled[name] = value
         self._write_fields(session, subject, filled)
-        self._write_indexes(
-            session, subject, filled.get("cnic"), filled.get("phone")
-        )
+        self._write_indexes(session, subject, filled.get("cnic"), filled.get("phone"))
         return sorted(filled)
 
-    def _write_fields(self, session: Session, subject: Subject, values: dict[str, str | None]) -> None:
+    def _write_fields(self, session: Session, subject: Subject, values: Mapping[str, str | None]) -> None:
         for name, value in values.items():
             setattr(subject, f"{name}_ct", self.seal(session, subject, "subjects", name, subject.id, value))
 
     def _write_indexes(self, session: Session, subject: Subject, cnic: str | None, phone: str | None) -> None:
         for column, value in (("cnic", cnic), ("phone", phone)):
             if value:
-                session.add(
-                    BlindIndex(subject_id=subject.id, column=column, version=self.indexer.version,
-                               value=self.indexer.index(column, value))
-                )
+                for version in self.index_versions(session):
+                    session.add(BlindIndex(subject_id=subject.id, column=column, version=version,
+                                           value=self._index_value(session, version, column, value)))
+
+    def _index_value(self, session: Session, version: int, column: str, value: str) -> int:
+        # Intake looks a value up and then indexes it: hash once per unit of work. The cache lives
+        # and dies with the session, like the data-key cache, so no plaintext outlives the request.
+        cache: dict[tuple[int, str, str], int] = session.info.setdefault(_INDEX_VALUES, {})
+        key = (version, column, value)
+        found = cache.get(key)
+        if found is None:
+            found = cache[key] = self.indexer_for(version).index(column, value)
+        return found
+
+    # -- blind-index versions ------------------------------------------------------------------
+    def indexer_for(self, version: int) -> BlindIndexer:
+        indexer = self._indexers.get(version)
+        if indexer is None:
+            indexer = self._indexers[version] = BlindIndexer(self.keys, version)
+        return indexer
+
+    def index_versions(self, session: Session) -> tuple[int, ...]:
+        """The active blind-index version, then the next one while a re-index runs (once per unit of work)."""
+        cached: tuple[int, ...] | None = session.info.get(_INDEX_VERSIONS)
+        if cached is None:
+            meta = dict(session.execute(
+                select(CryptoMeta.name, CryptoMeta.value).where(CryptoMeta.name.in_((ACTIVE_INDEX, NEXT_INDEX)))
+            ).all())
+            active = int(meta.get(ACTIVE_INDEX, self.indexer.version))
+            cached = (active, int(meta[NEXT_INDEX])) if NEXT_INDEX in meta else (active,)
+            session.info[_INDEX_VERSIONS] = cached
+        return cached
 
     # -- reading (every read of personal data passes here) -------------------------------------
     def reveal_subject(
@@ -166,6 +211,8 @@ class PersonalData:
         wanted = [f for f in fields if f in PERSONAL_SUBJECT_FIELDS]
         self.access.record(actor=actor, action=action, referral_id=referral_id, subject_id=subject.id,
                            fields=wanted)
+        if subject.erased_at is not None:  # also when every wanted field happened to be empty
+            return {**dict.fromkeys(wanted), "erased": True}
         try:
             values = {f: self._open(session, subject, "subjects", f, subject.id, getattr(subject, f"{f}_ct"))
                       for f in wanted}
@@ -190,17 +237,20 @@ class PersonalData:
     # -- duplicates --------------------------------------------------------------------------
     def find_same_person(self, session: Session, cnic: str | None, phone: str | None) -> tuple[Subject, str] | None:
         """A subject whose CNIC (first) or phone matches exactly, confirmed after decryption."""
-        normalisers = {"cnic": normalise_cnic, "phone": normalise_phone}
+        versions = self.index_versions(session)
         for column, value in (("cnic", cnic), ("phone", phone)):
             if not value:
                 continue
-            wanted = normalisers[column](value)
+            wanted = _NORMALISERS[column](value)
+            matches = or_(*(and_(BlindIndex.version == v,
+                                 BlindIndex.value == self._index_value(session, v, column, value))
+                            for v in versions))
+            # IN (subquery) so the database starts from the index lookup, not from every subject.
             candidates = session.scalars(
                 select(Subject)
-                .join(BlindIndex, BlindIndex.subject_id == Subject.id)
-                .where(BlindIndex.column == column, BlindIndex.version == self.indexer.version,
-                       BlindIndex.value == self.indexer.index(column, value), Subject.erased_at.is_(None))
-                .order_by(Subject.created_at)
+                .where(Subject.erased_at.is_(None),
+                       Subject.id.in_(select(BlindIndex.subject_id).where(BlindIndex.column == column, matches)))
+                .order_by(Subject.created_at, Subject.id)
             ).all()
             for candidate in candidates:
                 try:
@@ -208,18 +258,22 @@ class PersonalData:
                                         getattr(candidate, f"{column}_ct"))
                 except SubjectErased:
                     continue
-                if stored and normalisers[column](stored) == wanted:
+                if stored and _NORMALISERS[column](stored) == wanted:
                     return candidate, column
         return None
 
     # -- erasure and rotation ------------------------------------------------------------------
     def erase(self, session: Session, subject: Subject, now: datetime) -> None:
-        """Crypto-shredding: the wrapped data key is destroyed; every ciphertext becomes noise."""
+        """Crypto-shredding: the wrapped data key is destroyed; every ciphertext becomes noise.
+
+        A backup taken before the erasure still holds the wrapped key, openable while its KEK lives:
+        `keys rotate` then `keys retire OLD` after an erasure puts backups out of reach as well.
+        """
         for row in session.scalars(select(SubjectKey).where(SubjectKey.subject_id == subject.id)):
             row.wrapped = None
             row.kek_id = None
             row.destroyed_at = now
-        session.query(BlindIndex).filter(BlindIndex.subject_id == subject.id).delete()
+        session.execute(delete(BlindIndex).where(BlindIndex.subject_id == subject.id))
         subject.erased_at = now
         session.info.get(_DEK_CACHE, {}).pop(subject.id, None)
 
@@ -236,7 +290,8 @@ class PersonalData:
             query = query.with_for_update(skip_locked=True)
         rows = session.scalars(query).all()
         for row in rows:
-            assert row.wrapped is not None and row.kek_id is not None
+            if row.wrapped is None or row.kek_id is None:  # erased since the query ran
+                continue
             key_id = uuid.UUID(row.id)
             material = self.keys.unwrap_dek(row.kek_id, row.wrapped, subject_id=row.subject_id, key_id=key_id)
             row.kek_id, row.wrapped = self.keys.wrap_dek(material, subject_id=row.subject_id, key_id=key_id)
@@ -273,5 +328,106 @@ class PersonalData:
             row = session.scalars(
                 select(SubjectKey).where(SubjectKey.kek_id == kek_id, SubjectKey.wrapped.is_not(None)).limit(1)
             ).one()
-            assert row.wrapped is not None
-            self.keys.unwrap_dek(kek_id, row.wrapped, subject_id=row.subject_id, key_id=uuid.UUID(row.id))
+            if row.wrapped is not None:
+                self.keys.unwrap_dek(kek_id, row.wrapped, subject_id=row.subject_id, key_id=uuid.UUID(row.id))
+
+    # -- blind-index re-keying (`keys reindex`) --------------------------------------------------
+    def _set_meta(self, session: Session, name: str, value: str | None) -> None:
+        row = session.get(CryptoMeta, name)
+        if value is None:
+            if row is not None:
+                session.delete(row)
+        elif row is None:
+            session.add(CryptoMeta(name=name, value=value))
+        else:
+            row.value = value
+        session.info.pop(_INDEX_VERSIONS, None)
+
+    def begin_reindex(self, session: Session) -> tuple[int, int]:
+        """Start writing and reading version N+1 beside N; resumes a re-index already under way."""
+        versions = self.index_versions(session)
+        if len(versions) == 2:
+            return versions[0], versions[1]
+        active = versions[0]
+        self._set_meta(session, ACTIVE_INDEX, str(active))
+        self._set_meta(session, NEXT_INDEX, str(active + 1))
+        self._set_meta(session, INDEX_CURSOR, "")
+        return active, active + 1
+
+    def reindex_remaining(self, session: Session) -> int:
+        cursor = session.get(CryptoMeta, INDEX_CURSOR)
+        return session.scalar(
+            select(func.count()).select_from(Subject)
+            .where(Subject.erased_at.is_(None), Subject.id > (cursor.value if cursor else ""))
+        ) or 0
+
+    def reindex_batch(self, session: Session, batch_size: int = 500) -> int:
+        """Write next-version index rows for the next `batch_size` subjects; returns how many were visited."""
+        versions = self.index_versions(session)
+        if len(versions) < 2:
+            return 0
+        cursor = session.get(CryptoMeta, INDEX_CURSOR)
+        subjects = session.scalars(
+            select(Subject).where(Subject.erased_at.is_(None), Subject.id > (cursor.value if cursor else ""))
+            .order_by(Subject.id).limit(batch_size)
+        ).all()
+        if not subjects:
+            return 0
+        self._fill_next(session, versions[1], subjects)
+        self._set_meta(session, INDEX_CURSOR, subjects[-1].id)
+        return len(subjects)
+
+    def _fill_next(self, session: Session, version: int, subjects: Sequence[Subject]) -> None:
+        have = set(session.execute(
+            select(BlindIndex.subject_id, BlindIndex.column)
+            .where(BlindIndex.version == version, BlindIndex.subject_id.in_([s.id for s in subjects]))
+        ).all())
+        indexer = self.indexer_for(version)
+        for subject in subjects:
+            for column in ("cnic", "phone"):
+                ciphertext = getattr(subject, f"{column}_ct")
+                if ciphertext is None or (subject.id, column) in have:
+                    continue
+                try:
+                    value = self._open(session, subject, "subjects", column, subject.id, ciphertext)
+                except SubjectErased:
+                    continue
+                if value:
+                    session.add(BlindIndex(subject_id=subject.id, column=column, version=version,
+                                           value=indexer.index(column, value)))
+
+    def _catch_up(self, session: Session, old: int, new: int) -> None:
+        """Subjects indexed under `old` only: written by a process that had not yet seen the transition."""
+        newer = aliased(BlindIndex)
+        lagging = session.scalars(
+            select(Subject).where(
+                Subject.erased_at.is_(None),
+                exists().where(
+                    BlindIndex.subject_id == Subject.id, BlindIndex.version == old,
+                    ~exists().where(newer.subject_id == BlindIndex.subject_id, newer.column == BlindIndex.column,
+                                    newer.version == new),
+                ),
+            )
+        ).all()
+        if lagging:
+            self._fill_next(session, new, lagging)
+
+    def switch_index(self, session: Session) -> int:
+        """After every batch: make the next version active (old rows stay until `drop_old_index`)."""
+        versions = self.index_versions(session)
+        if len(versions) < 2:
+            return versions[0]
+        old, new = versions
+        self._catch_up(session, old, new)
+        self._set_meta(session, ACTIVE_INDEX, str(new))
+        self._set_meta(session, NEXT_INDEX, None)
+        self._set_meta(session, INDEX_CURSOR, None)
+        return new
+
+    def drop_old_index(self, session: Session) -> int:
+        """Once the switch has committed: a last catch-up, then delete rows of every other version."""
+        active = self.index_versions(session)[0]
+        for old in session.scalars(select(BlindIndex.version).where(BlindIndex.version != active).distinct()).all():
+            self._catch_up(session, old, active)
+        result = session.execute(delete(BlindIndex).where(BlindIndex.version != active))
+        return int(getattr(result, "rowcount", 0) or 0)

@@ -1,0 +1,135 @@
+"""A stolen SQLite file (with its WAL) and the logs hold none of the personal data that went in."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from referral_service.bootstrap import Services
+from tests.factories import referral_body
+from tests.pipeline import InProcessPipeline
+
+# Distinctive values that cannot occur by chance; each is also searched in derived forms.
+MARKERS = {
+    "full_name": "Qwertzmarker Vollbrechtkhan",
+    "cnic": "61101-9876543-7",
+    "phone": "+923219876543",
+    "address": "Plot 77 Xylomarker Gardens Jalozai",
+    "narrative": "Quokkamarker witnessed the blast at Jalozai camp",
+    "date_of_birth": "1983-11-27",
+    "note": "Fennecmarker prefers calls after Asr",
+}
+CANARY = "Canarymarker Relief Organisation"
+# Other spellings of the same facts that a careless encoder or index might store.
+EXTRA_NEEDLES = ["6110198765437", "3219876543", "Qwertzmarker", "Vollbrechtkhan", "Xylomarker", "Quokkamarker",
+                 "Fennecmarker", "19831127"]
+
+
+def needle_forms(value: str) -> dict[str, bytes]:
+    """The byte patterns `value` would leave in a file: plain, case-changed, base64, UTF-16, hex."""
+    forms: dict[str, bytes] = {}
+    for case_name, cased in (("plain", value), ("lower", value.lower()), ("upper", value.upper())):
+        raw = cased.encode()
+        forms[f"{case_name}"] = raw
+        forms[f"{case_name}/utf-16-le"] = cased.encode("utf-16-le")
+        forms[f"{case_name}/utf-16-be"] = cased.encode("utf-16-be")
+        forms[f"{case_name}/hex"] = raw.hex().encode()
+        for shift in range(3):
+            # A substring's base64 depends on its offset mod 3; drop the characters that mix in
+            # neighbouring bytes, keep the stable middle.
+            for encoder in (base64.b64encode, base64.urlsafe_b64encode):
+                encoded = encoder(b"\0" * shift + raw)
+                stable = encoded[(shift * 4 + 2) // 3: -4]
+                if len(stable) >= 8:
+                    forms[f"{case_name}/{encoder.__name__}+{shift}"] = stable
+    return forms
+
+
+def find_leaks(blob: bytes, values: list[str]) -> list[str]:
+    return [f"{value!r} as {form}" for value in values for form, needle in needle_forms(value).items()
+            if needle in blob]
+
+
+def all_needles() -> list[str]:
+    return [*MARKERS.values(), *EXTRA_NEEDLES]
+
+
+def test_needle_forms_find_what_they_should() -> None:
+    secret = MARKERS["full_name"]
+    for blob in (b"..." + secret.upper().encode() + b"...",
+                 b"x" + base64.b64encode(b"ab" + secret.encode()) + b"y",
+                 secret.lower().encode("utf-16-le")):
+        assert find_leaks(blob, [secret])
+    assert find_leaks(b"nothing personal here", all_needles()) == []
+
+
+def submit_marked_referrals(client: Any, cw_headers: dict[str, str]) -> list[dict[str, Any]]:
+    marked = referral_body(
+        subject__full_name=MARKERS["full_name"], subject__cnic=MARKERS["cnic"], subject__phone=MARKERS["phone"],
+        subject__address=MARKERS["address"], subject__date_of_birth=MARKERS["date_of_birth"],
+        incident__narrative=MARKERS["narrative"],
+        consent={"given": True, "method": "written", "share": ["contact", "identity", "incident"]})
+    first = client.post("/api/v1/referrals", json=marked, headers=cw_headers)
+    assert first.status_code == 201, first.get_json()
+    # The same person again, CNIC without dashes and phone in local form: the duplicate path.
+    again = referral_body(subject__full_name=MARKERS["full_name"], subject__cnic="6110198765437",
+                          subject__phone="03219876543", incident__narrative=MARKERS["narrative"])
+    second = client.post("/api/v1/referrals", json=again, headers=cw_headers)
+    assert second.status_code == 201, second.get_json()
+    assert second.get_json()["subject_id"] == first.get_json()["subject_id"]
+    return [first.get_json(), second.get_json()]
+
+
+def add_marked_followup(services: Services, client: Any, referral_id: str, cw_headers: dict[str, str],
+                        partner_headers: Any) -> None:
+    pipeline = InProcessPipeline(services)
+    pipeline.drain()
+    shown = client.get(f"/api/v1/referrals/{referral_id}", headers=cw_headers).get_json()
+    assert shown["subject"]["full_name"] == MARKERS["full_name"]  # the data is there, just not readable at rest
+    [assignment] = shown["assignments"]
+    headers = partner_headers(assignment["partner_id"])
+    assert client.post(f"/api/v1/assignments/{assignment['id']}/accept", headers=headers).status_code == 200
+    note = client.post(f"/api/v1/assignments/{assignment['id']}/followups", headers=headers,
+                       json={"outcome": "contacted", "note": MARKERS["note"]})
+    assert note.status_code in (200, 201), note.get_json()
+    pipeline.drain()
+    pipeline.close()
+
+
+def _read_home(home: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(home.rglob("*")) if p.is_file())
+
+
+def test_no_marker_in_any_form_in_the_sqlite_files_or_logs(services: Services, client: Any, make_user: Any,
+                                                           add_partner: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    add_partner(name=CANARY)  # not personal, stored in the clear: proves the scan sees plain text
+    cw = make_user("caseworker")
+    first, _ = submit_marked_referrals(client, cw.headers)
+    add_marked_followup(services, client, first["id"], cw.headers,
+                        lambda partner_id: make_user("partner", partner_id=partner_id).headers)
+
+    home = services.settings.home
+    before_checkpoint = _read_home(home)
+    assert any(p.name.endswith("-wal") for p in home.iterdir())
+    services.engine.dispose()  # close pooled connections, so the checkpoint can move every page
+    database = services.engine.url.database
+    assert database
+    with closing(sqlite3.connect(database)) as conn:
+        busy, _, moved = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        assert busy == 0 and moved >= 0
+        assert conn.execute("select count(*) from subjects").fetchone() == (1,)
+    after_checkpoint = _read_home(home)
+    assert len(after_checkpoint) > 50_000  # we really read a database
+
+    assert find_leaks(after_checkpoint, [CANARY])
+    assert find_leaks(before_checkpoint, all_needles()) == []
+    assert find_leaks(after_checkpoint, all_needles()) == []
+    logged = "\n".join(r.getMessage() for r in caplog.records).encode()
+    assert logged and find_leaks(logged, all_needles()) == []

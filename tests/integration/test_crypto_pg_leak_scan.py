@@ -1,0 +1,100 @@
+"""A `pg_dump` of a production-profile database holds none of the personal data that went in."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
+
+from referral_service.app import create_app
+from referral_service.bootstrap import Services, bootstrap
+from referral_service.config import Settings
+from referral_service.crypto.keyring import create_keyring
+from referral_service.db.migrate import upgrade_to_head
+from referral_service.services import partners, users
+from schemas import PartnerSchema
+from tests.e2e.test_crypto_leak_scan import (
+    CANARY,
+    add_marked_followup,
+    all_needles,
+    find_leaks,
+    submit_marked_referrals,
+)
+from tests.factories import partner
+
+pytestmark = pytest.mark.integration
+
+PG_HOST, PG_USER = "127.0.0.1", "postgres"
+ADMIN_URL = f"postgresql+psycopg://{PG_USER}@{PG_HOST}:5432/test"
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def scratch_database() -> Iterator[str]:
+    """A fresh database for this test alone, dropped afterwards."""
+    name = f"crypto_leak_{secrets.token_hex(4)}"
+    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except OperationalError:
+        admin.dispose()
+        _unavailable(f"PostgreSQL is not reachable at {PG_HOST}:5432")
+    try:
+        yield name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def pg_services(scratch_database: str, tmp_path: Path) -> Iterator[Services]:
+    settings = Settings.from_env({
+        "REFERRAL_HOME": str(tmp_path / "home"),
+        "REFERRAL_DATABASE_URL": f"postgresql+psycopg://{PG_USER}@{PG_HOST}:5432/{scratch_database}",
+    })
+    create_keyring(settings.keyring_path)
+    services = bootstrap(settings)
+    upgrade_to_head(services.engine)
+    with services.uow() as uow:
+        services.personal_data.verify_keys(uow.session)
+        uow.commit()
+    yield services
+    services.dispose()
+
+
+def _headers(services: Services, role: str, partner_id: str | None = None) -> dict[str, str]:
+    created = users.create_user(services, name=f"{role}-{secrets.token_hex(3)}", role=role, partner_id=partner_id)
+    return {"Authorization": f"Bearer {created['token']}"}
+
+
+def test_no_marker_in_any_form_in_a_pg_dump(pg_services: Services, scratch_database: str) -> None:
+    pg_dump = shutil.which("pg_dump")
+    if pg_dump is None:
+        _unavailable("pg_dump is not installed")
+    partners.upsert_partners(pg_services, [PartnerSchema().load(partner(name=CANARY))])
+    client: Any = create_app(pg_services, {"TESTING": True}).test_client()
+    cw = _headers(pg_services, "caseworker")
+    first, _ = submit_marked_referrals(client, cw)
+    add_marked_followup(pg_services, client, first["id"], cw,
+                        lambda partner_id: _headers(pg_services, "partner", partner_id))
+
+    dump = subprocess.run([str(pg_dump), "-h", PG_HOST, "-U", PG_USER, "--no-owner", scratch_database],
+                          capture_output=True, timeout=120, check=True).stdout
+    assert b"CREATE TABLE public.subjects" in dump
+    assert find_leaks(dump, [CANARY])  # plain text in the dump is found: the scan is real
+    assert find_leaks(dump, all_needles()) == []
