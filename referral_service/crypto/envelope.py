@@ -5,9 +5,11 @@ Ciphertext format, version 1 (all lengths fixed, so the header needs no delimite
     0      1                 17                 49            61
     | 0x01 | key id (16 B)   | commitment (32 B) | nonce (12 B) | AES-256-GCM ciphertext + tag |
 
-* The DEK is never used directly: HKDF-SHA256 derives an encryption key and a commitment key
-  from it. The commitment (HMAC-SHA256 of the header under the commitment key) makes the
-  ciphertext open under exactly one key, which plain GCM does not guarantee.
+* The DEK is never used directly: one HKDF-SHA256 call derives an encryption key and a commitment
+  key from it. The commitment (HMAC-SHA256 of version and key id under the commitment key, a
+  per-key constant computed once) makes the ciphertext open under exactly one key, which plain GCM
+  does not guarantee: a second key would need the same HMAC output. The header, commitment
+  included, is part of the GCM associated data.
 * The associated data binds the ciphertext to where it lives: table, column, row id, owning
   subject and key id, length-prefixed so no two contexts can encode to the same bytes. A value
   copied to another row, column or table, or left behind after its owner column is rewritten,
@@ -76,7 +78,7 @@ class FieldContext:
 class DataKey:
     """An unwrapped data key; derives its sub-keys once."""
 
-    __slots__ = ("_aead", "_commit_key", "key_id")
+    __slots__ = ("_aead", "_commitment", "key_id")
 
     def __init__(self, key_id: uuid.UUID, material: bytes) -> None:
         if len(material) != 32:
@@ -85,15 +87,16 @@ class DataKey:
         # One HKDF call yields both sub-keys: a data key is unwrapped once per subject per request.
         derived = _derive(material)
         self._aead = AESGCM(derived[:32])
-        self._commit_key = derived[32:]
+        self._commitment = hmac.digest(derived[32:], bytes([VERSION]) + key_id.bytes, "sha256")
 
     @classmethod
     def generate(cls) -> tuple[DataKey, bytes]:
         material = AESGCM.generate_key(bit_length=256)
         return cls(uuid.uuid4(), material), material
 
-    def commitment(self, header_without_commitment: bytes) -> bytes:
-        return hmac.digest(self._commit_key, header_without_commitment, "sha256")
+    @property
+    def commitment(self) -> bytes:
+        return self._commitment
 
     def __repr__(self) -> str:  # never show key material, even in a debugger or a log
         return f"DataKey({self.key_id})"
@@ -112,7 +115,7 @@ class FieldCipher:
     def encrypt(self, key: DataKey, plaintext: str, context: FieldContext) -> bytes:
         key_id = key.key_id.bytes
         nonce = os.urandom(_NONCE_LEN)
-        commitment = key.commitment(bytes([VERSION]) + key_id + nonce)
+        commitment = key.commitment
         header = bytes([VERSION]) + key_id + commitment + nonce
         body = key._aead.encrypt(nonce, plaintext.encode("utf-8"), header + context.aad(key_id))
         return header + body
@@ -126,8 +129,7 @@ class FieldCipher:
         nonce = ciphertext[HEADER_LEN - _NONCE_LEN : HEADER_LEN]
         if key_id != key.key_id.bytes:
             raise DecryptionError("ciphertext names another data key")
-        expected = key.commitment(bytes([VERSION]) + key_id + nonce)
-        if not hmac.compare_digest(expected, commitment):
+        if not hmac.compare_digest(key.commitment, commitment):
             raise DecryptionError("key commitment does not match")
         try:
             plain = key._aead.decrypt(nonce, ciphertext[HEADER_LEN:], ciphertext[:HEADER_LEN] + context.aad(key_id))
