@@ -55,9 +55,8 @@ class Metrics:
 
 
 def error_response(status: int, code: str, message: str, fields: dict[str, Any] | None = None) -> Any:
-    body: dict[str, Any] = {"error": {"code": code, "message": message}}
-    if fields:
-        body["error"]["fields"] = fields
+    # "fields" is always present (empty when no field is to blame): clients read it without a key check.
+    body: dict[str, Any] = {"error": {"code": code, "message": message, "fields": fields or {}}}
     return jsonify(body), status
 
 
@@ -111,7 +110,11 @@ def create_app(services: Services, config: dict[str, Any] | None = None) -> Flas
         code = (exc.name or "error").lower().replace(" ", "_")
         if exc.code == 413:
             return error_response(413, "payload_too_large", f"the body is larger than {MAX_BODY_BYTES} bytes")
-        return error_response(exc.code or 500, code, exc.description or exc.name)
+        response, status = error_response(exc.code or 500, code, exc.description or exc.name)
+        valid_methods = getattr(exc, "valid_methods", None)
+        if valid_methods:  # a 405 must say which methods the resource takes
+            response.headers["Allow"] = ", ".join(valid_methods)
+        return response, status
 
     @app.errorhandler(OperationalError)
     def _db_down(exc: OperationalError) -> Any:

@@ -18,7 +18,8 @@ class PartnerSchema(Schema):
     provinces = fields.List(fields.String(), load_default=list)
     districts = fields.List(fields.String(), load_default=list)
     languages = fields.List(fields.String(validate=validate.OneOf(LANGUAGES)), load_default=list)
-    capacity = fields.Integer(required=True, validate=validate.Range(min=0, max=100000))
+    # strict: 1.5 or "10" is a mistake to report, not a number to round.
+    capacity = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=100000))
     accepts_minors = fields.Boolean(load_default=False)
     staff_sex = fields.List(fields.String(validate=validate.OneOf(("female", "male"))), load_default=list)
     active = fields.Boolean(load_default=True)

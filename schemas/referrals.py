@@ -1,4 +1,4 @@
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates, validates_schema
@@ -22,8 +22,17 @@ NARRATIVE_MAX = 5000
 NOTE_MAX = 2000
 
 
+# Caseworkers date events in Pakistan time (UTC+5, no daylight saving). From 19:00 UTC it is already
+# tomorrow there, so "today" in Karachi must not be refused as a future date.
+PAKISTAN_TIME = timezone(timedelta(hours=5), "PKT")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
 def _not_future(value: date) -> None:
-    if value > datetime.now(UTC).date():
+    if value > utcnow().astimezone(PAKISTAN_TIME).date():
         raise ValidationError("must not be in the future")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from flask import Blueprint, current_app, g, jsonify, request
@@ -31,13 +32,28 @@ def current_actor() -> Actor:
     return actor
 
 
+def _read_json() -> Any:
+    try:
+        return request.get_json(silent=True)
+    except RecursionError:
+        # The json module raises RecursionError, not ValueError, on deeply nested input: silent= misses it.
+        raise MalformedJson("the body is nested too deeply") from None
+
+
 def json_body() -> dict[str, Any]:
-    data = request.get_json(silent=True)
+    data = _read_json()
     if data is None:
         raise MalformedJson("the body must be a JSON object (Content-Type: application/json)")
     if not isinstance(data, dict):
         raise MalformedJson("the body must be a JSON object")
     return data
+
+
+def optional_json_body() -> dict[str, Any]:
+    """For actions whose body is optional: none at all means `{}`, but a body sent must be a JSON object."""
+    if not request.get_data(cache=True):
+        return {}
+    return json_body()
 
 
 def load(schema: Schema, data: dict[str, Any]) -> Any:
@@ -59,6 +75,17 @@ def query_int(name: str) -> int | None:
         return int(raw)
     except ValueError:
         raise ValidationFailed(f"{name} must be a whole number", {name: ["not a whole number"]}) from None
+
+
+def query_choice(name: str, choices: Iterable[str]) -> str | None:
+    """An optional filter that must be one of `choices`: a typo gives 422, not a silently empty list."""
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return None
+    allowed = list(choices)
+    if raw not in allowed:
+        raise ValidationFailed(f"{name} is not one of the known values", {name: [f"one of {', '.join(allowed)}"]})
+    return raw
 
 
 class MalformedJson(ValidationFailed):

@@ -4,10 +4,10 @@ from typing import Any
 
 from flask import request
 
-from referral_service.api import bp, current_actor, json_body, load, ok, query_int, services
+from referral_service.api import bp, current_actor, json_body, load, ok, query_choice, query_int, services
 from referral_service.domain.commands import CloseAssignment, DeclineAssignment, RecordFollowUp
 from referral_service.domain.errors import Forbidden
-from referral_service.domain.model import Role
+from referral_service.domain.model import AssignmentStatus, Role
 from referral_service.services import assignments, deadlines, partners
 from schemas import CloseSchema, DeclineSchema, FollowUpSchema, PartnerSchema
 
@@ -15,8 +15,8 @@ from schemas import CloseSchema, DeclineSchema, FollowUpSchema, PartnerSchema
 @bp.get("/assignments")
 def inbox() -> Any:
     actor = current_actor()
-    return ok(assignments.inbox(services(), actor, status=request.args.get("status"), limit=query_int("limit"),
-                                cursor=request.args.get("cursor")))
+    return ok(assignments.inbox(services(), actor, status=query_choice("status", AssignmentStatus),
+                                limit=query_int("limit"), cursor=request.args.get("cursor")))
 
 
 @bp.post("/assignments/<assignment_id>/accept")

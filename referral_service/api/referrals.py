@@ -4,8 +4,19 @@ from typing import Any
 
 from flask import request
 
-from referral_service.api import bp, current_actor, json_body, load, ok, query_int, services
-from referral_service.domain.errors import ValidationFailed
+from referral_service.api import (
+    bp,
+    current_actor,
+    json_body,
+    load,
+    ok,
+    optional_json_body,
+    query_choice,
+    query_int,
+    services,
+)
+from referral_service.domain.errors import Forbidden, ValidationFailed
+from referral_service.domain.model import ReferralStatus
 from referral_service.services import referrals
 from schemas.referrals import ReferralInputSchema, ReopenSchema, WithdrawSchema
 
@@ -15,6 +26,9 @@ IDEMPOTENCY_KEY_MAX = 200
 @bp.post("/referrals")
 def submit_referral() -> Any:
     actor = current_actor()
+    # Role before body: a caller who may not submit learns nothing about what a valid referral looks like.
+    if actor.role not in referrals.SUBMITTERS:
+        raise Forbidden("only caseworkers and supervisors submit referrals")
     data = json_body()
     key = request.headers.get("Idempotency-Key")
     if key is not None and not (0 < len(key) <= IDEMPOTENCY_KEY_MAX):
@@ -33,21 +47,21 @@ def get_referral(referral_id: str) -> Any:
 @bp.get("/referrals")
 def list_referrals() -> Any:
     actor = current_actor()
-    return ok(referrals.list_referrals(services(), actor, status=request.args.get("status"),
+    return ok(referrals.list_referrals(services(), actor, status=query_choice("status", ReferralStatus),
                                        limit=query_int("limit"), cursor=request.args.get("cursor")))
 
 
 @bp.post("/referrals/<referral_id>/consent/withdraw")
 def withdraw_consent(referral_id: str) -> Any:
     actor = current_actor()
-    data = load(WithdrawSchema(), request.get_json(silent=True) or {})
+    data = load(WithdrawSchema(), optional_json_body())
     return ok(referrals.withdraw_consent(services(), referral_id, actor, data.get("note")))
 
 
 @bp.post("/referrals/<referral_id>/withdraw")
 def withdraw_referral(referral_id: str) -> Any:
     actor = current_actor()
-    data = load(WithdrawSchema(), request.get_json(silent=True) or {})
+    data = load(WithdrawSchema(), optional_json_body())
     return ok(referrals.withdraw_referral(services(), referral_id, actor, data.get("note")))
 
 

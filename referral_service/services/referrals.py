@@ -125,7 +125,9 @@ def _submit(cmd: SubmitReferral, uow: UnitOfWork, services: Services, actor: Act
         status=ReferralStatus.SUBMITTED,
         risk_level=cmd.risk_level,
         needs=list(dict.fromkeys(cmd.needs)),
-        incident_type=cmd.incident_type,
+        # The type is free text (people write names into it), so it is sealed with the rest of the
+        # incident below; the plaintext column only serves rows written before that.
+        incident_type=None,
         staff_sex_preference=cmd.staff_sex_preference or "any",
         consent_given=cmd.consent_given,
         consent_method=cmd.consent_method,
@@ -137,8 +139,9 @@ def _submit(cmd: SubmitReferral, uow: UnitOfWork, services: Services, actor: Act
         updated_at=now,
     )
     referral.id = new_id()
-    if cmd.incident_date or cmd.incident_narrative:
-        incident = json.dumps({"date": cmd.incident_date.isoformat() if cmd.incident_date else None,
+    if cmd.incident_type or cmd.incident_date or cmd.incident_narrative:
+        incident = json.dumps({"type": cmd.incident_type,
+                               "date": cmd.incident_date.isoformat() if cmd.incident_date else None,
                                "narrative": cmd.incident_narrative})
         referral.incident_ct = pd.seal(session, subject, "referrals", "incident", referral.id, incident)
     session.add(referral)

@@ -1,0 +1,406 @@
+"""Who may call what: every contract endpoint × every role, and what a partner gets to see.
+
+The matrix below is the contract's "who" column made executable. Each cell is the status the role gets;
+a forbidden call must answer with the JSON error shape and must not change anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from referral_service.db.models import Assignment, Partner, Referral
+from referral_service.services import users
+from tests.factories import partner, referral_body
+from tests.pipeline import InProcessPipeline
+
+MEDICAL = "p-peshawar-medical"  # the factory partner: serves medical in Peshawar
+QUETTA = "p-quetta-legal"  # a partner elsewhere that never gets this case
+LEGAL = "p-peshawar-legal"  # a second Peshawar partner, for cases needing two services
+
+ROLES = ("owner", "other_cw", "supervisor", "partner_holding", "partner_other", "auditor", "admin",
+         "anonymous", "revoked")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str  # formatted with referral_id and assignment_id
+    body: Callable[[], Any] | None = None
+    # The case before the call: "offered" to the holding partner, "accepted" by it, or "withdrawn" by its caseworker.
+    state: str = "offered"
+
+
+ENDPOINTS: dict[str, Endpoint] = {
+    "submit_referral": Endpoint("POST", "/api/v1/referrals", lambda: referral_body(subject__cnic=None,
+                                                                                  subject__phone=None)),
+    "list_referrals": Endpoint("GET", "/api/v1/referrals"),
+    "get_referral_offered": Endpoint("GET", "/api/v1/referrals/{referral_id}"),
+    "get_referral_accepted": Endpoint("GET", "/api/v1/referrals/{referral_id}", state="accepted"),
+    "inbox": Endpoint("GET", "/api/v1/assignments"),
+    "accept": Endpoint("POST", "/api/v1/assignments/{assignment_id}/accept"),
+    "decline": Endpoint("POST", "/api/v1/assignments/{assignment_id}/decline", lambda: {"reason": "no_capacity"}),
+    "followup": Endpoint("POST", "/api/v1/assignments/{assignment_id}/followups",
+                         lambda: {"outcome": "first_contact_made", "note": "phoned, visit booked"}, state="accepted"),
+    "close": Endpoint("POST", "/api/v1/assignments/{assignment_id}/close",
+                      lambda: {"outcome": "services_delivered"}, state="accepted"),
+    "list_partners": Endpoint("GET", "/api/v1/partners"),
+    "get_partner": Endpoint("GET", f"/api/v1/partners/{MEDICAL}"),
+    "upsert_partner": Endpoint("POST", "/api/v1/partners",
+                               lambda: partner(id="p-new-org", name="New Organisation")),
+    "overdue": Endpoint("GET", "/api/v1/deadlines/overdue"),
+    "withdraw_consent": Endpoint("POST", "/api/v1/referrals/{referral_id}/consent/withdraw", lambda: {}),
+    "withdraw_referral": Endpoint("POST", "/api/v1/referrals/{referral_id}/withdraw",
+                                  lambda: {"note": "family moved away"}),
+    "reopen_referral": Endpoint("POST", "/api/v1/referrals/{referral_id}/reopen",
+                                lambda: {"note": "family is back"}, state="withdrawn"),
+    "audit_query": Endpoint("GET", "/api/v1/audit"),
+    "audit_verify": Endpoint("GET", "/api/v1/audit/verify"),
+}
+
+# fmt: off
+MATRIX: dict[str, tuple[int, ...]] = {
+    #                        owner other_cw supervisor p_holding p_other auditor admin anonymous revoked
+    "submit_referral":       (201,  201,     201,       403,      403,    403,    403,  401,      401),
+    "list_referrals":        (200,  200,     200,       403,      403,    403,    403,  401,      401),
+    "get_referral_offered":  (200,  403,     200,       200,      403,    403,    403,  401,      401),
+    "get_referral_accepted": (200,  403,     200,       200,      403,    403,    403,  401,      401),
+    "inbox":                 (403,  403,     200,       200,      200,    403,    403,  401,      401),
+    "accept":                (403,  403,     403,       200,      403,    403,    403,  401,      401),
+    "decline":               (403,  403,     403,       200,      403,    403,    403,  401,      401),
+    "followup":              (403,  403,     403,       201,      403,    403,    403,  401,      401),
+    "close":                 (403,  403,     200,       200,      403,    403,    403,  401,      401),
+    "list_partners":         (200,  200,     200,       200,      200,    200,    200,  401,      401),
+    "get_partner":           (200,  200,     200,       200,      200,    200,    200,  401,      401),
+    "upsert_partner":        (403,  403,     403,       403,      403,    403,    201,  401,      401),
+    "overdue":               (403,  403,     200,       403,      403,    403,    403,  401,      401),
+    "withdraw_consent":      (200,  403,     200,       403,      403,    403,    403,  401,      401),
+    "withdraw_referral":     (200,  403,     200,       403,      403,    403,    403,  401,      401),
+    "reopen_referral":       (200,  403,     200,       403,      403,    403,    403,  401,      401),
+    "audit_query":           (403,  403,     403,       403,      403,    200,    403,  401,      401),
+    "audit_verify":          (403,  403,     403,       403,      403,    200,    403,  401,      401),
+}
+# fmt: on
+
+CELLS = [(endpoint, role, expected) for endpoint, row in MATRIX.items() for role, expected in zip(ROLES, row,
+                                                                                                    strict=True)]
+
+
+def assert_json_error(resp: Any, status: int, code: str) -> dict[str, Any]:
+    assert resp.status_code == status, resp.get_data(as_text=True)
+    assert resp.mimetype == "application/json"
+    body = resp.get_json()
+    assert set(body) == {"error"}
+    error = body["error"]
+    assert error["code"] == code
+    assert isinstance(error["message"], str) and error["message"]
+    assert isinstance(error["fields"], dict)
+    return error
+
+
+@dataclass
+class World:
+    client: Any
+    services: Any
+    headers: dict[str, dict[str, str]]
+    user_ids: dict[str, str]
+    referral_id: str
+    assignment_id: str
+
+    def call(self, method: str, path: str, role: str, body: Any = None) -> Any:
+        kwargs: dict[str, Any] = {"headers": self.headers[role]}
+        if body is not None:
+            kwargs["json"] = body
+        return self.client.open(path.format(referral_id=self.referral_id, assignment_id=self.assignment_id),
+                                method=method, **kwargs)
+
+    def snapshot(self) -> tuple[Any, ...]:
+        with self.services.uow() as uow:
+            s = uow.session
+            return (
+                s.scalar(select(func.count()).select_from(Referral)),
+                tuple(s.execute(select(Referral.id, Referral.status, Referral.consent_withdrawn_at)
+                                .order_by(Referral.id)).all()),
+                tuple(s.execute(select(Assignment.id, Assignment.status).order_by(Assignment.id)).all()),
+                tuple(s.execute(select(Partner.id, Partner.name, Partner.capacity).order_by(Partner.id)).all()),
+            )
+
+
+def drain(services: Any) -> None:
+    pipeline = InProcessPipeline(services)
+    try:
+        pipeline.drain()
+    finally:
+        pipeline.close()
+
+
+def build_world(services: Any, client: Any, make_user: Any, add_partner: Any, *, state: str) -> World:
+    add_partner()
+    add_partner(id=QUETTA, name="Quetta Legal Aid", services=["legal_aid"], provinces=["Balochistan"],
+                districts=["Quetta"], languages=["ur"])
+    handles = {
+        "owner": make_user("caseworker"),
+        "other_cw": make_user("caseworker"),
+        "supervisor": make_user("supervisor"),
+        "partner_holding": make_user("partner", partner_id=MEDICAL),
+        "partner_other": make_user("partner", partner_id=QUETTA),
+        "auditor": make_user("auditor"),
+        "admin": make_user("admin"),
+        "revoked": make_user("supervisor"),
+    }
+    assert users.revoke_tokens(services, handles["revoked"].actor.user_id) == 1
+    headers = {role: h.headers for role, h in handles.items()}
+    headers["anonymous"] = {}
+    resp = client.post("/api/v1/referrals", json=referral_body(), headers=headers["owner"])
+    assert resp.status_code == 201, resp.get_json()
+    referral_id = resp.get_json()["id"]
+    drain(services)
+    shown = client.get(f"/api/v1/referrals/{referral_id}", headers=headers["owner"]).get_json()
+    [assignment] = shown["assignments"]
+    assert (assignment["partner_id"], assignment["status"]) == (MEDICAL, "offered")
+    if state == "accepted":
+        resp = client.post(f"/api/v1/assignments/{assignment['id']}/accept", headers=headers["partner_holding"])
+        assert resp.status_code == 200, resp.get_json()
+    elif state == "withdrawn":
+        resp = client.post(f"/api/v1/referrals/{referral_id}/withdraw", json={}, headers=headers["owner"])
+        assert resp.status_code == 200, resp.get_json()
+    else:
+        assert state == "offered", state
+    return World(client, services, headers, {r: h.actor.user_id for r, h in handles.items()}, referral_id,
+                 assignment["id"])
+
+
+@pytest.fixture
+def world_factory(services: Any, client: Any, make_user: Any, add_partner: Any) -> Callable[..., World]:
+    return lambda state="offered": build_world(services, client, make_user, add_partner, state=state)
+
+
+def _check_success(endpoint: str, role: str, world: World, body: dict[str, Any]) -> None:
+    """Allowed calls do what they say, and lists are scoped to the caller."""
+    if endpoint == "submit_referral":
+        assert body["reference"].startswith("VAN-") and body["status"] == "submitted"
+    elif endpoint == "list_referrals":
+        ids = [item["id"] for item in body["items"]]
+        assert ids == ([] if role == "other_cw" else [world.referral_id])
+    elif endpoint.startswith("get_referral"):
+        assert body["id"] == world.referral_id
+        assert [a["id"] for a in body["assignments"]] == [world.assignment_id]
+    elif endpoint == "inbox":
+        ids = [item["id"] for item in body["items"]]
+        assert ids == ([] if role == "partner_other" else [world.assignment_id])
+    elif endpoint == "accept":
+        assert body["status"] == "accepted"
+    elif endpoint == "decline":
+        assert body["status"] == "declined" and body["decline_reason"] == "no_capacity"
+    elif endpoint == "followup":
+        assert body["assignment_id"] == world.assignment_id and body["outcome"] == "first_contact_made"
+    elif endpoint == "close":
+        assert body["status"] == "closed" and body["close_outcome"] == "services_delivered"
+    elif endpoint == "list_partners":
+        assert {p["id"] for p in body["items"]} == {MEDICAL, QUETTA} and body["next"] is None
+    elif endpoint == "get_partner":
+        assert body["id"] == MEDICAL
+    elif endpoint == "upsert_partner":
+        assert body["id"] == "p-new-org"
+    elif endpoint == "overdue":
+        assert body["items"] == []
+    elif endpoint in ("withdraw_consent", "withdraw_referral"):
+        assert body["status"] == "withdrawn"
+    elif endpoint == "reopen_referral":
+        assert body["status"] == "submitted"
+    elif endpoint == "audit_query":
+        assert isinstance(body["items"], list) and "next" in body
+    elif endpoint == "audit_verify":
+        assert body["ok"] is True and isinstance(body["entries"], int) and isinstance(body["head"], str)
+    else:  # pragma: no cover - a new matrix row needs its own check
+        raise AssertionError(endpoint)
+
+
+@pytest.mark.parametrize(("endpoint", "role", "expected"), CELLS, ids=[f"{e}-{r}" for e, r, _ in CELLS])
+def test_role_endpoint_matrix(app: Any, world_factory: Callable[..., World], endpoint: str, role: str,
+                              expected: int) -> None:
+    spec = ENDPOINTS[endpoint]
+    if not _route_exists(app, spec):
+        pytest.skip(f"{spec.method} {spec.path} is in the contract but not built yet")
+    world = world_factory(state=spec.state)
+    before = world.snapshot()
+    resp = world.call(spec.method, spec.path, role, spec.body() if spec.body else None)
+    if expected == 401:
+        assert_json_error(resp, 401, "unauthenticated")
+    elif expected == 403:
+        assert_json_error(resp, 403, "forbidden")
+    else:
+        assert resp.status_code == expected, resp.get_data(as_text=True)
+        _check_success(endpoint, role, world, resp.get_json())
+        return
+    assert world.snapshot() == before, "a refused call changed state"
+
+
+def _rule(spec: Endpoint) -> tuple[str, str]:
+    return spec.method, (spec.path.replace("{referral_id}", "<referral_id>")
+                         .replace("{assignment_id}", "<assignment_id>").replace(MEDICAL, "<partner_id>"))
+
+
+def _api_routes(app: Any) -> set[tuple[str, str]]:
+    return {(m, r.rule) for r in app.url_map.iter_rules() if r.rule.startswith("/api/v1/")
+            for m in r.methods - {"HEAD", "OPTIONS"}}
+
+
+def _route_exists(app: Any, spec: Endpoint) -> bool:
+    return _rule(spec) in _api_routes(app)
+
+
+def test_matrix_covers_every_api_route(app: Any) -> None:
+    # A new /api/v1 route must get a matrix row (the OpenAPI document is public, so it is exempt).
+    covered = {_rule(e) for e in ENDPOINTS.values()}
+    routes = _api_routes(app) - {("GET", "/api/v1/openapi.json")}
+    assert routes <= covered, f"routes without a matrix row: {sorted(routes - covered)}"
+
+
+def test_the_openapi_document_needs_no_token(client: Any) -> None:
+    resp = client.get("/api/v1/openapi.json")
+    assert resp.status_code == 200 and resp.get_json()["openapi"].startswith("3.")
+
+
+def test_unknown_ids_are_404_for_allowed_roles(world_factory: Callable[..., World]) -> None:
+    world = world_factory()
+    assert_json_error(world.call("GET", "/api/v1/referrals/no-such-id", "supervisor"), 404, "not_found")
+    assert_json_error(world.call("POST", "/api/v1/assignments/no-such-id/accept", "partner_holding"), 404,
+                      "not_found")
+    assert_json_error(world.call("POST", "/api/v1/referrals/no-such-id/consent/withdraw", "supervisor", {}), 404,
+                      "not_found")
+    assert_json_error(world.call("GET", "/api/v1/partners/no-such-partner", "auditor"), 404, "not_found")
+
+
+def test_malformed_authorization_headers_are_401(client: Any, services: Any) -> None:
+    for header in ("", "Bearer", "Bearer   ", "Basic dXNlcjpwYXNz", "Token abc", "Bearer rs_not-a-real-token"):
+        resp = client.get("/api/v1/referrals", headers={"Authorization": header} if header else {})
+        assert_json_error(resp, 401, "unauthenticated")
+
+
+# -- what a partner sees --------------------------------------------------------------------------
+def _submit_and_route(world_client: Any, services: Any, headers: dict[str, str], **overrides: Any) -> str:
+    resp = world_client.post("/api/v1/referrals", json=referral_body(**overrides), headers=headers)
+    assert resp.status_code == 201, resp.get_json()
+    drain(services)
+    return str(resp.get_json()["id"])
+
+
+def _only_assignment_id(client: Any, referral_id: str, headers: dict[str, str]) -> str:
+    shown = client.get(f"/api/v1/referrals/{referral_id}", headers=headers).get_json()
+    [a] = shown["assignments"]
+    return str(a["id"])
+
+
+def test_partner_with_contact_consent_sees_contact_fields_only(
+        services: Any, client: Any, make_user: Any, add_partner: Any) -> None:
+    add_partner()
+    cw, staff = make_user("caseworker"), make_user("partner", partner_id=MEDICAL)
+    rid = _submit_and_route(client, services, cw.headers, consent__share=["contact"])
+    resp = client.get(f"/api/v1/referrals/{rid}", headers=staff.headers)
+    assert resp.status_code == 200, resp.get_json()
+    body = resp.get_json()
+    subject = body["subject"]
+    assert subject["full_name"] == "Zarmeena Khattak"
+    assert subject["phone"] == "+923001234567"
+    assert subject["address"] == "House 12, Street 4, Hayatabad Phase 3"
+    assert subject.get("cnic") is None and subject.get("date_of_birth") is None
+    assert body.get("incident") is None
+    # What every holder needs to serve the case.
+    assert subject["district"] == "Peshawar" and subject["province"] == "Khyber Pakhtunkhwa"
+    assert subject["preferred_language"] == "ps" and subject["is_minor"] is False
+    assert subject["sex"] == "female"
+    assert body["needs"] == ["medical"] and body["risk_level"] == "high"
+    assert body["preferences"] == {"staff_sex": "any"}
+    # Caseworker-only material stays with the caseworker.
+    for key in ("consent", "caseworker_id", "routing_decisions"):
+        assert key not in body
+    assert "17301" not in resp.get_data(as_text=True) and "Qissa Khwani" not in resp.get_data(as_text=True)
+
+
+def test_partner_with_identity_and_incident_consent_sees_those_only(
+        services: Any, client: Any, make_user: Any, add_partner: Any) -> None:
+    add_partner()
+    cw, staff = make_user("caseworker"), make_user("partner", partner_id=MEDICAL)
+    rid = _submit_and_route(client, services, cw.headers, consent__share=["identity", "incident"])
+    resp = client.get(f"/api/v1/referrals/{rid}", headers=staff.headers)
+    assert resp.status_code == 200, resp.get_json()
+    body = resp.get_json()
+    subject = body["subject"]
+    assert subject["cnic"] == "17301-1234567-2" and subject["date_of_birth"] == "1990-04-12"
+    for name in ("full_name", "phone", "address"):
+        assert subject.get(name) is None, name
+    assert body["incident"]["narrative"] == "Injured at the Qissa Khwani bazaar blast"
+    assert body["incident"]["date"] == "2026-09-30" and body["incident"]["type"] == "bombing"
+    text = resp.get_data(as_text=True)
+    assert "Zarmeena" not in text and "Hayatabad" not in text and "3001234567" not in text
+
+
+def test_partner_with_no_shared_scopes_sees_only_service_fields(
+        services: Any, client: Any, make_user: Any, add_partner: Any) -> None:
+    add_partner()
+    cw, staff = make_user("caseworker"), make_user("partner", partner_id=MEDICAL)
+    rid = _submit_and_route(client, services, cw.headers, consent__share=[])
+    body = client.get(f"/api/v1/referrals/{rid}", headers=staff.headers).get_json()
+    for name in ("full_name", "phone", "address", "cnic", "date_of_birth"):
+        assert body["subject"].get(name) is None, name
+    assert body.get("incident") is None
+    assert body["subject"]["district"] == "Peshawar"
+
+
+def test_partner_loses_access_after_declining(services: Any, client: Any, make_user: Any, add_partner: Any) -> None:
+    add_partner()
+    cw, staff = make_user("caseworker"), make_user("partner", partner_id=MEDICAL)
+    rid = _submit_and_route(client, services, cw.headers)
+    aid = _only_assignment_id(client, rid, cw.headers)
+    assert client.get(f"/api/v1/referrals/{rid}", headers=staff.headers).status_code == 200
+    resp = client.post(f"/api/v1/assignments/{aid}/decline", json={"reason": "no_capacity"}, headers=staff.headers)
+    assert resp.status_code == 200, resp.get_json()
+    drain(services)
+    assert_json_error(client.get(f"/api/v1/referrals/{rid}", headers=staff.headers), 403, "forbidden")
+    # Nor can it act on the case any more.
+    assert client.post(f"/api/v1/assignments/{aid}/accept", headers=staff.headers).status_code == 409
+
+
+def test_partner_loses_access_after_consent_withdrawal(
+        services: Any, client: Any, make_user: Any, add_partner: Any) -> None:
+    add_partner()
+    cw, staff = make_user("caseworker"), make_user("partner", partner_id=MEDICAL)
+    rid = _submit_and_route(client, services, cw.headers)
+    aid = _only_assignment_id(client, rid, cw.headers)
+    assert client.post(f"/api/v1/assignments/{aid}/accept", headers=staff.headers).status_code == 200
+    assert client.post(f"/api/v1/referrals/{rid}/consent/withdraw", json={}, headers=cw.headers).status_code == 200
+    assert_json_error(client.get(f"/api/v1/referrals/{rid}", headers=staff.headers), 403, "forbidden")
+    resp = client.post(f"/api/v1/assignments/{aid}/followups", json={"outcome": "contacted"}, headers=staff.headers)
+    assert resp.status_code == 409, resp.get_json()
+    inbox = client.get("/api/v1/assignments", headers=staff.headers).get_json()["items"]
+    assert [(a["id"], a["status"]) for a in inbox] == [(aid, "withdrawn")]
+
+
+def test_partner_never_sees_another_partners_assignment(
+        services: Any, client: Any, make_user: Any, add_partner: Any) -> None:
+    add_partner()
+    add_partner(id=LEGAL, name="Peshawar Legal Aid", services=["legal_aid"])
+    cw = make_user("caseworker")
+    medical, legal = make_user("partner", partner_id=MEDICAL), make_user("partner", partner_id=LEGAL)
+    rid = _submit_and_route(client, services, cw.headers, needs=["medical", "legal_aid"])
+    full = client.get(f"/api/v1/referrals/{rid}", headers=cw.headers).get_json()
+    by_partner = {a["partner_id"]: a["id"] for a in full["assignments"]}
+    assert set(by_partner) == {MEDICAL, LEGAL}
+
+    for staff, mine, theirs in ((medical, MEDICAL, LEGAL), (legal, LEGAL, MEDICAL)):
+        shown = client.get(f"/api/v1/referrals/{rid}", headers=staff.headers).get_json()
+        assert [a["partner_id"] for a in shown["assignments"]] == [mine]
+        inbox = client.get("/api/v1/assignments", headers=staff.headers).get_json()["items"]
+        assert [a["id"] for a in inbox] == [by_partner[mine]]
+        filtered = client.get("/api/v1/assignments?status=offered", headers=staff.headers).get_json()["items"]
+        assert [a["partner_id"] for a in filtered] == [mine]
+        for action, body in (("accept", None), ("decline", {"reason": "no_capacity"}),
+                             ("followups", {"outcome": "contacted"}), ("close", {"outcome": "other", "note": "x"})):
+            resp = client.post(f"/api/v1/assignments/{by_partner[theirs]}/{action}", json=body,
+                               headers=staff.headers)
+            assert_json_error(resp, 403, "forbidden")
