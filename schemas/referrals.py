@@ -62,7 +62,9 @@ class SubjectInputSchema(_Strict):
         if value is not None and value.year < 1900:
             raise ValidationError("must be after 1900")
 
-    @validates_schema
+    # Run even when other fields failed, so a form shows every problem at once, not one per submit;
+    # `data` then holds only the fields that deserialised.
+    @validates_schema(skip_on_field_errors=False)
     def _normalise(self, data: dict[str, Any], **_: Any) -> None:
         errors: dict[str, list[str]] = {}
         for name, fn in (("cnic", format_cnic), ("phone", normalise_phone)):
@@ -73,14 +75,16 @@ class SubjectInputSchema(_Strict):
                     errors[name] = [str(exc)]
             else:
                 data[name] = None
-        try:
-            place = resolve_place(data.get("province"), data["district"])
-            data["province"], data["district"] = place.province, place.district
-        except UnknownPlace as exc:
-            errors.setdefault(exc.field, []).append(exc.message)
+        if "district" in data:
+            try:
+                place = resolve_place(data.get("province"), data["district"])
+                data["province"], data["district"] = place.province, place.district
+            except UnknownPlace as exc:
+                errors.setdefault(exc.field, []).append(exc.message)
         if errors:
             raise ValidationError(errors)
-        data["full_name"] = data["full_name"].strip()
+        if "full_name" in data:
+            data["full_name"] = data["full_name"].strip()
 
 
 class IncidentInputSchema(_Strict):

@@ -377,3 +377,12 @@ def test_todays_date_in_pakistan_is_not_in_the_future(client: Any, caseworker: A
     tomorrow_in_karachi = client.post("/api/v1/referrals", json=referral_body(**{field: "2026-11-26"}),
                                       headers=caseworker.headers)
     assert field_at(error_of(tomorrow_in_karachi, 422)["fields"], path)
+
+
+def test_every_subject_problem_is_reported_at_once(client: Any, make_user: Any) -> None:
+    cw = make_user("caseworker")
+    body = referral_body(subject__cnic="12-34", subject__phone="call me", subject__district="Atlantis",
+                         subject__full_name="")
+    resp = client.post("/api/v1/referrals", json=body, headers=cw.headers)
+    assert resp.status_code == 422
+    assert set(resp.get_json()["error"]["fields"]["subject"]) >= {"cnic", "phone", "district", "full_name"}
