@@ -50,13 +50,14 @@ def close(assignment_id: str) -> Any:
 
 @bp.get("/deadlines/overdue")
 def overdue() -> Any:
-    return ok(deadlines.overdue(services(), current_actor()))
+    actor = current_actor()
+    return ok(deadlines.overdue(services(), actor, limit=query_int("limit"), cursor=request.args.get("cursor")))
 
 
 @bp.get("/partners")
 def list_partners() -> Any:
     current_actor()
-    return ok({"items": partners.list_partners(services()), "next": None})
+    return ok(partners.list_partners(services(), limit=query_int("limit"), cursor=request.args.get("cursor")))
 
 
 @bp.get("/partners/<partner_id>")

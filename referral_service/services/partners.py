@@ -9,6 +9,7 @@ from sqlalchemy import select
 from referral_service.db.models import Partner
 from referral_service.domain.errors import Forbidden, NotFound
 from referral_service.domain.model import Actor, Role
+from referral_service.services.common import clamp_limit, decode_cursor, encode_cursor
 
 if TYPE_CHECKING:
     from referral_service.bootstrap import Services
@@ -42,9 +43,17 @@ def upsert_partners(
         return [partner_view(p) for p in out]
 
 
-def list_partners(services: Services) -> list[dict[str, Any]]:
+def list_partners(services: Services, *, limit: int | None = None, cursor: str | None = None) -> dict[str, Any]:
+    """The directory in id order, a page at a time (`next` is the last id seen, opaque to clients)."""
+    limit = clamp_limit(limit)
+    query = select(Partner).order_by(Partner.id)
+    if cursor:
+        query = query.where(Partner.id > decode_cursor(cursor)[1])
     with services.uow() as uow:
-        return [partner_view(p) for p in uow.session.scalars(select(Partner).order_by(Partner.name))]
+        rows = uow.session.scalars(query.limit(limit + 1)).all()
+        items = [partner_view(p) for p in rows[:limit]]
+        nxt = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
+        return {"items": items, "next": nxt}
 
 
 def get_partner(services: Services, partner_id: str) -> dict[str, Any]:
@@ -58,3 +67,8 @@ def get_partner(services: Services, partner_id: str) -> dict[str, Any]:
 def active_partner_ids(services: Services) -> list[str]:
     with services.uow() as uow:
         return list(uow.session.scalars(select(Partner.id).where(Partner.active.is_(True))))
+
+
+def partner_names(services: Services) -> dict[str, str]:
+    with services.uow() as uow:
+        return {pid: name for pid, name in uow.session.execute(select(Partner.id, Partner.name))}

@@ -242,7 +242,7 @@ def referral_list(actor: Actor) -> Any:
 
 
 def _partner_names() -> dict[str, str]:
-    return {p["id"]: p["name"] for p in partners.list_partners(services())}
+    return partners.partner_names(services())
 
 
 def _render_referral(actor: Actor, referral_id: str, forms: dict[str, FormState] | None = None,

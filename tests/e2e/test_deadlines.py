@@ -79,3 +79,38 @@ def test_missed_first_contact_is_overdue_for_supervisors_riskiest_first(
                                                               Deadline.status == "pending")).one()
         assert pending.kind == "followup"
         assert (pending.due_at - clock.now()).days == 14  # high risk: follow up every 14 days
+
+
+def test_overdue_and_partner_lists_page_with_limit_and_cursor(
+        client: Any, services: Any, clock: Any, make_user: Any, add_partner: Any) -> None:
+    for i in range(3):
+        add_partner(id=f"p-page-{i}", capacity=10)
+    cw, sup = make_user("caseworker"), make_user("supervisor")
+    for i, risk in enumerate(("low", "critical", "medium", "high", "critical")):
+        _submit(client, cw.headers, risk_level=risk, subject__cnic=f"17301-765432{i}-1", subject__phone=None)
+    _drain(services)
+    for i in range(3):
+        staff = make_user("partner", partner_id=f"p-page-{i}")
+        for a in client.get("/api/v1/assignments", headers=staff.headers).get_json()["items"]:
+            assert client.post(f"/api/v1/assignments/{a['id']}/accept", headers=staff.headers).status_code == 200
+    clock.advance(days=8)  # past every first-contact deadline (low risk: 7 days)
+    assert fire_due_deadlines(services) == 5
+
+    seen, cursor = [], None
+    while True:
+        url = "/api/v1/deadlines/overdue?limit=2" + (f"&cursor={cursor}" if cursor else "")
+        page = client.get(url, headers=sup.headers).get_json()
+        assert len(page["items"]) <= 2
+        seen += page["items"]
+        cursor = page["next"]
+        if cursor is None:
+            break
+    full = client.get("/api/v1/deadlines/overdue", headers=sup.headers).get_json()["items"]
+    assert [d["id"] for d in seen] == [d["id"] for d in full] and len(full) == 5
+    assert [d["risk_level"] for d in full][:2] == ["critical", "critical"]
+    assert client.get("/api/v1/deadlines/overdue?cursor=bogus", headers=sup.headers).status_code == 422
+
+    first = client.get("/api/v1/partners?limit=2", headers=cw.headers).get_json()
+    rest = client.get(f"/api/v1/partners?limit=2&cursor={first['next']}", headers=cw.headers).get_json()
+    assert [p["id"] for p in first["items"] + rest["items"]] == ["p-page-0", "p-page-1", "p-page-2"]
+    assert rest["next"] is None
