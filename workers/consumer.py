@@ -13,20 +13,24 @@ from typing import Any
 
 from kombu import Connection, Message, Producer
 from kombu.mixins import ConsumerMixin
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from referral_service.bootstrap import Services
 from referral_service.db.models import ProcessedMessage
 from referral_service.db.session import UnitOfWork
+from referral_service.messaging.broker import CONFIRM_TIMEOUT, RETRY_POLICY
 from referral_service.messaging.topology import DEAD, DEAD_ROUTING_KEY, consumer_queue, dead_letter_queue
 
 log = logging.getLogger(__name__)
 Handler = Callable[[UnitOfWork, Services, dict[str, Any]], Any]
 MAX_ATTEMPTS = 5
+TRANSIENT_ERRORS = (OperationalError, InterfaceError)
 
 
 class PoisonMessage(Exception):
-    """The message can never be handled (malformed); dead-letter it at once."""
+    """The message can never be handled (malformed, or about something that does not exist):
+    dead-letter it at once. Handlers raise it too; its text becomes the x-dead-reason header,
+    so it must name no personal data."""
 
 
 class IdempotentConsumer(ConsumerMixin):
@@ -46,6 +50,10 @@ class IdempotentConsumer(ConsumerMixin):
         return [Consumer(queues=[self.queue], callbacks=[self.on_message], accept=["json"],
                          prefetch_count=self.prefetch)]
 
+    def on_decode_error(self, message: Message, exc: Exception) -> None:
+        # kombu's default logs the raw body (it may hold anything) and acks it, losing it: park it instead.
+        self._dead_letter(message, f"undecodable: {type(exc).__name__}")
+
     def on_message(self, body: Any, message: Message) -> None:
         try:
             event = body if isinstance(body, dict) else json.loads(body)
@@ -53,13 +61,23 @@ class IdempotentConsumer(ConsumerMixin):
             handler = self.handlers.get(kind)
             if handler is None:
                 raise PoisonMessage(f"no handler for {kind}")
-        except (ValueError, KeyError, TypeError, PoisonMessage) as exc:
-            self._dead_letter(message, body, f"malformed: {type(exc).__name__}")
+        except (ValueError, KeyError, TypeError, AttributeError, PoisonMessage) as exc:
+            self._dead_letter(message, f"malformed: {type(exc).__name__}")
             return
         try:
             self._handle(event_id, event, handler)
-        except Exception as exc:  # noqa: BLE001 - any failure: retry a bounded number of times
-            self._retry_or_dead_letter(message, body, exc)
+        except PoisonMessage as exc:
+            self._dead_letter(message, f"rejected: {exc}")
+            return
+        except TRANSIENT_ERRORS as exc:
+            # The database is down or restarting: not the message's fault, so it must not count
+            # towards dead-lettering. Back off and let the broker deliver it again.
+            log.warning("%s: database unavailable (%s); message requeued", self.group, type(exc).__name__)
+            time.sleep(1.0)
+            message.requeue()
+            return
+        except Exception as exc:  # noqa: BLE001 - any other failure: retry a bounded number of times
+            self._retry_or_dead_letter(message, exc)
             return
         message.ack()
         self.handled += 1
@@ -79,24 +97,35 @@ class IdempotentConsumer(ConsumerMixin):
                     if check.session.get(ProcessedMessage, (self.group, event_id)) is None:
                         raise
 
-    def _producer(self) -> Producer:
-        return Producer(self.connection.default_channel)
+    def _republish(self, message: Message, *, exchange: Any, routing_key: str, headers: dict[str, Any]) -> None:
+        """Publish the message's original bytes again, confirmed, before the caller acks it.
 
-    def _retry_or_dead_letter(self, message: Message, body: Any, exc: Exception) -> None:
+        If this raises, the message is not acked: the broker keeps it and delivers it again.
+        """
+        original = dict(message.headers or {})
+        # A retried message comes back through the default exchange: keep the key it first had.
+        original.setdefault("x-original-routing-key", (message.delivery_info or {}).get("routing_key", ""))
+        producer = Producer(self.connection.default_channel)
+        producer.publish(message.body, exchange=exchange, routing_key=routing_key,
+                         content_type=message.content_type or "application/octet-stream",
+                         content_encoding=message.content_encoding or "binary",
+                         headers={**original, **headers}, delivery_mode=2,
+                         message_id=(message.properties or {}).get("message_id"),
+                         retry=True, retry_policy=RETRY_POLICY, confirm_timeout=CONFIRM_TIMEOUT)
+
+    def _retry_or_dead_letter(self, message: Message, exc: Exception) -> None:
         attempts = int((message.headers or {}).get("x-attempts", 0)) + 1
         reason = f"{type(exc).__name__}"  # the class only: exception text may quote data
         if attempts >= self.max_attempts:
-            self._dead_letter(message, body, f"failed {attempts} times: {reason}")
+            self._dead_letter(message, f"failed {attempts} times: {reason}")
             return
         log.warning("%s: handler failed (%s), attempt %d of %d", self.group, reason, attempts, self.max_attempts)
         time.sleep(min(0.05 * 2**attempts, 2.0))
-        self._producer().publish(body, exchange="", routing_key=self.queue.name, serializer="json",
-                                 headers={"x-attempts": attempts}, delivery_mode=2, retry=True)
+        self._republish(message, exchange="", routing_key=self.queue.name, headers={"x-attempts": attempts})
         message.ack()
 
-    def _dead_letter(self, message: Message, body: Any, reason: str) -> None:
+    def _dead_letter(self, message: Message, reason: str) -> None:
         log.error("%s: dead-lettering a message: %s", self.group, reason)
-        self._producer().publish(body if isinstance(body, dict | list) else str(body), exchange=DEAD,
-                                 routing_key=DEAD_ROUTING_KEY, serializer="json", delivery_mode=2,
-                                 headers={"x-dead-reason": reason, "x-consumer": self.group}, retry=True)
+        self._republish(message, exchange=DEAD, routing_key=DEAD_ROUTING_KEY,
+                        headers={"x-dead-reason": reason, "x-consumer": self.group})
         message.ack()

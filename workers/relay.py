@@ -7,18 +7,19 @@ published again; consumers are idempotent by event id, so that is harmless.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, delete, exists, select
-from sqlalchemy.orm import aliased
+from sqlalchemy import Table, bindparam, delete, exists, or_, select, update
+from sqlalchemy.orm import Session
 
 from referral_service.bootstrap import Services
 from referral_service.db.models import OutboxMessage, ProcessedMessage
-from referral_service.db.session import EVENTS_EXCHANGE, PARTNERS_EXCHANGE
+from referral_service.db.session import EVENTS_EXCHANGE, OUTBOX_CHANNEL, PARTNERS_EXCHANGE
 from referral_service.messaging.broker import KombuPublisher, Publisher
 from referral_service.messaging.topology import CONSUMER_GROUPS, EVENTS, PARTNERS, partner_queue
 
@@ -26,6 +27,9 @@ log = logging.getLogger(__name__)
 EXCHANGES = {EVENTS_EXCHANGE: EVENTS, PARTNERS_EXCHANGE: PARTNERS}
 RETENTION = timedelta(days=7)
 PRUNE_EVERY_SECONDS = 3600.0
+OUTBOX = cast(Table, OutboxMessage.__table__)
+MARK_PUBLISHED = update(OUTBOX).where(OUTBOX.c.id.in_(bindparam("ids", expanding=True))).values(
+    published_at=bindparam("now"))
 
 
 class OutboxRelay:
@@ -37,34 +41,50 @@ class OutboxRelay:
         self.poll_interval = poll_interval
         self._declared_partner_queues: set[str] = set()
         self._last_prune = float("-inf")
+        self._claim_statements: dict[str, Any] = {}
 
-    def _claim_query(self, dialect: str) -> Any:
-        query = select(OutboxMessage).where(OutboxMessage.published_at.is_(None))
-        if dialect == "postgresql":
-            # Several relays: each takes rows nobody else holds, and only a referral's oldest
-            # unpublished row, so events of one referral never overtake each other.
-            earlier = aliased(OutboxMessage)
-            query = query.where(~exists().where(and_(
-                earlier.aggregate_id == OutboxMessage.aggregate_id,
-                earlier.published_at.is_(None),
-                earlier.id < OutboxMessage.id,
-            ))).with_for_update(skip_locked=True)
-        return query.order_by(OutboxMessage.id).limit(self.batch_size)
+    def _claim(self, session: Session) -> list[Any]:
+        dialect = session.get_bind().dialect.name
+        if dialect not in self._claim_statements:
+            self._claim_statements[dialect] = self._claim_statement(dialect)
+        return list(session.execute(self._claim_statements[dialect]))
+
+    def _claim_statement(self, dialect: str) -> Any:
+        # Built once: constructing this statement anew each round costs more CPU than running it.
+        t = OutboxMessage.__table__.c
+        columns = (t.id, t.aggregate_id, t.exchange, t.routing_key, t.body, t.event_id)
+        if dialect != "postgresql":
+            # SQLite: one writer at a time (BEGIN IMMEDIATE), so a plain scan in id order is safe.
+            return select(*columns).where(t.published_at.is_(None)).order_by(t.id).limit(self.batch_size)
+        # Several relays: each claims, with SKIP LOCKED, the oldest pending row of referrals nobody
+        # else holds. Holding that row means no other relay can take any later row of the same
+        # referral (for them it has an earlier pending row), so ours are taken too, in the same
+        # statement: a referral's events are never published out of order, and the offer that
+        # follows a routing decision leaves with the decision instead of a round later.
+        earlier = OutboxMessage.__table__.alias("earlier")
+        heads = (select(t.id, t.aggregate_id).where(t.published_at.is_(None), ~exists().where(
+            earlier.c.aggregate_id == t.aggregate_id, earlier.c.published_at.is_(None), earlier.c.id < t.id,
+        )).order_by(t.id).limit(self.batch_size).with_for_update(skip_locked=True).cte("heads"))
+        # No SKIP LOCKED for the later rows: skipping one would publish its successors before it.
+        return (select(*columns).where(t.published_at.is_(None), or_(
+            t.id.in_(select(heads.c.id)), t.aggregate_id.in_(select(heads.c.aggregate_id))))
+            .order_by(t.id).limit(self.batch_size * 5).with_for_update(of=OutboxMessage.__table__))
 
     def publish_batch(self) -> int:
-        """Publish up to `batch_size` pending rows; returns how many were published."""
+        """Publish the pending rows this relay can claim; returns how many were published."""
         with self.services.uow() as uow:
             session = uow.session
-            rows = session.scalars(self._claim_query(session.get_bind().dialect.name)).all()
-            now = self.services.clock.now()
+            rows = self._claim(session)
+            if not rows:
+                return 0
             for row in rows:
                 self._ensure_partner_queue(row)
                 self.publisher.publish(EXCHANGES[row.exchange], row.routing_key, row.body, message_id=row.event_id)
-                row.published_at = now
+            session.execute(MARK_PUBLISHED, {"ids": [r.id for r in rows], "now": self.services.clock.now()})
             session.commit()
             return len(rows)
 
-    def _ensure_partner_queue(self, row: OutboxMessage) -> None:
+    def _ensure_partner_queue(self, row: Any) -> None:
         # A direct exchange drops a message that no queue is bound for: bind before the first offer.
         if row.exchange != PARTNERS_EXCHANGE or row.routing_key in self._declared_partner_queues:
             return
@@ -104,9 +124,17 @@ class OutboxRelay:
             return int(getattr(result, "rowcount", 0) or 0)
 
     def run(self, stop: threading.Event) -> None:
-        signal = self.services.outbox_signal
+        wakeup = OutboxWakeup(self.services, self.poll_interval)
+        try:
+            self._run(stop, wakeup)
+        finally:
+            wakeup.close()
+
+    def _run(self, stop: threading.Event, wakeup: OutboxWakeup) -> None:
         failures = 0
         while not stop.is_set():
+            # Cleared before looking, so a commit that lands while we publish wakes the next wait.
+            wakeup.clear()
             try:
                 published = self.publish_batch()
                 failures = 0
@@ -123,6 +151,58 @@ class OutboxRelay:
                     self._declared_partner_queues.clear()
                 stop.wait(min(0.5 * 2 ** min(failures, 5), 10))
                 continue
+            # A full batch means more is waiting; otherwise sleep until a commit (or the poll) says so.
             if published < self.batch_size:
-                signal.wait(self.poll_interval)
-                signal.clear()
+                wakeup.wait()
+
+
+class OutboxWakeup:
+    """Waits until new outbox rows may be there: a PostgreSQL NOTIFY from any process that
+    committed some, this process's own commit signal, or else the poll interval."""
+
+    LISTENING_POLL = 0.2  # only a safety net while notifications arrive
+
+    def __init__(self, services: Services, poll_interval: float) -> None:
+        self.signal = services.outbox_signal
+        self.poll_interval = poll_interval
+        url = services.engine.url
+        self._dsn = (url.set(drivername="postgresql").render_as_string(hide_password=False)
+                     if url.get_backend_name() == "postgresql" else None)
+        self._conn: Any = None
+        self._retry_at = 0.0
+
+    def clear(self) -> None:
+        self.signal.clear()
+
+    def _listener(self) -> Any:
+        if self._dsn is None or self._conn is not None or time.monotonic() < self._retry_at:
+            return self._conn
+        import psycopg
+
+        try:
+            self._conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=5)
+            self._conn.execute(f"LISTEN {OUTBOX_CHANNEL}")
+        except psycopg.Error as exc:
+            log.warning("relay: cannot listen for outbox notifications (%s); polling", type(exc).__name__)
+            self.close()
+            self._retry_at = time.monotonic() + 10
+        return self._conn
+
+    def wait(self) -> None:
+        conn = self._listener()
+        if conn is None:
+            self.signal.wait(self.poll_interval)
+            return
+        try:
+            for _ in conn.notifies(timeout=self.LISTENING_POLL, stop_after=1):
+                pass
+        except Exception as exc:  # noqa: BLE001 - the database went away: poll until it is back
+            log.warning("relay: outbox notifications lost (%s); polling", type(exc).__name__)
+            self.close()
+            self._retry_at = time.monotonic() + 1
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+        self._conn = None

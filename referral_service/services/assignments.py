@@ -94,10 +94,13 @@ def _add_deadline(services: Services, session: Any, a: Assignment, kind: str, no
 def _record_response(session: Any, a: Assignment, now: datetime, accepted: bool) -> None:
     partner = session.get(Partner, a.partner_id)
     if partner is not None:
-        partner.responses += 1
-        partner.response_seconds_total += int((now - a.offered_at).total_seconds())
+        # Increments in SQL, not Python: staff of one partner answering different offers at once
+        # would otherwise overwrite each other's counts.
+        partner.responses = Partner.responses + 1
+        partner.response_seconds_total = (
+            Partner.response_seconds_total + int((now - a.offered_at).total_seconds()))
         if accepted:
-            partner.offers_accepted += 1
+            partner.offers_accepted = Partner.offers_accepted + 1
 
 
 def accept(services: Services, assignment_id: str, actor: Actor) -> dict[str, Any]:
@@ -204,11 +207,13 @@ def route_open_needs(uow: UnitOfWork, services: Services, referral_id: str) -> l
     """Offer every needed service that has no open or finished assignment to the best partner left.
 
     Safe to run again for the same referral: it looks at state, not at the event that woke it.
-    Returns the ids of the assignments it offered.
+    Returns the ids of the assignments it offered; raises NotFound for an unknown referral.
     """
     session = uow.session
     referral = session.scalars(for_update(session, select(Referral).where(Referral.id == referral_id))).first()
-    if referral is None or not referral.consent_given or referral.consent_withdrawn_at is not None \
+    if referral is None:
+        raise NotFound("no such referral")
+    if not referral.consent_given or referral.consent_withdrawn_at is not None \
             or referral.status in (ReferralStatus.WITHDRAWN, ReferralStatus.CLOSED):
         return []
     subject = must(session.get(Subject, referral.subject_id), "subject")
@@ -228,7 +233,20 @@ def route_open_needs(uow: UnitOfWork, services: Services, referral_id: str) -> l
         # A partner that declined or let the offer lapse is not asked again; one whose offer was
         # withdrawn by the caseworker may be, if the referral is re-opened.
         tried = {a.partner_id for a in mine if a.status in (AssignmentStatus.DECLINED, AssignmentStatus.EXPIRED)}
-        result = route_referral(case, partners, tried)
+        while True:
+            result = route_referral(case, partners, tried)
+            if result.chosen is None:
+                break
+            # Competing routers counted loads before either committed: lock the chosen partner
+            # and count again, so two routers can never both fill its last place.
+            partner_row = session.scalars(for_update(session, select(Partner).where(Partner.id == result.chosen.id))
+                                          .execution_options(populate_existing=True)).one()
+            open_now = int(session.scalar(select(func.count()).select_from(Assignment).where(
+                Assignment.partner_id == partner_row.id, Assignment.status.in_(OPEN_ASSIGNMENT_STATUSES))) or 0)
+            if open_now < partner_row.capacity:
+                break
+            partners = [p if p.id != partner_row.id else
+                        PartnerProfile(**{**p.__dict__, "open_assignments": open_now}) for p in partners]
         session.add(RoutingDecision(referral_id=referral.id, service=service,
                                     chosen_partner_id=result.chosen.id if result.chosen else None,
                                     considered=[c.to_json() for c in result.considered], decided_at=now))
@@ -240,8 +258,11 @@ def route_open_needs(uow: UnitOfWork, services: Services, referral_id: str) -> l
         a.id = new_id()
         a.referral = referral
         session.add(a)
-        partner_row = must(session.get(Partner, result.chosen.id), "partner")
-        partner_row.offers_made += 1
+        # The deadline below refers to this row by id only (no relationship), so the unit of work
+        # does not know to insert the assignment first: without this flush the order is arbitrary
+        # and PostgreSQL refuses the deadline's foreign key now and then.
+        session.flush()
+        partner_row.offers_made = Partner.offers_made + 1  # in SQL: no lost counts
         deadline = _add_deadline(services, session, a, "accept", now)
         partners = [p if p.id != result.chosen.id else
                     PartnerProfile(**{**p.__dict__, "open_assignments": p.open_assignments + 1}) for p in partners]

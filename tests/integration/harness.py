@@ -1,0 +1,200 @@
+"""Helpers for the integration tests on the real PostgreSQL and RabbitMQ.
+
+Each test session gets its own PostgreSQL database and its own RabbitMQ virtual host, so these
+tests never see (or steal) the messages of another suite, or of a service, on the same servers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from kombu import Connection, Message
+from sqlalchemy import Engine, text
+
+from referral_service.bootstrap import Services
+from referral_service.db.models import Base
+from referral_service.domain.model import Actor, Role
+from referral_service.messaging.topology import partner_queue
+from referral_service.services import partners, users
+from referral_service.services.referrals import submit_referral
+from schemas import PartnerSchema, ReferralInputSchema
+from tests.factories import partner, referral_body
+
+CLI = [sys.executable, "-m", "referral_service"]
+# Kept across tests: the keyring fingerprint the database was created with.
+KEEP_TABLES = {"crypto_meta"}
+
+
+def rabbitmqctl(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    tool = shutil.which("rabbitmqctl")
+    if tool is None:
+        raise FileNotFoundError("rabbitmqctl")
+    return subprocess.run([tool, "-q", *args], capture_output=True, text=True, timeout=timeout, check=True)
+
+
+def create_vhost(base_url: str, name: str) -> str:
+    """A fresh virtual host for guest; falls back to the URL's own vhost without rabbitmqctl."""
+    try:
+        rabbitmqctl("add_vhost", name)
+        rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+    except (FileNotFoundError, subprocess.CalledProcessError):
+        return base_url
+    scheme, rest = base_url.split("://", 1)
+    return f"{scheme}://{rest.split('/', 1)[0]}/{name}"
+
+
+def delete_vhost(name: str) -> None:
+    for _ in range(3):  # rabbitmqctl now and then fails while the node is busy: try again
+        with contextlib.suppress(FileNotFoundError, subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            rabbitmqctl("delete_vhost", name)
+            return
+        time.sleep(1)
+
+
+def truncate_all(engine: Engine) -> None:
+    tables = [t.name for t in Base.metadata.sorted_tables if t.name not in KEEP_TABLES]
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 20, interval: float = 0.05, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or check!r} (last: {last!r})")
+
+
+def unique_id(prefix: str = "p") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@dataclass
+class World:
+    """Users and partners of one test, on one `Services`."""
+
+    services: Services
+
+    def caseworker(self) -> Actor:
+        created = users.create_user(self.services, name=unique_id("cw"), role="caseworker")
+        return Actor(created["id"], Role.CASEWORKER, None, created["name"])
+
+    def partner_staff(self, partner_id: str) -> tuple[Actor, str]:
+        created = users.create_user(self.services, name=unique_id("staff"), role="partner", partner_id=partner_id)
+        return Actor(created["id"], Role.PARTNER, partner_id, created["name"]), created["token"]
+
+    def add_partner(self, **overrides: Any) -> str:
+        overrides.setdefault("id", unique_id())
+        partners.upsert_partners(self.services, [PartnerSchema().load(partner(**overrides))])
+        return str(overrides["id"])
+
+    def submit(self, actor: Actor, **overrides: Any) -> str:
+        cmd = ReferralInputSchema().load(referral_body(**overrides))
+        outcome = submit_referral(cmd, self.services, actor)
+        return str(outcome.body["id"])
+
+
+def decode(message: Message) -> dict[str, Any]:
+    raw = message.body.decode() if isinstance(message.body, bytes) else message.body
+    return dict(json.loads(raw))
+
+
+class PartnerQueues:
+    """Reads partner queues the way a partner's own system would (basic.get, explicit ack)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.seen: dict[str, list[dict[str, Any]]] = {}
+        self.raw: list[str] = []
+
+    def drain(self, partner_id: str) -> list[dict[str, Any]]:
+        queue = partner_queue(self.connection, partner_id)(self.connection.default_channel)
+        queue.declare()
+        got = self.seen.setdefault(partner_id, [])
+        while (message := queue.get(no_ack=False)) is not None:
+            self.raw.append(message.body.decode() if isinstance(message.body, bytes) else str(message.body))
+            got.append(decode(message))
+            message.ack()
+        return got
+
+    def wait_for(self, partner_id: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 20,
+                 count: int = 1) -> list[dict[str, Any]]:
+        def found() -> list[dict[str, Any]] | None:
+            hits = [m for m in self.drain(partner_id) if predicate(m)]
+            return hits if len(hits) >= count else None
+
+        return list(wait_until(found, timeout, what=f"{count} message(s) in partner.{partner_id}.assignments"))
+
+    def delete(self, partner_ids: Iterable[str]) -> None:
+        for pid in partner_ids:
+            partner_queue(self.connection, pid)(self.connection.default_channel).delete()
+
+
+class WorkerProcess:
+    """`referral-service worker NAME` as its own process, as an operator runs it."""
+
+    def __init__(self, env: dict[str, str], name: str) -> None:
+        self.name = name
+        self.proc = subprocess.Popen([*CLI, "worker", name], env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_running(self, timeout: float = 30) -> WorkerProcess:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if re.search(rf"worker {self.name} running", self.output):
+                return self
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"worker {self.name} did not start:\n{self.output[-3000:]}")
+
+    def kill(self) -> None:
+        """kill -9: no clean-up, no acks, no commits after this instant."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+        self._close()
+
+    def _close(self) -> None:
+        self._reader.join(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+    def stop(self, timeout: float = 20) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._close()
+        return int(self.proc.returncode)
