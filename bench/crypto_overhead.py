@@ -38,12 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sqlalchemy.orm import Session  # noqa: E402
 
 from referral_service.app import create_app  # noqa: E402
-from referral_service.bootstrap import Services, bootstrap  # noqa: E402
+from referral_service.bootstrap import Services, bootstrap, prepare_database  # noqa: E402
 from referral_service.config import Settings  # noqa: E402
 from referral_service.crypto import BlindIndexer, DataKey, FieldCipher, FieldContext  # noqa: E402
 from referral_service.crypto.blind_index import BITS, normalise_cnic, normalise_phone  # noqa: E402
 from referral_service.crypto.keyring import create_keyring  # noqa: E402
-from referral_service.db.migrate import upgrade_to_head  # noqa: E402
 from referral_service.db.models import Subject, SubjectKey  # noqa: E402
 from referral_service.domain.model import Actor, Role  # noqa: E402
 from referral_service.services import users  # noqa: E402
@@ -128,10 +127,7 @@ def _template(root: Path) -> Path:
     settings = Settings.from_env({"REFERRAL_HOME": str(home)})
     create_keyring(settings.keyring_path)
     services = bootstrap(settings)
-    upgrade_to_head(services.engine)
-    with services.uow() as uow:
-        services.personal_data.verify_keys(uow.session)
-        uow.commit()
+    prepare_database(services)
     services.dispose()
     return home
 

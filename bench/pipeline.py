@@ -36,10 +36,9 @@ from typing import Any
 from kombu import Connection, Consumer, Producer, Queue
 from sqlalchemy import create_engine, func, select, text
 
-from referral_service.bootstrap import Services, bootstrap
+from referral_service.bootstrap import Services, bootstrap, prepare_database
 from referral_service.config import Settings
 from referral_service.crypto.keyring import create_keyring
-from referral_service.db.migrate import upgrade_to_head
 from referral_service.db.models import OutboxMessage
 from referral_service.domain.model import Actor, Role
 from referral_service.messaging.broker import KombuPublisher, connect
@@ -305,10 +304,7 @@ def main() -> int:
     with scratch(args.keep) as env:
         settings = Settings.from_env(env)
         services = bootstrap(settings)
-        upgrade_to_head(services.engine)
-        with services.uow() as uow:
-            services.personal_data.verify_keys(uow.session)
-            uow.commit()
+        prepare_database(services)
         loaded = partners.upsert_partners(services, PartnerSchema(many=True).load(bench_partners()))
         partner_ids = [p["id"] for p in loaded]
         with connect(env["REFERRAL_BROKER_URL"]) as conn:

@@ -69,3 +69,14 @@ def bootstrap(
         clock=clock or SystemClock(),
         deadline_policy=policy,
     )
+
+
+def prepare_database(services: Services) -> None:
+    """What `referral-service init` does to a database: Alembic to head, then check (and on first use,
+    record) that this keyring is the one the stored data keys and blind indexes belong to."""
+    from referral_service.db.migrate import upgrade_to_head
+
+    upgrade_to_head(services.engine)
+    with services.uow() as uow:
+        services.personal_data.verify_keys(uow.session)
+        uow.commit()

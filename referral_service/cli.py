@@ -87,19 +87,15 @@ def main(verbose: bool) -> None:
 @operator_errors
 def init() -> None:
     """Create or upgrade the database schema; on the embedded profile, create a dev keyring."""
-    from referral_service.bootstrap import bootstrap
+    from referral_service.bootstrap import bootstrap, prepare_database
     from referral_service.crypto.keyring import create_keyring
-    from referral_service.db.migrate import upgrade_to_head
 
     settings = _settings()
     if settings.database_url.startswith("sqlite") and not settings.keyring_path.exists():
         create_keyring(settings.keyring_path)
         click.echo(f"created a development keyring at {settings.keyring_path} (keep it secret; back it up)")
     services = bootstrap(settings)
-    upgrade_to_head(services.engine)
-    with services.uow() as uow:
-        services.personal_data.verify_keys(uow.session)
-        uow.commit()
+    prepare_database(services)
     click.echo(f"database schema is at head: {services.engine.url.render_as_string(hide_password=True)}")
 
 

@@ -12,10 +12,9 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from referral_service.bootstrap import Services, bootstrap
+from referral_service.bootstrap import Services, bootstrap, prepare_database
 from referral_service.config import Settings
 from referral_service.crypto.keyring import create_keyring
-from referral_service.db.migrate import upgrade_to_head
 from referral_service.domain.model import Actor, Role
 from referral_service.services import partners, users
 from schemas import PartnerSchema
@@ -46,10 +45,7 @@ def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     settings = embedded_settings(home)
     create_keyring(settings.keyring_path)
     services = bootstrap(settings)
-    upgrade_to_head(services.engine)
-    with services.uow() as uow:
-        services.personal_data.verify_keys(uow.session)
-        uow.commit()
+    prepare_database(services)
     services.dispose()
     return home
 

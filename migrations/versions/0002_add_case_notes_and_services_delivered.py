@@ -21,7 +21,7 @@ def upgrade() -> None:
     op.create_table('case_notes',
     sa.Column('id', sa.String(length=36), nullable=False),
     sa.Column('referral_id', sa.String(length=36), nullable=False),
-    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('kind', sa.String(length=32), nullable=False),
     sa.Column('note_ct', sa.LargeBinary(), nullable=True),
     sa.Column('author_id', sa.String(length=36), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),

@@ -245,7 +245,7 @@ class CaseNote(Base):
     __tablename__ = "case_notes"
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     referral_id: Mapped[str] = mapped_column(ForeignKey("referrals.id"), index=True)
-    kind: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(32))
     note_ct: Mapped[bytes | None]
     author_id: Mapped[str] = mapped_column(String(36))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -293,19 +293,14 @@ def list_referrals(services: Services, actor: Actor, *, status: str | None, limi
 
 def withdraw_consent(services: Services, referral_id: str, actor: Actor, note: str | None = None) -> dict[str, Any]:
     with services.uow() as uow:
-        session = uow.session
-        referral = session.scalars(for_update(session, select(Referral).where(Referral.id == referral_id))).first()
-        if referral is None:
-            raise NotFound("no such referral")
-        if not (actor.role == Role.SUPERVISOR
-                or (actor.role == Role.CASEWORKER and referral.caseworker_id == actor.user_id)):
-            raise Forbidden("only the referral's caseworker or a supervisor may withdraw consent")
+        referral = _load_for_staff(uow, referral_id, actor)
         if referral.consent_withdrawn_at is not None:
             raise Conflict("consent was already withdrawn")
         now = services.clock.now()
         referral.consent_withdrawn_at = now
         referral.status = ReferralStatus.WITHDRAWN
         withdraw_open_assignments(uow, referral, now, reason="consent_withdrawn")
+        _add_note(uow, services, referral, "consent_withdrawn", note, actor, now)
         uow.emit(events.ConsentWithdrawn(referral_id=referral.id))
         services.personal_data.access.record(actor=actor, action="referral.consent_withdraw",
                                              referral_id=referral.id)

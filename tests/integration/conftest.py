@@ -29,10 +29,9 @@ import pytest
 from kombu import Connection
 from sqlalchemy.orm import sessionmaker
 
-from referral_service.bootstrap import Services, bootstrap
+from referral_service.bootstrap import Services, bootstrap, prepare_database
 from referral_service.config import Settings
 from referral_service.crypto.keyring import create_keyring
-from referral_service.db.migrate import upgrade_to_head
 from referral_service.db.session import make_engine
 from referral_service.messaging.broker import connect
 from referral_service.messaging.topology import consumer_queue, dead_letter_queue, declare_topology
@@ -65,10 +64,7 @@ def pg_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgDatabase
         settings = Settings.from_env({"REFERRAL_HOME": str(home), "REFERRAL_DATABASE_URL": url,
                                       "REFERRAL_KEYRING": str(keyring)})
         services = bootstrap(settings)
-        upgrade_to_head(services.engine)
-        with services.uow() as uow:
-            services.personal_data.verify_keys(uow.session)
-            uow.commit()
+        prepare_database(services)
         services.dispose()
         yield PgDatabase(url, keyring, home)
 

@@ -11,14 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.exc import OperationalError
 
 from referral_service.app import create_app
-from referral_service.bootstrap import Services, bootstrap
+from referral_service.bootstrap import Services, bootstrap, prepare_database
 from referral_service.config import Settings
 from referral_service.crypto.keyring import create_keyring
-from referral_service.db.migrate import upgrade_to_head
 from referral_service.services import partners, users
 from schemas import PartnerSchema
 from tests.e2e.test_crypto_leak_scan import (
@@ -29,11 +26,11 @@ from tests.e2e.test_crypto_leak_scan import (
     submit_marked_referrals,
 )
 from tests.factories import partner
+from tests.servers import scratch_database as new_database
 
 pytestmark = pytest.mark.integration
 
 PG_HOST, PG_USER = "127.0.0.1", "postgres"
-ADMIN_URL = f"postgresql+psycopg://{PG_USER}@{PG_HOST}:5432/test"
 
 
 def _unavailable(reason: str) -> None:
@@ -44,21 +41,9 @@ def _unavailable(reason: str) -> None:
 
 @pytest.fixture
 def scratch_database() -> Iterator[str]:
-    """A fresh database for this test alone, dropped afterwards."""
-    name = f"crypto_leak_{secrets.token_hex(4)}"
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except OperationalError:
-        admin.dispose()
-        _unavailable(f"PostgreSQL is not reachable at {PG_HOST}:5432")
-    try:
-        yield name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    """The name of a fresh database for this test alone, dropped afterwards."""
+    with new_database("crypto_leak") as url:
+        yield url.rsplit("/", 1)[1]
 
 
 @pytest.fixture
@@ -69,10 +54,7 @@ def pg_services(scratch_database: str, tmp_path: Path) -> Iterator[Services]:
     })
     create_keyring(settings.keyring_path)
     services = bootstrap(settings)
-    upgrade_to_head(services.engine)
-    with services.uow() as uow:
-        services.personal_data.verify_keys(uow.session)
-        uow.commit()
+    prepare_database(services)
     yield services
     services.dispose()
 
