@@ -38,8 +38,9 @@ class Service:
     """A long-running subprocess whose output is collected in the background."""
 
     def __init__(self, env: dict[str, str], *args: str) -> None:
+        # Its own session: a signal meant for the test run never reaches it, and vice versa.
         self.proc = subprocess.Popen([*CLI, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True)
+                                     text=True, start_new_session=True)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -67,7 +68,11 @@ class Service:
     def terminate(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        code = self.proc.wait(timeout)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait(5)
         self._reader.join(5)
         if self.proc.stdout is not None:
             self.proc.stdout.close()

@@ -8,13 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import re
 import shutil
 import signal
 import subprocess
-import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -31,9 +27,9 @@ from referral_service.messaging.topology import partner_queue
 from referral_service.services import partners, users
 from referral_service.services.referrals import submit_referral
 from schemas import PartnerSchema, ReferralInputSchema
+from tests.e2e.service_process import Service
 from tests.factories import partner, referral_body
 
-CLI = [sys.executable, "-m", "referral_service"]
 # Kept across tests: the keyring fingerprint the database was created with.
 KEEP_TABLES = {"crypto_meta"}
 
@@ -146,55 +142,20 @@ class PartnerQueues:
             partner_queue(self.connection, pid)(self.connection.default_channel).delete()
 
 
-class WorkerProcess:
+class WorkerProcess(Service):
     """`referral-service worker NAME` as its own process, as an operator runs it."""
 
     def __init__(self, env: dict[str, str], name: str) -> None:
+        super().__init__(env, "worker", name)
         self.name = name
-        self.proc = subprocess.Popen([*CLI, "worker", name], env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
 
     def wait_running(self, timeout: float = 30) -> WorkerProcess:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if re.search(rf"worker {self.name} running", self.output):
-                return self
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"worker {self.name} did not start:\n{self.output[-3000:]}")
+        self.wait_for(rf"worker {self.name} running", timeout)
+        return self
 
     def kill(self) -> None:
         """kill -9: no clean-up, no acks, no commits after this instant."""
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-        self._close()
-
-    def _close(self) -> None:
-        self._reader.join(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        self.terminate(signal.SIGKILL, timeout=10)
 
     def stop(self, timeout: float = 20) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._close()
-        return int(self.proc.returncode)
+        return self.terminate(signal.SIGTERM, timeout)
