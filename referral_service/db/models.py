@@ -276,6 +276,8 @@ class Deadline(Base):
     due_at: Mapped[datetime] = mapped_column(index=True)
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     fired_at: Mapped[datetime | None]
+    # Lets the unit of work insert an assignment before the deadline that refers to it.
+    assignment: Mapped[Assignment | None] = relationship()
 
 
 class OutboxMessage(Base):

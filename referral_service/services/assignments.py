@@ -85,7 +85,7 @@ def _meet_deadlines(session: Any, assignment_id: str, kinds: tuple[str, ...]) ->
 def _add_deadline(services: Services, session: Any, a: Assignment, kind: str, now: datetime) -> Deadline:
     policy = services.deadline_policy.for_risk(a.referral.risk_level)
     delay = {"accept": policy.accept, "first_contact": policy.first_contact, "followup": policy.followup_every}[kind]
-    deadline = Deadline(referral_id=a.referral_id, assignment_id=a.id, partner_id=a.partner_id, kind=kind,
+    deadline = Deadline(referral_id=a.referral_id, assignment=a, partner_id=a.partner_id, kind=kind,
                         risk_level=a.referral.risk_level, due_at=now + delay)
     session.add(deadline)
     return deadline
@@ -258,10 +258,6 @@ def route_open_needs(uow: UnitOfWork, services: Services, referral_id: str) -> l
         a.id = new_id()
         a.referral = referral
         session.add(a)
-        # The deadline below refers to this row by id only (no relationship), so the unit of work
-        # does not know to insert the assignment first: without this flush the order is arbitrary
-        # and PostgreSQL refuses the deadline's foreign key now and then.
-        session.flush()
         partner_row.offers_made = Partner.offers_made + 1  # in SQL: no lost counts
         deadline = _add_deadline(services, session, a, "accept", now)
         partners = [p if p.id != result.chosen.id else
