@@ -117,3 +117,11 @@ def note_payload(form: MultiDict[str, str], choice_field: str) -> dict[str, Any]
     if note := _text(form, "note"):
         payload["note"] = note
     return payload
+
+
+def note_only_payload(form: MultiDict[str, str]) -> dict[str, Any]:
+    """Withdraw and re-open forms: just the note, absent when the box was left empty."""
+    payload: dict[str, Any] = {}
+    if note := _text(form, "note"):
+        payload["note"] = note
+    return payload

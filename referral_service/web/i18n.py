@@ -169,6 +169,9 @@ _PATTERNS: list[tuple[re.Pattern[str], Any]] = [
     (re.compile(r"^Longer than maximum length (\d+)\.$"),
      lambda m: _l("Too long: at most %(n)s characters.", n=m.group(1))),
     (re.compile(r"^Shorter than minimum length 1\.$"), lambda m: _l("This field is required.")),
+    # Length(min=1, max=n): the forms send an empty box as absent ("required"), so only "too long" is left.
+    (re.compile(r"^Length must be between 1 and (\d+)\.$"),
+     lambda m: _l("Too long: at most %(n)s characters.", n=m.group(1))),
     (re.compile(r"^(.+) is not a district of (.+)$"),
      lambda m: _l("%(district)s is not a district of %(province)s.", district=m.group(1),
                   province=label("province", m.group(2)))),

@@ -40,9 +40,18 @@ from referral_service.domain.model import (
     Role,
 )
 from referral_service.services import assignments, deadlines, partners, referrals, users
-from referral_service.web.forms import FormState, load, note_payload, referral_payload, referral_values
+from referral_service.web.forms import (
+    TEXT_MAX,
+    FormState,
+    load,
+    note_only_payload,
+    note_payload,
+    referral_payload,
+    referral_values,
+)
 from referral_service.web.i18n import choices
 from schemas import CloseSchema, DeclineSchema, FollowUpSchema, ReferralInputSchema
+from schemas.referrals import ReopenSchema, WithdrawSchema
 
 bp = Blueprint("web", __name__)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -260,6 +269,59 @@ def referral_detail(actor: Actor, referral_id: str) -> Any:
     return _render_referral(actor, referral_id)
 
 
+# -- the caseworker's or a supervisor's own actions on a referral --------------------------------------------
+def _case_form_errors(actor: Actor, referral_id: str, kind: str, errors: dict[str, list[str]]) -> Any:
+    state = FormState(values={"note": (request.form.get("note") or "")[:TEXT_MAX],
+                              "confirm": request.form.get("confirm") or ""}, errors=errors)
+    flash(_("Please correct the fields marked below."), "error")
+    return _render_referral(actor, referral_id, {kind: state}, status=422)
+
+
+@bp.post("/referrals/<referral_id>/consent/withdraw")
+@page(*STAFF)
+def referral_withdraw_consent(actor: Actor, referral_id: str) -> Any:
+    data, errors = load(WithdrawSchema(), note_only_payload(request.form))
+    # Withdrawing consent cannot be undone (a new referral needs new consent), so one stray click must not do it.
+    if request.form.get("confirm") != "yes":
+        errors = {**errors, "confirm": [_("Tick the box to confirm that the person withdrew consent.")]}
+    if errors:
+        return _case_form_errors(actor, referral_id, "withdraw_consent", errors)
+    try:
+        referrals.withdraw_consent(services(), referral_id, actor, data.get("note"))
+    except Conflict as exc:
+        return _conflict(exc, referral_id)
+    flash(_("Consent withdrawn. Open offers were pulled back and partners no longer see this referral."), "success")
+    return redirect(url_for("web.referral_detail", referral_id=referral_id))
+
+
+@bp.post("/referrals/<referral_id>/withdraw")
+@page(*STAFF)
+def referral_withdraw(actor: Actor, referral_id: str) -> Any:
+    data, errors = load(WithdrawSchema(), note_only_payload(request.form))
+    if errors:
+        return _case_form_errors(actor, referral_id, "withdraw", errors)
+    try:
+        referrals.withdraw_referral(services(), referral_id, actor, data.get("note"))
+    except Conflict as exc:
+        return _conflict(exc, referral_id)
+    flash(_("The referral was withdrawn. Open offers were pulled back."), "success")
+    return redirect(url_for("web.referral_detail", referral_id=referral_id))
+
+
+@bp.post("/referrals/<referral_id>/reopen")
+@page(*STAFF)
+def referral_reopen(actor: Actor, referral_id: str) -> Any:
+    data, errors = load(ReopenSchema(), note_only_payload(request.form))
+    if errors:
+        return _case_form_errors(actor, referral_id, "reopen", errors)
+    try:
+        referrals.reopen_referral(services(), referral_id, actor, data["note"])
+    except Conflict as exc:
+        return _conflict(exc, referral_id)
+    flash(_("The referral was re-opened and will be offered to partners again."), "success")
+    return redirect(url_for("web.referral_detail", referral_id=referral_id))
+
+
 # -- partner side ------------------------------------------------------------------------------------
 @bp.get("/inbox")
 @page(Role.PARTNER, Role.SUPERVISOR)
@@ -283,10 +345,10 @@ def _back_to(referral_id: str | None) -> Any:
     return redirect(url_for("web.inbox"))
 
 
-def _conflict(exc: Conflict) -> Any:
+def _conflict(exc: Conflict, referral_id: str | None = None) -> Any:
     flash(_("This was changed at the same time by someone else, or is no longer possible. "
             "Reload the page and try again."), "error")
-    return _back_to(request.form.get("referral_id"))
+    return _back_to(referral_id or request.form.get("referral_id"))
 
 
 @bp.post("/assignments/<assignment_id>/accept")

@@ -133,14 +133,25 @@ def click_and_wait(driver: Any, css: str) -> None:
     """Click something that loads a new page and wait until it has replaced the old one.
 
     Without the wait, the next lookup can find elements of the page being left (stale references).
+    The old document is marked and the wait is for a complete document without the mark: asking
+    the old element whether it is stale races with Chromium tearing it down, which then answers
+    with an inspector error instead of a stale-element one.
     """
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
-    old_page = driver.find_element(By.TAG_NAME, "html")
+    driver.execute_script("document.documentElement.dataset.leaving = 'yes'")
     driver.find_element(By.CSS_SELECTOR, css).click()
-    WebDriverWait(driver, 15).until(expected_conditions.staleness_of(old_page))
+
+    def replaced(d: Any) -> bool:
+        try:
+            return bool(d.execute_script(
+                "return document.readyState === 'complete' && !document.documentElement.dataset.leaving"))
+        except WebDriverException:  # mid-navigation: ask again
+            return False
+
+    WebDriverWait(driver, 15).until(replaced)
 
 
 def submit_form(driver: Any) -> None:
