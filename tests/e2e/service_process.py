@@ -101,7 +101,8 @@ def request(method: str, url: str, token: str | None = None, body: Any = None,
         return status, raw.decode(errors="replace")
 
 
-def eventually(check: Callable[[], Any], timeout: float = 20, interval: float = 0.1) -> Any:
+def wait_until(check: Callable[[], Any], timeout: float = 20, interval: float = 0.05, what: str = "") -> Any:
+    """The first truthy result of `check`, polled until `timeout`."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -109,4 +110,4 @@ def eventually(check: Callable[[], Any], timeout: float = 20, interval: float = 
         if last:
             return last
         time.sleep(interval)
-    raise AssertionError(f"condition not met in {timeout}s (last: {last!r})")
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or check!r} (last: {last!r})")

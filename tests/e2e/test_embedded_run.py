@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.service_process import Service, base_env, cli, eventually, request
+from tests.e2e.service_process import Service, base_env, cli, request, wait_until
 from tests.factories import partner, referral_body
 
 pytestmark = pytest.mark.e2e
@@ -48,7 +48,7 @@ def test_run_serves_routes_and_stops_cleanly_on_sigterm(prepared: tuple[dict[str
         assert status == 200 and ready["checks"] == {"database": "ok", "broker": "ok"}
         status, created = request("POST", f"{base}/api/v1/referrals", token, referral_body())
         assert status == 201, created
-        offers = eventually(lambda: _offers(base, token, created["id"]))
+        offers = wait_until(lambda: _offers(base, token, created["id"]))
         assert [o["partner_id"] for o in offers] == ["p-peshawar-medical"]
         status, spec = request("GET", f"{base}/api/v1/openapi.json")
         assert status == 200 and "/api/v1/referrals" in spec["paths"]
@@ -76,7 +76,7 @@ def test_nothing_is_lost_or_doubled_when_run_is_killed(prepared: tuple[dict[str,
     service, base = _start(env)
     try:
         for referral_id in ids:
-            offers = eventually(lambda rid=referral_id: _offers(base, token, rid))
+            offers = wait_until(lambda rid=referral_id: _offers(base, token, rid))
             assert len(offers) == 1
     finally:
         assert service.terminate() == 0

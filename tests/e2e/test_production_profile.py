@@ -12,7 +12,7 @@ import pytest
 from kombu import Connection
 
 from referral_service.messaging.topology import partner_queue
-from tests.e2e.service_process import Service, base_env, cli, eventually, request
+from tests.e2e.service_process import Service, base_env, cli, request, wait_until
 from tests.factories import partner, referral_body
 from tests.servers import AMQP_URL, require_rabbitmq, scratch_database
 
@@ -54,7 +54,7 @@ def test_serve_and_workers_route_a_referral_into_the_partner_queue(production_en
     try:
         for w in workers:
             w.wait_for("worker .* running")
-        eventually(lambda: request("GET", f"{base}/healthz")[0] == 200 if _port_open(port) else False)
+        wait_until(lambda: request("GET", f"{base}/healthz")[0] == 200 if _port_open(port) else False)
         status, ready = request("GET", f"{base}/readyz")
         assert status == 200 and ready["checks"] == {"database": "ok", "broker": "ok"}
         status, created = request("POST", f"{base}/api/v1/referrals", token, referral_body())
@@ -64,11 +64,11 @@ def test_serve_and_workers_route_a_referral_into_the_partner_queue(production_en
             body = request("GET", f"{base}/api/v1/referrals/{created['id']}", token)[1]
             return [a for a in body["assignments"] if a["status"] == "offered"]
 
-        offer = eventually(offered)[0]
+        offer = wait_until(offered)[0]
         assert offer["partner_id"] == partner_id
         with Connection(AMQP_URL) as conn:
             queue = partner_queue(conn, partner_id)(conn.default_channel)
-            message = eventually(lambda: queue.get(no_ack=False))
+            message = wait_until(lambda: queue.get(no_ack=False))
             raw = message.body.decode() if isinstance(message.body, bytes) else message.body
             body = json.loads(raw)
             message.ack()

@@ -27,7 +27,7 @@ from referral_service.messaging.topology import partner_queue
 from referral_service.services import partners, users
 from referral_service.services.referrals import submit_referral
 from schemas import PartnerSchema, ReferralInputSchema
-from tests.e2e.service_process import Service
+from tests.e2e.service_process import Service, wait_until
 from tests.factories import partner, referral_body
 
 # Kept across tests: the keyring fingerprint the database was created with.
@@ -64,17 +64,6 @@ def truncate_all(engine: Engine) -> None:
     tables = [t.name for t in Base.metadata.sorted_tables if t.name not in KEEP_TABLES]
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
-
-
-def wait_until(check: Callable[[], Any], timeout: float = 20, interval: float = 0.05, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or check!r} (last: {last!r})")
 
 
 def unique_id(prefix: str = "p") -> str:
