@@ -20,6 +20,7 @@ from flask import (
 )
 from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError
+from marshmallow import Schema
 
 from referral_service.domain.commands import CloseAssignment, DeclineAssignment, RecordFollowUp
 from referral_service.domain.errors import Conflict, DomainError, Unauthenticated
@@ -277,49 +278,45 @@ def _case_form_errors(actor: Actor, referral_id: str, kind: str, errors: dict[st
     return _render_referral(actor, referral_id, {kind: state}, status=422)
 
 
+def _case_action(actor: Actor, referral_id: str, kind: str, schema: Schema,
+                 action: Callable[[Any, str, Actor, Any], Any], done: str,
+                 extra_errors: dict[str, list[str]] | None = None) -> Any:
+    """Validate the note form, make the one service call, and come back to the referral."""
+    data, errors = load(schema, note_only_payload(request.form))
+    errors = {**errors, **(extra_errors or {})}
+    if errors:
+        return _case_form_errors(actor, referral_id, kind, errors)
+    try:
+        action(services(), referral_id, actor, data.get("note"))
+    except Conflict as exc:
+        return _conflict(exc, referral_id)
+    flash(done, "success")
+    return redirect(url_for("web.referral_detail", referral_id=referral_id))
+
+
 @bp.post("/referrals/<referral_id>/consent/withdraw")
 @page(*STAFF)
 def referral_withdraw_consent(actor: Actor, referral_id: str) -> Any:
-    data, errors = load(WithdrawSchema(), note_only_payload(request.form))
     # Withdrawing consent cannot be undone (a new referral needs new consent), so one stray click must not do it.
-    if request.form.get("confirm") != "yes":
-        errors = {**errors, "confirm": [_("Tick the box to confirm that the person withdrew consent.")]}
-    if errors:
-        return _case_form_errors(actor, referral_id, "withdraw_consent", errors)
-    try:
-        referrals.withdraw_consent(services(), referral_id, actor, data.get("note"))
-    except Conflict as exc:
-        return _conflict(exc, referral_id)
-    flash(_("Consent withdrawn. Open offers were pulled back and partners no longer see this referral."), "success")
-    return redirect(url_for("web.referral_detail", referral_id=referral_id))
+    unconfirmed = ({"confirm": [_("Tick the box to confirm that the person withdrew consent.")]}
+                   if request.form.get("confirm") != "yes" else None)
+    return _case_action(actor, referral_id, "withdraw_consent", WithdrawSchema(), referrals.withdraw_consent,
+                        _("Consent withdrawn. Open offers were pulled back and partners no longer see this referral."),
+                        unconfirmed)
 
 
 @bp.post("/referrals/<referral_id>/withdraw")
 @page(*STAFF)
 def referral_withdraw(actor: Actor, referral_id: str) -> Any:
-    data, errors = load(WithdrawSchema(), note_only_payload(request.form))
-    if errors:
-        return _case_form_errors(actor, referral_id, "withdraw", errors)
-    try:
-        referrals.withdraw_referral(services(), referral_id, actor, data.get("note"))
-    except Conflict as exc:
-        return _conflict(exc, referral_id)
-    flash(_("The referral was withdrawn. Open offers were pulled back."), "success")
-    return redirect(url_for("web.referral_detail", referral_id=referral_id))
+    return _case_action(actor, referral_id, "withdraw", WithdrawSchema(), referrals.withdraw_referral,
+                        _("The referral was withdrawn. Open offers were pulled back."))
 
 
 @bp.post("/referrals/<referral_id>/reopen")
 @page(*STAFF)
 def referral_reopen(actor: Actor, referral_id: str) -> Any:
-    data, errors = load(ReopenSchema(), note_only_payload(request.form))
-    if errors:
-        return _case_form_errors(actor, referral_id, "reopen", errors)
-    try:
-        referrals.reopen_referral(services(), referral_id, actor, data["note"])
-    except Conflict as exc:
-        return _conflict(exc, referral_id)
-    flash(_("The referral was re-opened and will be offered to partners again."), "success")
-    return redirect(url_for("web.referral_detail", referral_id=referral_id))
+    return _case_action(actor, referral_id, "reopen", ReopenSchema(), referrals.reopen_referral,
+                        _("The referral was re-opened and will be offered to partners again."))
 
 
 # -- partner side ------------------------------------------------------------------------------------
