@@ -15,7 +15,7 @@ COPY schemas ./schemas
 COPY migrations ./migrations
 # Compile the Urdu catalogue before installing, so the .mo files ship as package data.
 RUN pip install babel==2.18.0 \
-    && pybabel compile -q -d referral_service/translations \
+    && pybabel -q compile -d referral_service/translations \
     && pip install .
 
 # Never run as root: the keyring and the data are the service's alone.

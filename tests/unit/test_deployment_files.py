@@ -66,3 +66,19 @@ def test_dockerfile_runs_serve_as_a_non_root_user_from_a_slim_image() -> None:
     assert _command_exists(cmd) and cmd[0] == "serve"
     for folder in ("referral_service", "workers", "schemas", "migrations"):
         assert re.search(rf"^COPY {folder} ", text, re.M), folder
+
+
+def test_the_dockerfile_compiles_the_urdu_catalogue_with_a_command_that_works(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    text = (ROOT / "Dockerfile").read_text()
+    match = re.search(r"pybabel ((?:-\S+ )*compile(?: -\S+)*) -d referral_service/translations", text)
+    assert match, "the Dockerfile must compile the translations"
+    shutil.copytree(ROOT / "referral_service" / "translations", tmp_path / "translations")
+    for mo in (tmp_path / "translations").rglob("*.mo"):
+        mo.unlink()
+    pybabel = Path(sys.executable).with_name("pybabel")
+    subprocess.run([str(pybabel), *match.group(1).split(), "-d", str(tmp_path / "translations")], check=True)
+    assert list((tmp_path / "translations").rglob("ur/LC_MESSAGES/messages.mo"))
