@@ -361,7 +361,9 @@ def assignment_accept(actor: Actor, assignment_id: str) -> Any:
 
 def _with_form(actor: Actor, kind: str, assignment_id: str, errors: dict[str, list[str]]) -> Any:
     referral_id = request.form.get("referral_id") or ""
-    state = FormState(values=dict(request.form.items()), errors=errors)
+    values: dict[str, Any] = dict(request.form.items())
+    values["services_delivered"] = request.form.getlist("services_delivered")
+    state = FormState(values=values, errors=errors)
     flash(_("Please correct the fields marked below."), "error")
     return _render_referral(actor, referral_id, {f"{kind}:{assignment_id}": state}, status=422)
 
@@ -398,12 +400,14 @@ def assignment_followup(actor: Actor, assignment_id: str) -> Any:
 @bp.post("/assignments/<assignment_id>/close")
 @page(Role.PARTNER, Role.SUPERVISOR)
 def assignment_close(actor: Actor, assignment_id: str) -> Any:
-    data, errors = load(CloseSchema(), note_payload(request.form, "outcome"))
+    payload = {**note_payload(request.form, "outcome"),
+               "services_delivered": request.form.getlist("services_delivered")[:20]}
+    data, errors = load(CloseSchema(), payload)
     if errors:
         return _with_form(actor, "close", assignment_id, errors)
     try:
-        view = assignments.close(services(), CloseAssignment(assignment_id, data["outcome"], data.get("note")),
-                                 actor)
+        cmd = CloseAssignment(assignment_id, data["outcome"], data.get("note"), data["services_delivered"])
+        view = assignments.close(services(), cmd, actor)
     except Conflict as exc:
         return _conflict(exc)
     flash(_("The case is closed."), "success")

@@ -269,3 +269,36 @@ def test_urdu_referral_page_translates_the_case_actions(client: FlaskClient, ser
     assert resp.status_code == 422
     assert "Tick the box" not in resp.get_data(as_text=True)
     assert "تصدیق" in resp.get_data(as_text=True)
+
+
+def test_partner_closes_from_the_page_with_the_services_delivered(client: Any, services: Any, make_user: Any,
+                                                                  add_partner: Any) -> None:
+    from tests.factories import referral_body
+
+    add_partner()
+    cw = make_user("caseworker")
+    body = referral_body(needs=["medical", "psychosocial"])
+    referral_id = client.post("/api/v1/referrals", json=body, headers=cw.headers).get_json()["id"]
+    pipeline = InProcessPipeline(services)
+    pipeline.drain()
+    pipeline.close()
+    staff = make_user("partner", partner_id="p-peshawar-medical", password=PASSWORD)
+    items = client.get("/api/v1/assignments", headers=staff.headers).get_json()["items"]
+    medical = next(a for a in items if a["service"] == "medical")
+    assert client.post(f"/api/v1/assignments/{medical['id']}/accept", headers=staff.headers).status_code == 200
+
+    sign_in(client, staff.actor.name)
+    assert "Which services were delivered?" in client.get(f"/referrals/{referral_id}?lang=en").get_data(as_text=True)
+    token = csrf_token(client, f"/referrals/{referral_id}")
+    missing = client.post(f"/assignments/{medical['id']}/close",
+                          data={"csrf_token": token, "referral_id": referral_id, "services_delivered": "medical"})
+    assert missing.status_code == 422
+    assert 'value="medical" checked' in missing.get_data(as_text=True)  # the ticked box stays ticked
+    done = client.post(f"/assignments/{medical['id']}/close",
+                       data={"csrf_token": token, "referral_id": referral_id, "outcome": "services_delivered",
+                             "services_delivered": ["medical", "psychosocial"]})
+    assert done.status_code == 302
+    with services.uow() as uow:
+        closed = uow.session.get(Assignment, medical["id"])
+        assert closed is not None
+        assert (closed.status, closed.services_delivered) == ("closed", ["medical", "psychosocial"])
