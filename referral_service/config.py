@@ -32,7 +32,6 @@ class Settings:
     keyring_path: Path
     deadline_policy_path: Path | None
     secret_key: str | None = None
-    testing: bool = False
     cookie_secure: bool = True
 
     @property

@@ -42,3 +42,12 @@ class InProcessPipeline:
 
     def close(self) -> None:
         self.connection.release()
+
+
+def drain(services: Services) -> None:
+    """Run the relay and router until every committed event has been handled."""
+    pipeline = InProcessPipeline(services)
+    try:
+        pipeline.drain()
+    finally:
+        pipeline.close()

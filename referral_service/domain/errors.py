@@ -39,7 +39,3 @@ class Conflict(DomainError):
     status = 409
     code = "conflict"
 
-
-class Unavailable(DomainError):
-    status = 503
-    code = "unavailable"

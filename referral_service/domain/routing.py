@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from referral_service.domain.geography import resolve_place
-
 LANGUAGE_NAMES = {"ur": "Urdu", "ps": "Pashto", "en": "English", "pa": "Punjabi", "sd": "Sindhi",
                   "bal": "Balochi", "skr": "Saraiki", "hnd": "Hindko", "bsk": "Burushaski", "shi": "Shina",
                   "kas": "Kashmiri", "brh": "Brahui"}
@@ -176,4 +174,4 @@ def route_referral(
     return RoutingResult(chosen, tuple(considered))
 
 
-__all__ = ["CaseProfile", "PartnerProfile", "RoutingPolicy", "resolve_place", "route_referral"]
+__all__ = ["CaseProfile", "PartnerProfile", "RoutingPolicy", "route_referral"]

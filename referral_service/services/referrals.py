@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from hashlib import sha256
 from typing import TYPE_CHECKING, Any
@@ -62,7 +62,6 @@ class _Visibility:
     subject_fields: tuple[str, ...]
     incident: bool
     partner_id: str | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 def request_mac(services: Services, payload: dict[str, Any]) -> str:

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from referral_service.db.models import Assignment, Partner, Referral
 from referral_service.services import users
 from tests.factories import partner, referral_body
-from tests.pipeline import InProcessPipeline
+from tests.pipeline import drain
 
 MEDICAL = "p-peshawar-medical"  # the factory partner: serves medical in Peshawar
 QUETTA = "p-quetta-legal"  # a partner elsewhere that never gets this case
@@ -129,13 +129,6 @@ class World:
                 tuple(s.execute(select(Partner.id, Partner.name, Partner.capacity).order_by(Partner.id)).all()),
             )
 
-
-def drain(services: Any) -> None:
-    pipeline = InProcessPipeline(services)
-    try:
-        pipeline.drain()
-    finally:
-        pipeline.close()
 
 
 def build_world(services: Any, client: Any, make_user: Any, add_partner: Any, *, state: str) -> World:

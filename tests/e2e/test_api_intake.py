@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from referral_service.db.models import Assignment, Deadline, IdempotencyKey, OutboxMessage, Referral, Subject
 from referral_service.db.session import EVENTS_EXCHANGE, PARTNERS_EXCHANGE
 from tests.factories import DELETE, referral_body
-from tests.pipeline import InProcessPipeline
+from tests.pipeline import drain
 from tests.servers import scratch_database
 
 MEDICAL = "p-peshawar-medical"
@@ -25,13 +25,6 @@ def count(services: Any, model: Any) -> int:
     with services.uow() as uow:
         return int(uow.session.scalar(select(func.count()).select_from(model)) or 0)
 
-
-def drain(services: Any) -> None:
-    pipeline = InProcessPipeline(services)
-    try:
-        pipeline.drain()
-    finally:
-        pipeline.close()
 
 
 def submit(client: Any, headers: dict[str, str], status: int = 201, **overrides: Any) -> dict[str, Any]:

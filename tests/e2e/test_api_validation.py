@@ -290,14 +290,12 @@ def test_idempotency_key_too_long_is_422_and_writes_nothing(services: Any, clien
 ])
 def test_partner_action_bodies_are_validated(services: Any, client: Any, make_user: Any, add_partner: Any,
                                              path: str, body: dict[str, Any], field: str) -> None:
-    from tests.pipeline import InProcessPipeline
+    from tests.pipeline import drain
 
     add_partner()
     cw, staff = make_user("caseworker"), make_user("partner", partner_id="p-peshawar-medical")
     rid = client.post("/api/v1/referrals", json=referral_body(), headers=cw.headers).get_json()["id"]
-    pipeline = InProcessPipeline(services)
-    pipeline.drain()
-    pipeline.close()
+    drain(services)
     [a] = client.get(f"/api/v1/referrals/{rid}", headers=cw.headers).get_json()["assignments"]
     if path == "followups":
         assert client.post(f"/api/v1/assignments/{a['id']}/accept", headers=staff.headers).status_code == 200

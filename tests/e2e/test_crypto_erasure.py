@@ -15,7 +15,7 @@ from referral_service.bootstrap import Services
 from referral_service.crypto import SubjectErased
 from referral_service.db.models import BlindIndex, OutboxMessage, Subject, SubjectKey
 from tests.factories import referral_body
-from tests.pipeline import InProcessPipeline
+from tests.pipeline import drain
 
 CLI = [sys.executable, "-m", "referral_service"]
 PERSONAL = ("full_name", "date_of_birth", "sex", "cnic", "phone", "address")
@@ -36,9 +36,7 @@ def two_subjects(services: Services, client: Any, make_user: Any, add_partner: A
     b = client.post("/api/v1/referrals", json=referral_body(
         subject__full_name="Gul Meena", subject__cnic="17301-7654321-8", subject__phone="+923451112223"),
         headers=cw.headers).get_json()
-    pipeline = InProcessPipeline(services)
-    pipeline.drain()
-    pipeline.close()
+    drain(services)
     return {"a": a, "b": b, "cw": cw}
 
 

@@ -9,13 +9,7 @@ from sqlalchemy import select
 from referral_service.db.models import Deadline, OutboxMessage
 from referral_service.services.deadlines import fire_due_deadlines
 from tests.factories import referral_body
-from tests.pipeline import InProcessPipeline
-
-
-def _drain(services: Any) -> None:
-    pipeline = InProcessPipeline(services)
-    pipeline.drain()
-    pipeline.close()
+from tests.pipeline import drain
 
 
 def _submit(client: Any, headers: dict[str, str], **overrides: Any) -> str:
@@ -30,7 +24,7 @@ def test_an_unanswered_offer_expires_at_its_risk_deadline_and_goes_to_the_next_p
     add_partner(id="p-second", languages=["ur"])
     cw = make_user("caseworker")
     referral_id = _submit(client, cw.headers, risk_level="critical")
-    _drain(services)
+    drain(services)
     [first] = client.get(f"/api/v1/referrals/{referral_id}", headers=cw.headers).get_json()["assignments"]
     assert first["partner_id"] == "p-first"  # speaks the client's language
 
@@ -39,7 +33,7 @@ def test_an_unanswered_offer_expires_at_its_risk_deadline_and_goes_to_the_next_p
     clock.advance(minutes=2)  # critical: one hour to accept
     assert fire_due_deadlines(services) == 1
     assert fire_due_deadlines(services) == 0  # fired once, however often the scheduler runs
-    _drain(services)
+    drain(services)
     shown = client.get(f"/api/v1/referrals/{referral_id}", headers=cw.headers).get_json()
     assert [(a["partner_id"], a["status"]) for a in shown["assignments"]] == [
         ("p-first", "expired"), ("p-second", "offered")]
@@ -55,7 +49,7 @@ def test_missed_first_contact_is_overdue_for_supervisors_riskiest_first(
     staff = make_user("partner", partner_id="p-peshawar-medical")
     low = _submit(client, cw.headers, risk_level="low", subject__cnic="17301-7654321-1", subject__phone=None)
     high = _submit(client, cw.headers, risk_level="high")
-    _drain(services)
+    drain(services)
     for assignment in client.get("/api/v1/assignments", headers=staff.headers).get_json()["items"]:
         assert client.post(f"/api/v1/assignments/{assignment['id']}/accept", headers=staff.headers).status_code == 200
 
@@ -88,7 +82,7 @@ def test_overdue_and_partner_lists_page_with_limit_and_cursor(
     cw, sup = make_user("caseworker"), make_user("supervisor")
     for i, risk in enumerate(("low", "critical", "medium", "high", "critical")):
         _submit(client, cw.headers, risk_level=risk, subject__cnic=f"17301-765432{i}-1", subject__phone=None)
-    _drain(services)
+    drain(services)
     for i in range(3):
         staff = make_user("partner", partner_id=f"p-page-{i}")
         for a in client.get("/api/v1/assignments", headers=staff.headers).get_json()["items"]:

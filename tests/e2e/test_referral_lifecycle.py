@@ -8,15 +8,13 @@ from sqlalchemy import select
 
 from referral_service.db.models import CaseNote, OutboxMessage
 from tests.factories import referral_body
-from tests.pipeline import InProcessPipeline
+from tests.pipeline import drain
 
 
 def _submit_and_route(client: Any, services: Any, headers: dict[str, str], **overrides: Any) -> dict[str, Any]:
     resp = client.post("/api/v1/referrals", json=referral_body(**overrides), headers=headers)
     assert resp.status_code == 201, resp.get_json()
-    pipeline = InProcessPipeline(services)
-    pipeline.drain()
-    pipeline.close()
+    drain(services)
     return client.get(f"/api/v1/referrals/{resp.get_json()['id']}", headers=headers).get_json()
 
 
@@ -43,9 +41,7 @@ def test_withdrawn_referral_pulls_offers_and_reopening_routes_it_again(
     resp = client.post(f"/api/v1/referrals/{referral['id']}/reopen", json={"note": "back in Peshawar"},
                        headers=cw.headers)
     assert resp.status_code == 200 and resp.get_json()["status"] == "submitted"
-    pipeline = InProcessPipeline(services)
-    pipeline.drain()
-    pipeline.close()
+    drain(services)
     shown = client.get(f"/api/v1/referrals/{referral['id']}", headers=cw.headers).get_json()
     assert shown["status"] == "routing"
     assert sorted(a["status"] for a in shown["assignments"]) == ["offered", "withdrawn"]

@@ -11,16 +11,14 @@ from sqlalchemy import select
 from referral_service.db.models import Assignment, CaseNote, Referral, Subject
 from referral_service.domain.model import Actor, Role
 from tests.e2e.test_web_forms import PASSWORD, csrf_token, sign_in, submit, valid_form
-from tests.pipeline import InProcessPipeline
+from tests.pipeline import drain
 
 NOTE = "Zarmeena phoned: her brother forbids contact"
 ACTIONS = ("consent/withdraw", "withdraw", "reopen")
 
 
 def _route(services: Any) -> None:
-    pipeline = InProcessPipeline(services)
-    pipeline.drain()
-    pipeline.close()
+    drain(services)
 
 
 @pytest.fixture
@@ -279,9 +277,7 @@ def test_partner_closes_from_the_page_with_the_services_delivered(client: Any, s
     cw = make_user("caseworker")
     body = referral_body(needs=["medical", "psychosocial"])
     referral_id = client.post("/api/v1/referrals", json=body, headers=cw.headers).get_json()["id"]
-    pipeline = InProcessPipeline(services)
-    pipeline.drain()
-    pipeline.close()
+    drain(services)
     staff = make_user("partner", partner_id="p-peshawar-medical", password=PASSWORD)
     items = client.get("/api/v1/assignments", headers=staff.headers).get_json()["items"]
     medical = next(a for a in items if a["service"] == "medical")

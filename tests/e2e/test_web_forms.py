@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from tests.pipeline import InProcessPipeline
+from tests.pipeline import drain
 
 PASSWORD = "correct horse battery staple"
 _TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -259,17 +259,14 @@ def test_logout_ends_the_session(client: FlaskClient, caseworker: Any) -> None:
     assert client.get("/referrals").status_code == 302
 
 
-def _offered_case(client: FlaskClient, services: Any, make_user: Any, add_partner: Any, **form: Any) -> Any:
+def _offered_case(client: FlaskClient, services: Any, make_user: Any, add_partner: Any, **form: Any) -> None:
     add_partner()
     add_partner(id="p-peshawar-legal", name="Peshawar Legal Aid", services=["medical", "legal_aid"])
     cw = make_user("caseworker", password=PASSWORD)
     sign_in(client, cw.actor.name)
     submit(client, valid_form(**form))
     client.post("/logout", data={"csrf_token": csrf_token(client, "/referrals")})
-    pipeline = InProcessPipeline(services)
-    pipeline.drain()
-    pipeline.close()
-    return pipeline
+    drain(services)
 
 
 def _partner_of_first_offer(client: FlaskClient, services: Any, make_user: Any) -> tuple[Any, dict[str, Any]]:
