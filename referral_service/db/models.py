@@ -111,6 +111,29 @@ class Subject(Base):
     is_minor: Mapped[bool | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     erased_at: Mapped[datetime | None]
+    # Set only when a supervisor confirms a possible duplicate: subjects sharing it are one person for
+    # supervisors' views and statistics. Each referral still keeps its own subject row, so no data
+    # (and no consent) ever moves from one referral to another.
+    person_id: Mapped[str | None] = mapped_column(String(36), index=True)
+
+
+class PossibleDuplicate(Base):
+    """Two subjects whose CNIC or phone match: a question for supervisors, never an automatic link."""
+
+    __tablename__ = "possible_duplicates"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    subject_id: Mapped[str] = mapped_column(ForeignKey("subjects.id"), index=True)
+    referral_id: Mapped[str] = mapped_column(ForeignKey("referrals.id"), index=True)
+    earlier_subject_id: Mapped[str] = mapped_column(ForeignKey("subjects.id"), index=True)
+    earlier_referral_id: Mapped[str] = mapped_column(ForeignKey("referrals.id"))
+    matched_on: Mapped[list[str]] = mapped_column(default=list)
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    decided_by: Mapped[str | None] = mapped_column(String(36))
+    decided_at: Mapped[datetime | None]
+    __table_args__ = (
+        UniqueConstraint("subject_id", "earlier_subject_id", name="uq_possible_duplicates_pair"),
+    )
 
 
 class BlindIndex(Base):
@@ -137,6 +160,21 @@ class User(Base):
     password_hash: Mapped[str | None] = mapped_column(String(200))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Password guessing: kept in the database so the back-off holds across gunicorn workers and hosts.
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    locked_until: Mapped[datetime | None]
+
+
+class WebSession(Base):
+    """A signed-in browser. The cookie carries a random id; only its digest is kept, and ending the row
+    (logout, revoke, idle or absolute timeout) ends the session wherever the cookie was copied to."""
+
+    __tablename__ = "web_sessions"
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None]
 
 
 class ApiToken(Base):
