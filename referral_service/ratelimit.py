@@ -66,7 +66,7 @@ def retry_after_seconds() -> int:
     if limit is None:
         return 60
     try:
-        return max(1, math.ceil(limit.reset_at - time.time()))
+        return max(1, math.ceil(limit.window.reset_time - time.time()))
     except Exception:  # noqa: BLE001 - the store went away meanwhile; a minute is a safe answer
         log.warning("rate limit store unavailable while computing Retry-After")
         return 60
