@@ -79,11 +79,13 @@ def create_app(services: Services, config: dict[str, Any] | None = None) -> Flas
 
     from referral_service.api import bp as api_bp
     from referral_service.api.ops import ops_bp
+    from referral_service.ratelimit import init_limiter, retry_after_seconds
     from referral_service.web import init_app as init_web
 
     app.register_blueprint(api_bp)
     app.register_blueprint(ops_bp)
     init_web(app)
+    init_limiter(app, services.settings)
 
     @app.before_request
     def _start_timer() -> None:
@@ -110,6 +112,12 @@ def create_app(services: Services, config: dict[str, Any] | None = None) -> Flas
         code = (exc.name or "error").lower().replace(" ", "_")
         if exc.code == 413:
             return error_response(413, "payload_too_large", f"the body is larger than {MAX_BODY_BYTES} bytes")
+        if exc.code == 429:
+            retry = retry_after_seconds()
+            response, status = error_response(429, "too_many_requests",
+                                              f"too many failed attempts from this address; try again in {retry} s")
+            response.headers["Retry-After"] = str(retry)
+            return response, status
         response, status = error_response(exc.code or 500, code, exc.description or exc.name)
         valid_methods = getattr(exc, "valid_methods", None)
         if valid_methods:  # a 405 must say which methods the resource takes

@@ -234,11 +234,14 @@ def users_create(role: str, name: str, partner_id: str | None, password_stdin: b
 @click.argument("user_id")
 @operator_errors
 def users_revoke(user_id: str) -> None:
-    """Revoke every API token of a user."""
+    """End a user's access everywhere at once: deactivated, API tokens revoked, web sessions ended."""
     from referral_service.services import users
 
     services = _services()
-    click.echo(f"revoked {users.revoke_tokens(services, user_id)} token(s)")
+    done = users.revoke_user(services, user_id)
+    click.echo(f"revoked user {done['id']}: deactivated (password sign-in refused), "
+               f"{done['tokens_revoked']} API token(s) revoked, {done['sessions_ended']} web session(s) ended")
+    services.dispose()
 
 
 @main.group("partners")

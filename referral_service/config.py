@@ -33,6 +33,14 @@ class Settings:
     deadline_policy_path: Path | None
     secret_key: str | None = None
     cookie_secure: bool = True
+    # Web sessions end after this long without a request, and this long after sign-in whatever happens.
+    session_idle_minutes: int = 30
+    session_max_hours: int = 12
+    # Per-client limits (Flask-Limiter); memory:// counts per process, redis:// shares counts across hosts.
+    ratelimit_enabled: bool = True
+    ratelimit_storage_url: str = "memory://"
+    ratelimit_login: str = "10 per minute"
+    ratelimit_api_auth_failures: str = "20 per minute"
 
     @property
     def embedded(self) -> bool:
@@ -70,7 +78,57 @@ class Settings:
             deadline_policy_path=policy_path,
             secret_key=env.get("REFERRAL_SECRET_KEY") or None,
             cookie_secure=env.get("REFERRAL_INSECURE_COOKIES", "") != "1",
+            session_idle_minutes=_whole_number(env, "REFERRAL_SESSION_IDLE_MINUTES", 30, 1, 24 * 60),
+            session_max_hours=_whole_number(env, "REFERRAL_SESSION_MAX_HOURS", 12, 1, 30 * 24),
+            ratelimit_enabled=_flag(env, "REFERRAL_RATELIMIT_ENABLED", True),
+            ratelimit_storage_url=_ratelimit_storage(env.get("REFERRAL_RATELIMIT_STORAGE_URL") or "memory://"),
+            ratelimit_login=_rate(env, "REFERRAL_RATELIMIT_LOGIN", "10 per minute"),
+            ratelimit_api_auth_failures=_rate(env, "REFERRAL_RATELIMIT_API_AUTH_FAILURES", "20 per minute"),
         )
+
+
+def _whole_number(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isascii() or not raw.isdigit() or not low <= int(raw) <= high:
+        raise ConfigError(f"{name}: expected a whole number from {low} to {high}, got {raw[:40]!r}")
+    return int(raw)
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in _TRUE + _FALSE:
+        raise ConfigError(f"{name}: expected 1 or 0 (true or false), got {raw[:40]!r}")
+    return raw in _TRUE
+
+
+def _rate(env: Mapping[str, str], name: str, default: str) -> str:
+    from limits import parse
+
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        parse(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: expected a rate such as '10 per minute', got {raw[:40]!r}") from None
+    return raw
+
+
+def _ratelimit_storage(url: str) -> str:
+    from limits.storage import SCHEMES
+
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme not in SCHEMES or scheme.startswith("async+"):
+        raise ConfigError("REFERRAL_RATELIMIT_STORAGE_URL: expected memory:// or redis://host:6379 (also "
+                          f"rediss://, redis+sentinel://, memcached://), got a URL with scheme {scheme or '(none)'!r}")
+    return url
 
 
 def _check_database_url(url: str) -> None:

@@ -32,6 +32,18 @@ def current_actor() -> Actor:
     return actor
 
 
+@bp.after_request
+def _bearer_challenge(response: Any) -> Any:
+    # RFC 6750 §3: a 401 names the scheme; error="invalid_token" only when a bearer token was sent.
+    if response.status_code == 401:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        challenge = 'Bearer realm="referral-service"'
+        if scheme.lower() == "bearer" and token.strip():
+            challenge += ', error="invalid_token"'
+        response.headers["WWW-Authenticate"] = challenge
+    return response
+
+
 def _read_json() -> Any:
     try:
         return request.get_json(silent=True)

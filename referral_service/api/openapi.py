@@ -30,6 +30,8 @@ def _op(summary: str, ok_schema: str | None = None, body: str | None = None, sta
         status: {"description": "success", **({"content": {"application/json": {"schema": ok_schema}}}
                                                if ok_schema else {})},
         "400": _ERR, "401": _ERR, "403": _ERR, "404": _ERR, "409": _ERR, "422": _ERR,
+        # after too many failed authentications from one address; with Retry-After
+        "429": _ERR,
     }}
     if body:
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}

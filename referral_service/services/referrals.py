@@ -54,6 +54,7 @@ SUBMITTERS = (Role.CASEWORKER, Role.SUPERVISOR)
 class SubmitOutcome:
     status_code: int
     body: dict[str, Any]
+    replayed: bool = False  # the stored answer to an earlier request with the same idempotency key
 
 
 @dataclass
@@ -84,7 +85,7 @@ def submit_referral(
                     if stored is not None:
                         if stored.request_mac != mac:
                             raise Conflict("this Idempotency-Key was already used with a different request")
-                        return SubmitOutcome(stored.status_code, stored.response)
+                        return SubmitOutcome(stored.status_code, stored.response, replayed=True)
                 body = _submit(cmd, uow, services, actor)
                 if idempotency_key:
                     uow.session.add(IdempotencyKey(user_id=actor.user_id, key=idempotency_key,

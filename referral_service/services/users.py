@@ -1,19 +1,22 @@
-"""Users, API tokens (stored hashed, shown once) and password sign-in (argon2id)."""
+"""Users, API tokens (stored hashed, shown once), password sign-in (argon2id) and revoking a user."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from referral_service.db.models import ApiToken, Partner, User
-from referral_service.domain.errors import Conflict, Unauthenticated, ValidationFailed
+from referral_service.domain import auth
+from referral_service.domain.errors import Conflict, NotFound, Unauthenticated, ValidationFailed
 from referral_service.domain.model import Actor, Role
+from referral_service.services import sessions
 
 if TYPE_CHECKING:
     from referral_service.bootstrap import Services
@@ -68,23 +71,60 @@ def actor_for_token(services: Services, token: str) -> Actor:
         return _actor(row.user)
 
 
-def actor_for_user_id(services: Services, user_id: str) -> Actor | None:
-    with services.uow() as uow:
-        user = uow.session.get(User, user_id)
-        return _actor(user) if user is not None and user.active else None
-
-
 def sign_in(services: Services, name: str, password: str) -> Actor:
+    """Password sign-in with a per-account pause after repeated failures (kept in the database, so every
+    worker and host sees it). Every refusal is the same Unauthenticated, whatever the reason."""
+    now = services.clock.now()
     with services.uow() as uow:
         user = uow.session.scalars(select(User).where(User.name == name.strip())).first()
-        stored = user.password_hash if user is not None and user.active and user.password_hash else _DUMMY_HASH
-        try:
-            _hasher.verify(stored, password)
-        except (VerificationError, InvalidHashError):
-            raise Unauthenticated("wrong name or password") from None
-        if user is None or stored is _DUMMY_HASH:
-            raise Unauthenticated("wrong name or password")
-        return _actor(user)
+        user_id = user.id if user is not None else None
+        refused = ("unknown_name" if user is None else "inactive" if not user.active
+                   else "no_password" if not user.password_hash else None)
+        stored = user.password_hash if user is not None and refused is None and user.password_hash else _DUMMY_HASH
+        actor = _actor(user) if user is not None else None
+        until = user.locked_until if user is not None else None
+    # Verified outside the transaction (argon2 is slow on purpose; no lock is held meanwhile), and
+    # always, so an unknown name or a paused account takes as long as a wrong password.
+    try:
+        right = bool(_hasher.verify(stored, password))
+    except (VerificationError, InvalidHashError):
+        right = False
+    if refused is not None or user_id is None or actor is None:
+        _record_sign_in(services, user_id, "denied", refused)
+        raise Unauthenticated("wrong name or password")
+    paused = until is not None and until > now
+    if right and not paused:
+        with services.uow() as uow:
+            uow.session.execute(update(User).where(User.id == user_id,
+                                                   or_(User.failed_logins != 0, User.locked_until.is_not(None)))
+                                .values(failed_logins=0, locked_until=None))
+            uow.commit()
+        _record_sign_in(services, user_id, "allowed", None)
+        return actor
+    if not right:
+        _count_failure(services, user_id, now)
+    _record_sign_in(services, user_id, "denied", "locked" if paused else "wrong_password")
+    raise Unauthenticated("wrong name or password")
+
+
+def _count_failure(services: Services, user_id: str, now: datetime) -> None:
+    # The increment is one UPDATE, so concurrent failures never lose a count; its row lock (PostgreSQL) or
+    # the IMMEDIATE transaction (SQLite) keeps the pause that follows in step with the count.
+    with services.uow() as uow:
+        failures = uow.session.execute(update(User).where(User.id == user_id)
+                                       .values(failed_logins=User.failed_logins + 1)
+                                       .returning(User.failed_logins)).scalar_one()
+        until = auth.locked_until(int(failures), now)
+        if until is not None:
+            uow.session.execute(update(User).where(User.id == user_id).values(locked_until=until))
+        uow.commit()
+
+
+def _record_sign_in(services: Services, user_id: str | None, outcome: str, reason: str | None) -> None:
+    # Identifiers only: never the typed name or password.
+    details = {k: v for k, v in (("user_id", user_id), ("reason", reason)) if v}
+    services.personal_data.access.record(actor=None, action="auth.sign_in", referral_id=None, outcome=outcome,
+                                         details=details)
 
 
 def revoke_tokens(services: Services, user_id: str) -> int:
@@ -95,6 +135,27 @@ def revoke_tokens(services: Services, user_id: str) -> int:
             row.revoked_at = services.clock.now()
         uow.commit()
         return len(rows)
+
+
+def revoke_user(services: Services, user_id: str) -> dict[str, Any]:
+    """End a user's access everywhere at once, in one transaction: the account is deactivated (password
+    sign-in refused), every API token revoked and every web session ended."""
+    now = services.clock.now()
+    with services.uow() as uow:
+        user = uow.session.get(User, user_id)
+        if user is None:
+            raise NotFound(f"no user with id {user_id}")
+        user.active = False
+        tokens = uow.session.scalars(select(ApiToken).where(ApiToken.user_id == user_id,
+                                                            ApiToken.revoked_at.is_(None))).all()
+        for token in tokens:
+            token.revoked_at = now
+        ended = sessions.end_all_for_user(uow.session, user_id, now)
+        uow.commit()
+        result = {"id": user.id, "name": user.name, "tokens_revoked": len(tokens), "sessions_ended": ended}
+    services.personal_data.access.record(actor=None, action="user.revoke", referral_id=None,
+                                         details={"user_id": user_id})
+    return result
 
 
 def ensure_demo_user(services: Services, *, name: str, role: str, partner_id: str | None) -> dict[str, Any]:

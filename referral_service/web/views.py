@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import re
+import secrets
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -12,6 +14,7 @@ from flask import (
     current_app,
     flash,
     g,
+    make_response,
     redirect,
     render_template,
     request,
@@ -19,6 +22,7 @@ from flask import (
     url_for,
 )
 from flask_babel import gettext as _
+from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
 from marshmallow import Schema
 
@@ -40,7 +44,8 @@ from referral_service.domain.model import (
     ReferralStatus,
     Role,
 )
-from referral_service.services import assignments, deadlines, partners, referrals, users
+from referral_service.ratelimit import retry_after_seconds
+from referral_service.services import assignments, deadlines, partners, referrals, sessions, users
 from referral_service.web.forms import (
     TEXT_MAX,
     FormState,
@@ -68,10 +73,16 @@ def services() -> Any:
     return current_app.extensions["referral_services"]
 
 
+SESSION_KEY = "sid"  # the server-side session's id; the database keeps only its digest
+
+
 def current_actor() -> Actor | None:
     if "web_actor" not in g:
-        user_id = session.get("user_id")
-        g.web_actor = users.actor_for_user_id(services(), user_id) if isinstance(user_id, str) else None
+        sid = session.get(SESSION_KEY)
+        g.web_actor = sessions.resolve(services(), sid) if isinstance(sid, str) else None
+        if sid is not None and g.web_actor is None:
+            session.pop(SESSION_KEY, None)  # ended or timed out: no need to look it up again
+            g.session_ended = True
     actor: Actor | None = g.web_actor
     return actor
 
@@ -93,6 +104,8 @@ def page(*roles: Role) -> Callable[[F], F]:
             actor = current_actor()
             if actor is None:
                 target = request.full_path if request.method == "GET" else None
+                if g.get("session_ended"):
+                    flash(_("Your session has ended. Sign in again."), "info")
                 return redirect(url_for("web.login", next=target))
             if roles and actor.role not in roles:
                 return forbidden_page()
@@ -174,11 +187,14 @@ def login() -> Any:
             try:
                 actor = users.sign_in(services(), name, password)
             except Unauthenticated:
-                state.errors["_form"] = [_("Wrong name or password.")]
+                # One message for an unknown name, a wrong password and a paused account alike.
+                state.errors["_form"] = [_("Wrong name or password. After repeated failures, sign-in is paused "
+                                           "for a while; wait and try again.")]
             else:
                 lang = session.get("lang")
                 session.clear()  # a fresh session on sign-in: no fixation of a pre-login cookie
-                session["user_id"] = actor.user_id
+                session.permanent = False  # a browser-session cookie; the server decides when it ends
+                session[SESSION_KEY] = sessions.start(services(), actor.user_id)
                 if lang:
                     session["lang"] = lang
                 return redirect(next_url or url_for("web.home"))
@@ -186,8 +202,21 @@ def login() -> Any:
     return render_template("login.html", form=state, next_url=next_url)
 
 
+@bp.errorhandler(RateLimitExceeded)
+def _too_many_sign_ins(exc: RateLimitExceeded) -> Any:
+    state = FormState(values={"name": (request.form.get("name") or "").strip()[:200]})
+    state.errors["_form"] = [_("Too many sign-in attempts from your network address. Wait a minute and try again.")]
+    response = make_response(render_template("login.html", form=state,
+                                             next_url=_safe_next(request.values.get("next"))), 429)
+    response.headers["Retry-After"] = str(retry_after_seconds())
+    return response
+
+
 @bp.post("/logout")
 def logout() -> Any:
+    sid = session.get(SESSION_KEY)
+    if isinstance(sid, str):
+        sessions.end(services(), sid)  # every copy of the cookie stops working, not just this one
     lang = session.get("lang")
     session.clear()
     if lang:
@@ -209,7 +238,18 @@ def _referral_form_context(state: FormState) -> dict[str, Any]:
         "consent_methods": choices("consent_method", CONSENT_METHODS),
         "share_scopes": choices("share", SHARE_SCOPES),
         "staff_sexes": choices("staff_sex", STAFF_SEX_PREFERENCES),
+        # One-time token: the idempotency key of this rendering of the form, so a double click or a
+        # back-and-resend makes one referral, not two.
+        "form_token": secrets.token_urlsafe(24),
     }
+
+
+_FORM_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")
+
+
+def _form_idempotency_key() -> str | None:
+    token = request.form.get("form_token") or ""
+    return f"web-form:{token}" if _FORM_TOKEN.fullmatch(token) else None
 
 
 @bp.route("/referrals/new", methods=["GET", "POST"])
@@ -220,12 +260,24 @@ def referral_new(actor: Actor) -> Any:
                                   "needs": [], "consent.share": []})
         return render_template("referral_new.html", **_referral_form_context(state))
     state = FormState(values=referral_values(request.form))
-    cmd, state.errors = load(ReferralInputSchema(), referral_payload(state.values))
+    payload = referral_payload(state.values)
+    cmd, state.errors = load(ReferralInputSchema(), payload)
     if cmd is None:
         flash(_("Please correct the fields marked below."), "error")
         return render_template("referral_new.html", **_referral_form_context(state)), 422
-    outcome = referrals.submit_referral(cmd, services(), actor)
+    key = _form_idempotency_key()
+    try:
+        outcome = referrals.submit_referral(cmd, services(), actor, idempotency_key=key,
+                                            mac=referrals.request_mac(services(), payload) if key else None)
+    except Conflict:
+        # The same form sent again with other details: nothing is stored; a fresh form lets them decide.
+        flash(_("This form was already sent once with other details. Check them and send it again to make a "
+                "new referral."), "error")
+        return render_template("referral_new.html", **_referral_form_context(state)), 409
     body = outcome.body
+    if outcome.replayed:
+        flash(_("This form was already submitted; this is the referral it made."), "info")
+        return redirect(url_for("web.referral_detail", referral_id=body["id"]))
     flash(_("Referral %(reference)s was submitted.", reference=body["reference"]), "success")
     for warning in body.get("warnings", []):
         if warning.get("code") == "possible_repeat_referral":

@@ -76,3 +76,47 @@ def test_iso_durations(text: str, seconds: int) -> None:
 def test_malformed_durations_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match="ISO-8601"):
         parse_duration(text)
+
+
+def test_session_and_rate_limit_defaults(tmp_path: Path) -> None:
+    settings = Settings.from_env({"REFERRAL_HOME": str(tmp_path)})
+    assert (settings.session_idle_minutes, settings.session_max_hours) == (30, 12)
+    assert settings.ratelimit_enabled and settings.ratelimit_storage_url == "memory://"
+    assert (settings.ratelimit_login, settings.ratelimit_api_auth_failures) == ("10 per minute", "20 per minute")
+
+
+def test_session_and_rate_limit_settings_from_the_environment(tmp_path: Path) -> None:
+    settings = Settings.from_env({
+        "REFERRAL_HOME": str(tmp_path), "REFERRAL_SESSION_IDLE_MINUTES": "15", "REFERRAL_SESSION_MAX_HOURS": "8",
+        "REFERRAL_RATELIMIT_ENABLED": "false", "REFERRAL_RATELIMIT_STORAGE_URL": "redis://127.0.0.1:6379/0",
+        "REFERRAL_RATELIMIT_LOGIN": "5/minute", "REFERRAL_RATELIMIT_API_AUTH_FAILURES": "100 per hour",
+    })
+    assert (settings.session_idle_minutes, settings.session_max_hours) == (15, 8)
+    assert not settings.ratelimit_enabled
+    assert settings.ratelimit_storage_url == "redis://127.0.0.1:6379/0"
+    assert (settings.ratelimit_login, settings.ratelimit_api_auth_failures) == ("5/minute", "100 per hour")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("REFERRAL_SESSION_IDLE_MINUTES", "thirty"),
+        ("REFERRAL_SESSION_IDLE_MINUTES", "0"),
+        ("REFERRAL_SESSION_IDLE_MINUTES", "-5"),
+        ("REFERRAL_SESSION_IDLE_MINUTES", "٣٠"),  # Arabic-Indic digits pass str.isdigit
+        ("REFERRAL_SESSION_MAX_HOURS", "1.5"),
+        ("REFERRAL_SESSION_MAX_HOURS", "100000"),
+        ("REFERRAL_RATELIMIT_ENABLED", "maybe"),
+        ("REFERRAL_RATELIMIT_STORAGE_URL", "localhost:6379"),
+        ("REFERRAL_RATELIMIT_STORAGE_URL", "postgresql://user:secret@db/x"),
+        ("REFERRAL_RATELIMIT_LOGIN", "lots"),
+        ("REFERRAL_RATELIMIT_API_AUTH_FAILURES", "20 per fortnight"),
+    ],
+)
+def test_bad_session_or_rate_limit_setting_is_one_line_naming_it(tmp_path: Path, variable: str, value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"REFERRAL_HOME": str(tmp_path), variable: value})
+    message = str(info.value)
+    assert message.startswith(f"{variable}: ")
+    assert "\n" not in message
+    assert "secret" not in message
