@@ -180,5 +180,5 @@ def linked_referrals(session: Session, referral: Referral, subject: Subject) -> 
     if subject.person_id:
         same = or_(same, Referral.subject_id.in_(select(Subject.id).where(Subject.person_id == subject.person_id)))
     rows = session.scalars(select(Referral).where(same, Referral.id != referral.id)
-                           .order_by(Referral.created_at, Referral.id)).all()
+                           .order_by(Referral.created_at, Referral.reference)).all()
     return [{"id": r.id, "reference": r.reference, "status": r.status} for r in rows]
