@@ -18,9 +18,6 @@ class DuplicateStatus(StrEnum):
     DISMISSED = "dismissed"
 
 
-MATCH_COLUMNS = ("cnic", "phone")
-
-
 def may_learn_of(actor: Actor, caseworker_id: str) -> bool:
     """Whether telling `actor` that a referral matched reveals nothing they could not already see.
 

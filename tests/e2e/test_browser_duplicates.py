@@ -90,6 +90,10 @@ def test_supervisor_confirms_one_duplicate_and_dismisses_another_in_english_then
     buttons = browser.find_element(By.ID, f"dup-{urdu_pending[0]}").find_elements(By.TAG_NAME, "button")
     assert [button.text for button in buttons] == ["تصدیق کریں: ایک ہی فرد", "مسترد کریں: الگ الگ افراد"]
     intake.full_page_png(browser, intake.OUTPUT / "supervision-duplicates-urdu.png")
+    intake.as_phone(browser)
+    intake.assert_fits_the_phone(browser)
+    intake.full_page_png(browser, intake.OUTPUT / "supervision-duplicates-urdu-phone.png")
+    intake.as_desktop(browser)
     intake.click_and_wait(browser, f"#dup-{urdu_pending[0]} button.dismiss")
     assert "مسترد: دونوں ریفرل الگ الگ افراد کے ہی رہیں گے۔" in intake.flash_text(browser)
     assert _pending_ids(browser) == urdu_pending[1:]
