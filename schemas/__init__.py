@@ -1,5 +1,12 @@
 """marshmallow schemas: request validation and every role's response shape (also the OpenAPI source)."""
 
+from schemas.duplicates import (
+    DuplicateDecisionResultSchema,
+    DuplicateDecisionSchema,
+    DuplicatePageSchema,
+    DuplicateSchema,
+    DuplicateSideSchema,
+)
 from schemas.errors import ErrorSchema
 from schemas.partners import PartnerSchema
 from schemas.referrals import (
@@ -16,6 +23,11 @@ __all__ = [
     "AssignmentSchema",
     "CloseSchema",
     "DeclineSchema",
+    "DuplicateDecisionResultSchema",
+    "DuplicateDecisionSchema",
+    "DuplicatePageSchema",
+    "DuplicateSchema",
+    "DuplicateSideSchema",
     "ErrorSchema",
     "FollowUpSchema",
     "PartnerSchema",

@@ -1,3 +1,4 @@
+import unicodedata
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
@@ -20,6 +21,7 @@ from referral_service.domain.model import (
 
 NARRATIVE_MAX = 5000
 NOTE_MAX = 2000
+NAME_WITHOUT_LETTERS = "must contain letters, not only spaces or invisible characters"
 
 
 # Caseworkers date events in Pakistan time (UTC+5, no daylight saving). From 19:00 UTC it is already
@@ -56,6 +58,10 @@ class SubjectInputSchema(_Strict):
     def _name(self, value: str, **_: Any) -> None:
         if not value.strip():
             raise ValidationError("must not be blank")
+        # Zero-width spaces, direction overrides and the like pass strip() but show nothing: such a
+        # "name" reads as blank on every page. Every name in every script has a letter (category L*).
+        if not any(unicodedata.category(ch).startswith("L") for ch in value):
+            raise ValidationError(NAME_WITHOUT_LETTERS)
 
     @validates("date_of_birth")
     def _dob(self, value: date | None, **_: Any) -> None:
@@ -219,6 +225,8 @@ class ReferralSchema(Schema):
     consent = fields.Dict()
     assignments = fields.List(fields.Nested(AssignmentSchema))
     routing_decisions = fields.List(fields.Dict())
+    # Supervisors only: the other referrals of the same person (links a supervisor confirmed).
+    linked_referrals = fields.List(fields.Dict())
     created_at = fields.DateTime()
 
 

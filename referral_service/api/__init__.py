@@ -109,4 +109,4 @@ def ok(body: Any, status: int = 200) -> Any:
     return jsonify(body), status
 
 
-from referral_service.api import assignments, ops, referrals  # noqa: E402,F401  (registers routes)
+from referral_service.api import assignments, duplicates, ops, referrals  # noqa: E402,F401  (registers routes)

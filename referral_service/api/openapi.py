@@ -13,6 +13,11 @@ from schemas import (
     AssignmentSchema,
     CloseSchema,
     DeclineSchema,
+    DuplicateDecisionResultSchema,
+    DuplicateDecisionSchema,
+    DuplicatePageSchema,
+    DuplicateSchema,
+    DuplicateSideSchema,
     ErrorSchema,
     FollowUpSchema,
     PartnerSchema,
@@ -63,6 +68,8 @@ def build_spec() -> dict[str, Any]:
         "Error": ErrorSchema, "Assignment": AssignmentSchema, "ReferralInput": ReferralInputSchema,
         "Referral": ReferralSchema, "Submitted": SubmittedSchema, "Decline": DeclineSchema,
         "FollowUp": FollowUpSchema, "Close": CloseSchema, "Partner": PartnerSchema,
+        "DuplicateSide": DuplicateSideSchema, "Duplicate": DuplicateSchema, "DuplicatePage": DuplicatePageSchema,
+        "DuplicateDecision": DuplicateDecisionSchema, "DuplicateDecisionResult": DuplicateDecisionResultSchema,
     }.items():
         spec.components.schema(name, schema=schema)
     idem = {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "maxLength": 200}}
@@ -89,6 +96,18 @@ def build_spec() -> dict[str, Any]:
         "post": _op("Create or update a partner (admin)", "Partner", "Partner", "201"),
     })
     spec.path("/api/v1/deadlines/overdue", operations={"get": _op("Overdue deadlines, riskiest first")})
+    dup_status = {"name": "status", "in": "query",
+                  "schema": {"type": "string", "enum": ["pending", "confirmed", "dismissed"], "default": "pending"}}
+    spec.path("/api/v1/duplicates", operations={"get": _op(
+        "Possible duplicate people (a CNIC or phone matching an earlier subject), oldest first (supervisors)",
+        "DuplicatePage", params=[dup_status, *_LIST_PARAMS[1:]])})
+    for verb, what in (("confirm", "Confirm: link both people as one (supervisors); no data moves between "
+                                   "referrals"),
+                       ("dismiss", "Dismiss: keep the two people apart (supervisors)")):
+        decision = _op(what, "DuplicateDecisionResult", params=[_path("duplicate_id")])
+        decision["requestBody"] = {"required": False,
+                                   "content": {"application/json": {"schema": "DuplicateDecision"}}}
+        spec.path(f"/api/v1/duplicates/{{duplicate_id}}/{verb}", operations={"post": decision})
     spec.path("/api/v1/openapi.json", operations={"get": _op("This document", auth=False)})
     doc = spec.to_dict()
     doc["security"] = [{"bearer": []}]

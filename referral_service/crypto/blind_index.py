@@ -14,6 +14,7 @@ from __future__ import annotations
 import hmac
 import math
 import re
+import unicodedata
 
 from referral_service.crypto.keyring import KeyProvider
 
@@ -31,13 +32,25 @@ def bounds_hold(rows: int = PLANNED_ROWS, bits: int = BITS) -> bool:
     return 2 <= c < math.sqrt(rows)
 
 
-_CNIC = re.compile(r"^(\d{5})-?(\d{7})-?(\d)$")
+# ASCII digits only: Python's \d also matches Urdu, Arabic-Indic and every other decimal digit, which
+# would let "۱۷۳۰۱…" through unchanged and index it apart from the same CNIC typed in ASCII.
+_CNIC = re.compile(r"^([0-9]{5})-?([0-9]{7})-?([0-9])$")
 _PHONE_CHARS = re.compile(r"[\s\-().]")
 
 
+def ascii_digits(value: str) -> str:
+    """Every Unicode decimal digit (Urdu ۰-۹, Arabic-Indic ٠-٩, full-width…) as its ASCII digit, and
+    invisible format characters (direction marks a right-to-left copy and paste brings along) dropped."""
+    return "".join(
+        str(unicodedata.decimal(ch)) if ch.isdecimal() else ch
+        for ch in value
+        if unicodedata.category(ch) != "Cf"
+    )
+
+
 def normalise_cnic(value: str) -> str:
-    """`12345-1234567-1` or `1234512345671` → `1234512345671`; ValueError otherwise."""
-    match = _CNIC.match(value.strip())
+    """`12345-1234567-1` or `1234512345671` (in any script's digits) → `1234512345671`; ValueError otherwise."""
+    match = _CNIC.match(ascii_digits(value).strip())
     if not match:
         raise ValueError("CNIC must be 13 digits as #####-#######-#")
     return "".join(match.groups())
@@ -49,15 +62,15 @@ def format_cnic(value: str) -> str:
 
 
 def normalise_phone(value: str) -> str:
-    """E.164 for Pakistan: `+92 300 1234567`, `0092…`, `0300…` → `+923001234567`."""
-    raw = _PHONE_CHARS.sub("", value.strip())
+    """E.164 for Pakistan: `+92 300 1234567`, `0092…`, `0300…` (in any script's digits) → `+923001234567`."""
+    raw = _PHONE_CHARS.sub("", ascii_digits(value).strip())
     if raw.startswith("00"):
         raw = "+" + raw[2:]
     elif raw.startswith("0") and len(raw) == 11:
         raw = "+92" + raw[1:]
-    if not re.fullmatch(r"\+[1-9]\d{7,14}", raw):
+    if not re.fullmatch(r"\+[1-9][0-9]{7,14}", raw):
         raise ValueError("phone must be in international form, e.g. +923001234567")
-    if raw.startswith("+92") and not re.fullmatch(r"\+92\d{9,10}", raw):
+    if raw.startswith("+92") and not re.fullmatch(r"\+92[0-9]{9,10}", raw):
         raise ValueError("a Pakistani number is +92 followed by 9 or 10 digits")
     return raw
 

@@ -20,6 +20,7 @@ version, catches up once more, and deletes the old rows.
 from __future__ import annotations
 
 import hmac
+import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,11 +28,13 @@ from datetime import date, datetime
 from hashlib import sha256
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
 from sqlalchemy import and_, delete, exists, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from referral_service.crypto import (
     BlindIndexer,
+    CryptoError,
     DataKey,
     DecryptionError,
     FieldCipher,
@@ -45,6 +48,8 @@ from referral_service.crypto import (
 from referral_service.db.models import BlindIndex, CryptoMeta, Subject, SubjectKey, new_id
 from referral_service.domain.model import PERSONAL_SUBJECT_FIELDS, Actor
 from referral_service.services.access import AccessRecorder
+
+log = logging.getLogger(__name__)
 
 _DEK_CACHE = "referral_service.deks"
 _INDEX_VERSIONS = "referral_service.blind_index_versions"
@@ -76,6 +81,14 @@ class SubjectInput:
             "phone": self.phone,
             "address": self.address,
         }
+
+
+@dataclass
+class SubjectMatch:
+    """An earlier subject whose CNIC and/or phone equals the new one's (`matched_on`: "cnic", "phone")."""
+
+    subject: Subject
+    matched_on: list[str]
 
 
 def is_minor(date_of_birth: date | None, today: date) -> bool | None:
@@ -152,16 +165,6 @@ class PersonalData:
         self._write_indexes(session, subject, data.cnic, data.phone)
         return subject
 
-    def update_missing_fields(self, session: Session, subject: Subject, data: SubjectInput) -> list[str]:
-        """A repeat referral may bring what the first lacked (a phone, say); fill gaps only."""
-        filled = {}
-        for name, value in data.personal().items():
-            if value is not None and getattr(subject, f"{name}_ct") is None:
-                filled[name] = value
-        self._write_fields(session, subject, filled)
-        self._write_indexes(session, subject, filled.get("cnic"), filled.get("phone"))
-        return sorted(filled)
-
     def _write_fields(self, session: Session, subject: Subject, values: Mapping[str, str | None]) -> None:
         for name, value in values.items():
             setattr(subject, f"{name}_ct", self.seal(session, subject, "subjects", name, subject.id, value))
@@ -235,9 +238,16 @@ class PersonalData:
             return None
 
     # -- duplicates --------------------------------------------------------------------------
-    def find_same_person(self, session: Session, cnic: str | None, phone: str | None) -> tuple[Subject, str] | None:
-        """A subject whose CNIC (first) or phone matches exactly, confirmed after decryption."""
+    def find_matching_subjects(self, session: Session, cnic: str | None, phone: str | None) -> list[SubjectMatch]:
+        """Every earlier, non-erased subject whose CNIC or phone matches exactly, confirmed after decryption,
+        oldest first, each with the columns that matched.
+
+        A candidate that does not open (a damaged ciphertext or data key) is skipped with a log line
+        naming its id: one bad row must not stop an unrelated intake that shares its blind-index value.
+        """
         versions = self.index_versions(session)
+        found: dict[str, SubjectMatch] = {}
+        damaged: set[str] = set()
         for column, value in (("cnic", cnic), ("phone", phone)):
             if not value:
                 continue
@@ -253,14 +263,24 @@ class PersonalData:
                 .order_by(Subject.created_at, Subject.id)
             ).all()
             for candidate in candidates:
+                if candidate.id in damaged:
+                    continue
                 try:
                     stored = self._open(session, candidate, "subjects", column, candidate.id,
                                         getattr(candidate, f"{column}_ct"))
+                    same = bool(stored) and _NORMALISERS[column](stored or "") == wanted
                 except SubjectErased:
                     continue
-                if stored and _NORMALISERS[column](stored) == wanted:
-                    return candidate, column
-        return None
+                except (CryptoError, InvalidTag, ValueError) as exc:
+                    # ValueError: a plaintext that is not UTF-8 or no longer normalises is damage too.
+                    damaged.add(candidate.id)
+                    log.warning("duplicate check skipped subject %s: its %s does not open (%s)",
+                                candidate.id, column, type(exc).__name__)
+                    continue
+                if same:
+                    match = found.setdefault(candidate.id, SubjectMatch(candidate, []))
+                    match.matched_on.append(column)
+        return sorted(found.values(), key=lambda m: (m.subject.created_at, m.subject.id))
 
     # -- erasure and rotation ------------------------------------------------------------------
     def erase(self, session: Session, subject: Subject, now: datetime) -> None:

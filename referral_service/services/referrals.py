@@ -35,6 +35,7 @@ from referral_service.domain.model import (
     ReferralStatus,
     Role,
 )
+from referral_service.services import duplicates
 from referral_service.services.common import (
     clamp_limit,
     decode_cursor,
@@ -101,22 +102,10 @@ def submit_referral(
 
 def _submit(cmd: SubmitReferral, uow: UnitOfWork, services: Services, actor: Actor) -> dict[str, Any]:
     session, pd, now = uow.session, services.personal_data, services.clock.now()
-    warnings: list[dict[str, Any]] = []
-    match = pd.find_same_person(session, cmd.subject.cnic, cmd.subject.phone)
-    if match is not None:
-        subject, matched_on = match
-        pd.update_missing_fields(session, subject, cmd.subject)
-        earlier = session.scalars(
-            select(Referral.reference).where(Referral.subject_id == subject.id).order_by(Referral.created_at)
-        ).all()
-        warnings.append({
-            "code": "possible_repeat_referral",
-            "message": f"the {matched_on.upper()} matches a person already referred; this referral was linked to them",
-            "matched_on": matched_on,
-            "earlier_references": list(earlier),
-        })
-    else:
-        subject = pd.create_subject(session, cmd.subject, now)
+    # Every referral keeps the person as its caseworker entered them. A CNIC or phone that matches
+    # earlier subjects only becomes a question for supervisors (see services.duplicates).
+    matches = pd.find_matching_subjects(session, cmd.subject.cnic, cmd.subject.phone)
+    subject = pd.create_subject(session, cmd.subject, now)
     number = next_counter(session, f"referral-{now.year}")
     referral = Referral(
         reference=f"VAN-{now.year}-{number:06d}",
@@ -134,7 +123,8 @@ def _submit(cmd: SubmitReferral, uow: UnitOfWork, services: Services, actor: Act
         consent_share=list(dict.fromkeys(cmd.consent_share)) if cmd.consent_given else [],
         consent_recorded_by=actor.user_id,
         consent_recorded_at=now,
-        linked_existing_subject=match is not None,
+        # Kept in the schema for old rows; a referral is never attached to another's subject any more.
+        linked_existing_subject=False,
         created_at=now,
         updated_at=now,
     )
@@ -145,6 +135,8 @@ def _submit(cmd: SubmitReferral, uow: UnitOfWork, services: Services, actor: Act
                                "narrative": cmd.incident_narrative})
         referral.incident_ct = pd.seal(session, subject, "referrals", "incident", referral.id, incident)
     session.add(referral)
+    session.flush()  # the possible-duplicate rows refer to it
+    warnings = duplicates.record_matches(session, actor, subject, referral, matches, now)
     uow.emit(events.ReferralSubmitted(referral_id=referral.id, subject_id=subject.id,
                                       risk_level=cmd.risk_level, consent_given=cmd.consent_given))
     pd.access.record(actor=actor, action="referral.submit", referral_id=referral.id, subject_id=subject.id)
@@ -212,13 +204,14 @@ def referral_view(session: Any, services: Services, referral: Referral, actor: A
     assignments = [a for a in referral.assignments if vis.full or a.partner_id == vis.partner_id]
     body["assignments"] = [assignment_view(session, services, a, actor, subject, reveal_notes=True)
                            for a in assignments]
+    if actor.role == Role.SUPERVISOR:
+        body["linked_referrals"] = duplicates.linked_referrals(session, referral, subject)
     if vis.full:
         body["consent"] = {"given": referral.consent_given, "method": referral.consent_method,
                            "share": referral.consent_share, "recorded_by": referral.consent_recorded_by,
                            "recorded_at": referral.consent_recorded_at,
                            "withdrawn_at": referral.consent_withdrawn_at}
         body["caseworker_id"] = referral.caseworker_id
-        body["linked_existing_subject"] = referral.linked_existing_subject
         body["routing_decisions"] = [
             {"service": d.service, "chosen_partner_id": d.chosen_partner_id, "considered": d.considered,
              "decided_at": d.decided_at}

@@ -149,6 +149,8 @@ _EXACT: dict[str, LazyString] = {
     "Unknown field.": _l("This field is not part of the form."),
     "must not be in the future": _l("The date must not be in the future."),
     "must not be blank": _l("This field is required."),
+    "must contain letters, not only spaces or invisible characters":
+        _l("Enter the name in letters: spaces or invisible characters alone are not a name."),
     "must be after 1900": _l("The date must be after 1900."),
     "CNIC must be 13 digits as #####-#######-#": _l("A CNIC has 13 digits: #####-#######-#."),
     "phone must be in international form, e.g. +923001234567":

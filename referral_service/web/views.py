@@ -27,6 +27,7 @@ from flask_wtf.csrf import CSRFError
 from marshmallow import Schema
 
 from referral_service.domain.commands import CloseAssignment, DeclineAssignment, RecordFollowUp
+from referral_service.domain.duplicates import DuplicateStatus
 from referral_service.domain.errors import Conflict, DomainError, Unauthenticated
 from referral_service.domain.geography import districts, provinces
 from referral_service.domain.model import (
@@ -45,7 +46,7 @@ from referral_service.domain.model import (
     Role,
 )
 from referral_service.ratelimit import retry_after_seconds
-from referral_service.services import assignments, deadlines, partners, referrals, sessions, users
+from referral_service.services import assignments, deadlines, duplicates, partners, referrals, sessions, users
 from referral_service.web.forms import (
     TEXT_MAX,
     FormState,
@@ -281,14 +282,21 @@ def referral_new(actor: Actor) -> Any:
     flash(_("Referral %(reference)s was submitted.", reference=body["reference"]), "success")
     for warning in body.get("warnings", []):
         if warning.get("code") == "possible_repeat_referral":
-            flash(_("Possible repeat referral: the %(matched)s matches a person already referred "
-                    "(%(earlier)s). This referral was linked to them.",
-                    matched=_("CNIC") if warning.get("matched_on") == "cnic" else _("phone number"),
+            # Only referrals this user may see are named (the service leaves the rest out).
+            flash(_("Possible repeat referral: the %(matched)s matches an earlier referral (%(earlier)s). "
+                    "This referral is kept separate until a supervisor confirms they are the same person.",
+                    matched=_matched_words(warning.get("matched_on") or []),
                     earlier=", ".join(warning.get("earlier_references", []))), "warning")
     if not cmd.consent_given:
         flash(_("Not routed: consent was not given. The referral is stored but not shared with any partner."),
               "warning")
     return redirect(url_for("web.referral_detail", referral_id=body["id"]))
+
+
+def _matched_words(columns: list[str]) -> str:
+    if set(columns) >= {"cnic", "phone"}:
+        return _("CNIC and phone number")
+    return _("CNIC") if "cnic" in columns else _("phone number")
 
 
 @bp.get("/referrals")
@@ -475,6 +483,34 @@ def supervision(actor: Actor) -> Any:
     overdue = deadlines.overdue(services(), actor)["items"]
     unroutable = referrals.list_referrals(services(), actor, status=ReferralStatus.UNROUTABLE.value,
                                           limit=100, cursor=None)
+    pending = duplicates.list_duplicates(services(), actor, status=DuplicateStatus.PENDING.value,
+                                         limit=PAGE_SIZE, cursor=None)
     return render_template("supervision.html", overdue=overdue, unroutable=unroutable["items"],
-                           unroutable_more=unroutable["next"] is not None, partner_names=_partner_names())
+                           unroutable_more=unroutable["next"] is not None, partner_names=_partner_names(),
+                           duplicates=pending["items"], duplicates_more=pending["next"] is not None)
+
+
+def _decide_duplicate(actor: Actor, duplicate_id: str, decide: Callable[[Any, str, Actor], Any], done: str) -> Any:
+    try:
+        decide(services(), duplicate_id, actor)
+    except Conflict:
+        flash(_("Another supervisor has already decided on this pair."), "error")
+    else:
+        flash(done, "success")
+    return redirect(url_for("web.supervision"))
+
+
+@bp.post("/supervision/duplicates/<duplicate_id>/confirm")
+@page(Role.SUPERVISOR)
+def duplicate_confirm(actor: Actor, duplicate_id: str) -> Any:
+    return _decide_duplicate(actor, duplicate_id, duplicates.confirm,
+                             _("Confirmed: the two referrals are now linked as one person. Each keeps its own "
+                               "details and consent."))
+
+
+@bp.post("/supervision/duplicates/<duplicate_id>/dismiss")
+@page(Role.SUPERVISOR)
+def duplicate_dismiss(actor: Actor, duplicate_id: str) -> Any:
+    return _decide_duplicate(actor, duplicate_id, duplicates.dismiss,
+                             _("Dismissed: the two referrals stay separate people."))
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from referral_service.db.models import Assignment, Partner, Referral
+from referral_service.db.models import Assignment, Partner, PossibleDuplicate, Referral, Subject
 from referral_service.services import users
 from tests.factories import partner, referral_body
 from tests.pipeline import drain
@@ -33,6 +33,8 @@ class Endpoint:
     body: Callable[[], Any] | None = None
     # The case before the call: "offered" to the holding partner, "accepted" by it, or "withdrawn" by its caseworker.
     state: str = "offered"
+    # A second referral of the same CNIC first, so a possible duplicate awaits a decision.
+    duplicate: bool = False
 
 
 ENDPOINTS: dict[str, Endpoint] = {
@@ -60,6 +62,9 @@ ENDPOINTS: dict[str, Endpoint] = {
                                 lambda: {"note": "family is back"}, state="withdrawn"),
     "audit_query": Endpoint("GET", "/api/v1/audit"),
     "audit_verify": Endpoint("GET", "/api/v1/audit/verify"),
+    "list_duplicates": Endpoint("GET", "/api/v1/duplicates", duplicate=True),
+    "confirm_duplicate": Endpoint("POST", "/api/v1/duplicates/{duplicate_id}/confirm", duplicate=True),
+    "dismiss_duplicate": Endpoint("POST", "/api/v1/duplicates/{duplicate_id}/dismiss", lambda: {}, duplicate=True),
 }
 
 # fmt: off
@@ -83,6 +88,9 @@ MATRIX: dict[str, tuple[int, ...]] = {
     "reopen_referral":       (200,  403,     200,       403,      403,    403,    403,  401,      401),
     "audit_query":           (403,  403,     403,       403,      403,    200,    403,  401,      401),
     "audit_verify":          (403,  403,     403,       403,      403,    200,    403,  401,      401),
+    "list_duplicates":       (403,  403,     200,       403,      403,    403,    403,  401,      401),
+    "confirm_duplicate":     (403,  403,     200,       403,      403,    403,    403,  401,      401),
+    "dismiss_duplicate":     (403,  403,     200,       403,      403,    403,    403,  401,      401),
 }
 # fmt: on
 
@@ -110,13 +118,14 @@ class World:
     user_ids: dict[str, str]
     referral_id: str
     assignment_id: str
+    duplicate_id: str | None = None
 
     def call(self, method: str, path: str, role: str, body: Any = None) -> Any:
         kwargs: dict[str, Any] = {"headers": self.headers[role]}
         if body is not None:
             kwargs["json"] = body
-        return self.client.open(path.format(referral_id=self.referral_id, assignment_id=self.assignment_id),
-                                method=method, **kwargs)
+        return self.client.open(path.format(referral_id=self.referral_id, assignment_id=self.assignment_id,
+                                            duplicate_id=self.duplicate_id), method=method, **kwargs)
 
     def snapshot(self) -> tuple[Any, ...]:
         with self.services.uow() as uow:
@@ -127,11 +136,15 @@ class World:
                                 .order_by(Referral.id)).all()),
                 tuple(s.execute(select(Assignment.id, Assignment.status).order_by(Assignment.id)).all()),
                 tuple(s.execute(select(Partner.id, Partner.name, Partner.capacity).order_by(Partner.id)).all()),
+                tuple(s.execute(select(PossibleDuplicate.id, PossibleDuplicate.status)
+                                .order_by(PossibleDuplicate.id)).all()),
+                tuple(s.execute(select(Subject.id, Subject.person_id).order_by(Subject.id)).all()),
             )
 
 
 
-def build_world(services: Any, client: Any, make_user: Any, add_partner: Any, *, state: str) -> World:
+def build_world(services: Any, client: Any, make_user: Any, add_partner: Any, *, state: str,
+                duplicate: bool = False) -> World:
     add_partner()
     add_partner(id=QUETTA, name="Quetta Legal Aid", services=["legal_aid"], provinces=["Balochistan"],
                 districts=["Quetta"], languages=["ur"])
@@ -163,13 +176,22 @@ def build_world(services: Any, client: Any, make_user: Any, add_partner: Any, *,
         assert resp.status_code == 200, resp.get_json()
     else:
         assert state == "offered", state
+    duplicate_id = None
+    if duplicate:  # the same CNIC again, without consent so nothing more is routed
+        resp = client.post("/api/v1/referrals", json=referral_body(subject__full_name="Z. Khattak",
+                                                                   consent={"given": False}),
+                           headers=headers["owner"])
+        assert resp.status_code == 201, resp.get_json()
+        [pending] = client.get("/api/v1/duplicates", headers=headers["supervisor"]).get_json()["items"]
+        duplicate_id = pending["id"]
     return World(client, services, headers, {r: h.actor.user_id for r, h in handles.items()}, referral_id,
-                 assignment["id"])
+                 assignment["id"], duplicate_id)
 
 
 @pytest.fixture
 def world_factory(services: Any, client: Any, make_user: Any, add_partner: Any) -> Callable[..., World]:
-    return lambda state="offered": build_world(services, client, make_user, add_partner, state=state)
+    return lambda state="offered", duplicate=False: build_world(services, client, make_user, add_partner,
+                                                                 state=state, duplicate=duplicate)
 
 
 def _check_success(endpoint: str, role: str, world: World, body: dict[str, Any]) -> None:
@@ -209,6 +231,12 @@ def _check_success(endpoint: str, role: str, world: World, body: dict[str, Any])
         assert isinstance(body["items"], list) and "next" in body
     elif endpoint == "audit_verify":
         assert body["ok"] is True and isinstance(body["entries"], int) and isinstance(body["head"], str)
+    elif endpoint == "list_duplicates":
+        assert [d["id"] for d in body["items"]] == [world.duplicate_id] and body["next"] is None
+        assert body["items"][0]["earlier_referral"]["id"] == world.referral_id
+    elif endpoint in ("confirm_duplicate", "dismiss_duplicate"):
+        assert body["id"] == world.duplicate_id
+        assert body["status"] == ("confirmed" if endpoint == "confirm_duplicate" else "dismissed")
     else:  # pragma: no cover - a new matrix row needs its own check
         raise AssertionError(endpoint)
 
@@ -219,7 +247,7 @@ def test_role_endpoint_matrix(app: Any, world_factory: Callable[..., World], end
     spec = ENDPOINTS[endpoint]
     if not _route_exists(app, spec):
         pytest.skip(f"{spec.method} {spec.path} is in the contract but not built yet")
-    world = world_factory(state=spec.state)
+    world = world_factory(state=spec.state, duplicate=spec.duplicate)
     before = world.snapshot()
     resp = world.call(spec.method, spec.path, role, spec.body() if spec.body else None)
     if expected == 401:
@@ -235,7 +263,8 @@ def test_role_endpoint_matrix(app: Any, world_factory: Callable[..., World], end
 
 def _rule(spec: Endpoint) -> tuple[str, str]:
     return spec.method, (spec.path.replace("{referral_id}", "<referral_id>")
-                         .replace("{assignment_id}", "<assignment_id>").replace(MEDICAL, "<partner_id>"))
+                         .replace("{assignment_id}", "<assignment_id>").replace("{duplicate_id}", "<duplicate_id>")
+                         .replace(MEDICAL, "<partner_id>"))
 
 
 def _api_routes(app: Any) -> set[tuple[str, str]]:
@@ -267,6 +296,9 @@ def test_unknown_ids_are_404_for_allowed_roles(world_factory: Callable[..., Worl
     assert_json_error(world.call("POST", "/api/v1/referrals/no-such-id/consent/withdraw", "supervisor", {}), 404,
                       "not_found")
     assert_json_error(world.call("GET", "/api/v1/partners/no-such-partner", "auditor"), 404, "not_found")
+    for verb in ("confirm", "dismiss"):
+        assert_json_error(world.call("POST", f"/api/v1/duplicates/no-such-id/{verb}", "supervisor"), 404,
+                          "not_found")
 
 
 def test_malformed_authorization_headers_are_401(client: Any, services: Any) -> None:

@@ -245,27 +245,35 @@ def test_consent_withdrawal_leaves_finished_assignments_alone(
 
 
 # -- repeat referrals --------------------------------------------------------------------------------
-def test_repeat_referral_by_cnic_or_phone_links_to_the_same_subject(client: Any, make_user: Any) -> None:
-    cw, other = make_user("caseworker"), make_user("caseworker")
+def test_repeat_referral_by_cnic_or_phone_keeps_its_own_subject_and_names_only_visible_referrals(
+        client: Any, make_user: Any) -> None:
+    cw, other, supervisor = make_user("caseworker"), make_user("caseworker"), make_user("supervisor")
     first = submit(client, cw.headers)
     assert first["warnings"] == []
 
+    # Another caseworker's match is not theirs to know about: the answer is a no-match answer.
     by_cnic = submit(client, other.headers, subject__phone=None, subject__cnic="1730112345672")
-    assert by_cnic["subject_id"] == first["subject_id"]
-    [warning] = by_cnic["warnings"]
-    assert warning["code"] == "possible_repeat_referral" and warning["matched_on"] == "cnic"
-    assert warning["earlier_references"] == [first["reference"]]
+    assert by_cnic["subject_id"] != first["subject_id"]
+    assert by_cnic["warnings"] == []
 
+    # The same caseworker again, by phone: warned, and told only of their own earlier referral.
     by_phone = submit(client, cw.headers, subject__cnic=DELETE, subject__phone="0300-1234567",
                       subject__full_name="Zarmina K.")
-    assert by_phone["subject_id"] == first["subject_id"]
+    assert by_phone["subject_id"] not in (first["subject_id"], by_cnic["subject_id"])
     [warning] = by_phone["warnings"]
-    assert warning["matched_on"] == "phone"
-    assert warning["earlier_references"] == [first["reference"], by_cnic["reference"]]
+    assert warning["code"] == "possible_repeat_referral" and warning["matched_on"] == ["phone"]
+    assert warning["earlier_references"] == [first["reference"]]
     assert "Zarm" not in json.dumps(by_phone) and "1234567" not in warning["message"]
 
+    # A supervisor may see every referral, so is told of all three.
+    by_supervisor = submit(client, supervisor.headers)
+    [warning] = by_supervisor["warnings"]
+    assert warning["matched_on"] == ["cnic", "phone"]
+    assert warning["earlier_references"] == [first["reference"], by_cnic["reference"], by_phone["reference"]]
+
     shown = client.get(f"/api/v1/referrals/{by_phone['id']}", headers=cw.headers).get_json()
-    assert shown["linked_existing_subject"] is True and shown["subject_id"] == first["subject_id"]
+    assert shown["subject"]["full_name"] == "Zarmina K." and shown["subject"]["cnic"] is None
+    assert "linked_existing_subject" not in shown
 
 
 def test_a_different_person_is_a_new_subject_without_warning(services: Any, client: Any, make_user: Any) -> None:

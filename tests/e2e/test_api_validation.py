@@ -81,6 +81,10 @@ REJECTED: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
     ("full_name_missing", {"subject__full_name": DELETE}, ("subject", "full_name")),
     ("full_name_blank", {"subject__full_name": "   "}, ("subject", "full_name")),
     ("full_name_null", {"subject__full_name": None}, ("subject", "full_name")),
+    ("full_name_zero_width_spaces", {"subject__full_name": "\u200b\u200b\u200b"}, ("subject", "full_name")),
+    ("full_name_direction_override", {"subject__full_name": "\u202e"}, ("subject", "full_name")),
+    ("full_name_invisible_and_spaces", {"subject__full_name": "\u2060 \ufeff\u3000\u200d"}, ("subject", "full_name")),
+    ("full_name_control_characters", {"subject__full_name": "\u0007\u001b"}, ("subject", "full_name")),
     ("sex_unknown", {"subject__sex": "unknown"}, ("subject", "sex")),
     ("language_unknown", {"subject__preferred_language": "klingon"}, ("subject", "preferred_language")),
     ("needs_empty", {"needs": []}, ("needs",)),
@@ -137,6 +141,10 @@ ACCEPTED: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("phone_with_spaces", {"subject__phone": "+92 300 1234567"}, {"phone": "+923001234567"}),
     ("phone_with_00_prefix", {"subject__phone": "00923001234567"}, {"phone": "+923001234567"}),
     ("phone_with_dashes", {"subject__phone": "0300-1234567"}, {"phone": "+923001234567"}),
+    ("cnic_in_urdu_digits", {"subject__cnic": "۱۷۳۰۱-۱۲۳۴۵۶۷-۲"}, {"cnic": "17301-1234567-2"}),
+    ("cnic_in_arabic_indic_digits", {"subject__cnic": "١٧٣٠١١٢٣٤٥٦٧٢"}, {"cnic": "17301-1234567-2"}),
+    ("phone_in_urdu_digits", {"subject__phone": "۰۳۰۰-۱۲۳۴۵۶۷"}, {"phone": "+923001234567"}),
+    ("name_in_urdu_with_a_joiner", {"subject__full_name": "ثمینہ\u200c بی بی"}, {"full_name": "ثمینہ\u200c بی بی"}),
     ("places_any_case", {"subject__province": "khyber PAKHTUNKHWA", "subject__district": "peshawar"},
      {"province": "Khyber Pakhtunkhwa", "district": "Peshawar"}),
     ("district_alone_finds_province", {"subject__province": DELETE, "subject__district": "Quetta"},
@@ -384,3 +392,12 @@ def test_every_subject_problem_is_reported_at_once(client: Any, make_user: Any) 
     resp = client.post("/api/v1/referrals", json=body, headers=cw.headers)
     assert resp.status_code == 422
     assert set(resp.get_json()["error"]["fields"]["subject"]) >= {"cnic", "phone", "district", "full_name"}
+
+
+def test_a_name_of_only_invisible_characters_is_refused_with_a_clear_message(
+        services: Any, client: Any, caseworker: Any) -> None:
+    before = row_counts(services)
+    body = referral_body(subject__full_name="\u200b\u202e\u200f")
+    error = error_of(client.post("/api/v1/referrals", json=body, headers=caseworker.headers), 422)
+    assert error["fields"]["subject"]["full_name"] == ["must contain letters, not only spaces or invisible characters"]
+    assert row_counts(services) == before

@@ -77,12 +77,14 @@ def submit_marked_referrals(client: Any, cw_headers: dict[str, str]) -> list[dic
         consent={"given": True, "method": "written", "share": ["contact", "identity", "incident"]})
     first = client.post("/api/v1/referrals", json=marked, headers=cw_headers)
     assert first.status_code == 201, first.get_json()
-    # The same person again, CNIC without dashes and phone in local form: the duplicate path.
+    # The same person again, CNIC without dashes and phone in local form: the duplicate path (a subject of
+    # its own, and a possible duplicate for supervisors).
     again = referral_body(subject__full_name=MARKERS["full_name"], subject__cnic="6110198765437",
                           subject__phone="03219876543", incident__narrative=MARKERS["narrative"])
     second = client.post("/api/v1/referrals", json=again, headers=cw_headers)
     assert second.status_code == 201, second.get_json()
-    assert second.get_json()["subject_id"] == first.get_json()["subject_id"]
+    assert second.get_json()["subject_id"] != first.get_json()["subject_id"]
+    assert second.get_json()["warnings"][0]["matched_on"] == ["cnic", "phone"]
     return [first.get_json(), second.get_json()]
 
 
@@ -111,7 +113,10 @@ def test_no_marker_in_any_form_in_the_sqlite_files_or_logs(services: Services, c
     caplog.set_level(logging.DEBUG)
     add_partner(name=CANARY)  # not personal, stored in the clear: proves the scan sees plain text
     cw = make_user("caseworker")
-    first, _ = submit_marked_referrals(client, cw.headers)
+    first, second = submit_marked_referrals(client, cw.headers)
+    # A supervisor reads the duplicates queue (names revealed): its access log lines are scanned too.
+    queue = client.get("/api/v1/duplicates", headers=make_user("supervisor").headers).get_json()["items"]
+    assert [(d["referral_id"], d["earlier_referral_id"]) for d in queue] == [(second["id"], first["id"])]
     add_marked_followup(services, client, first["id"], cw.headers,
                         lambda partner_id: make_user("partner", partner_id=partner_id).headers)
 
@@ -124,7 +129,7 @@ def test_no_marker_in_any_form_in_the_sqlite_files_or_logs(services: Services, c
     with closing(sqlite3.connect(database)) as conn:
         busy, _, moved = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         assert busy == 0 and moved >= 0
-        assert conn.execute("select count(*) from subjects").fetchone() == (1,)
+        assert conn.execute("select count(*) from subjects").fetchone() == (2,)
     after_checkpoint = _read_home(home)
     assert len(after_checkpoint) > 50_000  # we really read a database
 

@@ -155,13 +155,40 @@ def test_referral_without_consent_says_it_is_not_routed(client: FlaskClient, cas
     assert "Not routed: consent was not given" in html
 
 
-def test_repeat_referral_of_the_same_cnic_warns(client: FlaskClient, caseworker: Any) -> None:
+def test_repeat_referral_of_the_same_cnic_warns_its_own_caseworker(client: FlaskClient, caseworker: Any) -> None:
     sign_in(client, caseworker.actor.name)
     first = submit(client, valid_form())
-    client.get(first.headers["Location"])
-    second = submit(client, valid_form(**{"subject.phone": ""}))
+    first_reference = _submitted_reference(client.get(first.headers["Location"]).get_data(as_text=True))
+    second = submit(client, valid_form(**{"subject.phone": "", "subject.full_name": "Zarmeena K."}))
     html = client.get(second.headers["Location"]).get_data(as_text=True)
-    assert "Possible repeat referral: the CNIC matches a person already referred" in html
+    assert (f"Possible repeat referral: the CNIC matches an earlier referral ({first_reference}). This referral "
+            "is kept separate until a supervisor confirms they are the same person.") in html
+    assert "Zarmeena K." in html  # the referral shows the person as entered on it
+
+
+def test_repeat_of_another_caseworkers_client_flashes_nothing_about_them(
+        client: FlaskClient, caseworker: Any, make_user: Any, app: Any) -> None:
+    sign_in(client, caseworker.actor.name)
+    first = submit(client, valid_form())
+    first_reference = _submitted_reference(client.get(first.headers["Location"]).get_data(as_text=True))
+
+    other = make_user("caseworker", password=PASSWORD)
+    b = app.test_client()
+    sign_in(b, other.actor.name)
+    # B knows only the family phone; name, CNIC and the rest are B's own client's.
+    resp = submit(b, valid_form(**{"subject.full_name": "Gul Bano", "subject.cnic": "", "subject.address": "",
+                                   "subject.date_of_birth": ""}))
+    html = b.get(resp.headers["Location"]).get_data(as_text=True)
+    assert "was submitted" in html and "Gul Bano" in html
+    assert "Possible repeat" not in html and first_reference not in html
+    for marker in ("Zarmeena", "17301", "Hayatabad", "1990-04-12"):
+        assert marker not in html, marker
+
+
+def _submitted_reference(html: str) -> str:
+    found = re.search(r"Referral (VAN-\d{4}-\d{6}) was submitted", html)
+    assert found, html
+    return found.group(1)
 
 
 def test_invalid_field_shows_message_next_to_it_and_keeps_values(client: FlaskClient, caseworker: Any) -> None:

@@ -73,6 +73,23 @@ def test_phone_in_local_international_or_00_form_gives_the_same_index(keys: File
     assert indexer.index("phone", form) == indexer.index("phone", "+923001234567")
 
 
+@pytest.mark.parametrize(("column", "form", "normal"), [
+    ("cnic", "۱۷۳۰۱-۱۲۳۴۵۶۷-۲", "1730112345672"),  # Urdu (Extended Arabic-Indic) digits, U+06F0..U+06F9
+    ("cnic", "١٧٣٠١١٢٣٤٥٦٧٢", "1730112345672"),  # Arabic-Indic digits, U+0660..U+0669
+    ("cnic", "17301-１２３４５６７-2", "1730112345672"),  # full-width digits among ASCII ones
+    ("cnic", "\u200e17301-1234567-2\u200f", "1730112345672"),  # direction marks from a right-to-left paste
+    ("phone", "+۹۲ ۳۰۰ ۱۲۳۴۵۶۷", "+923001234567"),
+    ("phone", "٠٣٠٠-١٢٣٤٥٦٧", "+923001234567"),
+    ("phone", "\u202a+92 300 1234567\u202c", "+923001234567"),
+])
+def test_digits_of_any_script_are_read_as_ascii_and_index_alike(keys: FileKeyring, column: str, form: str,
+                                                                 normal: str) -> None:
+    normalise = normalise_cnic if column == "cnic" else normalise_phone
+    assert normalise(form) == normal
+    indexer = BlindIndexer(keys)
+    assert indexer.index(column, form) == indexer.index(column, normal)
+
+
 @pytest.mark.parametrize(("column", "bad"), [
     ("cnic", "1234"), ("cnic", "17301-1234567-22"), ("cnic", "abcde-fghijkl-m"),
     ("phone", "99999"), ("phone", "+92777"), ("phone", "call me"),

@@ -1,0 +1,36 @@
+"""Possible duplicate people, for supervisors: the queue, and the decision on each pair."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import request
+
+from referral_service.api import bp, current_actor, load, ok, optional_json_body, query_choice, query_int, services
+from referral_service.domain.duplicates import DuplicateStatus
+from referral_service.services import duplicates
+from schemas.duplicates import DuplicateDecisionSchema
+
+
+@bp.get("/duplicates")
+def list_duplicates() -> Any:
+    actor = current_actor()
+    return ok(duplicates.list_duplicates(services(), actor, status=query_choice("status", DuplicateStatus),
+                                         limit=query_int("limit"), cursor=request.args.get("cursor")))
+
+
+@bp.post("/duplicates/<duplicate_id>/confirm")
+def confirm_duplicate(duplicate_id: str) -> Any:
+    actor = current_actor()
+    # Role before body, as for intake: a caller who may not decide learns nothing from validation.
+    duplicates.require_supervisor(services(), actor, "duplicate.confirm")
+    load(DuplicateDecisionSchema(), optional_json_body())
+    return ok(duplicates.confirm(services(), duplicate_id, actor))
+
+
+@bp.post("/duplicates/<duplicate_id>/dismiss")
+def dismiss_duplicate(duplicate_id: str) -> Any:
+    actor = current_actor()
+    duplicates.require_supervisor(services(), actor, "duplicate.dismiss")
+    load(DuplicateDecisionSchema(), optional_json_body())
+    return ok(duplicates.dismiss(services(), duplicate_id, actor))
