@@ -269,7 +269,8 @@ def test_right_keyring_opens_what_it_sealed(services: Services) -> None:
         assert subject is not None
         shown = services.personal_data.reveal_subject(uow.session, subject, ["full_name", "cnic"], actor=None,
                                                       referral_id=None)
-    assert shown == {"full_name": "Nasreen Bibi", "cnic": "35202-1234567-1", "erased": False}
+    assert shown == {"full_name": "Nasreen Bibi", "cnic": "35202-1234567-1", "erased": False,
+                     "damaged": False}
 
 
 def test_data_key_cannot_open_a_field_sealed_for_another_subject(services: Services) -> None:
