@@ -63,10 +63,11 @@ def check_records(services: Services, on_damage: Callable[[Damage], None], *, ba
                 .order_by(SubjectKey.id).limit(batch_size)
             ).all()
             batch = [d for d in map(pd.key_damage, keys) if d is not None]
-        if not keys:
+            last = keys[-1].id if keys else None
+        if last is None:
             break
         summary.checked_keys += len(keys)
-        after = keys[-1].id
+        after = last
         found(batch)
 
     after = ""
@@ -80,19 +81,21 @@ def check_records(services: Services, on_damage: Callable[[Damage], None], *, ba
             for subject in subjects:
                 sealed = [(c, ct) for c in SUBJECT_COLUMNS if (ct := getattr(subject, f"{c}_ct")) is not None]
                 batch.extend(_check_fields(services, uow.session, subject, "subjects", subject.id, sealed, summary))
-        if not subjects:
+            last = subjects[-1].id if subjects else None
+        if last is None:
             break
-        after = subjects[-1].id
+        after = last
         found(batch)
 
     for table, model, sealed_column, column, referral_id in OTHER_SEALED:
         after = ""
         while True:
             with services.uow() as uow:
+                query = select(model.id, sealed_column, Subject).select_from(model)
+                if model is not Referral:
+                    query = query.join(Referral, Referral.id == referral_id)
                 rows = uow.session.execute(
-                    select(model.id, sealed_column, Subject)
-                    .join(Referral, Referral.id == referral_id)
-                    .join(Subject, Subject.id == Referral.subject_id)
+                    query.join(Subject, Subject.id == Referral.subject_id)
                     .where(sealed_column.is_not(None), Subject.erased_at.is_(None), model.id > after)
                     .order_by(model.id).limit(batch_size)
                 ).all()
