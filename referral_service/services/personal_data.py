@@ -381,8 +381,17 @@ class PersonalData:
     def reveal_field(
         self, session: Session, subject: Subject, table: str, column: str, row_id: str,
         ciphertext: bytes | None, *, actor: Actor | None, referral_id: str | None,
+    ) -> str | None:
+        """One sealed field of another table (incident, notes); None when erased or damaged
+        (`reveal_field_read` tells which)."""
+        return self.reveal_field_read(session, subject, table, column, row_id, ciphertext, actor=actor,
+                                      referral_id=referral_id).value
+
+    def reveal_field_read(
+        self, session: Session, subject: Subject, table: str, column: str, row_id: str,
+        ciphertext: bytes | None, *, actor: Actor | None, referral_id: str | None,
     ) -> FieldRead:
-        """One sealed field of another table (incident, notes): its value, or erased, or damaged."""
+        """One sealed field of another table: its value, or erased, or damaged."""
         if ciphertext is None:
             return FieldRead(None)
         self.access.record(actor=actor, action=f"{table}.{column}.read", referral_id=referral_id,

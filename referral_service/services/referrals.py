@@ -202,8 +202,8 @@ def referral_view(session: Any, services: Services, referral: Referral, actor: A
     }
     if vis.incident:
         incident: dict[str, Any] = {"type": referral.incident_type}
-        read = pd.reveal_field(session, subject, "referrals", "incident", referral.id, referral.incident_ct,
-                               actor=actor, referral_id=referral.id)
+        read = pd.reveal_field_read(session, subject, "referrals", "incident", referral.id,
+                                    referral.incident_ct, actor=actor, referral_id=referral.id)
         if read.value is not None:
             incident.update(json.loads(read.value))
         elif read.damaged:
@@ -240,12 +240,12 @@ def assignment_view(session: Any, services: Services, a: Assignment, actor: Acto
     }
     if reveal_notes and subject is not None:
         pd = services.personal_data
-        body.update(_note(pd.reveal_field(session, subject, "assignments", "note", a.id, a.note_ct,
-                                          actor=actor, referral_id=a.referral_id)))
+        body.update(_note(pd.reveal_field_read(session, subject, "assignments", "note", a.id, a.note_ct,
+                                               actor=actor, referral_id=a.referral_id)))
         body["followups"] = [
             {"id": f.id, "outcome": f.outcome, "recorded_at": f.recorded_at, "recorded_by": f.recorded_by,
-             **_note(pd.reveal_field(session, subject, "followups", "note", f.id, f.note_ct,
-                                     actor=actor, referral_id=a.referral_id))}
+             **_note(pd.reveal_field_read(session, subject, "followups", "note", f.id, f.note_ct,
+                                          actor=actor, referral_id=a.referral_id))}
             for f in a.followups
         ]
     return body
