@@ -405,6 +405,9 @@ class PersonalData:
 
     def damaged_subjects(self, session: Session, subjects: Sequence[Subject]) -> set[str]:
         """Ids of those subjects whose data key does not open (for lists that show no personal field)."""
+        key_ids = [s.key_id for s in subjects if s.erased_at is None]
+        if key_ids:  # one query into the identity map, so data_key's session.get does not ask per subject
+            session.scalars(select(SubjectKey).where(SubjectKey.id.in_(key_ids))).all()
         damaged = set()
         for subject in subjects:
             if subject.erased_at is not None:
