@@ -310,6 +310,7 @@ def keys_rotate(batch_size: int, pause: float, resume: bool) -> None:
     import time
 
     from referral_service.crypto.keyring import add_active_kek
+    from referral_service.services.damage import Damage
 
     settings = _settings()
     services = _services(settings)
@@ -322,7 +323,7 @@ def keys_rotate(batch_size: int, pause: float, resume: bool) -> None:
         click.echo(f"new active key-encryption key: {kek}")
     with services.uow() as uow:
         total = pd.keys_to_rewrap(uow.session)
-    damaged: dict[str, Any] = {}
+    damaged: dict[str, Damage] = {}
     with click.progressbar(length=total, label="re-wrapping data keys", file=sys.stderr) as bar:
         while True:
             # One pass in key-id order; damaged keys are passed over, never retried in a loop. Another
