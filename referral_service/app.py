@@ -11,6 +11,8 @@ from typing import Any
 from flask import Flask, g, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
@@ -52,6 +54,24 @@ class Metrics:
                 return float("nan")
 
         outbox.set_function(_pending)
+        self.registry.register(DamageCollector(services))
+
+
+class DamageCollector(Collector):
+    """`damaged_records_total{table}`: reads that met a damaged record, from the services' DamageReporter."""
+
+    TABLES = ("subject_keys", "subjects", "referrals", "assignments", "followups", "case_notes")
+
+    def __init__(self, services: Services) -> None:
+        self.damage = services.damage
+
+    def collect(self) -> list[Metric]:
+        family = CounterMetricFamily("damaged_records", "Reads that met a stored key or sealed field that does "
+                                     "not open (run 'referral-service records check')", labels=["table"])
+        counts = self.damage.counts()
+        for table in sorted(set(self.TABLES) | set(counts)):  # zeros too, so rate() works from the start
+            family.add_metric([table], counts.get(table, 0))
+        return [family]
 
 
 def error_response(status: int, code: str, message: str, fields: dict[str, Any] | None = None) -> Any:

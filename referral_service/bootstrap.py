@@ -15,6 +15,7 @@ from referral_service.crypto import BlindIndexer, FieldCipher, FileKeyring, KeyP
 from referral_service.db.session import UnitOfWork, make_engine
 from referral_service.domain.deadlines import DeadlinePolicy
 from referral_service.services.access import AccessRecorder, LogAccessRecorder
+from referral_service.services.damage import DamageLog, DamageReporter
 from referral_service.services.personal_data import PersonalData
 
 
@@ -27,6 +28,7 @@ class Services:
     personal_data: PersonalData
     clock: Clock
     deadline_policy: DeadlinePolicy
+    damage: DamageReporter
     # Set after each commit that wrote outbox rows, so an in-process relay publishes at once
     # instead of waiting for its next poll.
     outbox_signal: threading.Event = field(default_factory=threading.Event)
@@ -44,6 +46,7 @@ def bootstrap(
     keys: KeyProvider | None = None,
     clock: Clock | None = None,
     access: AccessRecorder | None = None,
+    damage: DamageReporter | None = None,
     engine: Engine | None = None,
     **engine_kwargs: Any,
 ) -> Services:
@@ -59,7 +62,8 @@ def bootstrap(
             settings.home.mkdir(parents=True, exist_ok=True)
         engine = make_engine(settings.database_url, **engine_kwargs)
     session_factory = sessionmaker(engine, expire_on_commit=False)
-    personal_data = PersonalData(keys, FieldCipher(), BlindIndexer(keys), access or LogAccessRecorder())
+    damage = damage or DamageLog()
+    personal_data = PersonalData(keys, FieldCipher(), BlindIndexer(keys), access or LogAccessRecorder(), damage)
     return Services(
         settings=settings,
         engine=engine,
@@ -68,12 +72,14 @@ def bootstrap(
         personal_data=personal_data,
         clock=clock or SystemClock(),
         deadline_policy=policy,
+        damage=damage,
     )
 
 
 def prepare_database(services: Services) -> None:
     """What `referral-service init` does to a database: Alembic to head, then check (and on first use,
-    record) that this keyring is the one the stored data keys and blind indexes belong to."""
+    record: fingerprint, KEK canaries) that this keyring is the one the stored data keys and blind
+    indexes belong to."""
     from referral_service.db.migrate import upgrade_to_head
 
     upgrade_to_head(services.engine)

@@ -313,27 +313,51 @@ def keys_rotate(batch_size: int, pause: float, resume: bool) -> None:
     import time
 
     from referral_service.crypto.keyring import add_active_kek
+    from referral_service.services.damage import Damage
 
     settings = _settings()
     services = _services(settings)
+    pd = services.personal_data
     if not resume:
         kek = add_active_kek(settings.keyring_path)
+        with services.uow() as uow:
+            pd.write_canary(uow.session)
+            uow.commit()
         click.echo(f"new active key-encryption key: {kek}")
     with services.uow() as uow:
-        total = services.personal_data.keys_to_rewrap(uow.session)
+        total = pd.keys_to_rewrap(uow.session)
+    damaged: dict[str, Damage] = {}
     with click.progressbar(length=total, label="re-wrapping data keys", file=sys.stderr) as bar:
         while True:
+            # One pass in key-id order; damaged keys are passed over, never retried in a loop. Another
+            # pass only if the last one moved keys and some are left (PostgreSQL skips rows locked
+            # by a concurrent erasure).
+            after, moved = "", 0
+            while True:
+                with services.uow() as uow:
+                    batch = pd.rewrap_batch(uow.session, batch_size, after=after)
+                    uow.commit()
+                if not batch.seen or batch.last_id is None:
+                    break
+                after, moved = batch.last_id, moved + batch.rewrapped
+                new = {d.row_id: d for d in batch.damaged if d.row_id not in damaged}
+                damaged.update(new)
+                bar.update(batch.rewrapped + len(new))
+                if pause:
+                    time.sleep(pause)
             with services.uow() as uow:
-                done = services.personal_data.rewrap_batch(uow.session, batch_size)
-                uow.commit()
-            if not done:
+                left = pd.keys_to_rewrap(uow.session)
+            if not moved or left <= len(damaged):
                 break
-            bar.update(done)
-            if pause:
-                time.sleep(pause)
     with services.uow() as uow:
-        usage = services.personal_data.kek_usage(uow.session)
+        usage = pd.kek_usage(uow.session)
     click.echo(f"done; data keys per key-encryption key: {json.dumps(usage)}")
+    for d in damaged.values():
+        click.echo(f"damaged: {json.dumps(d.as_dict())}", err=True)
+    if damaged:
+        click.echo(f"warning: {len(damaged)} damaged data key(s) do not open, so they were not re-wrapped and "
+                   "stay under their old key-encryption key; 'referral-service records check' lists every "
+                   "damaged record", err=True)
     services.dispose()
 
 
@@ -348,6 +372,7 @@ def keys_reindex(batch_size: int) -> None:
     """
     services = _services()
     pd = services.personal_data
+    damaged: set[str] = set()  # subjects whose CNIC/phone do not open: skipped, listed at the end
     with services.uow() as uow:
         old, new = pd.begin_reindex(uow.session)
         uow.commit()
@@ -358,17 +383,23 @@ def keys_reindex(batch_size: int) -> None:
         while True:
             with services.uow() as uow:
                 done = pd.reindex_batch(uow.session, batch_size)
+                damaged.update(d.subject_id for d in pd.damage_seen(uow.session))
                 uow.commit()
             if not done:
                 break
             bar.update(done)
     with services.uow() as uow:
         pd.switch_index(uow.session)
+        damaged.update(d.subject_id for d in pd.damage_seen(uow.session))
         uow.commit()
     with services.uow() as uow:
         dropped = pd.drop_old_index(uow.session)
+        damaged.update(d.subject_id for d in pd.damage_seen(uow.session))
         uow.commit()
     click.echo(f"done; blind index version {new} is active ({dropped} old index rows removed)")
+    if damaged:
+        click.echo(f"warning: {len(damaged)} subject(s) skipped, damaged (their CNIC or phone does not open, so "
+                   f"they are not in the new index): {' '.join(sorted(damaged))}", err=True)
     services.dispose()
 
 
@@ -397,10 +428,42 @@ def keys_retire(kek_id: str) -> None:
     services = _services(settings)
     with services.uow() as uow:
         in_use = services.personal_data.kek_usage(uow.session).get(kek_id, 0)
+        damaged = services.personal_data.damaged_keys(uow.session, kek_id) if in_use else []
+    if damaged:
+        _fail(f"{kek_id} still wraps {in_use} data key(s), {len(damaged)} of them damaged: they do not open, so no "
+              "rotation can move them (restore them from a backup, or erase their subjects); "
+              "'referral-service records check' lists them")
     if in_use:
         _fail(f"{kek_id} still wraps {in_use} data key(s); run 'referral-service keys rotate --resume' first")
     retire_kek(settings.keyring_path, kek_id)
+    with services.uow() as uow:
+        services.personal_data.forget_canary(uow.session, kek_id)
+        uow.commit()
     click.echo(f"retired {kek_id}")
+
+
+@main.group("records")
+def records_group() -> None:
+    """Check stored records."""
+
+
+@records_group.command("check")
+@click.option("--batch-size", default=500, show_default=True, type=click.IntRange(min=1),
+              help="Rows read per transaction.")
+@operator_errors
+def records_check(batch_size: int) -> None:
+    """List damaged records: every wrapped data key and sealed field that does not open.
+
+    One JSON line per damaged record (table, row_id, column, subject_id, error), then a summary line.
+    Nothing personal is printed or logged. Exit status 1 when any record is damaged, 0 when none.
+    """
+    from referral_service.services.records import check_records
+
+    services = _services()
+    summary = check_records(services, lambda d: click.echo(json.dumps(d.as_dict())), batch_size=batch_size)
+    click.echo(json.dumps({"summary": summary.as_dict()}))
+    services.dispose()
+    sys.exit(1 if summary.damaged else 0)
 
 
 @main.group("subjects")

@@ -15,6 +15,7 @@ class DuplicateSubjectSchema(Schema):
     date_of_birth = fields.String(allow_none=True)
     district = fields.String()
     erased = fields.Boolean()
+    damaged = fields.Boolean(metadata={"description": "the side's data key or a field does not open"})
 
 
 class DuplicateSideSchema(Schema):

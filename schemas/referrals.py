@@ -193,9 +193,14 @@ class AssignmentSchema(Schema):
     services_delivered = fields.List(fields.String(), allow_none=True)
     closed_at = fields.DateTime(allow_none=True)
     note = fields.String(allow_none=True)
-    followups = fields.List(fields.Dict())
+    note_damaged = fields.Boolean(metadata={"description": "present (true) when the note is stored but does not "
+                                                           "open: a damaged record; `note` is then null"})
+    followups = fields.List(fields.Dict(), metadata={"description": "each with `note`, and `note_damaged: true` "
+                                                                    "when its note is damaged"})
     risk_level = fields.String()
     reference = fields.String()
+    subject_damaged = fields.Boolean(metadata={"description": "inbox only: the person's data key does not open "
+                                                              "(a damaged record)"})
 
 
 class SubjectViewSchema(Schema):
@@ -210,6 +215,10 @@ class SubjectViewSchema(Schema):
     preferred_language = fields.String(allow_none=True)
     is_minor = fields.Boolean(allow_none=True)
     erased = fields.Boolean()
+    damaged = fields.Boolean(metadata={"description": "true when some stored personal field (or the person's data "
+                                                      "key) does not open: a damaged record; those fields read null"})
+    damaged_fields = fields.List(fields.String(), metadata={"description": "present when `damaged`: the fields "
+                                                                          "that read null because they are damaged"})
 
 
 class ReferralSchema(Schema):
@@ -220,7 +229,8 @@ class ReferralSchema(Schema):
     needs = fields.List(fields.String())
     subject_id = fields.String()
     subject = fields.Nested(SubjectViewSchema)
-    incident = fields.Dict()
+    incident = fields.Dict(metadata={"description": "type, date, narrative; `erased: true` or `damaged: true` "
+                                                    "(all null) when it cannot be read"})
     preferences = fields.Dict()
     consent = fields.Dict()
     assignments = fields.List(fields.Nested(AssignmentSchema))

@@ -52,6 +52,24 @@ class SubjectErased(CryptoError):
     """The subject's data key was destroyed (crypto-shredding): the data is gone for good."""
 
 
+class DamagedRecord(SubjectErased, DecryptionError):
+    """A stored data key or field that does not open although the keyring passed its start-up check.
+
+    Names where it lives (ids, table, column) and what failed, never any content. It is also a
+    `SubjectErased`: code that only skips what it cannot read (duplicate matching, re-indexing)
+    skips a damaged record the same way instead of failing the request; code that shows data
+    catches `DamagedRecord` first, so people see "damaged", not "erased".
+    """
+
+    def __init__(self, *, table: str, column: str, row_id: str, subject_id: str, reason: str) -> None:
+        super().__init__(f"damaged record: {table}.{column} row {row_id} ({reason})")
+        self.table = table
+        self.column = column
+        self.row_id = row_id
+        self.subject_id = subject_id
+        self.reason = reason
+
+
 def encode_parts(*parts: bytes | str) -> bytes:
     """Canonical, injective encoding: each part as a 4-byte big-endian length then its bytes."""
     out = []

@@ -52,6 +52,15 @@ class KeyringError(CryptoError):
     """The keyring is missing, malformed or wrong; the message is one operator-facing line."""
 
 
+class WrappedKeyDoesNotOpen(KeyringError, DecryptionError):
+    """A wrapped data key fails authentication under its KEK.
+
+    On its own the keyring cannot tell a wrong KEK from a damaged row, so this is both. Start-up
+    (`PersonalData.verify_keys`) proves each KEK against a canary of its own; after that, the
+    callers treat this as one damaged record, not as a wrong keyring.
+    """
+
+
 class KeyProvider(Protocol):
     def active_kek_id(self) -> str: ...
 
@@ -59,7 +68,10 @@ class KeyProvider(Protocol):
 
     def wrap_dek(self, material: bytes, *, subject_id: str, key_id: uuid.UUID) -> tuple[str, bytes]: ...
 
-    def unwrap_dek(self, kek_id: str, wrapped: bytes, *, subject_id: str, key_id: uuid.UUID) -> bytes: ...
+    def unwrap_dek(self, kek_id: str, wrapped: bytes, *, subject_id: str, key_id: uuid.UUID) -> bytes:
+        """Raises `DecryptionError` (e.g. `WrappedKeyDoesNotOpen`) when `wrapped` does not open,
+        `KeyringError` when the KEK is unknown or unreachable."""
+        ...
 
     def derive_secret(self, purpose: str) -> bytes: ...
 
@@ -176,7 +188,7 @@ class FileKeyring:
         try:
             return kek.decrypt(wrapped[:12], wrapped[12:], _wrap_aad(subject_id, key_id, kek_id))
         except InvalidTag:
-            raise KeyringError(
+            raise WrappedKeyDoesNotOpen(
                 f"REFERRAL_KEYRING: key-encryption key {kek_id} does not open its data keys (wrong keyring?)"
             ) from None
 

@@ -39,3 +39,9 @@ class Conflict(DomainError):
     status = 409
     code = "conflict"
 
+
+
+class RecordDamaged(Conflict):
+    """The person's stored data key does not open: nothing new can be sealed for them."""
+
+    code = "damaged_record"

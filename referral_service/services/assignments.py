@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -46,14 +47,23 @@ def inbox(services: Services, actor: Actor, *, status: str | None, limit: int | 
         query = query.where(or_(Assignment.offered_at < at, and_(Assignment.offered_at == at, Assignment.id < aid)))
     with services.uow() as uow:
         rows = uow.session.scalars(query.limit(limit + 1)).all()
+        # No personal field is shown here, but a person whose data key does not open is marked, so
+        # the partner knows before opening the case.
+        damaged = services.personal_data.damaged_subjects(uow.session, _subjects_of(uow.session, rows[:limit]))
         items = []
         for a in rows[:limit]:
             view = assignment_view(uow.session, services, a, actor)
             view["risk_level"] = a.referral.risk_level
             view["reference"] = a.referral.reference
+            view["subject_damaged"] = a.referral.subject_id in damaged
             items.append(view)
         nxt = encode_cursor(rows[limit - 1].offered_at, rows[limit - 1].id) if len(rows) > limit else None
         return {"items": items, "next": nxt}
+
+
+def _subjects_of(session: Any, rows: Sequence[Assignment]) -> list[Subject]:
+    ids = {a.referral.subject_id for a in rows}
+    return list(session.scalars(select(Subject).where(Subject.id.in_(ids)))) if ids else []
 
 
 def _load_for_partner(uow: UnitOfWork, assignment_id: str, actor: Actor, *, supervisor_ok: bool = False) -> Assignment:

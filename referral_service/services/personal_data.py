@@ -15,26 +15,37 @@ a request never misses a match whichever rows exist yet. The re-index fills the 
 subject-id order (batches, each committed with the cursor, so it resumes after a crash), catches
 up on subjects written by processes that had not noticed the transition, switches the active
 version, catches up once more, and deletes the old rows.
+
+Start-up proves the keyring against canaries of its own, never against subjects' keys: per KEK, a
+random key wrapped by it under a fixed canary context, kept in `crypto_meta` (`kek_canary:<id>`)
+and written when the KEK is first seen (init, `keys rotate`, or the first start of a database
+from before canaries). After that, a data key or field that does not open is one damaged record
+(`DamagedRecord`): the read shows a marker, the `DamageReporter` logs it and counts it, and the
+rest of the service carries on.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import logging
+import os
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from hashlib import sha256
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryptography.exceptions import InvalidTag
-from sqlalchemy import and_, delete, exists, func, or_, select
+from sqlalchemy import and_, delete, exists, func, insert, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from referral_service.crypto import (
     BlindIndexer,
     CryptoError,
+    DamagedRecord,
     DataKey,
     DecryptionError,
     FieldCipher,
@@ -46,18 +57,56 @@ from referral_service.crypto import (
     normalise_phone,
 )
 from referral_service.db.models import BlindIndex, CryptoMeta, Subject, SubjectKey, new_id
+from referral_service.domain.errors import RecordDamaged
 from referral_service.domain.model import PERSONAL_SUBJECT_FIELDS, Actor
 from referral_service.services.access import AccessRecorder
+from referral_service.services.damage import Damage, DamageLog, DamageReporter
 
 log = logging.getLogger(__name__)
 
 _DEK_CACHE = "referral_service.deks"
+_BROKEN_KEYS = "referral_service.broken_keys"
+_DAMAGE_SEEN = "referral_service.damage_seen"
 _INDEX_VERSIONS = "referral_service.blind_index_versions"
 _INDEX_VALUES = "referral_service.blind_index_values"
 ACTIVE_INDEX = "blind_index_version"
 NEXT_INDEX = "blind_index_next"
 INDEX_CURSOR = "blind_index_cursor"
 _NORMALISERS = {"cnic": normalise_cnic, "phone": normalise_phone}
+CANARY_PREFIX = "kek_canary:"
+# The canary's wrap context: no subject id can be this (they are UUIDs), so a canary is never
+# mistaken for a data key, nor a data key for a canary.
+_CANARY_SUBJECT = "referral-service/kek-canary"
+_CANARY_KEYS = uuid.UUID("5b1c7f0e-3d1a-4c55-9a57-2f3c6e8d9b10")  # uuid5 namespace of canary key ids
+# A KEK without a canary that already wraps stored keys (a database from before canaries) is proved
+# by the first of these many keys that opens, so one damaged row cannot fail it.
+_LEGACY_SAMPLE = 50
+_META_VALUE_MAX = 200  # crypto_meta.value
+
+
+def canary_name(kek_id: str) -> str:
+    name = CANARY_PREFIX + kek_id
+    # crypto_meta.name holds 64 characters; a KMS key ARN is longer.
+    return name if len(name) <= 64 else CANARY_PREFIX + "sha256:" + sha256(kek_id.encode()).hexdigest()[:40]
+
+
+def _canary_key_id(kek_id: str) -> uuid.UUID:
+    return uuid.uuid5(_CANARY_KEYS, kek_id)
+
+
+class FieldRead(NamedTuple):
+    """One sealed field as a reader gets it: the value, or why there is none."""
+
+    value: str | None
+    erased: bool = False
+    damaged: bool = False
+
+
+class RewrapBatch(NamedTuple):
+    seen: int  # rows looked at (0: the pass is over)
+    rewrapped: int
+    last_id: str | None  # where the next batch of this pass starts
+    damaged: list[Damage]
 
 
 @dataclass(frozen=True)
@@ -98,14 +147,30 @@ def is_minor(date_of_birth: date | None, today: date) -> bool | None:
     return years < 18
 
 
+def _insert_if_absent(session: Session, name: str, value: str) -> Any:
+    """Two processes starting at once may both write a canary: the first one stays (either opens)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(CryptoMeta).values(name=name, value=value).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(CryptoMeta).values(name=name, value=value).on_conflict_do_nothing()
+    return insert(CryptoMeta).values(name=name, value=value)
+
+
 class PersonalData:
     def __init__(
-        self, keys: KeyProvider, cipher: FieldCipher, indexer: BlindIndexer, access: AccessRecorder
+        self, keys: KeyProvider, cipher: FieldCipher, indexer: BlindIndexer, access: AccessRecorder,
+        damage: DamageReporter | None = None,
     ) -> None:
         self.keys = keys
         self.cipher = cipher
         self.indexer = indexer
         self.access = access
+        self.damage: DamageReporter = damage or DamageLog()
         self._indexers: dict[int, BlindIndexer] = {indexer.version: indexer}
 
     # -- data keys ---------------------------------------------------------------------------
@@ -118,35 +183,113 @@ class PersonalData:
         return key
 
     def data_key(self, session: Session, subject: Subject) -> DataKey:
+        """The subject's unwrapped key; raises SubjectErased, or DamagedRecord (reported once) if it does not open."""
+        return self._key(session, subject, report=True)
+
+    def _key(self, session: Session, subject: Subject, *, report: bool) -> DataKey:
         cache: dict[str, DataKey] = session.info.setdefault(_DEK_CACHE, {})
         key = cache.get(subject.id)
         if key is not None:
             return key
-        row = session.get(SubjectKey, subject.key_id)
-        if row is None or row.wrapped is None or row.kek_id is None:
-            raise SubjectErased("the subject's data key has been destroyed")
-        if row.subject_id != subject.id:
-            raise DecryptionError("the subject names a data key of another subject")
-        key_id = uuid.UUID(row.id)
-        material = self.keys.unwrap_dek(row.kek_id, row.wrapped, subject_id=subject.id, key_id=key_id)
-        key = DataKey(key_id, material)
+        # A key that failed once fails for the rest of the unit of work without another try (or report).
+        broken: dict[str, DamagedRecord] = session.info.setdefault(_BROKEN_KEYS, {})
+        if subject.id in broken:
+            raise broken[subject.id]
+        try:
+            key = self._unwrap(session, subject)
+        except DamagedRecord as exc:
+            broken[subject.id] = exc
+            raise (self._report(session, exc) if report else exc) from None
         cache[subject.id] = key
         return key
+
+    def _unwrap(self, session: Session, subject: Subject) -> DataKey:
+        row = session.get(SubjectKey, subject.key_id)
+        if row is None:
+            if subject.erased_at is not None:
+                raise SubjectErased("the subject's data key has been destroyed")
+            raise DamagedRecord(table="subjects", column="key_id", row_id=subject.id, subject_id=subject.id,
+                                reason="names no data key")
+        if row.wrapped is None:
+            raise SubjectErased("the subject's data key has been destroyed")
+        if row.subject_id != subject.id:
+            raise DamagedRecord(table="subjects", column="key_id", row_id=subject.id, subject_id=subject.id,
+                                reason="names a data key of another subject")
+        material = self._stored_key_material(row)
+        if isinstance(material, Damage):
+            raise DamagedRecord(table=material.table, column=material.column, row_id=material.row_id,
+                                subject_id=material.subject_id, reason=material.reason)
+        return DataKey(uuid.UUID(row.id), material)
+
+    def _stored_key_material(self, row: SubjectKey) -> bytes | Damage:
+        """A stored (not destroyed) data key, unwrapped, or why it does not open.
+
+        Only a key that fails authentication or is malformed is damage; an unknown KEK stays a
+        KeyringError (start-up proved every KEK in use is present, so that is the operator's to fix).
+        """
+        if row.kek_id is None or row.wrapped is None:
+            return Damage("subject_keys", "kek_id", row.id, row.subject_id, "names no key-encryption key")
+        try:
+            return self.keys.unwrap_dek(row.kek_id, row.wrapped, subject_id=row.subject_id, key_id=uuid.UUID(row.id))
+        except (DecryptionError, ValueError):
+            return Damage("subject_keys", "wrapped", row.id, row.subject_id, "the wrapped data key does not open")
+
+    def _report(self, session: Session, exc: DamagedRecord) -> DamagedRecord:
+        """Tell the DamageReporter, once per record per unit of work (a page may read a field twice)."""
+        seen: dict[tuple[str, str, str], Damage] = session.info.setdefault(_DAMAGE_SEEN, {})
+        where = (exc.table, exc.column, exc.row_id)
+        if where not in seen:
+            seen[where] = damage = Damage(exc.table, exc.column, exc.row_id, exc.subject_id, exc.reason)
+            self.damage.report(damage)
+        return exc
+
+    def damage_seen(self, session: Session) -> list[Damage]:
+        """The damaged records this unit of work met (for commands that report them at the end)."""
+        return list(session.info.get(_DAMAGE_SEEN, {}).values())
 
     # -- sealing and opening -----------------------------------------------------------------
     def seal(self, session: Session, subject: Subject, table: str, column: str, row_id: str,
              value: str | None) -> bytes | None:
         if value is None:
             return None
-        key = self.data_key(session, subject)
+        try:
+            key = self.data_key(session, subject)
+        except DamagedRecord:
+            raise RecordDamaged(
+                "this person's record is damaged (its data key does not open), so nothing new can be stored "
+                "for them; an administrator can list damaged records with 'referral-service records check'"
+            ) from None
         return self.cipher.encrypt(key, value, FieldContext(table, column, row_id, subject.id))
 
     def _open(self, session: Session, subject: Subject, table: str, column: str, row_id: str,
               ciphertext: bytes | None) -> str | None:
+        """Raises SubjectErased, or DamagedRecord (reported) when the key or this field does not open."""
         if ciphertext is None:
             return None
         key = self.data_key(session, subject)
-        return self.cipher.decrypt(key, ciphertext, FieldContext(table, column, row_id, subject.id))
+        try:
+            return self.cipher.decrypt(key, ciphertext, FieldContext(table, column, row_id, subject.id))
+        except DecryptionError as exc:
+            raise self._report(session, DamagedRecord(table=table, column=column, row_id=row_id,
+                                                      subject_id=subject.id, reason=str(exc))) from None
+
+    def field_damage(self, session: Session, subject: Subject, table: str, column: str, row_id: str,
+                     ciphertext: bytes) -> Damage | None:
+        """For `records check`: does this field open? The plaintext is dropped at once; nothing is
+        recorded or reported. Raises SubjectErased/DamagedRecord when the subject's key does not open."""
+        key = self._key(session, subject, report=False)
+        try:
+            self.cipher.decrypt(key, ciphertext, FieldContext(table, column, row_id, subject.id))
+        except DecryptionError as exc:
+            return Damage(table, column, row_id, subject.id, str(exc))
+        return None
+
+    def key_damage(self, row: SubjectKey) -> Damage | None:
+        """For `records check` and `keys retire`: why this data key does not open (None: it opens, or was destroyed)."""
+        if row.wrapped is None:
+            return None
+        material = self._stored_key_material(row)
+        return material if isinstance(material, Damage) else None
 
     def create_subject(self, session: Session, data: SubjectInput, now: datetime) -> Subject:
         subject = Subject(
@@ -210,32 +353,72 @@ class PersonalData:
         self, session: Session, subject: Subject, fields: Sequence[str], *, actor: Actor | None,
         referral_id: str | None, action: str = "referral.read",
     ) -> dict[str, Any]:
-        """The requested personal fields in the clear, or all `None` with `erased` for a shredded subject."""
+        """The requested personal fields in the clear, with `erased` and `damaged` flags.
+
+        An erased subject reads all `None` with `erased`. A field that does not open reads `None`,
+        with `damaged` and its name in `damaged_fields`; when the data key itself does not open,
+        that is every stored field. The other fields read as usual.
+        """
         wanted = [f for f in fields if f in PERSONAL_SUBJECT_FIELDS]
         self.access.record(actor=actor, action=action, referral_id=referral_id, subject_id=subject.id,
                            fields=wanted)
+        erased = {**dict.fromkeys(wanted), "erased": True, "damaged": False}
         if subject.erased_at is not None:  # also when every wanted field happened to be empty
-            return {**dict.fromkeys(wanted), "erased": True}
-        try:
-            values = {f: self._open(session, subject, "subjects", f, subject.id, getattr(subject, f"{f}_ct"))
-                      for f in wanted}
-        except SubjectErased:
-            return {**dict.fromkeys(wanted), "erased": True}
-        return {**values, "erased": False}
+            return erased
+        values: dict[str, Any] = dict.fromkeys(wanted)
+        damaged: list[str] = []
+        for f in wanted:
+            try:
+                values[f] = self._open(session, subject, "subjects", f, subject.id, getattr(subject, f"{f}_ct"))
+            except DamagedRecord:
+                damaged.append(f)
+            except SubjectErased:
+                return erased
+        if damaged:
+            return {**values, "erased": False, "damaged": True, "damaged_fields": damaged}
+        return {**values, "erased": False, "damaged": False}
 
     def reveal_field(
         self, session: Session, subject: Subject, table: str, column: str, row_id: str,
         ciphertext: bytes | None, *, actor: Actor | None, referral_id: str | None,
     ) -> str | None:
-        """One sealed field of another table (incident, notes); None when erased."""
+        """One sealed field of another table (incident, notes); None when erased or damaged
+        (`reveal_field_read` tells which)."""
+        return self.reveal_field_read(session, subject, table, column, row_id, ciphertext, actor=actor,
+                                      referral_id=referral_id).value
+
+    def reveal_field_read(
+        self, session: Session, subject: Subject, table: str, column: str, row_id: str,
+        ciphertext: bytes | None, *, actor: Actor | None, referral_id: str | None,
+    ) -> FieldRead:
+        """One sealed field of another table: its value, or erased, or damaged."""
         if ciphertext is None:
-            return None
+            return FieldRead(None)
         self.access.record(actor=actor, action=f"{table}.{column}.read", referral_id=referral_id,
                            subject_id=subject.id, fields=[column])
         try:
-            return self._open(session, subject, table, column, row_id, ciphertext)
+            return FieldRead(self._open(session, subject, table, column, row_id, ciphertext))
+        except DamagedRecord:
+            return FieldRead(None, damaged=True)
         except SubjectErased:
-            return None
+            return FieldRead(None, erased=True)
+
+    def damaged_subjects(self, session: Session, subjects: Sequence[Subject]) -> set[str]:
+        """Ids of those subjects whose data key does not open (for lists that show no personal field)."""
+        key_ids = [s.key_id for s in subjects if s.erased_at is None]
+        if key_ids:  # one query into the identity map, so data_key's session.get does not ask per subject
+            session.scalars(select(SubjectKey).where(SubjectKey.id.in_(key_ids))).all()
+        damaged = set()
+        for subject in subjects:
+            if subject.erased_at is not None:
+                continue
+            try:
+                self.data_key(session, subject)
+            except DamagedRecord:
+                damaged.add(subject.id)
+            except SubjectErased:
+                continue
+        return damaged
 
     # -- duplicates --------------------------------------------------------------------------
     def find_matching_subjects(self, session: Session, cnic: str | None, phone: str | None) -> list[SubjectMatch]:
@@ -269,9 +452,9 @@ class PersonalData:
                     stored = self._open(session, candidate, "subjects", column, candidate.id,
                                         getattr(candidate, f"{column}_ct"))
                     same = bool(stored) and _NORMALISERS[column](stored or "") == wanted
-                except SubjectErased:
-                    continue
-                except (CryptoError, InvalidTag, ValueError) as exc:
+                except (DamagedRecord, CryptoError, InvalidTag, ValueError) as exc:
+                    if isinstance(exc, SubjectErased) and not isinstance(exc, DamagedRecord):
+                        continue  # erased since the query ran: not a match, not damage
                     # ValueError: a plaintext that is not UTF-8 or no longer normalises is damage too.
                     damaged.add(candidate.id)
                     log.warning("duplicate check skipped subject %s: its %s does not open (%s)",
@@ -297,25 +480,48 @@ class PersonalData:
         subject.erased_at = now
         session.info.get(_DEK_CACHE, {}).pop(subject.id, None)
 
-    def rewrap_batch(self, session: Session, batch_size: int = 500) -> int:
-        """Re-wrap up to `batch_size` data keys under the active KEK; returns how many."""
+    def rewrap_batch(self, session: Session, batch_size: int = 500, *, after: str = "") -> RewrapBatch:
+        """Re-wrap up to `batch_size` data keys (ids after `after`) under the active KEK.
+
+        A key that does not open is damaged: it is left as it is, under its old KEK, and returned in
+        `damaged`; the pass goes on past it (`after`), so a rotation never stops or loops on one row.
+        """
         active = self.keys.active_kek_id()
         query = (
             select(SubjectKey)
-            .where(SubjectKey.wrapped.is_not(None), SubjectKey.kek_id != active)
+            .where(SubjectKey.wrapped.is_not(None), SubjectKey.kek_id != active, SubjectKey.id > after)
             .order_by(SubjectKey.id)
             .limit(batch_size)
         )
         if session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
         rows = session.scalars(query).all()
+        rewrapped, damaged = 0, []
         for row in rows:
             if row.wrapped is None or row.kek_id is None:  # erased since the query ran
                 continue
-            key_id = uuid.UUID(row.id)
-            material = self.keys.unwrap_dek(row.kek_id, row.wrapped, subject_id=row.subject_id, key_id=key_id)
-            row.kek_id, row.wrapped = self.keys.wrap_dek(material, subject_id=row.subject_id, key_id=key_id)
-        return len(rows)
+            material = self._stored_key_material(row)
+            if isinstance(material, Damage):
+                damaged.append(material)
+                continue
+            row.kek_id, row.wrapped = self.keys.wrap_dek(material, subject_id=row.subject_id,
+                                                         key_id=uuid.UUID(row.id))
+            rewrapped += 1
+        return RewrapBatch(len(rows), rewrapped, rows[-1].id if rows else None, damaged)
+
+    def damaged_keys(self, session: Session, kek_id: str, batch_size: int = 500) -> list[Damage]:
+        """The data keys wrapped by `kek_id` that do not open (what stops `keys retire`)."""
+        damaged: list[Damage] = []
+        after = ""
+        while True:
+            rows = session.scalars(
+                select(SubjectKey).where(SubjectKey.kek_id == kek_id, SubjectKey.wrapped.is_not(None),
+                                         SubjectKey.id > after).order_by(SubjectKey.id).limit(batch_size)
+            ).all()
+            if not rows:
+                return damaged
+            damaged.extend(d for d in map(self.key_damage, rows) if d is not None)
+            after = rows[-1].id
 
     def keys_to_rewrap(self, session: Session) -> int:
         active = self.keys.active_kek_id()
@@ -331,9 +537,11 @@ class PersonalData:
         return {str(kek): int(n) for kek, n in rows}
 
     def verify_keys(self, session: Session) -> None:
-        """Start-up check: the keyring opens the stored data keys and is the one the indexes used.
+        """Start-up check: this keyring is the one the database was created with, every KEK that wraps
+        stored data keys is in it and opens its canary; then the active KEK gets a canary if it has none.
 
-        Raises KeyringError (one line) instead of letting a wrong keyring yield garbage later.
+        Raises KeyringError (one line) instead of letting a wrong keyring yield garbage later. No
+        subject's key decides it: one damaged row must not stop the service.
         """
         fingerprint = hmac.new(self.keys.derive_secret("fingerprint"), b"referral-service", sha256).hexdigest()
         meta = session.get(CryptoMeta, "keyring_fingerprint")
@@ -342,14 +550,65 @@ class PersonalData:
         elif not hmac.compare_digest(meta.value, fingerprint):
             raise KeyringError("REFERRAL_KEYRING: this keyring is not the one this database was created with")
         known = set(self.keys.kek_ids())
-        for kek_id in self.kek_usage(session):
+        in_use = self.kek_usage(session)
+        for kek_id in sorted(in_use):
             if kek_id not in known:
                 raise KeyringError(f"REFERRAL_KEYRING: key {kek_id}, which wraps stored data keys, is missing")
-            row = session.scalars(
-                select(SubjectKey).where(SubjectKey.kek_id == kek_id, SubjectKey.wrapped.is_not(None)).limit(1)
-            ).one()
-            if row.wrapped is not None:
-                self.keys.unwrap_dek(kek_id, row.wrapped, subject_id=row.subject_id, key_id=uuid.UUID(row.id))
+        canaries = dict(session.execute(
+            select(CryptoMeta.name, CryptoMeta.value).where(CryptoMeta.name.startswith(CANARY_PREFIX))
+        ).all())
+        for kek_id in sorted(in_use):
+            stored = canaries.get(canary_name(kek_id))
+            if stored is not None and self._canary_opens(kek_id, stored):
+                continue
+            # No canary yet (a database from before canaries), or one that does not open: the KEK's
+            # own data keys decide. If one opens, the KEK is right and a failed canary was the damage.
+            if not self._opens_a_data_key(session, kek_id):
+                raise KeyringError(
+                    f"REFERRAL_KEYRING: key-encryption key {kek_id} does not open its data keys (wrong keyring?)")
+            if stored is not None:
+                log.warning("damaged record: table=crypto_meta column=value row=%s reason=the canary does not "
+                            "open, but the key-encryption key opens its data keys", canary_name(kek_id))
+                if kek_id == self.keys.active_kek_id():
+                    session.execute(delete(CryptoMeta).where(CryptoMeta.name == canary_name(kek_id)))
+        self.write_canary(session)
+
+    def write_canary(self, session: Session) -> str | None:
+        """Give the active KEK its canary, if it has none: a random key wrapped by it (through the
+        keyring's own wrap call) under a fixed canary context. Returns the KEK id when one was written."""
+        kek_id = self.keys.active_kek_id()
+        name = canary_name(kek_id)
+        if session.get(CryptoMeta, name) is not None:
+            return None
+        wrapped_by, wrapped = self.keys.wrap_dek(os.urandom(32), subject_id=_CANARY_SUBJECT,
+                                                 key_id=_canary_key_id(kek_id))
+        if wrapped_by != kek_id:  # rotated between the two calls: that KEK gets its canary at the next start
+            return None
+        value = base64.b64encode(wrapped).decode()
+        if len(value) > _META_VALUE_MAX:
+            raise KeyringError(f"REFERRAL_KEYRING: a wrapped key of {kek_id} is too long for its canary "
+                               f"({len(wrapped)} bytes; at most {_META_VALUE_MAX * 3 // 4})")
+        session.execute(_insert_if_absent(session, name, value))
+        return kek_id
+
+    def forget_canary(self, session: Session, kek_id: str) -> None:
+        """After `keys retire`: the canary of a KEK that is gone proves nothing."""
+        session.execute(delete(CryptoMeta).where(CryptoMeta.name == canary_name(kek_id)))
+
+    def _canary_opens(self, kek_id: str, stored: str) -> bool:
+        try:
+            wrapped = base64.b64decode(stored, validate=True)
+            self.keys.unwrap_dek(kek_id, wrapped, subject_id=_CANARY_SUBJECT, key_id=_canary_key_id(kek_id))
+        except (DecryptionError, binascii.Error, ValueError):
+            return False
+        return True
+
+    def _opens_a_data_key(self, session: Session, kek_id: str) -> bool:
+        rows = session.scalars(
+            select(SubjectKey).where(SubjectKey.kek_id == kek_id, SubjectKey.wrapped.is_not(None))
+            .order_by(SubjectKey.id).limit(_LEGACY_SAMPLE)
+        ).all()
+        return any(not isinstance(self._stored_key_material(row), Damage) for row in rows)
 
     # -- blind-index re-keying (`keys reindex`) --------------------------------------------------
     def _set_meta(self, session: Session, name: str, value: str | None) -> None:
@@ -410,7 +669,7 @@ class PersonalData:
                     continue
                 try:
                     value = self._open(session, subject, "subjects", column, subject.id, ciphertext)
-                except SubjectErased:
+                except SubjectErased:  # a DamagedRecord too: skipped, reported, listed by `damage_seen`
                     continue
                 if value:
                     session.add(BlindIndex(subject_id=subject.id, column=column, version=version,

@@ -44,6 +44,7 @@ from referral_service.services.common import (
     must,
     next_counter,
 )
+from referral_service.services.personal_data import FieldRead
 
 if TYPE_CHECKING:
     from referral_service.bootstrap import Services
@@ -194,11 +195,13 @@ def referral_view(session: Any, services: Services, referral: Referral, actor: A
     }
     if vis.incident:
         incident: dict[str, Any] = {"type": referral.incident_type}
-        raw = pd.reveal_field(session, subject, "referrals", "incident", referral.id, referral.incident_ct,
-                              actor=actor, referral_id=referral.id)
-        if raw is not None:
-            incident.update(json.loads(raw))
-        elif referral.incident_ct is not None:
+        read = pd.reveal_field_read(session, subject, "referrals", "incident", referral.id,
+                                    referral.incident_ct, actor=actor, referral_id=referral.id)
+        if read.value is not None:
+            incident.update(json.loads(read.value))
+        elif read.damaged:
+            incident["damaged"] = True
+        elif read.erased:
             incident["erased"] = True
         body["incident"] = incident
     assignments = [a for a in referral.assignments if vis.full or a.partner_id == vis.partner_id]
@@ -231,15 +234,20 @@ def assignment_view(session: Any, services: Services, a: Assignment, actor: Acto
     }
     if reveal_notes and subject is not None:
         pd = services.personal_data
-        body["note"] = pd.reveal_field(session, subject, "assignments", "note", a.id, a.note_ct,
-                                       actor=actor, referral_id=a.referral_id)
+        body.update(_note(pd.reveal_field_read(session, subject, "assignments", "note", a.id, a.note_ct,
+                                               actor=actor, referral_id=a.referral_id)))
         body["followups"] = [
             {"id": f.id, "outcome": f.outcome, "recorded_at": f.recorded_at, "recorded_by": f.recorded_by,
-             "note": pd.reveal_field(session, subject, "followups", "note", f.id, f.note_ct,
-                                     actor=actor, referral_id=a.referral_id)}
+             **_note(pd.reveal_field_read(session, subject, "followups", "note", f.id, f.note_ct,
+                                          actor=actor, referral_id=a.referral_id))}
             for f in a.followups
         ]
     return body
+
+
+def _note(read: FieldRead) -> dict[str, Any]:
+    """A note that does not open reads null and says so; an erased one reads null."""
+    return {"note": read.value, "note_damaged": True} if read.damaged else {"note": read.value}
 
 
 def get_referral(services: Services, referral_id: str, actor: Actor) -> dict[str, Any]:
@@ -276,7 +284,8 @@ def list_referrals(services: Services, actor: Actor, *, status: str | None, limi
             items.append({
                 "id": r.id, "reference": r.reference, "status": r.status, "risk_level": r.risk_level,
                 "needs": r.needs, "subject_id": r.subject_id, "created_at": r.created_at,
-                "subject": {"full_name": name["full_name"], "erased": name["erased"], "district": subject.district},
+                "subject": {"full_name": name["full_name"], "erased": name["erased"], "damaged": name["damaged"],
+                            "district": subject.district},
                 "consent_given": r.consent_given,
                 "assignments": [assignment_view(uow.session, services, a, actor) for a in r.assignments],
             })

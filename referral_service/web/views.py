@@ -403,8 +403,12 @@ def _back_to(referral_id: str | None) -> Any:
 
 
 def _conflict(exc: Conflict, referral_id: str | None = None) -> Any:
-    flash(_("This was changed at the same time by someone else, or is no longer possible. "
-            "Reload the page and try again."), "error")
+    if exc.code == "damaged_record":
+        flash(_("This person's record is damaged, so nothing new can be stored for them. "
+                "Ask an administrator to check it."), "error")
+    else:
+        flash(_("This was changed at the same time by someone else, or is no longer possible. "
+                "Reload the page and try again."), "error")
     return _back_to(referral_id or request.form.get("referral_id"))
 
 

@@ -149,9 +149,9 @@ def test_a_possible_duplicate_is_listed_for_supervisors_with_both_sides(client: 
     assert (old["id"], old["reference"], old["caseworker_id"]) == (first["id"], first["reference"], a.actor.user_id)
     assert new["created_at"] and old["created_at"]
     assert new["subject"] == {"full_name": "Gul Bano", "date_of_birth": "1991-02-03", "district": "Mardan",
-                              "erased": False}
+                              "erased": False, "damaged": False}
     assert old["subject"] == {"full_name": "Zarmeena Khattak", "date_of_birth": "1990-04-12",
-                              "district": "Peshawar", "erased": False}
+                              "district": "Peshawar", "erased": False, "damaged": False}
     # Nothing else: no CNIC or phone in the queue.
     assert "17301" not in json.dumps(dup) and "3001234567" not in json.dumps(dup)
     assert pending(client, supervisor, "confirmed") == [] and pending(client, supervisor, "dismissed") == []
@@ -310,7 +310,7 @@ def test_an_erased_side_reads_as_erased(services: Services, client: Any, make_us
     subjects.erase_subject(services, first["subject_id"])
     [dup] = pending(client, supervisor)
     assert dup["earlier_referral"]["subject"] == {"full_name": None, "date_of_birth": None,
-                                                  "district": "Peshawar", "erased": True}
+                                                  "district": "Peshawar", "erased": True, "damaged": False}
     # An erased subject is no longer matched at all (its blind indexes are gone).
     assert submit(client, cw.headers, subject__full_name="Z.")["warnings"][0]["earlier_references"] == [
         second["reference"]]
@@ -435,3 +435,19 @@ def test_a_cnic_or_phone_typed_in_urdu_digits_finds_the_duplicate(client: Any, m
                         subject__phone=None)
     again = submit(client, cw.headers, subject__cnic="4210176543213", subject__phone=None)
     assert again["warnings"][0]["earlier_references"] == [urdu_first["reference"]]
+
+
+def test_a_damaged_side_reads_as_damaged_in_the_queue_and_the_rest_still_lists(
+        services: Services, client: Any, make_user: Any) -> None:
+    cw, supervisor = make_user("caseworker"), make_user("supervisor")
+    first = submit(client, cw.headers)
+    submit(client, cw.headers, subject__full_name="Z. K.")
+    submit(client, cw.headers, subject__full_name="Zarmeena K.")
+    _damage_data_key(services, first["subject_id"])
+    resp = client.get("/api/v1/duplicates", headers=supervisor.headers)
+    assert resp.status_code == 200, resp.get_json()
+    items = resp.get_json()["items"]
+    damaged_sides = [d["earlier_referral"]["subject"] for d in items if d["earlier_referral_id"] == first["id"]]
+    assert damaged_sides and all(s["damaged"] is True and s["full_name"] is None for s in damaged_sides)
+    healthy_sides = [d["referral"]["subject"] for d in items]
+    assert {s["full_name"] for s in healthy_sides} == {"Z. K.", "Zarmeena K."}

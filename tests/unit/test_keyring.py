@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select, text
 
 from referral_service.bootstrap import Services, bootstrap
 from referral_service.crypto import FieldCipher, FieldContext
@@ -23,7 +24,7 @@ from referral_service.crypto.keyring import (
     create_keyring,
     retire_kek,
 )
-from referral_service.db.models import Subject
+from referral_service.db.models import CryptoMeta, Subject
 from referral_service.services.personal_data import SubjectInput
 from tests.conftest import embedded_settings
 
@@ -269,7 +270,8 @@ def test_right_keyring_opens_what_it_sealed(services: Services) -> None:
         assert subject is not None
         shown = services.personal_data.reveal_subject(uow.session, subject, ["full_name", "cnic"], actor=None,
                                                       referral_id=None)
-    assert shown == {"full_name": "Nasreen Bibi", "cnic": "35202-1234567-1", "erased": False}
+    assert shown == {"full_name": "Nasreen Bibi", "cnic": "35202-1234567-1", "erased": False,
+                     "damaged": False}
 
 
 def test_data_key_cannot_open_a_field_sealed_for_another_subject(services: Services) -> None:
@@ -282,3 +284,90 @@ def test_data_key_cannot_open_a_field_sealed_for_another_subject(services: Servi
         assert sa.full_name_ct is not None
         with pytest.raises(DecryptionError):
             FieldCipher().decrypt(key_b, sa.full_name_ct, FieldContext("subjects", "full_name", a, a))
+
+
+# -- canaries: the keyring is proved by keys of its own, never by a subject's ----------------------
+def _flip_first_key(services: Services) -> str:
+    """Flip a bit of the first wrapped data key (the row the start-up check used to sample)."""
+    with services.engine.begin() as conn:
+        key_id, wrapped = conn.execute(text(
+            "SELECT id, wrapped FROM subject_keys WHERE kek_id = :k AND wrapped IS NOT NULL LIMIT 1"),
+            {"k": services.keys.active_kek_id()}).one()
+        conn.execute(text("UPDATE subject_keys SET wrapped = :w WHERE id = :id"),
+                     {"w": bytes(wrapped[:-1]) + bytes([wrapped[-1] ^ 1]), "id": key_id})
+    return str(key_id)
+
+
+def _canaries(services: Services) -> dict[str, str]:
+    with services.uow() as uow:
+        return dict(uow.session.execute(
+            select(CryptoMeta.name, CryptoMeta.value).where(CryptoMeta.name.startswith("kek_canary:"))).all())
+
+
+def _forget_canaries(services: Services) -> None:
+    """What a database from before canaries looks like."""
+    with services.engine.begin() as conn:
+        conn.execute(text("DELETE FROM crypto_meta WHERE name LIKE 'kek_canary:%'"))
+
+
+def test_a_damaged_first_data_key_does_not_fail_start_up(services: Services) -> None:
+    _add_subject(services)
+    _add_subject(services)
+    _flip_first_key(services)
+    _verify(services)  # the canary decides, not the damaged row
+
+
+def test_the_active_kek_has_a_canary_that_opens_under_the_canary_context_only(services: Services) -> None:
+    kek = services.keys.active_kek_id()
+    [(name, value)] = _canaries(services).items()
+    assert name == f"kek_canary:{kek}"
+    wrapped = base64.b64decode(value)
+    key_id = uuid.uuid5(uuid.UUID("5b1c7f0e-3d1a-4c55-9a57-2f3c6e8d9b10"), kek)
+    assert len(services.keys.unwrap_dek(kek, wrapped, subject_id="referral-service/kek-canary", key_id=key_id)) == 32
+    with pytest.raises(DecryptionError):  # never mistaken for (or usable as) a subject's data key
+        services.keys.unwrap_dek(kek, wrapped, subject_id=str(uuid.uuid4()), key_id=key_id)
+
+
+def test_a_database_from_before_canaries_gets_one_at_the_next_start_even_with_a_damaged_first_key(
+        services: Services) -> None:
+    _forget_canaries(services)
+    _add_subject(services)
+    _add_subject(services)
+    _flip_first_key(services)
+    _verify(services)  # the second key proves the KEK
+    assert list(_canaries(services)) == [f"kek_canary:{services.keys.active_kek_id()}"]
+
+
+def test_a_wrong_kek_is_refused_in_a_database_from_before_canaries(services: Services, tmp_path: Path) -> None:
+    _forget_canaries(services)
+    _add_subject(services)
+    spoiled = tmp_path / "spoiled.json"
+    spoiled.write_text(services.settings.keyring_path.read_text())
+    _edit(spoiled, lambda d: d["keks"][_active(d)].update(key=base64.b64encode(os.urandom(32)).decode()))
+    wrong = bootstrap(embedded_settings(services.settings.home), keys=FileKeyring(spoiled), engine=services.engine)
+    with pytest.raises(KeyringError, match=r"does not open its data keys \(wrong keyring\?\)"):
+        _verify(wrong)
+    assert _canaries(services) == {}  # and the wrong KEK got no canary
+
+
+def test_a_damaged_canary_is_rewritten_when_its_kek_opens_its_data_keys(services: Services) -> None:
+    _add_subject(services)
+    [(name, value)] = _canaries(services).items()
+    raw = base64.b64decode(value)
+    with services.engine.begin() as conn:
+        conn.execute(text("UPDATE crypto_meta SET value = :v WHERE name = :n"),
+                     {"v": base64.b64encode(raw[:-1] + bytes([raw[-1] ^ 1])).decode(), "n": name})
+    _verify(services)
+    assert _canaries(services)[name] not in (value, base64.b64encode(raw[:-1] + bytes([raw[-1] ^ 1])).decode())
+    _verify(services)
+
+
+def test_a_wrong_unwrap_is_a_keyring_error_and_a_decryption_error(keyring_path: Path) -> None:
+    from referral_service.crypto.keyring import WrappedKeyDoesNotOpen
+
+    keys = FileKeyring(keyring_path)
+    key_id = uuid.uuid4()
+    kek_id, wrapped = keys.wrap_dek(os.urandom(32), subject_id="s1", key_id=key_id)
+    with pytest.raises(WrappedKeyDoesNotOpen) as caught:
+        keys.unwrap_dek(kek_id, wrapped, subject_id="s2", key_id=key_id)
+    assert isinstance(caught.value, KeyringError) and isinstance(caught.value, DecryptionError)
