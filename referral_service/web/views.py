@@ -104,8 +104,10 @@ def page(*roles: Role) -> Callable[[F], F]:
 
 
 def _safe_next(target: str | None) -> str | None:
-    # Only paths on this site: an open redirect after sign-in is a phishing aid.
-    if not target:
+    # Only paths on this site: an open redirect after sign-in is a phishing aid. No control
+    # characters either: CR/LF cannot go into a Location header (a 500 before), and urlsplit
+    # silently drops tabs and newlines, so it must not be the one to judge them.
+    if not target or any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):
         return None
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//") or "\\" in target:
