@@ -14,12 +14,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from referral_service.bootstrap import Services
 from referral_service.domain.errors import DomainError
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 256 * 1024
+HSTS = "max-age=31536000; includeSubDomains"
 
 
 class IsoJSONProvider(DefaultJSONProvider):
@@ -60,6 +62,10 @@ def error_response(status: int, code: str, message: str, fields: dict[str, Any] 
     return jsonify(body), status
 
 
+def _too_large() -> Any:
+    return error_response(413, "payload_too_large", f"the body is larger than {MAX_BODY_BYTES} bytes")
+
+
 def create_app(services: Services, config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__, template_folder="web/templates", static_folder="web/static")
     app.json = IsoJSONProvider(app)
@@ -81,6 +87,18 @@ def create_app(services: Services, config: dict[str, Any] | None = None) -> Flas
     from referral_service.api.ops import ops_bp
     from referral_service.web import init_app as init_web
 
+    if services.settings.trusted_proxies:
+        # Only the addresses and scheme that many proxies appended are believed, never a client's own.
+        hops = services.settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
+
+    @app.before_request
+    def _refuse_oversized_body() -> Any:
+        # First of all before_request hooks (CSRF reads the form): refused by the declared length, unread.
+        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+            return _too_large()
+        return None
+
     app.register_blueprint(api_bp)
     app.register_blueprint(ops_bp)
     init_web(app)
@@ -99,6 +117,8 @@ def create_app(services: Services, config: dict[str, Any] | None = None) -> Flas
         response.headers.setdefault("Referrer-Policy", "no-referrer")
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Cache-Control", "no-store")
+        if request.is_secure:  # over plain http the header means nothing and browsers ignore it
+            response.headers.setdefault("Strict-Transport-Security", HSTS)
         return response
 
     @app.errorhandler(DomainError)
@@ -109,7 +129,7 @@ def create_app(services: Services, config: dict[str, Any] | None = None) -> Flas
     def _http_error(exc: HTTPException) -> Any:
         code = (exc.name or "error").lower().replace(" ", "_")
         if exc.code == 413:
-            return error_response(413, "payload_too_large", f"the body is larger than {MAX_BODY_BYTES} bytes")
+            return _too_large()
         response, status = error_response(exc.code or 500, code, exc.description or exc.name)
         valid_methods = getattr(exc, "valid_methods", None)
         if valid_methods:  # a 405 must say which methods the resource takes

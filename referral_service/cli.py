@@ -106,15 +106,14 @@ def init() -> None:
 @operator_errors
 def run(host: str, port: int, threads: int) -> None:
     """The whole service in one process: HTTP API and pages, relay, router, deadline scheduler."""
-    from waitress import create_server
-
     from referral_service.app import create_app
+    from referral_service.http_server import waitress_server
     from workers.runtime import Runtime
 
     services = _services()
     runtime = Runtime(services)
     runtime.start()
-    server = create_server(create_app(services), host=host, port=port, threads=threads)
+    server = waitress_server(create_app(services), host=host, port=port, threads=threads)
     _on_stop_signal(server.close)
     click.echo(f"referral-service listening on http://{host}:{server.effective_port} "
                f"({'embedded' if services.settings.embedded else 'custom'} profile)")
@@ -144,10 +143,15 @@ def serve(host: str, port: int, workers_: int) -> None:
     """The HTTP API under gunicorn (production)."""
     from gunicorn.app.base import BaseApplication
 
+    from referral_service.http_server import GUNICORN_LIMITS, hide_gunicorn_banner
+
     _services().dispose()  # fail fast, in one line, before gunicorn forks
+    hide_gunicorn_banner()
 
     class _Gunicorn(BaseApplication):
         def load_config(self) -> None:
+            for name, value in GUNICORN_LIMITS.items():
+                self.cfg.set(name, value)
             self.cfg.set("bind", f"{host}:{port}")
             self.cfg.set("workers", workers_)
             self.cfg.set("accesslog", "-")

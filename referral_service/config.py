@@ -33,6 +33,12 @@ class Settings:
     deadline_policy_path: Path | None
     secret_key: str | None = None
     cookie_secure: bool = True
+    # REFERRAL_METRICS_TOKEN: Prometheus scrapers send `Authorization: Bearer <token>` to /metrics;
+    # unset, /metrics answers 404 (the counters describe traffic, failed sign-ins included).
+    metrics_token: str | None = None
+    # REFERRAL_TRUSTED_PROXIES: how many reverse proxies in front set X-Forwarded-For/-Proto; 0
+    # (default) believes no such header, so a client cannot claim HTTPS or another address.
+    trusted_proxies: int = 0
 
     @property
     def embedded(self) -> bool:
@@ -70,6 +76,8 @@ class Settings:
             deadline_policy_path=policy_path,
             secret_key=env.get("REFERRAL_SECRET_KEY") or None,
             cookie_secure=env.get("REFERRAL_INSECURE_COOKIES", "") != "1",
+            metrics_token=_metrics_token(env.get("REFERRAL_METRICS_TOKEN") or None),
+            trusted_proxies=_trusted_proxies(env.get("REFERRAL_TRUSTED_PROXIES") or "0"),
         )
 
 
@@ -88,3 +96,22 @@ def _check_database_url(url: str) -> None:
         )
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() != "psycopg":
         raise ConfigError("REFERRAL_DATABASE_URL: use the psycopg 3 driver: postgresql+psycopg://…")
+
+
+METRICS_TOKEN_MIN = 32
+MAX_TRUSTED_PROXIES = 10
+
+
+def _metrics_token(token: str | None) -> str | None:
+    if token is not None and (len(token) < METRICS_TOKEN_MIN or not token.isascii() or not token.isprintable()
+                              or " " in token):
+        raise ConfigError(f"REFERRAL_METRICS_TOKEN: use at least {METRICS_TOKEN_MIN} printable ASCII characters "
+                          "without spaces, e.g. the output of 'openssl rand -hex 32'")
+    return token
+
+
+def _trusted_proxies(raw: str) -> int:
+    if not raw.isdigit() or int(raw) > MAX_TRUSTED_PROXIES:
+        raise ConfigError(f"REFERRAL_TRUSTED_PROXIES: the number of reverse proxies in front of the service, "
+                          f"0 to {MAX_TRUSTED_PROXIES}; got {raw!r}")
+    return int(raw)
