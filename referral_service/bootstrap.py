@@ -14,6 +14,7 @@ from referral_service.config import ConfigError, Settings
 from referral_service.crypto import BlindIndexer, FieldCipher, FileKeyring, KeyProvider
 from referral_service.db.session import UnitOfWork, make_engine
 from referral_service.domain.deadlines import DeadlinePolicy
+from referral_service.files import PRIVATE_DIR, PRIVATE_FILE, restrict_to_owner
 from referral_service.services.access import AccessRecorder, LogAccessRecorder
 from referral_service.services.personal_data import PersonalData
 
@@ -56,8 +57,10 @@ def bootstrap(
         keys = FileKeyring(settings.keyring_path)
     if engine is None:
         if settings.database_url.startswith("sqlite"):
-            settings.home.mkdir(parents=True, exist_ok=True)
+            settings.home.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+            restrict_to_owner(settings.home, PRIVATE_DIR)
         engine = make_engine(settings.database_url, **engine_kwargs)
+    restrict_to_owner(settings.keyring_path, PRIVATE_FILE)
     session_factory = sessionmaker(engine, expire_on_commit=False)
     personal_data = PersonalData(keys, FieldCipher(), BlindIndexer(keys), access or LogAccessRecorder())
     return Services(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from sqlalchemy.exc import OperationalError
 from referral_service.config import ConfigError, Settings
 from referral_service.crypto import KeyringError
 from referral_service.domain.errors import DomainError
+from referral_service.files import UMASK
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -77,6 +79,8 @@ def _require_schema(session: Any) -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Log at debug level.")
 def main(verbose: bool) -> None:
     """Victim Assistance Network referral service."""
+    # Before any command creates a file (database, WAL, keyring, folders): none is for other users.
+    os.umask(UMASK)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("alembic", "kombu.connection"):
