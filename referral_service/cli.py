@@ -424,5 +424,6 @@ def subjects_erase(subject_id: str, yes: bool) -> None:
     if not yes and sys.stdin.isatty():
         click.confirm(f"Erase subject {subject_id} for good?", abort=True)
     services = _services()
-    erase_subject(services, subject_id)
+    for warning in erase_subject(services, subject_id):
+        click.echo(f"warning: {warning}", err=True)
     click.echo(f"subject {subject_id} erased")
