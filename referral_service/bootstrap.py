@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -17,6 +17,9 @@ from referral_service.domain.deadlines import DeadlinePolicy
 from referral_service.files import PRIVATE_DIR, PRIVATE_FILE, restrict_to_owner
 from referral_service.services.access import AccessRecorder, LogAccessRecorder
 from referral_service.services.personal_data import PersonalData
+
+if TYPE_CHECKING:
+    from referral_service.services.upgrades import UpgradeReport
 
 
 @dataclass
@@ -74,12 +77,15 @@ def bootstrap(
     )
 
 
-def prepare_database(services: Services) -> None:
+def prepare_database(services: Services) -> UpgradeReport:
     """What `referral-service init` does to a database: Alembic to head, then check (and on first use,
-    record) that this keyring is the one the stored data keys and blind indexes belong to."""
+    record) that this keyring is the one the stored data keys and blind indexes belong to, then the
+    data upgrades that need the keys (`services.upgrades`)."""
     from referral_service.db.migrate import upgrade_to_head
+    from referral_service.services.upgrades import run_upgrades
 
     upgrade_to_head(services.engine)
     with services.uow() as uow:
         services.personal_data.verify_keys(uow.session)
         uow.commit()
+    return run_upgrades(services)

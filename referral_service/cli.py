@@ -99,8 +99,15 @@ def init() -> None:
         create_keyring(settings.keyring_path)
         click.echo(f"created a development keyring at {settings.keyring_path} (keep it secret; back it up)")
     services = bootstrap(settings)
-    prepare_database(services)
+    report = prepare_database(services)
     click.echo(f"database schema is at head: {services.engine.url.render_as_string(hide_password=True)}")
+    if report.followups_sealed or report.followup_events_scrubbed:
+        click.echo(f"{report.followups_sealed} free-text follow-up outcome(s) moved into their sealed notes, "
+                   f"{report.followup_events_scrubbed} outbox event(s) cleaned")
+    if report.idempotency_keys_dropped:
+        click.echo(f"{report.idempotency_keys_dropped} plaintext idempotency key(s) of an earlier version deleted")
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
 
 
 @main.command()

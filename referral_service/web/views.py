@@ -29,6 +29,7 @@ from referral_service.domain.model import (
     CLOSE_OUTCOMES,
     CONSENT_METHODS,
     DECLINE_REASONS,
+    FOLLOWUP_OUTCOMES,
     LANGUAGES,
     RISK_LEVELS,
     SERVICES,
@@ -263,6 +264,7 @@ def _render_referral(actor: Actor, referral_id: str, forms: dict[str, FormState]
     return render_template(
         "referral_detail.html", r=referral, partner_names=_partner_names(), forms=forms or {}, blank=FormState(),
         decline_reasons=choices("decline", DECLINE_REASONS), close_outcomes=choices("close", CLOSE_OUTCOMES),
+        followup_outcomes=choices("followup", FOLLOWUP_OUTCOMES),
     ), status
 
 
