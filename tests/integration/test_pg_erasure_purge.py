@@ -1,8 +1,9 @@
-"""Erasure on PostgreSQL: the old row version with the wrapped data key leaves the table's data file.
+"""Erasure and init's data upgrades on PostgreSQL: old row versions leave the tables' data files.
 
 A plain UPDATE or DELETE leaves the old tuple (the wrapped key; the blind-index rows) in the heap file, and a
 plain VACUUM only marks its space free (this test fails with it: the deleted index rows stay readable);
-`subjects erase` rewrites subject_keys and blind_indexes (VACUUM FULL) after the commit.
+`subjects erase` rewrites subject_keys and blind_indexes (VACUUM FULL) after the commit, and `init` the
+tables whose plaintext it converted (followups, outbox, idempotency_keys).
 The test reads the table's file on disk, which needs access to the data directory (root, or the postgres user).
 """
 
@@ -15,12 +16,16 @@ import pytest
 from sqlalchemy import select, text
 
 from referral_service.bootstrap import Services
-from referral_service.db.models import SubjectKey
+from referral_service.db.models import FollowUp, SubjectKey
+from referral_service.domain.commands import RecordFollowUp
 from referral_service.domain.model import Actor, Role
-from referral_service.services import referrals, users
+from referral_service.services import assignments, referrals, users
+from referral_service.services.assignments import route_open_needs
 from referral_service.services.subjects import erase_subject
+from referral_service.services.upgrades import run_upgrades
 from schemas import ReferralInputSchema
 from tests.factories import referral_body
+from tests.integration.harness import World
 
 pytestmark = pytest.mark.integration
 
@@ -74,3 +79,35 @@ def test_erasure_removes_the_old_key_and_index_rows_from_the_tables_data_files(p
     with pg_services.uow() as uow:
         row = uow.session.scalars(select(SubjectKey).where(SubjectKey.subject_id == erased["subject_id"])).one()
         assert row.wrapped is None and row.destroyed_at is not None
+
+
+FREE_TEXT = "Met Zarmeena at her sister's house in Hayatabad"
+
+
+def test_init_seals_old_free_text_outcomes_and_purges_them_and_plaintext_idempotency_keys(
+        pg_services: Services) -> None:
+    world = World(pg_services)
+    partner_id = world.add_partner()
+    referral_id = world.submit(world.caseworker())
+    with pg_services.uow() as uow:
+        [assignment_id] = route_open_needs(uow, pg_services, referral_id)
+        uow.commit()
+    staff, _token = world.partner_staff(partner_id)
+    assignments.accept(pg_services, assignment_id, staff)
+    note = RecordFollowUp(assignment_id, "contacted", "asked for a female doctor")
+    followup_id = assignments.record_followup(pg_services, note, staff)["id"]
+    with pg_services.engine.begin() as conn:  # as an earlier version stored them
+        conn.execute(text("UPDATE followups SET outcome = :o WHERE id = :id"), {"o": FREE_TEXT, "id": followup_id})
+        conn.execute(text("INSERT INTO idempotency_keys (user_id, key, request_mac, status_code, response, created_at) "
+                          "VALUES (:u, 'old-Gul-Meena-retry', 'x', 201, '{}', now())"), {"u": staff.user_id})
+    assert FREE_TEXT.encode() in _data_file(pg_services, "followups")
+
+    report = run_upgrades(pg_services)
+    assert (report.followups_sealed, report.idempotency_keys_dropped, report.warnings) == (1, 1, [])
+    with pg_services.uow() as uow:
+        followup = uow.session.get(FollowUp, followup_id)
+        assert followup is not None and followup.outcome == "other"
+    left = {"followups": FREE_TEXT.encode() in _data_file(pg_services, "followups"),
+            "idempotency_keys": b"Gul-Meena" in _data_file(pg_services, "idempotency_keys")}
+    assert left == {"followups": False, "idempotency_keys": False}, "old row versions still in the data files"
+    assert run_upgrades(pg_services).changed is False
