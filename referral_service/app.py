@@ -16,12 +16,14 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from referral_service.bootstrap import Services
 from referral_service.domain.errors import DomainError
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 256 * 1024
+HSTS = "max-age=31536000; includeSubDomains"
 
 
 class IsoJSONProvider(DefaultJSONProvider):
@@ -80,6 +82,10 @@ def error_response(status: int, code: str, message: str, fields: dict[str, Any] 
     return jsonify(body), status
 
 
+def _too_large() -> Any:
+    return error_response(413, "payload_too_large", f"the body is larger than {MAX_BODY_BYTES} bytes")
+
+
 def create_app(services: Services, config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__, template_folder="web/templates", static_folder="web/static")
     app.json = IsoJSONProvider(app)
@@ -102,6 +108,18 @@ def create_app(services: Services, config: dict[str, Any] | None = None) -> Flas
     from referral_service.ratelimit import init_limiter, retry_after_seconds
     from referral_service.web import init_app as init_web
 
+    if services.settings.trusted_proxies:
+        # Only the addresses and scheme that many proxies appended are believed, never a client's own.
+        hops = services.settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
+
+    @app.before_request
+    def _refuse_oversized_body() -> Any:
+        # First of all before_request hooks (CSRF reads the form): refused by the declared length, unread.
+        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+            return _too_large()
+        return None
+
     app.register_blueprint(api_bp)
     app.register_blueprint(ops_bp)
     init_web(app)
@@ -121,6 +139,8 @@ def create_app(services: Services, config: dict[str, Any] | None = None) -> Flas
         response.headers.setdefault("Referrer-Policy", "no-referrer")
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Cache-Control", "no-store")
+        if request.is_secure:  # over plain http the header means nothing and browsers ignore it
+            response.headers.setdefault("Strict-Transport-Security", HSTS)
         return response
 
     @app.errorhandler(DomainError)
@@ -131,7 +151,7 @@ def create_app(services: Services, config: dict[str, Any] | None = None) -> Flas
     def _http_error(exc: HTTPException) -> Any:
         code = (exc.name or "error").lower().replace(" ", "_")
         if exc.code == 413:
-            return error_response(413, "payload_too_large", f"the body is larger than {MAX_BODY_BYTES} bytes")
+            return _too_large()
         if exc.code == 429:
             retry = retry_after_seconds()
             response, status = error_response(429, "too_many_requests",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -14,9 +14,13 @@ from referral_service.config import ConfigError, Settings
 from referral_service.crypto import BlindIndexer, FieldCipher, FileKeyring, KeyProvider
 from referral_service.db.session import UnitOfWork, make_engine
 from referral_service.domain.deadlines import DeadlinePolicy
+from referral_service.files import PRIVATE_DIR, PRIVATE_FILE, restrict_to_owner
 from referral_service.services.access import AccessRecorder, LogAccessRecorder
 from referral_service.services.damage import DamageLog, DamageReporter
 from referral_service.services.personal_data import PersonalData
+
+if TYPE_CHECKING:
+    from referral_service.services.upgrades import UpgradeReport
 
 
 @dataclass
@@ -59,8 +63,10 @@ def bootstrap(
         keys = FileKeyring(settings.keyring_path)
     if engine is None:
         if settings.database_url.startswith("sqlite"):
-            settings.home.mkdir(parents=True, exist_ok=True)
+            settings.home.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+            restrict_to_owner(settings.home, PRIVATE_DIR)
         engine = make_engine(settings.database_url, **engine_kwargs)
+    restrict_to_owner(settings.keyring_path, PRIVATE_FILE)
     session_factory = sessionmaker(engine, expire_on_commit=False)
     damage = damage or DamageLog()
     personal_data = PersonalData(keys, FieldCipher(), BlindIndexer(keys), access or LogAccessRecorder(), damage)
@@ -76,13 +82,15 @@ def bootstrap(
     )
 
 
-def prepare_database(services: Services) -> None:
+def prepare_database(services: Services) -> UpgradeReport:
     """What `referral-service init` does to a database: Alembic to head, then check (and on first use,
     record: fingerprint, KEK canaries) that this keyring is the one the stored data keys and blind
-    indexes belong to."""
+    indexes belong to, then the data upgrades that need the keys (`services.upgrades`)."""
     from referral_service.db.migrate import upgrade_to_head
+    from referral_service.services.upgrades import run_upgrades
 
     upgrade_to_head(services.engine)
     with services.uow() as uow:
         services.personal_data.verify_keys(uow.session)
         uow.commit()
+    return run_upgrades(services)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from sqlalchemy.exc import OperationalError
 from referral_service.config import ConfigError, Settings
 from referral_service.crypto import KeyringError
 from referral_service.domain.errors import DomainError
+from referral_service.files import UMASK
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -77,6 +79,8 @@ def _require_schema(session: Any) -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Log at debug level.")
 def main(verbose: bool) -> None:
     """Victim Assistance Network referral service."""
+    # Before any command creates a file (database, WAL, keyring, folders): none is for other users.
+    os.umask(UMASK)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("alembic", "kombu.connection"):
@@ -95,8 +99,15 @@ def init() -> None:
         create_keyring(settings.keyring_path)
         click.echo(f"created a development keyring at {settings.keyring_path} (keep it secret; back it up)")
     services = bootstrap(settings)
-    prepare_database(services)
+    report = prepare_database(services)
     click.echo(f"database schema is at head: {services.engine.url.render_as_string(hide_password=True)}")
+    if report.followups_sealed or report.followup_events_scrubbed:
+        click.echo(f"{report.followups_sealed} free-text follow-up outcome(s) moved into their sealed notes, "
+                   f"{report.followup_events_scrubbed} outbox event(s) cleaned")
+    if report.idempotency_keys_dropped:
+        click.echo(f"{report.idempotency_keys_dropped} plaintext idempotency key(s) of an earlier version deleted")
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
 
 
 @main.command()
@@ -106,15 +117,14 @@ def init() -> None:
 @operator_errors
 def run(host: str, port: int, threads: int) -> None:
     """The whole service in one process: HTTP API and pages, relay, router, deadline scheduler."""
-    from waitress import create_server
-
     from referral_service.app import create_app
+    from referral_service.http_server import waitress_server
     from workers.runtime import Runtime
 
     services = _services()
     runtime = Runtime(services)
     runtime.start()
-    server = create_server(create_app(services), host=host, port=port, threads=threads)
+    server = waitress_server(create_app(services), host=host, port=port, threads=threads)
     _on_stop_signal(server.close)
     click.echo(f"referral-service listening on http://{host}:{server.effective_port} "
                f"({'embedded' if services.settings.embedded else 'custom'} profile)")
@@ -144,10 +154,15 @@ def serve(host: str, port: int, workers_: int) -> None:
     """The HTTP API under gunicorn (production)."""
     from gunicorn.app.base import BaseApplication
 
+    from referral_service.http_server import GUNICORN_LIMITS, hide_gunicorn_banner
+
     _services().dispose()  # fail fast, in one line, before gunicorn forks
+    hide_gunicorn_banner()
 
     class _Gunicorn(BaseApplication):
         def load_config(self) -> None:
+            for name, value in GUNICORN_LIMITS.items():
+                self.cfg.set(name, value)
             self.cfg.set("bind", f"{host}:{port}")
             self.cfg.set("workers", workers_)
             self.cfg.set("accesslog", "-")
@@ -482,5 +497,6 @@ def subjects_erase(subject_id: str, yes: bool) -> None:
     if not yes and sys.stdin.isatty():
         click.confirm(f"Erase subject {subject_id} for good?", abort=True)
     services = _services()
-    erase_subject(services, subject_id)
+    for warning in erase_subject(services, subject_id):
+        click.echo(f"warning: {warning}", err=True)
     click.echo(f"subject {subject_id} erased")

@@ -41,6 +41,12 @@ class Settings:
     ratelimit_storage_url: str = "memory://"
     ratelimit_login: str = "10 per minute"
     ratelimit_api_auth_failures: str = "20 per minute"
+    # REFERRAL_METRICS_TOKEN: Prometheus scrapers send `Authorization: Bearer <token>` to /metrics;
+    # unset, /metrics answers 404 (the counters describe traffic, failed sign-ins included).
+    metrics_token: str | None = None
+    # REFERRAL_TRUSTED_PROXIES: how many reverse proxies in front set X-Forwarded-For/-Proto; 0
+    # (default) believes no such header, so a client cannot claim HTTPS or another address.
+    trusted_proxies: int = 0
 
     @property
     def embedded(self) -> bool:
@@ -84,6 +90,8 @@ class Settings:
             ratelimit_storage_url=_ratelimit_storage(env.get("REFERRAL_RATELIMIT_STORAGE_URL") or "memory://"),
             ratelimit_login=_rate(env, "REFERRAL_RATELIMIT_LOGIN", "10 per minute"),
             ratelimit_api_auth_failures=_rate(env, "REFERRAL_RATELIMIT_API_AUTH_FAILURES", "20 per minute"),
+            metrics_token=_metrics_token(env.get("REFERRAL_METRICS_TOKEN") or None),
+            trusted_proxies=_trusted_proxies(env.get("REFERRAL_TRUSTED_PROXIES") or "0"),
         )
 
 
@@ -146,3 +154,22 @@ def _check_database_url(url: str) -> None:
         )
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() != "psycopg":
         raise ConfigError("REFERRAL_DATABASE_URL: use the psycopg 3 driver: postgresql+psycopg://…")
+
+
+METRICS_TOKEN_MIN = 32
+MAX_TRUSTED_PROXIES = 10
+
+
+def _metrics_token(token: str | None) -> str | None:
+    if token is not None and (len(token) < METRICS_TOKEN_MIN or not token.isascii() or not token.isprintable()
+                              or " " in token):
+        raise ConfigError(f"REFERRAL_METRICS_TOKEN: use at least {METRICS_TOKEN_MIN} printable ASCII characters "
+                          "without spaces, e.g. the output of 'openssl rand -hex 32'")
+    return token
+
+
+def _trusted_proxies(raw: str) -> int:
+    if not raw.isdigit() or int(raw) > MAX_TRUSTED_PROXIES:
+        raise ConfigError(f"REFERRAL_TRUSTED_PROXIES: the number of reverse proxies in front of the service, "
+                          f"0 to {MAX_TRUSTED_PROXIES}; got {raw!r}")
+    return int(raw)

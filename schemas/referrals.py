@@ -11,6 +11,7 @@ from referral_service.domain.model import (
     CLOSE_OUTCOMES,
     CONSENT_METHODS,
     DECLINE_REASONS,
+    FOLLOWUP_OUTCOMES,
     LANGUAGES,
     RISK_LEVELS,
     SERVICES,
@@ -160,7 +161,7 @@ class DeclineSchema(_Strict):
 
 
 class FollowUpSchema(_Strict):
-    outcome = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    outcome = fields.String(required=True, validate=validate.OneOf(FOLLOWUP_OUTCOMES))
     note = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=NOTE_MAX))
 
 

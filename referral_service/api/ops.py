@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response, abort, current_app, request
 from kombu import Connection
 from sqlalchemy import text
 
 from referral_service.api import bp, ok, services
 from referral_service.api.openapi import build_spec
+from referral_service.domain.errors import Unauthenticated
 
 ops_bp = Blueprint("ops", __name__)
 
@@ -48,6 +50,13 @@ def readyz() -> Any:
 def metrics() -> Any:
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+    # Only for a scraper holding REFERRAL_METRICS_TOKEN: the counters show who is being tried and how.
+    token = services().settings.metrics_token
+    if token is None:
+        abort(404)
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise Unauthenticated("send Authorization: Bearer <REFERRAL_METRICS_TOKEN>")
     return Response(generate_latest(current_app.extensions["referral_metrics"].registry),
                     mimetype=CONTENT_TYPE_LATEST)
 

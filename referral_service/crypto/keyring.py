@@ -234,7 +234,8 @@ def _write_atomically(path: Path, data: dict[str, Any], *, exclusive: bool = Fal
     `exclusive` links instead of replacing: it fails if the target exists, even if it appeared a
     moment ago, so a new keyring can never clobber one that holds the only copy of live KEKs.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # a folder made for the keyring is private
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".keyring-")
     try:
         os.fchmod(fd, 0o600)

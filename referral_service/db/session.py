@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from referral_service.db.models import OutboxMessage
 from referral_service.domain.events import Event
+from referral_service.files import restrict_sqlite_files
 
 EVENTS_EXCHANGE = "referrals.events"
 PARTNERS_EXCHANGE = "referrals.partners"
@@ -19,6 +20,7 @@ OUTBOX_CHANNEL = "referral_outbox"  # PostgreSQL LISTEN/NOTIFY channel: new outb
 def make_engine(url: str, **kwargs: Any) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
+        database = engine.url.database
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -30,7 +32,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur.execute("PRAGMA synchronous=FULL")  # the embedded profile must survive a kill -9
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
+            # Erased rows and keys are overwritten with zeros, not just unlinked from the b-tree.
+            cur.execute("PRAGMA secure_delete=ON")
             cur.close()
+            restrict_sqlite_files(database)  # the WAL and -shm exist from here on
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:

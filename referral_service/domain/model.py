@@ -43,6 +43,9 @@ SHARE_SCOPES = ("contact", "identity", "incident")
 NETWORKS = ("victim_assistance", "policy_support", "communication_narratives", "youth_empowerment")
 DECLINE_REASONS = ("no_capacity", "out_of_area", "service_not_offered", "cannot_contact", "other")
 CLOSE_OUTCOMES = ("services_delivered", "referred_elsewhere", "client_declined", "cannot_contact", "other")
+# A code, never free text: it is stored in plaintext and travels in followup.recorded events; what
+# happened in the person's own words goes in the sealed note.
+FOLLOWUP_OUTCOMES = ("contacted", "service_started", "service_delivered", "no_contact", "client_declined", "other")
 LANGUAGES = ("ur", "en", "ps", "pa", "sd", "bal", "skr", "hnd", "bsk", "shi", "kas", "brh", "other")
 
 # Which personal fields each consent scope releases to a partner holding the case.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Select
@@ -26,12 +26,32 @@ def encode_cursor(at: datetime, row_id: str) -> str:
     return base64.urlsafe_b64encode(json.dumps([at.isoformat(), row_id]).encode()).decode()
 
 
+# Longer than any cursor encode_cursor writes (a timestamp and an id of at most 64 characters).
+MAX_CURSOR_CHARS = 256
+MAX_CURSOR_ID_CHARS = 100
+
+
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The (timestamp, id) that `encode_cursor` wrote; anything else a client made up is a 422.
+
+    A cursor is client input: it must be exactly a two-item list of strings, a timezone-aware time
+    that exists in UTC, and a short id; a naive or out-of-range time would otherwise fail only when
+    bound into the query, and deep nesting in the JSON parser (RecursionError).
+    """
+    invalid = ValidationFailed("invalid cursor", {"cursor": ["not a cursor this API returned"]})
+    if len(cursor) > MAX_CURSOR_CHARS:
+        raise invalid
     try:
-        at, row_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return datetime.fromisoformat(at), str(row_id)
-    except (binascii.Error, ValueError, TypeError):
-        raise ValidationFailed("invalid cursor", {"cursor": ["not a cursor this API returned"]}) from None
+        data = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        if not (isinstance(data, list) and len(data) == 2 and all(isinstance(v, str) for v in data)):
+            raise invalid
+        at_text, row_id = data
+        at = datetime.fromisoformat(at_text)
+        if at.utcoffset() is None or len(row_id) > MAX_CURSOR_ID_CHARS:
+            raise invalid
+        return at.astimezone(UTC), row_id
+    except (binascii.Error, ValueError, TypeError, OverflowError, RecursionError):
+        raise invalid from None
 
 
 def clamp_limit(limit: int | None) -> int:

@@ -73,12 +73,20 @@ def request_mac(services: Services, payload: dict[str, Any]) -> str:
     return hmac.new(services.keys.derive_secret("idempotency"), canonical, sha256).hexdigest()
 
 
+def idempotency_key_digest(services: Services, key: str) -> str:
+    """What is stored for a client's Idempotency-Key: its keyed digest (hex), never the key itself,
+    which clients may build from anything, names included."""
+    return hmac.new(services.keys.derive_secret("idempotency-key"), key.encode(), sha256).hexdigest()
+
+
 def submit_referral(
     cmd: SubmitReferral, services: Services, actor: Actor, *, idempotency_key: str | None = None,
     mac: str | None = None,
 ) -> SubmitOutcome:
     if actor.role not in SUBMITTERS:
         raise Forbidden("only caseworkers and supervisors submit referrals")
+    if idempotency_key:
+        idempotency_key = idempotency_key_digest(services, idempotency_key)
     for attempt in range(2):
         try:
             with services.uow() as uow:

@@ -1,10 +1,12 @@
-"""Data-subject operations: crypto-shredding."""
+"""Data-subject operations: crypto-shredding, and purging the old row versions it leaves behind."""
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select, text
+from sqlalchemy.exc import DBAPIError
 
 from referral_service.db.models import Referral, Subject
 from referral_service.domain import events
@@ -13,8 +15,21 @@ from referral_service.domain.errors import Conflict, NotFound
 if TYPE_CHECKING:
     from referral_service.bootstrap import Services
 
+log = logging.getLogger(__name__)
 
-def erase_subject(services: Services, subject_id: str) -> None:
+# Rewritten in full (new data file, indexes rebuilt): a plain VACUUM only marks a deleted or updated
+# row's space free, and its bytes (the wrapped data key; the blind-index hashes) stay in the file
+# until new rows happen to overwrite them. Both tables are small (a few rows per subject).
+REWRITTEN_TABLES = ("subject_keys", "blind_indexes")
+# Its old row versions hold only ciphertexts under the destroyed key: freeing the space is enough.
+VACUUMED_TABLES = ("subjects",)
+# VACUUM FULL takes an exclusive lock; never queue behind a long transaction holding everything up.
+LOCK_TIMEOUT = "10s"
+
+
+def erase_subject(services: Services, subject_id: str) -> list[str]:
+    """Erase, then purge old copies of the key from the database files. Returns warnings for the
+    operator (an empty list when the bytes are gone from the database's own files)."""
     with services.uow() as uow:
         subject = uow.session.get(Subject, subject_id)
         if subject is None:
@@ -27,3 +42,60 @@ def erase_subject(services: Services, subject_id: str) -> None:
         services.personal_data.access.record(actor=None, action="subject.erase", referral_id=first,
                                              subject_id=subject_id)
         uow.commit()
+    return purge_old_versions(services.engine)
+
+
+def purge_old_versions(engine: Engine, rewrite: tuple[str, ...] = REWRITTEN_TABLES,
+                       vacuum: tuple[str, ...] = VACUUMED_TABLES) -> list[str]:
+    """Make committed deletes and overwrites physical: after an erasure, the old wrapped key must not
+    be recoverable from the database's files (it stays in backups; see the README). On PostgreSQL the
+    `rewrite` tables get VACUUM FULL and the `vacuum` ones a plain VACUUM; SQLite needs no list."""
+    if engine.dialect.name == "sqlite":
+        return _truncate_sqlite_wal(engine)
+    if engine.dialect.name == "postgresql":
+        return _vacuum_postgres(engine, rewrite, vacuum)
+    return []
+
+
+def _truncate_sqlite_wal(engine: Engine) -> list[str]:
+    # secure_delete (set on every connection) zeroed the old cells in the new page images; the
+    # checkpoint copies those over the database file and TRUNCATE empties the WAL, which still held
+    # the earlier page images with the key. On the raw connection: no transaction may be open.
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        busy, _frames, _done = cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        cursor.close()
+    finally:
+        raw.close()
+    if busy:
+        log.warning("erasure: the SQLite WAL could not be checkpointed (the database was busy)")
+        return ["another process kept the database busy, so the write-ahead log (-wal file) may still hold "
+                "the old key; it is emptied at the next 'referral-service init' or erasure"]
+    return []
+
+
+def _vacuum_postgres(engine: Engine, rewrite: tuple[str, ...], vacuum: tuple[str, ...]) -> list[str]:
+    warnings: list[str] = []
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        not_owned = conn.execute(text(
+            "SELECT c.relname FROM pg_class c WHERE c.relname = ANY(:names) AND c.relkind = 'r' "
+            "AND c.relnamespace = to_regnamespace(current_schema())::oid "
+            "AND NOT pg_has_role(current_user, c.relowner, 'USAGE')"
+        ), {"names": [*rewrite, *vacuum]}).scalars().all()
+        if not_owned:
+            # VACUUM would only warn and skip them, so say so here.
+            return [f"the database user does not own {', '.join(sorted(not_owned))}, so old row versions were "
+                    f"not purged; as the owner run: VACUUM FULL {', '.join(rewrite)}"
+                    + (f"; VACUUM {', '.join(vacuum)}" if vacuum else "")]
+        conn.exec_driver_sql(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
+        for table, full in [*((t, True) for t in rewrite), *((t, False) for t in vacuum)]:
+            statement = f"VACUUM {'FULL ' if full else ''}{table}"
+            try:
+                conn.exec_driver_sql(statement)
+            except DBAPIError as exc:  # the erasure is committed: say what is left to do
+                log.warning("erasure: %s failed (%s)", statement, type(exc).__name__)
+                warnings.append(f"{statement} did not run ({type(exc).__name__}: another transaction held the "
+                                f"table for over {LOCK_TIMEOUT}?); the old row versions stay in the data files "
+                                f"until it does: run it when the service is quiet")
+    return warnings

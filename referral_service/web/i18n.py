@@ -99,6 +99,14 @@ CLOSE_LABELS = {
     "cannot_contact": _l("Could not contact the person"),
     "other": _l("Other (explain in the note)"),
 }
+FOLLOWUP_LABELS = {
+    "contacted": _l("Contacted the person"),
+    "service_started": _l("Service started"),
+    "service_delivered": _l("Service delivered"),
+    "no_contact": _l("Could not contact the person"),
+    "client_declined": _l("The person declined"),
+    "other": _l("Other (explain in the note)"),
+}
 REFERRAL_STATUS_LABELS = {
     "submitted": _l("Submitted"), "routing": _l("Offered to a partner"), "assigned": _l("Accepted by a partner"),
     "unroutable": _l("No partner found"), "withdrawn": _l("Withdrawn"), "closed": _l("Closed"),
@@ -120,7 +128,8 @@ PROVINCE_LABELS = {
 LABELS: dict[str, dict[str, Any]] = {
     "service": SERVICE_LABELS, "risk": RISK_LABELS, "sex": SEX_LABELS, "staff_sex": STAFF_SEX_LABELS,
     "consent_method": CONSENT_METHOD_LABELS, "share": SHARE_LABELS, "language": LANGUAGE_LABELS,
-    "decline": DECLINE_LABELS, "close": CLOSE_LABELS, "referral_status": REFERRAL_STATUS_LABELS,
+    "decline": DECLINE_LABELS, "close": CLOSE_LABELS, "followup": FOLLOWUP_LABELS,
+    "referral_status": REFERRAL_STATUS_LABELS,
     "assignment_status": ASSIGNMENT_STATUS_LABELS, "deadline_kind": DEADLINE_KIND_LABELS, "role": ROLE_LABELS,
     "province": PROVINCE_LABELS,
 }

@@ -34,6 +34,7 @@ from referral_service.domain.model import (
     CLOSE_OUTCOMES,
     CONSENT_METHODS,
     DECLINE_REASONS,
+    FOLLOWUP_OUTCOMES,
     LANGUAGES,
     RISK_LEVELS,
     SERVICES,
@@ -118,8 +119,10 @@ def page(*roles: Role) -> Callable[[F], F]:
 
 
 def _safe_next(target: str | None) -> str | None:
-    # Only paths on this site: an open redirect after sign-in is a phishing aid.
-    if not target:
+    # Only paths on this site: an open redirect after sign-in is a phishing aid. No control
+    # characters either: CR/LF cannot go into a Location header (a 500 before), and urlsplit
+    # silently drops tabs and newlines, so it must not be the one to judge them.
+    if not target or any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):
         return None
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//") or "\\" in target:
@@ -321,6 +324,7 @@ def _render_referral(actor: Actor, referral_id: str, forms: dict[str, FormState]
     return render_template(
         "referral_detail.html", r=referral, partner_names=_partner_names(), forms=forms or {}, blank=FormState(),
         decline_reasons=choices("decline", DECLINE_REASONS), close_outcomes=choices("close", CLOSE_OUTCOMES),
+        followup_outcomes=choices("followup", FOLLOWUP_OUTCOMES),
     ), status
 
 

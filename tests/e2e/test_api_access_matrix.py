@@ -47,7 +47,7 @@ ENDPOINTS: dict[str, Endpoint] = {
     "accept": Endpoint("POST", "/api/v1/assignments/{assignment_id}/accept"),
     "decline": Endpoint("POST", "/api/v1/assignments/{assignment_id}/decline", lambda: {"reason": "no_capacity"}),
     "followup": Endpoint("POST", "/api/v1/assignments/{assignment_id}/followups",
-                         lambda: {"outcome": "first_contact_made", "note": "phoned, visit booked"}, state="accepted"),
+                         lambda: {"outcome": "contacted", "note": "phoned, visit booked"}, state="accepted"),
     "close": Endpoint("POST", "/api/v1/assignments/{assignment_id}/close",
                       lambda: {"outcome": "services_delivered"}, state="accepted"),
     "list_partners": Endpoint("GET", "/api/v1/partners"),
@@ -212,7 +212,7 @@ def _check_success(endpoint: str, role: str, world: World, body: dict[str, Any])
     elif endpoint == "decline":
         assert body["status"] == "declined" and body["decline_reason"] == "no_capacity"
     elif endpoint == "followup":
-        assert body["assignment_id"] == world.assignment_id and body["outcome"] == "first_contact_made"
+        assert body["assignment_id"] == world.assignment_id and body["outcome"] == "contacted"
     elif endpoint == "close":
         assert body["status"] == "closed" and body["close_outcome"] == "services_delivered"
     elif endpoint == "list_partners":

@@ -279,6 +279,39 @@ def test_bad_list_parameters_are_422(client: Any, make_user: Any, query: str, fi
     assert field in error["fields"]
 
 
+def _raw_cursor(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode()
+
+
+# Cursors a client forged rather than received: each once reached the database layer (or the JSON
+# parser's recursion limit) and answered 500; they are as invalid as any other bad cursor.
+FORGED_CURSORS = {
+    "naive-datetime": _cursor(["2026-01-01T00:00:00", "x"]),
+    "year-9999-west-of-utc": _cursor(["9999-12-31T23:00:00-05:00", "x"]),
+    "year-1-east-of-utc": _cursor(["0001-01-01T00:00:00+05:00", "x"]),
+    "deeply-nested": _raw_cursor("[" * 5000 + "]" * 5000),
+    "huge-integer": _raw_cursor('["2026-01-01T00:00:00+00:00", ' + "9" * 5000 + "]"),
+    "huge-float": _raw_cursor("[1e999, 1e999]"),
+    "number-as-id": _cursor(["2026-01-01T00:00:00+00:00", 10 ** 30]),
+    "object-with-two-keys": _cursor({"2026-01-01T00:00:00+00:00": 1, "x": 2}),
+    "two-character-string": _cursor("ab"),
+    "three-items": _cursor(["2026-01-01T00:00:00+00:00", "x", "y"]),
+    "null": _cursor(None),
+    "overlong": _cursor(["2026-01-01T00:00:00+00:00", "x" * 5000]),
+}
+
+
+@pytest.mark.parametrize("cursor", FORGED_CURSORS.values(), ids=FORGED_CURSORS.keys())
+@pytest.mark.parametrize("list_path", ["/api/v1/referrals", "/api/v1/assignments", "/api/v1/deadlines/overdue",
+                                       "/api/v1/partners"])
+def test_forged_cursors_are_refused_like_any_bad_cursor(client: Any, make_user: Any, cursor: str,
+                                                        list_path: str) -> None:
+    supervisor = make_user("supervisor")
+    error = error_of(client.get(f"{list_path}?cursor={cursor}", headers=supervisor.headers), 422,
+                     "validation_failed")
+    assert "cursor" in error["fields"]
+
+
 def test_idempotency_key_too_long_is_422_and_writes_nothing(services: Any, client: Any, caseworker: Any) -> None:
     before = row_counts(services)
     resp = client.post("/api/v1/referrals", json=referral_body(),

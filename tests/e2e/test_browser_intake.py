@@ -37,13 +37,12 @@ def _need_chromium() -> None:
 
 @pytest.fixture
 def live_server(services: Any) -> Iterator[str]:
-    from waitress import create_server
-
     from referral_service.app import create_app
+    from referral_service.http_server import waitress_server
 
     # Plain http on loopback: a Secure cookie would never come back, so this server alone relaxes it.
     app = create_app(services, {"SESSION_COOKIE_SECURE": False})
-    server = create_server(app, host="127.0.0.1", port=0, threads=4)
+    server = waitress_server(app, host="127.0.0.1", port=0, threads=4)
     thread = threading.Thread(target=server.run, name="waitress", daemon=True)
     thread.start()
     try:

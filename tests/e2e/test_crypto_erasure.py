@@ -14,6 +14,7 @@ from sqlalchemy import select
 from referral_service.bootstrap import Services
 from referral_service.crypto import SubjectErased
 from referral_service.db.models import BlindIndex, OutboxMessage, Subject, SubjectKey
+from referral_service.services.subjects import erase_subject
 from tests.factories import referral_body
 from tests.pipeline import drain
 
@@ -109,3 +110,29 @@ def test_erasing_twice_or_an_unknown_subject_fails_with_one_line(
         assert result.returncode != 0
         assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
         assert expected in result.stderr and "Traceback" not in result.stderr
+
+
+def _database_files(services: Services) -> dict[str, bytes]:
+    db = services.settings.home / "referrals.sqlite3"
+    return {p.name: p.read_bytes() for p in (db, db.with_name(db.name + "-wal")) if p.exists()}
+
+
+def test_erasure_leaves_the_old_wrapped_key_in_neither_the_database_file_nor_its_wal(
+        services: Services, two_subjects: dict[str, Any]) -> None:
+    a, b = two_subjects["a"], two_subjects["b"]
+    with services.uow() as uow:
+        [erased_key] = uow.session.scalars(select(SubjectKey.wrapped).where(
+            SubjectKey.subject_id == a["subject_id"])).all()
+        [kept_key] = uow.session.scalars(select(SubjectKey.wrapped).where(
+            SubjectKey.subject_id == b["subject_id"])).all()
+    assert erased_key and kept_key
+    assert any(erased_key in raw for raw in _database_files(services).values())  # the scan can see it
+
+    # In this process, whose engine stays open as a running service's does: SQLite deletes the WAL
+    # itself only when the last connection closes, which on a serving system may be never.
+    assert not erase_subject(services, a["subject_id"])  # no warnings
+    files = _database_files(services)
+    assert "referrals.sqlite3" in files
+    still_holding = [name for name, raw in files.items() if erased_key in raw]
+    assert still_holding == [], "the erased subject's wrapped key is still in these files"
+    assert any(kept_key in raw for raw in files.values())  # the other subject's key is untouched

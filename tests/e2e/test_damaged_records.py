@@ -6,6 +6,7 @@ sector or a botched restore would; every read goes through the real crypto and F
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -226,7 +227,9 @@ def test_each_damaged_read_is_one_log_line_with_ids_only_and_counted_on_metrics(
     for name, cnic, phone in PEOPLE:
         assert name not in logged and cnic not in logged and phone not in logged
 
-    metrics = client.get("/metrics").get_data(as_text=True)
+    token = "scrape-" + "t" * 40
+    services.settings = dataclasses.replace(services.settings, metrics_token=token)
+    metrics = client.get("/metrics", headers={"Authorization": f"Bearer {token}"}).get_data(as_text=True)
     assert 'damaged_records_total{table="subject_keys"} 1.0' in metrics
     assert 'damaged_records_total{table="subjects"} 1.0' in metrics
     assert 'damaged_records_total{table="referrals"} 0.0' in metrics

@@ -352,11 +352,11 @@ def test_partner_records_followup_and_closes_with_outcome(client: FlaskClient, s
                 data={"csrf_token": csrf_token(client, "/inbox"), "referral_id": offer["referral_id"]})
     token = csrf_token(client, detail)
     resp = client.post(f"/assignments/{offer['id']}/followup",
-                       data={"csrf_token": token, "referral_id": offer["referral_id"], "outcome": "first call",
+                       data={"csrf_token": token, "referral_id": offer["referral_id"], "outcome": "contacted",
                              "note": "appointment on Monday"})
     assert resp.status_code == 302
     page = client.get(detail).get_data(as_text=True)
-    assert "Follow-up recorded." in page and "first call" in page and "appointment on Monday" in page
+    assert "Follow-up recorded." in page and "Contacted the person" in page and "appointment on Monday" in page
     resp = client.post(f"/assignments/{offer['id']}/close",
                        data={"csrf_token": token, "referral_id": offer["referral_id"],
                              "outcome": "services_delivered"})

@@ -37,6 +37,11 @@ def test_production_profile_from_urls(tmp_path: Path) -> None:
         ({"REFERRAL_BROKER_URL": "redis://localhost"}, "REFERRAL_BROKER_URL"),
         ({"REFERRAL_BROKER_URL": "localhost:5672"}, "REFERRAL_BROKER_URL"),
         ({"REFERRAL_DEADLINE_POLICY": "/nonexistent/policy.json"}, "REFERRAL_DEADLINE_POLICY"),
+        ({"REFERRAL_METRICS_TOKEN": "short"}, "REFERRAL_METRICS_TOKEN"),
+        ({"REFERRAL_METRICS_TOKEN": "a token with spaces in it, long enough"}, "REFERRAL_METRICS_TOKEN"),
+        ({"REFERRAL_TRUSTED_PROXIES": "yes"}, "REFERRAL_TRUSTED_PROXIES"),
+        ({"REFERRAL_TRUSTED_PROXIES": "-1"}, "REFERRAL_TRUSTED_PROXIES"),
+        ({"REFERRAL_TRUSTED_PROXIES": "99"}, "REFERRAL_TRUSTED_PROXIES"),
     ],
 )
 def test_bad_configuration_names_the_variable_in_one_line(tmp_path: Path, env: dict[str, str], variable: str) -> None:
@@ -45,6 +50,20 @@ def test_bad_configuration_names_the_variable_in_one_line(tmp_path: Path, env: d
     message = str(info.value)
     assert message.startswith(variable)
     assert "\n" not in message
+
+
+def test_metrics_are_off_and_no_proxy_is_trusted_by_default(tmp_path: Path) -> None:
+    settings = Settings.from_env({"REFERRAL_HOME": str(tmp_path)})
+    assert settings.metrics_token is None
+    assert settings.trusted_proxies == 0
+
+
+def test_metrics_token_and_trusted_proxies_are_read_from_the_environment(tmp_path: Path) -> None:
+    token = "0123456789abcdef" * 4
+    settings = Settings.from_env({"REFERRAL_HOME": str(tmp_path), "REFERRAL_METRICS_TOKEN": token,
+                                  "REFERRAL_TRUSTED_PROXIES": "2"})
+    assert settings.metrics_token == token
+    assert settings.trusted_proxies == 2
 
 
 def test_deadline_policy_file_overrides_only_the_levels_it_names(tmp_path: Path) -> None:
