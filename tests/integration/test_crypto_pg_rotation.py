@@ -11,7 +11,7 @@ from sqlalchemy import delete, select
 
 from referral_service.app import create_app
 from referral_service.bootstrap import Services
-from referral_service.db.models import BlindIndex
+from referral_service.db.models import BlindIndex, PossibleDuplicate
 from referral_service.services import users
 from tests.e2e.test_crypto_rotation_under_load import rotate_under_load
 from tests.factories import referral_body
@@ -27,7 +27,7 @@ def test_rotation_on_postgresql_survives_load_and_a_kill_and_completes_on_resume
     rotate_under_load(pg_services, app, {"Authorization": f"Bearer {token}"})
 
 
-def test_blind_index_reindex_on_postgresql_keeps_duplicates_linked(pg_services: Services) -> None:  # noqa: F811
+def test_blind_index_reindex_on_postgresql_keeps_finding_possible_duplicates(pg_services: Services) -> None:  # noqa: F811
     token = users.create_user(pg_services, name="reindex-caseworker", role="caseworker")["token"]
     client = create_app(pg_services, {"TESTING": True}).test_client()
     headers = {"Authorization": f"Bearer {token}"}
@@ -62,4 +62,8 @@ def test_blind_index_reindex_on_postgresql_keeps_duplicates_linked(pg_services: 
         versions = set(uow.session.scalars(select(BlindIndex.version)))
     assert versions == {2}
     for n, subject_id in [*enumerate(subjects), (50, late)]:
-        assert submit(n, "{:05d}{:07d}3") == subject_id  # undashed CNIC, found through version 2
+        repeat = submit(n, "{:05d}{:07d}3")  # undashed CNIC, found through version 2
+        with pg_services.uow() as uow:
+            earlier = uow.session.scalars(select(PossibleDuplicate.earlier_subject_id)
+                                          .where(PossibleDuplicate.subject_id == repeat)).all()
+        assert repeat != subject_id and earlier == [subject_id]
