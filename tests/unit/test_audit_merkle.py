@@ -478,3 +478,19 @@ def test_requests_outside_the_tree_are_refused() -> None:
     with pytest.raises(ValueError):
         inclusion_plan(-1, 5)
     assert tree.size == 5
+
+
+def test_proofs_with_hashes_of_the_wrong_length_or_sizes_out_of_range_are_rejected_as_such() -> None:
+    tree = MerkleTree()
+    tree.append(leaf_hash(bytes([i])) for i in range(8))
+    proof, r = tree.inclusion_proof(3, 8), tree.root()
+    for bad in (proof[0][:31], proof[0] + b"\x00", b""):
+        with pytest.raises(ProofError, match="proof hash is not a 32-byte"):
+            verify_inclusion(3, 8, leaf_hash(bytes([3])), [bad, *proof[1:]], r)
+        with pytest.raises(ProofError, match="proof hash is not a 32-byte"):
+            verify_consistency(3, 8, [bad, *tree.consistency_proof(3, 8)[1:]], tree.root(3), r)
+    for size in (-1, 2**64, True):
+        with pytest.raises(ProofError, match="tree size"):
+            verify_inclusion(0, size, leaf_hash(b"\x00"), proof, r)
+        with pytest.raises(ProofError, match="tree size"):
+            verify_consistency(size, 8, [], r, r)
