@@ -10,8 +10,9 @@ Each view of the `api` and `ops` blueprints says, once and next to its route, wh
 `build_spec(app)` walks `app.url_map`: every rule of those blueprints becomes a path (Flask's `<name>` is
 OpenAPI's `{name}`), each of its methods an operation built from the view's declaration. The error
 answers that follow from an operation's shape are added for it (401 with a bearer token, 404 with an id
-in the path, 400/413/422 with a body, 422 with query parameters, 429 on the rate-limited API), each with
-the one error body `{"error": {"code", "message", "fields"}}`; the view names the rest (403, 409).
+in the path, 400/413/422 with a body, 422 with query parameters, 429 on the rate-limited API, 503 when
+the database is down), each with the one error body `{"error": {"code", "message", "fields"}}`; the
+view names the rest (403, 409).
 A route without a declaration is left out of the document, and tests/e2e/test_openapi_document.py
 fails on it.
 """
@@ -70,7 +71,7 @@ class Operation:
 
 
 def operation(summary: str, **details: Any) -> Callable[[View], View]:
-    """Declare a view's operation for the OpenAPI document (see `Operation`). Put it below the route."""
+    """Declare a view's operation for the OpenAPI document (see `Operation`), next to its route."""
     op = Operation(summary, **details)
 
     def declare(view: View) -> View:
@@ -178,6 +179,8 @@ def _errors(op: Operation, rule: Rule) -> dict[int, str]:
         errors[404] = "no such " + " or ".join(_noun(a) for a in sorted(rule.arguments))
     if rule.endpoint.startswith("api."):
         errors[429] = "too many failed authentications from this address; try again after `Retry-After` seconds"
+        if op.security == "bearer":  # the token is looked up in the database
+            errors[503] = "the database is unavailable; try again shortly"
     errors.update(op.errors)
     return errors
 

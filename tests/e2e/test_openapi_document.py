@@ -24,6 +24,7 @@ from referral_service.app import MAX_BODY_BYTES, create_app
 from referral_service.bootstrap import Services, bootstrap
 from referral_service.services.subjects import erase_subject
 from tests.conftest import FakeClock, UserHandle, embedded_settings
+from tests.e2e.test_damaged_records import damage_key_of
 from tests.factories import partner, referral_body
 from tests.pipeline import drain
 
@@ -87,7 +88,7 @@ def test_errors_that_follow_from_an_operation_are_documented_on_it(app: Flask) -
     withdraw = paths["/api/v1/referrals/{referral_id}/withdraw"]["post"]
     assert withdraw["requestBody"]["required"] is False
     directory = paths["/api/v1/partners/{partner_id}"]["get"]["responses"]
-    assert set(directory) == {"200", "401", "404", "429"}  # any signed-in role may read it
+    assert set(directory) == {"200", "401", "404", "429", "503"}  # any signed-in role may read it
     healthz = paths["/healthz"]["get"]
     assert healthz["security"] == [] and set(healthz["responses"]) == {"200"}
     assert set(paths["/readyz"]["get"]["responses"]) == {"200", "503"}
@@ -298,3 +299,38 @@ def test_openapi_is_served_without_a_token(client: Any) -> None:
     resp = client.get("/api/v1/openapi.json")
     assert resp.status_code == 200
     assert resp.get_json()["info"]["title"] == "referral-service"
+
+
+def test_database_down_answers_match_the_document(api: CheckedClient, services: Services, home: Path,
+                                                  make_user: Any) -> None:
+    cw = make_user("caseworker")
+    services.engine.dispose()
+    for path in home.glob("referrals.sqlite3*"):
+        path.unlink()
+    (home / "referrals.sqlite3").mkdir()  # a directory where the database file was: unopenable
+    api.get("/readyz", 503)
+    api.get("/api/v1/referrals", 503, user=cw)
+
+
+def test_damaged_record_answers_match_the_document(api: CheckedClient, services: Services, make_user: Any,
+                                                   add_partner: Any) -> None:
+    add_partner()
+    cw, sup, staff = make_user("caseworker"), make_user("supervisor"), make_user("partner", partner_id=MEDICAL)
+    referral = api.post("/api/v1/referrals", 201, user=cw, json=referral_body(
+        consent={"given": True, "method": "written", "share": ["contact", "identity", "incident"]}))
+    api.post("/api/v1/referrals", 201, user=cw, json=referral_body(subject__phone=None))  # a possible duplicate
+    drain(services)
+    [offer] = [a for a in api.get("/api/v1/assignments", user=staff)["items"] if a["referral_id"] == referral["id"]]
+    api.post(f"/api/v1/assignments/{offer['id']}/accept", user=staff)
+    api.post(f"/api/v1/assignments/{offer['id']}/followups", 201, user=staff,
+             json={"outcome": "contacted", "note": "met at the clinic"})
+    damage_key_of(services, referral["subject_id"])  # every sealed field of this person now fails to open
+
+    shown = api.get(f"/api/v1/referrals/{referral['id']}", user=cw)
+    assert shown["subject"]["damaged"] is True and shown["subject"]["damaged_fields"]
+    assert shown["incident"]["damaged"] is True
+    assert shown["assignments"][0]["followups"][0]["note_damaged"] is True
+    api.get(f"/api/v1/referrals/{referral['id']}", user=staff)
+    api.get("/api/v1/referrals", user=cw)
+    assert any(a["subject_damaged"] for a in api.get("/api/v1/assignments", user=staff)["items"])
+    api.get("/api/v1/duplicates", user=sup)
