@@ -32,6 +32,7 @@ run: install
 lint: install-test
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 ## Install and run the whole test suite (unit, integration on PostgreSQL/RabbitMQ, e2e with Chromium).
 test: install-test lint

@@ -42,10 +42,12 @@ from referral_service.crypto.keyring import create_keyring
 from referral_service.db.models import OutboxMessage
 from referral_service.domain.model import Actor, Role
 from referral_service.messaging.broker import KombuPublisher, connect
-from referral_service.messaging.topology import EVENTS, declare_topology, partner_queue
+from referral_service.messaging.names import EVENTS_EXCHANGE
+from referral_service.messaging.topology import EVENTS, partner_queue
 from referral_service.services import partners, users
 from referral_service.services.referrals import submit_referral
 from schemas import PartnerSchema, ReferralInputSchema
+from workers.handlers import declare_broker
 from workers.relay import OutboxRelay
 
 PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -126,7 +128,7 @@ def relay_round(services: Services, conn: Connection, bodies: list[dict[str, Any
             for j in range(per_referral):
                 body = {**bodies[(i + j) % len(bodies)], "event_id": str(uuid.uuid4()), "referral_id": aggregate}
                 uow.session.add(OutboxMessage(event_id=body["event_id"], type="bench.relay", aggregate_id=aggregate,
-                                              exchange="referrals.events", routing_key="bench.relay", body=body))
+                                              exchange=EVENTS_EXCHANGE, routing_key="bench.relay", body=body))
         uow.commit()
     relay = OutboxRelay(services, KombuPublisher(conn))
     started = time.perf_counter()
@@ -308,7 +310,7 @@ def main() -> int:
         loaded = partners.upsert_partners(services, PartnerSchema(many=True).load(bench_partners()))
         partner_ids = [p["id"] for p in loaded]
         with connect(env["REFERRAL_BROKER_URL"]) as conn:
-            declare_topology(conn, partner_ids)
+            declare_broker(conn, partner_ids)
         print(f"scratch database and vhost ready ({env['REFERRAL_BROKER_URL'].rsplit('/', 1)[1]})", flush=True)
 
         result: dict[str, Any] = {}

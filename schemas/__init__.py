@@ -1,5 +1,6 @@
 """marshmallow schemas: request validation and every role's response shape (also the OpenAPI source)."""
 
+from schemas.deadlines import OverdueDeadlineSchema, OverduePageSchema
 from schemas.duplicates import (
     DuplicateDecisionResultSchema,
     DuplicateDecisionSchema,
@@ -8,20 +9,32 @@ from schemas.duplicates import (
     DuplicateSideSchema,
 )
 from schemas.errors import ErrorSchema
-from schemas.partners import PartnerSchema
+from schemas.ops import HealthSchema, ReadinessSchema
+from schemas.partners import PartnerPageSchema, PartnerSchema, PartnerViewSchema
 from schemas.referrals import (
+    AssignmentDetailSchema,
+    AssignmentPageSchema,
     AssignmentSchema,
     CloseSchema,
+    ConsentWithdrawnSchema,
     DeclineSchema,
+    FollowUpRecordedSchema,
     FollowUpSchema,
     ReferralInputSchema,
+    ReferralPageSchema,
     ReferralSchema,
+    ReferralStateSchema,
+    ReopenSchema,
     SubmittedSchema,
+    WithdrawSchema,
 )
 
 __all__ = [
+    "AssignmentDetailSchema",
+    "AssignmentPageSchema",
     "AssignmentSchema",
     "CloseSchema",
+    "ConsentWithdrawnSchema",
     "DeclineSchema",
     "DuplicateDecisionResultSchema",
     "DuplicateDecisionSchema",
@@ -29,9 +42,20 @@ __all__ = [
     "DuplicateSchema",
     "DuplicateSideSchema",
     "ErrorSchema",
+    "FollowUpRecordedSchema",
     "FollowUpSchema",
+    "HealthSchema",
+    "OverdueDeadlineSchema",
+    "OverduePageSchema",
+    "PartnerPageSchema",
     "PartnerSchema",
+    "PartnerViewSchema",
+    "ReadinessSchema",
     "ReferralInputSchema",
+    "ReferralPageSchema",
     "ReferralSchema",
+    "ReferralStateSchema",
+    "ReopenSchema",
     "SubmittedSchema",
+    "WithdrawSchema",
 ]

@@ -1,6 +1,11 @@
 """Possible duplicates: the decision body (empty for now) and the shapes supervisors read."""
 
-from marshmallow import RAISE, Schema, fields
+from marshmallow import RAISE, Schema, fields, validate
+
+from referral_service.domain.duplicates import DuplicateStatus
+from referral_service.domain.model import ReferralStatus
+
+_STATUS = validate.OneOf([s.value for s in DuplicateStatus])
 
 
 class DuplicateDecisionSchema(Schema):
@@ -11,42 +16,45 @@ class DuplicateDecisionSchema(Schema):
 
 
 class DuplicateSubjectSchema(Schema):
-    full_name = fields.String(allow_none=True)
-    date_of_birth = fields.String(allow_none=True)
-    district = fields.String()
-    erased = fields.Boolean()
-    damaged = fields.Boolean(metadata={"description": "the side's data key or a field does not open"})
+    full_name = fields.String(required=True, allow_none=True)
+    date_of_birth = fields.Date(required=True, allow_none=True)
+    district = fields.String(required=True)
+    erased = fields.Boolean(required=True)
+    damaged = fields.Boolean(required=True, metadata={"description": "the side's data key or a field does not open"})
+    damaged_fields = fields.List(fields.String(), metadata={"description": "present when `damaged`"})
 
 
 class DuplicateSideSchema(Schema):
-    id = fields.String()
-    reference = fields.String()
-    status = fields.String()
-    caseworker_id = fields.String()
-    created_at = fields.DateTime()
-    subject_id = fields.String()
-    subject = fields.Nested(DuplicateSubjectSchema)
+    id = fields.String(required=True)
+    reference = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf([s.value for s in ReferralStatus]))
+    caseworker_id = fields.String(required=True)
+    created_at = fields.DateTime(required=True)
+    subject_id = fields.String(required=True)
+    subject = fields.Nested(DuplicateSubjectSchema, required=True)
 
 
 class DuplicateDecisionResultSchema(Schema):
-    id = fields.String()
-    status = fields.String(metadata={"enum": ["pending", "confirmed", "dismissed"]})
-    matched_on = fields.List(fields.String(metadata={"enum": ["cnic", "phone"]}))
-    created_at = fields.DateTime()
-    decided_by = fields.String(allow_none=True)
-    decided_at = fields.DateTime(allow_none=True)
-    referral_id = fields.String()
-    subject_id = fields.String()
-    earlier_referral_id = fields.String()
-    earlier_subject_id = fields.String()
-    person_id = fields.String(allow_none=True, metadata={"description": "set once confirmed: one id per person"})
+    id = fields.String(required=True)
+    status = fields.String(required=True, validate=_STATUS)
+    matched_on = fields.List(fields.String(validate=validate.OneOf(("cnic", "phone"))), required=True)
+    created_at = fields.DateTime(required=True)
+    decided_by = fields.String(required=True, allow_none=True)
+    decided_at = fields.DateTime(required=True, allow_none=True)
+    referral_id = fields.String(required=True)
+    subject_id = fields.String(required=True)
+    earlier_referral_id = fields.String(required=True)
+    earlier_subject_id = fields.String(required=True)
+    person_id = fields.String(required=True, allow_none=True,
+                              metadata={"description": "set once confirmed: one id per person"})
 
 
 class DuplicateSchema(DuplicateDecisionResultSchema):
-    referral = fields.Nested(DuplicateSideSchema, metadata={"description": "the later referral"})
-    earlier_referral = fields.Nested(DuplicateSideSchema, metadata={"description": "the earliest referral it matched"})
+    referral = fields.Nested(DuplicateSideSchema, required=True, metadata={"description": "the later referral"})
+    earlier_referral = fields.Nested(DuplicateSideSchema, required=True,
+                                     metadata={"description": "the earliest referral it matched"})
 
 
 class DuplicatePageSchema(Schema):
-    items = fields.List(fields.Nested(DuplicateSchema))
-    next = fields.String(allow_none=True)
+    items = fields.List(fields.Nested(DuplicateSchema), required=True, metadata={"description": "oldest first"})
+    next = fields.String(required=True, allow_none=True, metadata={"description": "cursor of the next page"})

@@ -43,4 +43,26 @@ class PartnerSchema(Schema):
         data["provinces"], data["districts"] = out_p, out_d
 
 
-__all__ = ["PartnerSchema", "UnknownPlace"]
+
+class PartnerViewSchema(Schema):
+    """A partner organisation as the directory shows it (every field, always)."""
+
+    id = fields.String(required=True)
+    name = fields.String(required=True)
+    networks = fields.List(fields.String(validate=validate.OneOf(NETWORKS)), required=True)
+    services = fields.List(fields.String(validate=validate.OneOf(SERVICES)), required=True)
+    provinces = fields.List(fields.String(), required=True)
+    districts = fields.List(fields.String(), required=True)
+    languages = fields.List(fields.String(validate=validate.OneOf(LANGUAGES)), required=True)
+    capacity = fields.Integer(required=True)
+    accepts_minors = fields.Boolean(required=True)
+    staff_sex = fields.List(fields.String(validate=validate.OneOf(("female", "male"))), required=True)
+    active = fields.Boolean(required=True)
+
+
+class PartnerPageSchema(Schema):
+    items = fields.List(fields.Nested(PartnerViewSchema), required=True)
+    next = fields.String(required=True, allow_none=True, metadata={"description": "cursor of the next page"})
+
+
+__all__ = ["PartnerPageSchema", "PartnerSchema", "PartnerViewSchema", "UnknownPlace"]

@@ -18,6 +18,8 @@ from referral_service.domain.model import (
     SEXES,
     SHARE_SCOPES,
     STAFF_SEX_PREFERENCES,
+    AssignmentStatus,
+    ReferralStatus,
 )
 
 NARRATIVE_MAX = 5000
@@ -179,72 +181,212 @@ class ReopenSchema(_Strict):
     note = fields.String(required=True, validate=validate.Length(min=1, max=NOTE_MAX))
 
 
-# -- responses (documented in OpenAPI; views build dicts of these shapes) --------------------------
+# -- responses ------------------------------------------------------------------------------------
+# What the handlers answer, field by field: the OpenAPI document is built from these, and
+# tests/e2e/test_openapi_document.py checks real answers against it. `required` here means "always
+# present in the answer"; objects are closed (marshmallow's default `unknown = RAISE` becomes
+# `additionalProperties: false`), so a field a handler adds must be described here first.
+def _one_of(values: Any) -> validate.OneOf:
+    return validate.OneOf([str(v) for v in values])
+
+
+_REFERRAL_STATUS = _one_of(ReferralStatus)
+_ASSIGNMENT_STATUS = _one_of(AssignmentStatus)
+_RISK = _one_of(RISK_LEVELS)
+_SERVICE = _one_of(SERVICES)
+
+
+def _assignment_status() -> fields.String:
+    return fields.String(required=True, validate=_ASSIGNMENT_STATUS)
+
+
 class AssignmentSchema(Schema):
-    id = fields.String()
-    referral_id = fields.String()
-    partner_id = fields.String()
-    service = fields.String()
-    status = fields.String()
-    offered_at = fields.DateTime()
-    responded_at = fields.DateTime(allow_none=True)
-    reasons = fields.List(fields.String())
-    decline_reason = fields.String(allow_none=True)
-    close_outcome = fields.String(allow_none=True)
-    services_delivered = fields.List(fields.String(), allow_none=True)
-    closed_at = fields.DateTime(allow_none=True)
-    note = fields.String(allow_none=True)
-    note_damaged = fields.Boolean(metadata={"description": "present (true) when the note is stored but does not "
-                                                           "open: a damaged record; `note` is then null"})
-    followups = fields.List(fields.Dict(), metadata={"description": "each with `note`, and `note_damaged: true` "
-                                                                    "when its note is damaged"})
-    risk_level = fields.String()
-    reference = fields.String()
-    subject_damaged = fields.Boolean(metadata={"description": "inbox only: the person's data key does not open "
-                                                              "(a damaged record)"})
+    id = fields.String(required=True)
+    referral_id = fields.String(required=True)
+    partner_id = fields.String(required=True)
+    service = fields.String(required=True, validate=_SERVICE)
+    status = _assignment_status()
+    offered_at = fields.DateTime(required=True)
+    responded_at = fields.DateTime(required=True, allow_none=True)
+    reasons = fields.List(fields.String(), required=True,
+                          metadata={"description": "why this partner was chosen, as readable sentences"})
+    decline_reason = fields.String(required=True, allow_none=True, validate=_one_of(DECLINE_REASONS))
+    close_outcome = fields.String(required=True, allow_none=True, validate=_one_of(CLOSE_OUTCOMES))
+    services_delivered = fields.List(fields.String(validate=_SERVICE), required=True, allow_none=True)
+    closed_at = fields.DateTime(required=True, allow_none=True)
+
+
+_NOTE_DAMAGED = fields.Boolean(metadata={"description": "present (true) when the note is stored but does not open: "
+                                                       "a damaged record; `note` is then null"})
+
+
+class FollowUpViewSchema(Schema):
+    id = fields.String(required=True)
+    outcome = fields.String(required=True, validate=_one_of(FOLLOWUP_OUTCOMES))
+    recorded_at = fields.DateTime(required=True)
+    recorded_by = fields.String(required=True)
+    note = fields.String(required=True, allow_none=True)
+    note_damaged = _NOTE_DAMAGED
+
+
+class AssignmentDetailSchema(AssignmentSchema):
+    """An assignment inside a referral: with its sealed note and its follow-ups."""
+
+    note = fields.String(required=True, allow_none=True)
+    note_damaged = _NOTE_DAMAGED
+    followups = fields.List(fields.Nested(FollowUpViewSchema), required=True)
+
+
+class InboxItemSchema(AssignmentSchema):
+    risk_level = fields.String(required=True, validate=_RISK)
+    reference = fields.String(required=True)
+    subject_damaged = fields.Boolean(required=True, metadata={
+        "description": "the person's data key does not open (a damaged record)"})
+
+
+class AssignmentPageSchema(Schema):
+    items = fields.List(fields.Nested(InboxItemSchema), required=True)
+    next = fields.String(required=True, allow_none=True, metadata={"description": "cursor of the next page"})
 
 
 class SubjectViewSchema(Schema):
+    # Personal fields: present only when this caller may see them (a partner: those its consent scopes release).
     full_name = fields.String(allow_none=True)
-    date_of_birth = fields.String(allow_none=True)
-    sex = fields.String(allow_none=True)
+    date_of_birth = fields.Date(allow_none=True)
+    sex = fields.String(allow_none=True, validate=_one_of(SEXES))
     cnic = fields.String(allow_none=True)
     phone = fields.String(allow_none=True)
     address = fields.String(allow_none=True)
-    province = fields.String()
-    district = fields.String()
-    preferred_language = fields.String(allow_none=True)
-    is_minor = fields.Boolean(allow_none=True)
-    erased = fields.Boolean()
-    damaged = fields.Boolean(metadata={"description": "true when some stored personal field (or the person's data "
-                                                      "key) does not open: a damaged record; those fields read null"})
+    province = fields.String(required=True)
+    district = fields.String(required=True)
+    preferred_language = fields.String(required=True, allow_none=True, validate=_one_of(LANGUAGES))
+    is_minor = fields.Boolean(required=True, allow_none=True)
+    erased = fields.Boolean(required=True, metadata={"description": "the subject was erased: every personal field "
+                                                                    "reads null"})
+    damaged = fields.Boolean(required=True, metadata={
+        "description": "true when some stored personal field (or the person's data key) does not open: a damaged "
+                       "record; those fields read null"})
     damaged_fields = fields.List(fields.String(), metadata={"description": "present when `damaged`: the fields "
                                                                           "that read null because they are damaged"})
 
 
+class IncidentViewSchema(Schema):
+    type = fields.String(required=True, allow_none=True)
+    date = fields.Date(allow_none=True)
+    narrative = fields.String(allow_none=True)
+    erased = fields.Boolean(metadata={"description": "present (true) when the subject was erased"})
+    damaged = fields.Boolean(metadata={"description": "present (true) when the sealed incident does not open"})
+
+
+class PreferencesViewSchema(Schema):
+    staff_sex = fields.String(required=True, validate=_one_of(STAFF_SEX_PREFERENCES))
+
+
+class ConsentViewSchema(Schema):
+    given = fields.Boolean(required=True)
+    method = fields.String(required=True, allow_none=True, validate=_one_of(CONSENT_METHODS))
+    share = fields.List(fields.String(validate=_one_of(SHARE_SCOPES)), required=True)
+    recorded_by = fields.String(required=True)
+    recorded_at = fields.DateTime(required=True)
+    withdrawn_at = fields.DateTime(required=True, allow_none=True)
+
+
+class ConsideredPartnerSchema(Schema):
+    partner_id = fields.String(required=True)
+    verdict = fields.String(required=True, validate=validate.OneOf(("chosen", "eligible", "skipped")))
+    reasons = fields.List(fields.String(), required=True)
+    score = fields.Float(required=True, allow_none=True)
+
+
+class RoutingDecisionSchema(Schema):
+    service = fields.String(required=True, validate=_SERVICE)
+    chosen_partner_id = fields.String(required=True, allow_none=True)
+    considered = fields.List(fields.Nested(ConsideredPartnerSchema), required=True)
+    decided_at = fields.DateTime(required=True)
+
+
+class LinkedReferralSchema(Schema):
+    id = fields.String(required=True)
+    reference = fields.String(required=True)
+    status = fields.String(required=True, validate=_REFERRAL_STATUS)
+
+
 class ReferralSchema(Schema):
-    id = fields.String()
-    reference = fields.String()
-    status = fields.String()
-    risk_level = fields.String()
-    needs = fields.List(fields.String())
-    subject_id = fields.String()
-    subject = fields.Nested(SubjectViewSchema)
-    incident = fields.Dict(metadata={"description": "type, date, narrative; `erased: true` or `damaged: true` "
-                                                    "(all null) when it cannot be read"})
-    preferences = fields.Dict()
-    consent = fields.Dict()
-    assignments = fields.List(fields.Nested(AssignmentSchema))
-    routing_decisions = fields.List(fields.Dict())
-    # Supervisors only: the other referrals of the same person (links a supervisor confirmed).
-    linked_referrals = fields.List(fields.Dict())
-    created_at = fields.DateTime()
+    id = fields.String(required=True)
+    reference = fields.String(required=True, metadata={"description": "readable, e.g. VAN-2026-000123"})
+    status = fields.String(required=True, validate=_REFERRAL_STATUS)
+    risk_level = fields.String(required=True, validate=_RISK)
+    needs = fields.List(fields.String(validate=_SERVICE), required=True)
+    subject_id = fields.String(required=True)
+    subject = fields.Nested(SubjectViewSchema, required=True)
+    preferences = fields.Nested(PreferencesViewSchema, required=True)
+    created_at = fields.DateTime(required=True)
+    assignments = fields.List(fields.Nested(AssignmentDetailSchema), required=True,
+                              metadata={"description": "a partner sees only its own"})
+    incident = fields.Nested(IncidentViewSchema, metadata={
+        "description": "present for its caseworker, supervisors and a partner whose consent scopes include it"})
+    # Its caseworker and supervisors only:
+    consent = fields.Nested(ConsentViewSchema)
+    caseworker_id = fields.String()
+    routing_decisions = fields.List(fields.Nested(RoutingDecisionSchema))
+    linked_referrals = fields.List(fields.Nested(LinkedReferralSchema), metadata={
+        "description": "supervisors only: the other referrals of the same person (links a supervisor confirmed)"})
+
+
+class ListedSubjectSchema(Schema):
+    full_name = fields.String(required=True, allow_none=True)
+    erased = fields.Boolean(required=True)
+    damaged = fields.Boolean(required=True)
+    district = fields.String(required=True)
+
+
+class ReferralSummarySchema(Schema):
+    id = fields.String(required=True)
+    reference = fields.String(required=True)
+    status = fields.String(required=True, validate=_REFERRAL_STATUS)
+    risk_level = fields.String(required=True, validate=_RISK)
+    needs = fields.List(fields.String(validate=_SERVICE), required=True)
+    subject_id = fields.String(required=True)
+    created_at = fields.DateTime(required=True)
+    subject = fields.Nested(ListedSubjectSchema, required=True)
+    consent_given = fields.Boolean(required=True)
+    assignments = fields.List(fields.Nested(AssignmentSchema), required=True)
+
+
+class ReferralPageSchema(Schema):
+    items = fields.List(fields.Nested(ReferralSummarySchema), required=True)
+    next = fields.String(required=True, allow_none=True, metadata={"description": "cursor of the next page"})
+
+
+class RepeatReferralWarningSchema(Schema):
+    code = fields.String(required=True, validate=validate.OneOf(("possible_repeat_referral",)))
+    message = fields.String(required=True)
+    matched_on = fields.List(fields.String(validate=validate.OneOf(("cnic", "phone"))), required=True)
+    earlier_references = fields.List(fields.String(), required=True, metadata={
+        "description": "only referrals the submitter may already see, oldest first"})
 
 
 class SubmittedSchema(Schema):
-    id = fields.String()
-    reference = fields.String()
-    status = fields.String()
-    subject_id = fields.String()
-    routing = fields.String()
-    warnings = fields.List(fields.Dict())
+    id = fields.String(required=True)
+    reference = fields.String(required=True)
+    status = fields.String(required=True, validate=_REFERRAL_STATUS)
+    subject_id = fields.String(required=True)
+    routing = fields.String(required=True, metadata={"description": "whether it will be routed, in words"})
+    warnings = fields.List(fields.Nested(RepeatReferralWarningSchema), required=True)
+
+
+class ReferralStateSchema(Schema):
+    id = fields.String(required=True)
+    reference = fields.String(required=True)
+    status = fields.String(required=True, validate=_REFERRAL_STATUS)
+
+
+class ConsentWithdrawnSchema(ReferralStateSchema):
+    consent_withdrawn_at = fields.DateTime(required=True)
+
+
+class FollowUpRecordedSchema(Schema):
+    id = fields.String(required=True)
+    assignment_id = fields.String(required=True)
+    outcome = fields.String(required=True, validate=_one_of(FOLLOWUP_OUTCOMES))
+    recorded_at = fields.DateTime(required=True)

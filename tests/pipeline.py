@@ -6,7 +6,7 @@ from kombu import Consumer
 
 from referral_service.bootstrap import Services
 from referral_service.messaging.broker import KombuPublisher, connect
-from referral_service.messaging.topology import declare_topology
+from workers.handlers import declare_broker
 from workers.relay import OutboxRelay
 from workers.router import make_router
 
@@ -15,7 +15,7 @@ class InProcessPipeline:
     def __init__(self, services: Services) -> None:
         self.services = services
         self.connection = connect("memory://")
-        declare_topology(self.connection)
+        declare_broker(self.connection)
         self.relay = OutboxRelay(services, KombuPublisher(self.connection))
         self.router = make_router(self.connection, services)
         self.router.queue(self.connection.default_channel).purge()

@@ -18,11 +18,20 @@ from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from referral_service.bootstrap import Services
 from referral_service.db.models import ProcessedMessage
 from referral_service.db.session import UnitOfWork
+from referral_service.domain.events import EVENT_TYPES, Event
 from referral_service.messaging.broker import CONFIRM_TIMEOUT, RETRY_POLICY
-from referral_service.messaging.topology import DEAD, DEAD_ROUTING_KEY, consumer_queue, dead_letter_queue
+from referral_service.messaging.names import (
+    ATTEMPTS_HEADER,
+    CONSUMER_HEADER,
+    DEAD_REASON_HEADER,
+    DEAD_ROUTING_KEY,
+    ORIGINAL_ROUTING_KEY_HEADER,
+)
+from referral_service.messaging.topology import DEAD, consumer_queue, dead_letter_queue
 
 log = logging.getLogger(__name__)
 Handler = Callable[[UnitOfWork, Services, dict[str, Any]], Any]
+HandlerMap = Mapping[type[Event], Handler]
 MAX_ATTEMPTS = 5
 TRANSIENT_ERRORS = (OperationalError, InterfaceError)
 
@@ -33,16 +42,23 @@ class PoisonMessage(Exception):
     so it must name no personal data."""
 
 
+def find_handler(handlers: HandlerMap, kind: str) -> Handler | None:
+    """The handler of the event class whose routing key is `kind`, if this group handles it."""
+    event_type = EVENT_TYPES.get(kind)
+    return handlers.get(event_type) if event_type is not None else None
+
+
 class IdempotentConsumer(ConsumerMixin):
     def __init__(self, connection: Connection, services: Services, group: str,
-                 handlers: Mapping[str, Handler], *, prefetch: int = 20, max_attempts: int = MAX_ATTEMPTS) -> None:
+                 handlers: HandlerMap, *, prefetch: int = 20, max_attempts: int = MAX_ATTEMPTS) -> None:
         self.connection = connection
         self.services = services
         self.group = group
         self.handlers = handlers
         self.prefetch = prefetch
         self.max_attempts = max_attempts
-        self.queue = consumer_queue(connection, group)
+        # Bound to the handled events' keys: the map is the one list of what this group consumes.
+        self.queue = consumer_queue(connection, group, handlers)
         self.handled = 0
 
     def get_consumers(self, Consumer: Any, channel: Any) -> list[Any]:  # noqa: N803 - kombu's signature
@@ -58,7 +74,7 @@ class IdempotentConsumer(ConsumerMixin):
         try:
             event = body if isinstance(body, dict) else json.loads(body)
             event_id, kind = str(event["event_id"]), str(event["type"])
-            handler = self.handlers.get(kind)
+            handler = find_handler(self.handlers, kind)
             if handler is None:
                 raise PoisonMessage(f"no handler for {kind}")
         except (ValueError, KeyError, TypeError, AttributeError, PoisonMessage) as exc:
@@ -104,7 +120,7 @@ class IdempotentConsumer(ConsumerMixin):
         """
         original = dict(message.headers or {})
         # A retried message comes back through the default exchange: keep the key it first had.
-        original.setdefault("x-original-routing-key", (message.delivery_info or {}).get("routing_key", ""))
+        original.setdefault(ORIGINAL_ROUTING_KEY_HEADER, (message.delivery_info or {}).get("routing_key", ""))
         producer = Producer(self.connection.default_channel)
         producer.publish(message.body, exchange=exchange, routing_key=routing_key,
                          content_type=message.content_type or "application/octet-stream",
@@ -114,18 +130,18 @@ class IdempotentConsumer(ConsumerMixin):
                          retry=True, retry_policy=RETRY_POLICY, confirm_timeout=CONFIRM_TIMEOUT)
 
     def _retry_or_dead_letter(self, message: Message, exc: Exception) -> None:
-        attempts = int((message.headers or {}).get("x-attempts", 0)) + 1
+        attempts = int((message.headers or {}).get(ATTEMPTS_HEADER, 0)) + 1
         reason = f"{type(exc).__name__}"  # the class only: exception text may quote data
         if attempts >= self.max_attempts:
             self._dead_letter(message, f"failed {attempts} times: {reason}")
             return
         log.warning("%s: handler failed (%s), attempt %d of %d", self.group, reason, attempts, self.max_attempts)
         time.sleep(min(0.05 * 2**attempts, 2.0))
-        self._republish(message, exchange="", routing_key=self.queue.name, headers={"x-attempts": attempts})
+        self._republish(message, exchange="", routing_key=self.queue.name, headers={ATTEMPTS_HEADER: attempts})
         message.ack()
 
     def _dead_letter(self, message: Message, reason: str) -> None:
         log.error("%s: dead-lettering a message: %s", self.group, reason)
         self._republish(message, exchange=DEAD, routing_key=DEAD_ROUTING_KEY,
-                        headers={"x-dead-reason": reason, "x-consumer": self.group})
+                        headers={DEAD_REASON_HEADER: reason, CONSUMER_HEADER: self.group})
         message.ack()

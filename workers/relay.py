@@ -19,12 +19,12 @@ from sqlalchemy.orm import Session
 
 from referral_service.bootstrap import Services
 from referral_service.db.models import OutboxMessage, ProcessedMessage
-from referral_service.db.session import EVENTS_EXCHANGE, OUTBOX_CHANNEL, PARTNERS_EXCHANGE
 from referral_service.messaging.broker import KombuPublisher, Publisher
-from referral_service.messaging.topology import CONSUMER_GROUPS, EVENTS, PARTNERS, partner_queue
+from referral_service.messaging.names import EVENTS_EXCHANGE, OUTBOX_CHANNEL, PARTNERS_EXCHANGE, partner_of_routing_key
+from referral_service.messaging.topology import EXCHANGES, partner_queue
+from workers.handlers import CONSUMER_GROUPS, routing_keys
 
 log = logging.getLogger(__name__)
-EXCHANGES = {EVENTS_EXCHANGE: EVENTS, PARTNERS_EXCHANGE: PARTNERS}
 RETENTION = timedelta(days=7)
 PRUNE_EVERY_SECONDS = 3600.0
 OUTBOX = cast(Table, OutboxMessage.__table__)
@@ -86,10 +86,10 @@ class OutboxRelay:
 
     def _ensure_partner_queue(self, row: Any) -> None:
         # A direct exchange drops a message that no queue is bound for: bind before the first offer.
-        if row.exchange != PARTNERS_EXCHANGE or row.routing_key in self._declared_partner_queues:
+        partner_id = partner_of_routing_key(row.routing_key) if row.exchange == PARTNERS_EXCHANGE else None
+        if partner_id is None or row.routing_key in self._declared_partner_queues:
             return
         if isinstance(self.publisher, KombuPublisher):
-            partner_id = row.routing_key.removeprefix("partner.")
             conn = self.publisher.connection
             partner_queue(conn, partner_id)(conn.default_channel).declare()
         self._declared_partner_queues.add(row.routing_key)
@@ -102,7 +102,8 @@ class OutboxRelay:
         """
         replayed = 0
         with self.services.uow() as uow:
-            for group, keys in CONSUMER_GROUPS.items():
+            for group in CONSUMER_GROUPS:
+                keys = routing_keys(group)
                 done = select(ProcessedMessage.event_id).where(ProcessedMessage.consumer == group,
                                                                ProcessedMessage.event_id == OutboxMessage.event_id)
                 rows = uow.session.scalars(select(OutboxMessage).where(

@@ -11,9 +11,9 @@ from kombu import Connection
 
 from referral_service.bootstrap import Services
 from referral_service.messaging.broker import KombuPublisher, connect
-from referral_service.messaging.topology import declare_topology
 from referral_service.services.partners import active_partner_ids
 from workers.deadlines import run_scheduler
+from workers.handlers import declare_broker
 from workers.relay import OutboxRelay
 from workers.router import make_router
 
@@ -37,7 +37,7 @@ class Runtime:
     def declare(self) -> None:
         conn = self._connection()
         conn.ensure_connection(max_retries=3)
-        declare_topology(conn, active_partner_ids(self.services))
+        declare_broker(conn, active_partner_ids(self.services))
 
     def start(self, names: tuple[str, ...] = WORKERS) -> None:
         self.declare()

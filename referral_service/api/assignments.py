@@ -5,14 +5,35 @@ from typing import Any
 from flask import request
 
 from referral_service.api import bp, current_actor, json_body, load, ok, query_choice, query_int, services
+from referral_service.api.openapi import PAGE, choice, operation
 from referral_service.domain.commands import CloseAssignment, DeclineAssignment, RecordFollowUp
 from referral_service.domain.errors import Forbidden
 from referral_service.domain.model import AssignmentStatus, Role
 from referral_service.services import assignments, deadlines, partners
-from schemas import CloseSchema, DeclineSchema, FollowUpSchema, PartnerSchema
+from schemas import (
+    AssignmentPageSchema,
+    AssignmentSchema,
+    CloseSchema,
+    DeclineSchema,
+    FollowUpRecordedSchema,
+    FollowUpSchema,
+    OverduePageSchema,
+    PartnerPageSchema,
+    PartnerSchema,
+    PartnerViewSchema,
+)
+
+_ASSIGNED_PARTNER = {403: "only the assigned partner may do this"}
+# A note is sealed under the person's data key: a key that does not open refuses it (damaged_record).
+_DAMAGED = "the person's data key does not open (damaged_record)"
+_CONCURRENT = "someone else changed the assignment at the same time; reload it"
 
 
 @bp.get("/assignments")
+@operation("Assignment inbox (a partner's own organisation, or all for supervisors), newest offer first",
+           response=AssignmentPageSchema,
+           parameters=(choice("status", AssignmentStatus, "only assignments in this status"), *PAGE),
+           errors={403: "the assignment inbox is for partner staff and supervisors"})
 def inbox() -> Any:
     actor = current_actor()
     return ok(assignments.inbox(services(), actor, status=query_choice("status", AssignmentStatus),
@@ -20,11 +41,15 @@ def inbox() -> Any:
 
 
 @bp.post("/assignments/<assignment_id>/accept")
+@operation("Accept an offered case", response=AssignmentSchema,
+           errors={**_ASSIGNED_PARTNER, 409: f"the assignment is not offered any more; or {_CONCURRENT}"})
 def accept(assignment_id: str) -> Any:
     return ok(assignments.accept(services(), assignment_id, current_actor()))
 
 
 @bp.post("/assignments/<assignment_id>/decline")
+@operation("Decline an offered or accepted case; it is routed onward", body=DeclineSchema, response=AssignmentSchema,
+           errors={**_ASSIGNED_PARTNER, 409: f"the assignment is not open; or {_DAMAGED}; or {_CONCURRENT}"})
 def decline(assignment_id: str) -> Any:
     actor = current_actor()
     data = load(DeclineSchema(), json_body())
@@ -33,6 +58,9 @@ def decline(assignment_id: str) -> Any:
 
 
 @bp.post("/assignments/<assignment_id>/followups")
+@operation("Record a follow-up: contact made, service started or delivered (free text in the sealed note)",
+           body=FollowUpSchema, response=FollowUpRecordedSchema, status=201,
+           errors={**_ASSIGNED_PARTNER, 409: f"the assignment is not accepted; or {_DAMAGED}; or {_CONCURRENT}"})
 def followup(assignment_id: str) -> Any:
     actor = current_actor()
     data = load(FollowUpSchema(), json_body())
@@ -41,6 +69,10 @@ def followup(assignment_id: str) -> Any:
 
 
 @bp.post("/assignments/<assignment_id>/close")
+@operation("Close an assignment with an outcome (the assigned partner or a supervisor)", body=CloseSchema,
+           response=AssignmentSchema,
+           errors={403: "only the assigned partner or a supervisor may do this",
+                   409: f"the assignment is not open; or {_DAMAGED}; or {_CONCURRENT}"})
 def close(assignment_id: str) -> Any:
     actor = current_actor()
     data = load(CloseSchema(), json_body())
@@ -49,24 +81,30 @@ def close(assignment_id: str) -> Any:
 
 
 @bp.get("/deadlines/overdue")
+@operation("Every overdue deadline, riskiest then oldest first (supervisors)", response=OverduePageSchema,
+           parameters=PAGE, errors={403: "overdue deadlines are for supervisors"})
 def overdue() -> Any:
     actor = current_actor()
     return ok(deadlines.overdue(services(), actor, limit=query_int("limit"), cursor=request.args.get("cursor")))
 
 
 @bp.get("/partners")
+@operation("The partner directory, by id (any signed-in role)", response=PartnerPageSchema, parameters=PAGE)
 def list_partners() -> Any:
     current_actor()
     return ok(partners.list_partners(services(), limit=query_int("limit"), cursor=request.args.get("cursor")))
 
 
 @bp.get("/partners/<partner_id>")
+@operation("One partner organisation (any signed-in role)", response=PartnerViewSchema)
 def get_partner(partner_id: str) -> Any:
     current_actor()
     return ok(partners.get_partner(services(), partner_id))
 
 
 @bp.post("/partners")
+@operation("Create or update a partner by id (admins)", body=PartnerSchema, response=PartnerViewSchema, status=201,
+           errors={403: "only admins change the partner directory"})
 def upsert_partner() -> Any:
     actor = current_actor()
     if actor.role != Role.ADMIN:

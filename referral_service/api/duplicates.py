@@ -7,12 +7,19 @@ from typing import Any
 from flask import request
 
 from referral_service.api import bp, current_actor, load, ok, optional_json_body, query_choice, query_int, services
+from referral_service.api.openapi import PAGE, choice, operation
 from referral_service.domain.duplicates import DuplicateStatus
 from referral_service.services import duplicates
-from schemas.duplicates import DuplicateDecisionSchema
+from schemas.duplicates import DuplicateDecisionResultSchema, DuplicateDecisionSchema, DuplicatePageSchema
+
+_SUPERVISORS = {403: "possible duplicates are for supervisors"}
+_DECIDED = {**_SUPERVISORS, 409: "this possible duplicate was already confirmed or dismissed"}
 
 
 @bp.get("/duplicates")
+@operation("Possible duplicate people (a CNIC or phone matching an earlier subject), oldest first (supervisors)",
+           response=DuplicatePageSchema, errors=_SUPERVISORS,
+           parameters=(choice("status", DuplicateStatus, "which questions", default=DuplicateStatus.PENDING), *PAGE))
 def list_duplicates() -> Any:
     actor = current_actor()
     return ok(duplicates.list_duplicates(services(), actor, status=query_choice("status", DuplicateStatus),
@@ -20,6 +27,8 @@ def list_duplicates() -> Any:
 
 
 @bp.post("/duplicates/<duplicate_id>/confirm")
+@operation("Confirm: link both people as one (supervisors); no data moves between referrals",
+           body=DuplicateDecisionSchema, body_required=False, response=DuplicateDecisionResultSchema, errors=_DECIDED)
 def confirm_duplicate(duplicate_id: str) -> Any:
     actor = current_actor()
     # Role before body, as for intake: a caller who may not decide learns nothing from validation.
@@ -29,6 +38,8 @@ def confirm_duplicate(duplicate_id: str) -> Any:
 
 
 @bp.post("/duplicates/<duplicate_id>/dismiss")
+@operation("Dismiss: keep the two people apart (supervisors)", body=DuplicateDecisionSchema, body_required=False,
+           response=DuplicateDecisionResultSchema, errors=_DECIDED)
 def dismiss_duplicate(duplicate_id: str) -> Any:
     actor = current_actor()
     duplicates.require_supervisor(services(), actor, "duplicate.dismiss")

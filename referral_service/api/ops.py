@@ -10,18 +10,22 @@ from kombu import Connection
 from sqlalchemy import text
 
 from referral_service.api import bp, ok, services
-from referral_service.api.openapi import build_spec
+from referral_service.api.openapi import build_spec, operation
 from referral_service.domain.errors import Unauthenticated
+from schemas import HealthSchema, ReadinessSchema
 
 ops_bp = Blueprint("ops", __name__)
 
 
 @ops_bp.get("/healthz")
+@operation("Liveness: the process answers", response=HealthSchema, security="none")
 def healthz() -> Any:
     return ok({"status": "ok"})
 
 
 @ops_bp.get("/readyz")
+@operation("Readiness: the database and the broker are reachable", response=ReadinessSchema, security="none",
+           others={503: ("not ready: a check failed (the reason is logged, not shown)", ReadinessSchema)})
 def readyz() -> Any:
     checks: dict[str, str] = {}
     svc = services()
@@ -47,6 +51,9 @@ def readyz() -> Any:
 
 
 @ops_bp.get("/metrics")
+@operation("Prometheus metrics, for a scraper holding REFERRAL_METRICS_TOKEN", security="metrics",
+           response={"type": "string"}, media_type="text/plain",
+           errors={404: "no REFERRAL_METRICS_TOKEN is set: the endpoint is off"})
 def metrics() -> Any:
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -62,5 +69,6 @@ def metrics() -> Any:
 
 
 @bp.get("/openapi.json")
+@operation("This document", response={"type": "object"}, security="none")
 def openapi() -> Any:
-    return ok(build_spec())
+    return ok(build_spec(current_app))

@@ -11,10 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from referral_service.db.models import OutboxMessage
 from referral_service.domain.events import Event
 from referral_service.files import restrict_sqlite_files
-
-EVENTS_EXCHANGE = "referrals.events"
-PARTNERS_EXCHANGE = "referrals.partners"
-OUTBOX_CHANNEL = "referral_outbox"  # PostgreSQL LISTEN/NOTIFY channel: new outbox rows committed
+from referral_service.messaging.names import EVENTS_EXCHANGE, OUTBOX_CHANNEL, PARTNERS_EXCHANGE, partner_routing_key
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -98,8 +95,4 @@ class UnitOfWork:
     def rollback(self) -> None:
         self.session.rollback()
         self._emitted = False  # the outbox rows went with the transaction
-
-
-def partner_routing_key(partner_id: str) -> str:
-    return f"partner.{partner_id}"
 

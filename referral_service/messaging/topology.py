@@ -5,26 +5,37 @@
   `partner.{partner_id}`, bound to that partner's durable queue `partner.{partner_id}.assignments`.
 * `referrals.dead` (direct) → `referrals.dead-letter`: messages a consumer gave up on, with the reason
   in the `x-dead-reason` header.
-* One durable queue per consumer group (`referrals.{group}`), bound to the event types it handles;
-  competing consumers of a group share the queue.
+* One durable queue per consumer group (`referrals.{group}`), bound to the routing keys of the event
+  classes it handles (the handler map in `workers.handlers`); competing consumers of a group share it.
 
-On RabbitMQ the queues are quorum queues (replicated, and they survive a broker restart); the
-embedded `memory://` transport gets the same names and bindings without queue arguments.
+The names come from `messaging.names`. On RabbitMQ the queues are quorum queues (replicated, and they
+survive a broker restart); the embedded `memory://` transport gets the same names and bindings without
+queue arguments.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 from kombu import Connection, Exchange, Queue, binding
 
-EVENTS = Exchange("referrals.events", type="topic", durable=True)
-PARTNERS = Exchange("referrals.partners", type="direct", durable=True)
-DEAD = Exchange("referrals.dead", type="direct", durable=True)
-DEAD_ROUTING_KEY = "dead"
+from referral_service.domain.events import Event
+from referral_service.messaging.names import (
+    DEAD_EXCHANGE,
+    DEAD_LETTER_QUEUE,
+    DEAD_ROUTING_KEY,
+    EVENTS_EXCHANGE,
+    PARTNERS_EXCHANGE,
+    consumer_queue_name,
+    partner_queue_name,
+    partner_routing_key,
+)
 
-# Consumer group → the event types it handles. The router re-routes on decline and expiry.
-CONSUMER_GROUPS: dict[str, tuple[str, ...]] = {
-    "router": ("referral.submitted", "referral.reopened", "assignment.declined", "assignment.expired"),
-}
+EVENTS = Exchange(EVENTS_EXCHANGE, type="topic", durable=True)
+PARTNERS = Exchange(PARTNERS_EXCHANGE, type="direct", durable=True)
+DEAD = Exchange(DEAD_EXCHANGE, type="direct", durable=True)
+# The outbox stores an exchange by name; the relay publishes to the exchange of that name.
+EXCHANGES: Mapping[str, Exchange] = {e.name: e for e in (EVENTS, PARTNERS)}
 
 
 def _queue_arguments(connection: Connection) -> dict[str, str] | None:
@@ -33,24 +44,22 @@ def _queue_arguments(connection: Connection) -> dict[str, str] | None:
     return None
 
 
-def consumer_queue(connection: Connection, group: str) -> Queue:
+def consumer_queue(connection: Connection, group: str, event_types: Iterable[type[Event]]) -> Queue:
+    """The group's queue, bound to the routing key of each event class it handles."""
+    keys = sorted({cls.routing_key for cls in event_types})
     return Queue(
-        f"referrals.{group}",
-        bindings=[binding(EVENTS, routing_key=key) for key in CONSUMER_GROUPS[group]],
+        consumer_queue_name(group),
+        bindings=[binding(EVENTS, routing_key=key) for key in keys],
         durable=True,
         queue_arguments=_queue_arguments(connection),
     )
-
-
-def partner_queue_name(partner_id: str) -> str:
-    return f"partner.{partner_id}.assignments"
 
 
 def partner_queue(connection: Connection, partner_id: str) -> Queue:
     return Queue(
         partner_queue_name(partner_id),
         exchange=PARTNERS,
-        routing_key=f"partner.{partner_id}",
+        routing_key=partner_routing_key(partner_id),
         durable=True,
         queue_arguments=_queue_arguments(connection),
     )
@@ -58,7 +67,7 @@ def partner_queue(connection: Connection, partner_id: str) -> Queue:
 
 def dead_letter_queue(connection: Connection) -> Queue:
     return Queue(
-        "referrals.dead-letter",
+        DEAD_LETTER_QUEUE,
         exchange=DEAD,
         routing_key=DEAD_ROUTING_KEY,
         durable=True,
@@ -66,12 +75,17 @@ def dead_letter_queue(connection: Connection) -> Queue:
     )
 
 
-def declare_topology(connection: Connection, partner_ids: list[str] | tuple[str, ...] = ()) -> None:
-    """Declare everything; safe to call at every start-up and from every process."""
+def declare_topology(connection: Connection, consumer_groups: Mapping[str, Iterable[type[Event]]],
+                     partner_ids: Iterable[str] = ()) -> None:
+    """Declare everything; safe to call at every start-up and from every process.
+
+    `consumer_groups` is each group's handled event classes (`workers.handlers.CONSUMER_GROUPS`): declared
+    before any consumer runs, so no event published meanwhile finds its queue missing.
+    """
     channel = connection.default_channel
     for exchange in (EVENTS, PARTNERS, DEAD):
         exchange(channel).declare()
-    queues = [consumer_queue(connection, g) for g in CONSUMER_GROUPS]
+    queues = [consumer_queue(connection, group, types) for group, types in consumer_groups.items()]
     queues.append(dead_letter_queue(connection))
     queues.extend(partner_queue(connection, p) for p in partner_ids)
     for queue in queues:

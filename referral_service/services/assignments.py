@@ -29,7 +29,7 @@ from referral_service.services.common import clamp_limit, decode_cursor, encode_
 from referral_service.services.referrals import assignment_view
 
 if TYPE_CHECKING:
-    from referral_service.bootstrap import Services
+    from referral_service.services.ports import Services
 
 
 def inbox(services: Services, actor: Actor, *, status: str | None, limit: int | None,

@@ -13,7 +13,7 @@ from referral_service.domain.model import RISK_LEVELS, Actor, AssignmentStatus, 
 from referral_service.services.common import clamp_limit, decode_cursor, encode_cursor
 
 if TYPE_CHECKING:
-    from referral_service.bootstrap import Services
+    from referral_service.services.ports import Services
 
 
 def fire_due_deadlines(services: Services, batch_size: int = 100) -> int:

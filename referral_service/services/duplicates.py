@@ -17,7 +17,7 @@ from referral_service.services.common import clamp_limit, decode_cursor, encode_
 from referral_service.services.personal_data import SubjectMatch
 
 if TYPE_CHECKING:
-    from referral_service.bootstrap import Services
+    from referral_service.services.ports import Services
 
 # What a supervisor needs to tell two people apart; the rest stays on the referrals themselves.
 SHOWN_FIELDS = ("full_name", "date_of_birth")

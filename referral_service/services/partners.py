@@ -12,7 +12,7 @@ from referral_service.domain.model import Actor, Role
 from referral_service.services.common import clamp_limit, decode_cursor, encode_cursor
 
 if TYPE_CHECKING:
-    from referral_service.bootstrap import Services
+    from referral_service.services.ports import Services
 
 FIELDS = ("name", "networks", "services", "provinces", "districts", "languages", "capacity", "accepts_minors",
           "staff_sex", "active")

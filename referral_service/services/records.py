@@ -19,7 +19,7 @@ from referral_service.db.models import Assignment, CaseNote, FollowUp, Referral,
 from referral_service.services.damage import Damage
 
 if TYPE_CHECKING:
-    from referral_service.bootstrap import Services
+    from referral_service.services.ports import Services
 
 SUBJECT_COLUMNS = ("full_name", "date_of_birth", "sex", "cnic", "phone", "address")
 # (table, model, sealed column attribute, column name, the model's referral id attribute)

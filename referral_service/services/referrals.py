@@ -47,7 +47,7 @@ from referral_service.services.common import (
 from referral_service.services.personal_data import FieldRead
 
 if TYPE_CHECKING:
-    from referral_service.bootstrap import Services
+    from referral_service.services.ports import Services
 
 SUBMITTERS = (Role.CASEWORKER, Role.SUPERVISOR)
 

@@ -18,7 +18,7 @@ from referral_service.domain.auth import SessionPolicy
 from referral_service.domain.model import Actor, Role
 
 if TYPE_CHECKING:
-    from referral_service.bootstrap import Services
+    from referral_service.services.ports import Services
 
 _MAX_TOKEN_LENGTH = 100  # token_urlsafe(32) is 43 characters; anything far longer is not ours
 

@@ -13,7 +13,7 @@ from referral_service.domain import events
 from referral_service.domain.errors import Conflict, NotFound
 
 if TYPE_CHECKING:
-    from referral_service.bootstrap import Services
+    from referral_service.services.ports import Services
 
 log = logging.getLogger(__name__)
 

@@ -12,12 +12,13 @@ from sqlalchemy import delete, select, tuple_
 
 from referral_service.crypto import CryptoError, SubjectErased
 from referral_service.db.models import FollowUp, IdempotencyKey, OutboxMessage, Referral, Subject
+from referral_service.domain.events import FollowUpRecorded
 from referral_service.domain.model import FOLLOWUP_OUTCOMES
 from referral_service.services.common import must
 from referral_service.services.subjects import purge_old_versions
 
 if TYPE_CHECKING:
-    from referral_service.bootstrap import Services
+    from referral_service.services.ports import Services
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,8 @@ def _scrub_followup_events(services: Services, report: UpgradeReport, batch_size
     while True:
         with services.uow() as uow:
             rows = uow.session.scalars(
-                select(OutboxMessage).where(OutboxMessage.type == "followup.recorded", OutboxMessage.id > after)
+                select(OutboxMessage)
+                .where(OutboxMessage.type == FollowUpRecorded.routing_key, OutboxMessage.id > after)
                 .order_by(OutboxMessage.id).limit(batch_size)).all()
             if not rows:
                 break

@@ -19,7 +19,7 @@ from referral_service.domain.model import Actor, Role
 from referral_service.services import sessions
 
 if TYPE_CHECKING:
-    from referral_service.bootstrap import Services
+    from referral_service.services.ports import Services
 
 _hasher = PasswordHasher()
 # Verified against when the name is unknown, so sign-in takes as long either way.

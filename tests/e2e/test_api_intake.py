@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from referral_service.db.models import Assignment, Deadline, IdempotencyKey, OutboxMessage, Referral, Subject
-from referral_service.db.session import EVENTS_EXCHANGE, PARTNERS_EXCHANGE
+from referral_service.messaging.names import EVENTS_EXCHANGE, PARTNERS_EXCHANGE, partner_routing_key
 from tests.factories import DELETE, referral_body
 from tests.pipeline import drain
 from tests.servers import scratch_database
@@ -215,7 +215,7 @@ def test_consent_withdrawal_pulls_back_open_offers(services: Any, client: Any, m
                                      .where(Deadline.referral_id == rid, Deadline.status == "pending"))
     assert (EVENTS_EXCHANGE, "referral.consent_withdrawn", "referral.consent_withdrawn") in sent
     assert (EVENTS_EXCHANGE, "assignment.withdrawn", "assignment.withdrawn") in sent
-    assert (PARTNERS_EXCHANGE, f"partner.{MEDICAL}", "assignment.withdrawn") in sent
+    assert (PARTNERS_EXCHANGE, partner_routing_key(MEDICAL), "assignment.withdrawn") in sent
     for text in bodies:
         for marker in ("Zarmeena", "17301", "3001234567", "Hayatabad", "Qissa"):
             assert marker not in text

@@ -239,5 +239,7 @@ def test_the_response_schema_documents_the_damaged_markers(client: Any) -> None:
     schemas = client.get("/api/v1/openapi.json").get_json()["components"]["schemas"]
     subject = schemas["SubjectView"]["properties"]
     assert subject["damaged"]["type"] == "boolean" and subject["damaged_fields"]["type"] == "array"
-    assert schemas["Assignment"]["properties"]["note_damaged"]["type"] == "boolean"
-    assert schemas["Assignment"]["properties"]["subject_damaged"]["type"] == "boolean"
+    # An assignment as a referral shows it (with notes), and as the inbox lists it.
+    assert schemas["AssignmentDetail"]["properties"]["note_damaged"]["type"] == "boolean"
+    assert schemas["FollowUpView"]["properties"]["note_damaged"]["type"] == "boolean"
+    assert schemas["InboxItem"]["properties"]["subject_damaged"]["type"] == "boolean"

@@ -34,7 +34,7 @@ from referral_service.config import Settings
 from referral_service.crypto.keyring import create_keyring
 from referral_service.db.session import make_engine
 from referral_service.messaging.broker import connect
-from referral_service.messaging.topology import consumer_queue, dead_letter_queue, declare_topology
+from referral_service.messaging.topology import dead_letter_queue
 from tests.integration.harness import (
     PartnerQueues,
     WorkerProcess,
@@ -44,6 +44,7 @@ from tests.integration.harness import (
     truncate_all,
 )
 from tests.servers import AMQP_URL, require_postgres, require_rabbitmq, scratch_database
+from workers.handlers import declare_broker, group_queue
 from workers.runtime import Runtime
 
 
@@ -123,9 +124,9 @@ def world(pg_services: Services) -> World:
 def broker(amqp_url: str) -> Iterator[Connection]:
     conn = connect(amqp_url)
     conn.ensure_connection(max_retries=3)
-    declare_topology(conn)
+    declare_broker(conn)
     channel = conn.default_channel
-    consumer_queue(conn, "router")(channel).purge()
+    group_queue(conn, "router")(channel).purge()
     dead_letter_queue(conn)(channel).purge()
     try:
         yield conn
