@@ -161,7 +161,7 @@ class IntakePath:
         else:
             cmd = ReferralInputSchema().load(body)
             wall, cpu = time.perf_counter(), time.process_time()
-            submit_referral(cmd, self.services, self.actor)
+            submit_referral(self.services, cmd, self.actor)
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         return wall, cpu
 

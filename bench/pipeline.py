@@ -232,7 +232,7 @@ def latency(services: Services, env: dict[str, str], partner_ids: list[str], rat
     watcher.ready.wait(10)
     # Warm up (connections, caches) outside the measurement.
     for i in range(20):
-        submit_referral(ReferralInputSchema().load(referral_body(i)), services, actor)
+        submit_referral(services, ReferralInputSchema().load(referral_body(i)), actor)
     time.sleep(2)
 
     total = int(rate * duration)
@@ -252,7 +252,7 @@ def latency(services: Services, env: dict[str, str], partner_ids: list[str], rat
             else:
                 late.append(-wait)
             begin = time.perf_counter()
-            outcome = submit_referral(schema.load(referral_body(i)), services, actor)
+            outcome = submit_referral(services, schema.load(referral_body(i)), actor)
             end = time.perf_counter()
             with lock:
                 started_at[outcome.body["id"]] = begin

@@ -129,7 +129,7 @@ class ReferralInputSchema(_Strict):
     @post_load
     def _to_command(self, data: dict[str, Any], **_: Any) -> Any:
         from referral_service.domain.commands import SubmitReferral
-        from referral_service.services.personal_data import SubjectInput
+        from referral_service.domain.model import SubjectInput
 
         s = data["subject"]
         incident = data.get("incident") or {}

@@ -6,10 +6,11 @@ from flask import request
 
 from referral_service.api import bp, current_actor, json_body, load, ok, query_choice, query_int, services
 from referral_service.api.openapi import PAGE, choice, operation
-from referral_service.domain.commands import CloseAssignment, DeclineAssignment, RecordFollowUp
-from referral_service.domain.errors import Forbidden
-from referral_service.domain.model import AssignmentStatus, Role
+from referral_service.domain.access import Action
+from referral_service.domain.commands import AcceptAssignment, CloseAssignment, DeclineAssignment, RecordFollowUp
+from referral_service.domain.model import AssignmentStatus
 from referral_service.services import assignments, deadlines, partners
+from referral_service.services.authorization import screen
 from schemas import (
     AssignmentPageSchema,
     AssignmentSchema,
@@ -44,7 +45,7 @@ def inbox() -> Any:
 @operation("Accept an offered case", response=AssignmentSchema,
            errors={**_ASSIGNED_PARTNER, 409: f"the assignment is not offered any more; or {_CONCURRENT}"})
 def accept(assignment_id: str) -> Any:
-    return ok(assignments.accept(services(), assignment_id, current_actor()))
+    return ok(assignments.accept(services(), AcceptAssignment(assignment_id), current_actor()))
 
 
 @bp.post("/assignments/<assignment_id>/decline")
@@ -91,15 +92,14 @@ def overdue() -> Any:
 @bp.get("/partners")
 @operation("The partner directory, by id (any signed-in role)", response=PartnerPageSchema, parameters=PAGE)
 def list_partners() -> Any:
-    current_actor()
-    return ok(partners.list_partners(services(), limit=query_int("limit"), cursor=request.args.get("cursor")))
+    actor = current_actor()
+    return ok(partners.list_partners(services(), actor, limit=query_int("limit"), cursor=request.args.get("cursor")))
 
 
 @bp.get("/partners/<partner_id>")
 @operation("One partner organisation (any signed-in role)", response=PartnerViewSchema)
 def get_partner(partner_id: str) -> Any:
-    current_actor()
-    return ok(partners.get_partner(services(), partner_id))
+    return ok(partners.get_partner(services(), partner_id, current_actor()))
 
 
 @bp.post("/partners")
@@ -107,8 +107,7 @@ def get_partner(partner_id: str) -> Any:
            errors={403: "only admins change the partner directory"})
 def upsert_partner() -> Any:
     actor = current_actor()
-    if actor.role != Role.ADMIN:
-        raise Forbidden("only admins change the partner directory")
+    screen(services(), actor, Action.WRITE_PARTNERS)  # role before body
     body = json_body()
     data = load(PartnerSchema(), body)
     return ok(partners.upsert_partners(services(), [data], actor)[0], 201)

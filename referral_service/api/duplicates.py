@@ -8,8 +8,11 @@ from flask import request
 
 from referral_service.api import bp, current_actor, load, ok, optional_json_body, query_choice, query_int, services
 from referral_service.api.openapi import PAGE, choice, operation
+from referral_service.domain.access import Action
+from referral_service.domain.commands import ConfirmDuplicate, DismissDuplicate
 from referral_service.domain.duplicates import DuplicateStatus
 from referral_service.services import duplicates
+from referral_service.services.authorization import screen
 from schemas.duplicates import DuplicateDecisionResultSchema, DuplicateDecisionSchema, DuplicatePageSchema
 
 _SUPERVISORS = {403: "possible duplicates are for supervisors"}
@@ -32,9 +35,9 @@ def list_duplicates() -> Any:
 def confirm_duplicate(duplicate_id: str) -> Any:
     actor = current_actor()
     # Role before body, as for intake: a caller who may not decide learns nothing from validation.
-    duplicates.require_supervisor(services(), actor, "duplicate.confirm")
+    screen(services(), actor, Action.CONFIRM_DUPLICATE)
     load(DuplicateDecisionSchema(), optional_json_body())
-    return ok(duplicates.confirm(services(), duplicate_id, actor))
+    return ok(duplicates.confirm(services(), ConfirmDuplicate(duplicate_id), actor))
 
 
 @bp.post("/duplicates/<duplicate_id>/dismiss")
@@ -42,6 +45,6 @@ def confirm_duplicate(duplicate_id: str) -> Any:
            response=DuplicateDecisionResultSchema, errors=_DECIDED)
 def dismiss_duplicate(duplicate_id: str) -> Any:
     actor = current_actor()
-    duplicates.require_supervisor(services(), actor, "duplicate.dismiss")
+    screen(services(), actor, Action.DISMISS_DUPLICATE)
     load(DuplicateDecisionSchema(), optional_json_body())
-    return ok(duplicates.dismiss(services(), duplicate_id, actor))
+    return ok(duplicates.dismiss(services(), DismissDuplicate(duplicate_id), actor))

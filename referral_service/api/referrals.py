@@ -16,9 +16,12 @@ from referral_service.api import (
     services,
 )
 from referral_service.api.openapi import PAGE, choice, operation
-from referral_service.domain.errors import Forbidden, ValidationFailed
+from referral_service.domain.access import Action
+from referral_service.domain.commands import ReopenReferral, WithdrawConsent, WithdrawReferral
+from referral_service.domain.errors import ValidationFailed
 from referral_service.domain.model import ReferralStatus
 from referral_service.services import referrals
+from referral_service.services.authorization import screen
 from schemas import (
     ConsentWithdrawnSchema,
     ReferralInputSchema,
@@ -46,16 +49,15 @@ _STAFF_ONLY = {403: "only the referral's caseworker or a supervisor may do this"
 def submit_referral() -> Any:
     actor = current_actor()
     # Role before body: a caller who may not submit learns nothing about what a valid referral looks like.
-    if actor.role not in referrals.SUBMITTERS:
-        raise Forbidden("only caseworkers and supervisors submit referrals")
+    screen(services(), actor, Action.SUBMIT_REFERRAL)
     data = json_body()
     key = request.headers.get("Idempotency-Key")
     if key is not None and not (0 < len(key) <= IDEMPOTENCY_KEY_MAX):
         raise ValidationFailed("Idempotency-Key must be 1-200 characters", {"Idempotency-Key": ["bad length"]})
     mac = referrals.request_mac(services(), data) if key else None
     cmd = load(ReferralInputSchema(), data)
-    outcome = referrals.submit_referral(cmd, services(), actor, idempotency_key=key, mac=mac)
-    return ok(outcome.body, outcome.status_code)
+    outcome = referrals.submit_referral(services(), cmd, actor, idempotency_key=key, mac=mac)
+    return ok(outcome.body, 201)  # a replay answers as the first request did
 
 
 @bp.get("/referrals/<referral_id>")
@@ -84,7 +86,7 @@ def list_referrals() -> Any:
 def withdraw_consent(referral_id: str) -> Any:
     actor = current_actor()
     data = load(WithdrawSchema(), optional_json_body())
-    return ok(referrals.withdraw_consent(services(), referral_id, actor, data.get("note")))
+    return ok(referrals.withdraw_consent(services(), WithdrawConsent(referral_id, data.get("note")), actor))
 
 
 @bp.post("/referrals/<referral_id>/withdraw")
@@ -94,7 +96,7 @@ def withdraw_consent(referral_id: str) -> Any:
 def withdraw_referral(referral_id: str) -> Any:
     actor = current_actor()
     data = load(WithdrawSchema(), optional_json_body())
-    return ok(referrals.withdraw_referral(services(), referral_id, actor, data.get("note")))
+    return ok(referrals.withdraw_referral(services(), WithdrawReferral(referral_id, data.get("note")), actor))
 
 
 @bp.post("/referrals/<referral_id>/reopen")
@@ -105,4 +107,4 @@ def withdraw_referral(referral_id: str) -> Any:
 def reopen_referral(referral_id: str) -> Any:
     actor = current_actor()
     data = load(ReopenSchema(), json_body())
-    return ok(referrals.reopen_referral(services(), referral_id, actor, data["note"]))
+    return ok(referrals.reopen_referral(services(), ReopenReferral(referral_id, data["note"]), actor))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from enum import StrEnum
 
 
@@ -34,6 +35,20 @@ class AssignmentStatus(StrEnum):
 
 OPEN_ASSIGNMENT_STATUSES = (AssignmentStatus.OFFERED, AssignmentStatus.ACCEPTED)
 
+
+class DeadlineKind(StrEnum):
+    ACCEPT = "accept"  # answer the offer
+    FIRST_CONTACT = "first_contact"  # reach the person after accepting
+    FOLLOWUP = "followup"  # the next follow-up after the last one
+
+
+class DeadlineStatus(StrEnum):
+    PENDING = "pending"  # not due yet
+    FIRED = "fired"  # an accept deadline that came due (the offer expired, if still unanswered)
+    OVERDUE = "overdue"  # a contact or follow-up deadline that came due unmet
+    MET = "met"  # done in time or late, or made moot by a decline or close
+    CANCELLED = "cancelled"  # its assignment was withdrawn with the referral or the consent
+
 SERVICES = ("medical", "psychosocial", "legal_aid", "shelter", "livelihood", "financial", "education")
 RISK_LEVELS = ("critical", "high", "medium", "low")  # riskiest first; order is used for sorting
 SEXES = ("female", "male", "other", "undisclosed")
@@ -59,13 +74,34 @@ PERSONAL_SUBJECT_FIELDS = ("full_name", "date_of_birth", "sex", "cnic", "phone",
 
 @dataclass(frozen=True)
 class Actor:
-    """Who is asking; every service call takes one so it can check role and ownership."""
+    """Who is asking; every service call takes one, and the access policy (`domain/access.py`) judges it."""
 
     user_id: str
     role: Role
     partner_id: str | None = None
     name: str = ""
 
-    @property
-    def is_staff(self) -> bool:
-        return self.role in (Role.CASEWORKER, Role.SUPERVISOR)
+
+@dataclass(frozen=True)
+class SubjectInput:
+    """The person as the caseworker entered them, before anything is sealed."""
+
+    full_name: str
+    province: str
+    district: str
+    date_of_birth: date | None = None
+    sex: str | None = None
+    cnic: str | None = None
+    phone: str | None = None
+    address: str | None = None
+    preferred_language: str | None = None
+
+    def personal(self) -> dict[str, str | None]:
+        return {
+            "full_name": self.full_name,
+            "date_of_birth": self.date_of_birth.isoformat() if self.date_of_birth else None,
+            "sex": self.sex,
+            "cnic": self.cnic,
+            "phone": self.phone,
+            "address": self.address,
+        }

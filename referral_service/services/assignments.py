@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from referral_service.db.models import (
     Assignment,
-    Deadline,
     FollowUp,
     Partner,
     Referral,
@@ -20,11 +20,21 @@ from referral_service.db.models import (
     new_id,
 )
 from referral_service.db.session import UnitOfWork
-from referral_service.domain import events
-from referral_service.domain.commands import CloseAssignment, DeclineAssignment, RecordFollowUp
-from referral_service.domain.errors import Conflict, Forbidden, NotFound
-from referral_service.domain.model import OPEN_ASSIGNMENT_STATUSES, Actor, AssignmentStatus, ReferralStatus, Role
-from referral_service.domain.routing import CaseProfile, PartnerProfile, route_referral
+from referral_service.domain import access, lifecycle
+from referral_service.domain.access import Action, Scope
+from referral_service.domain.commands import (
+    AcceptAssignment,
+    CloseAssignment,
+    DeclineAssignment,
+    OfferAssignment,
+    RecordFollowUp,
+)
+from referral_service.domain.errors import Conflict
+from referral_service.domain.lifecycle import ReferralState
+from referral_service.domain.model import OPEN_ASSIGNMENT_STATUSES, Actor, AssignmentStatus
+from referral_service.domain.routing import CaseProfile, PartnerProfile, RoutingResult, route_referral
+from referral_service.services import cases
+from referral_service.services.authorization import authorize
 from referral_service.services.common import clamp_limit, decode_cursor, encode_cursor, for_update, must
 from referral_service.services.referrals import assignment_view
 
@@ -34,11 +44,10 @@ if TYPE_CHECKING:
 
 def inbox(services: Services, actor: Actor, *, status: str | None, limit: int | None,
           cursor: str | None) -> dict[str, Any]:
-    if actor.role not in (Role.PARTNER, Role.SUPERVISOR):
-        raise Forbidden("the assignment inbox is for partner staff and supervisors")
+    decision = authorize(services, actor, Action.LIST_ASSIGNMENTS)
     limit = clamp_limit(limit)
     query = select(Assignment).order_by(Assignment.offered_at.desc(), Assignment.id.desc())
-    if actor.role == Role.PARTNER:
+    if decision.scope is Scope.OWN:
         query = query.where(Assignment.partner_id == actor.partner_id)
     if status:
         query = query.where(Assignment.status == status)
@@ -66,18 +75,6 @@ def _subjects_of(session: Any, rows: Sequence[Assignment]) -> list[Subject]:
     return list(session.scalars(select(Subject).where(Subject.id.in_(ids)))) if ids else []
 
 
-def _load_for_partner(uow: UnitOfWork, assignment_id: str, actor: Actor, *, supervisor_ok: bool = False) -> Assignment:
-    session = uow.session
-    a = session.scalars(for_update(session, select(Assignment).where(Assignment.id == assignment_id))).first()
-    if a is None:
-        raise NotFound("no such assignment")
-    if actor.role == Role.SUPERVISOR and supervisor_ok:
-        return a
-    if actor.role != Role.PARTNER or actor.partner_id != a.partner_id:
-        raise Forbidden("only the assigned partner may do this")
-    return a
-
-
 def _commit(uow: UnitOfWork) -> None:
     try:
         uow.commit()
@@ -85,117 +82,80 @@ def _commit(uow: UnitOfWork) -> None:
         raise Conflict("the assignment was changed by someone else at the same time; reload it") from None
 
 
-def _meet_deadlines(session: Any, assignment_id: str, kinds: tuple[str, ...]) -> None:
-    for d in session.scalars(select(Deadline).where(Deadline.assignment_id == assignment_id,
-                                                     Deadline.status.in_(("pending", "overdue")),
-                                                     Deadline.kind.in_(kinds))):
-        d.status = "met"
+Extra = Callable[[UnitOfWork, Assignment, datetime], Any]
 
 
-def _add_deadline(services: Services, session: Any, a: Assignment, kind: str, now: datetime) -> Deadline:
-    policy = services.deadline_policy.for_risk(a.referral.risk_level)
-    delay = {"accept": policy.accept, "first_contact": policy.first_contact, "followup": policy.followup_every}[kind]
-    deadline = Deadline(referral_id=a.referral_id, assignment=a, partner_id=a.partner_id, kind=kind,
-                        risk_level=a.referral.risk_level, due_at=now + delay)
-    session.add(deadline)
-    return deadline
-
-
-def _record_response(session: Any, a: Assignment, now: datetime, accepted: bool) -> None:
-    partner = session.get(Partner, a.partner_id)
-    if partner is not None:
-        # Increments in SQL, not Python: staff of one partner answering different offers at once
-        # would otherwise overwrite each other's counts.
-        partner.responses = Partner.responses + 1
-        partner.response_seconds_total = (
-            Partner.response_seconds_total + int((now - a.offered_at).total_seconds()))
-        if accepted:
-            partner.offers_accepted = Partner.offers_accepted + 1
-
-
-def accept(services: Services, assignment_id: str, actor: Actor) -> dict[str, Any]:
+def _move(services: Services, cmd: Any, actor: Actor, extra: Extra | None = None) -> dict[str, Any]:
+    """Load and lock the case, ask the policy, then the state machine; save, emit, commit. `extra`
+    writes what the move brings along (a sealed note, the follow-up row) and may give the answer;
+    otherwise it is the assignment."""
     with services.uow() as uow:
-        a = _load_for_partner(uow, assignment_id, actor)
-        if a.status != AssignmentStatus.OFFERED:
-            raise Conflict(f"the assignment is {a.status}, not offered")
+        a = cases.lock_assignment(uow.session, cmd.assignment_id)
+        referral = a.referral
+        authorize(services, actor, access.COMMAND_ACTIONS[type(cmd)], cases.case_for_assignment(referral, a),
+                  referral_id=referral.id)
         now = services.clock.now()
-        a.status, a.responded_at = AssignmentStatus.ACCEPTED, now
-        _record_response(uow.session, a, now, accepted=True)
-        a.referral.status = ReferralStatus.ASSIGNED
-        _meet_deadlines(uow.session, a.id, ("accept",))
-        _add_deadline(services, uow.session, a, "first_contact", now)
-        uow.emit(events.AssignmentAccepted(referral_id=a.referral_id, assignment_id=a.id, partner_id=a.partner_id,
-                                           service=a.service))
-        services.personal_data.access.record(actor=actor, action="assignment.accept", referral_id=a.referral_id)
+        change = lifecycle.handle(cases.state_of(referral), cmd, at=now, policy=services.deadline_policy)
+        cases.save(uow, services, referral, change, now)
+        answer = extra(uow, a, now) if extra is not None else None
         _commit(uow)
-        return assignment_view(uow.session, services, a, actor)
+        return answer if answer is not None else assignment_view(uow.session, services, a, actor)
+
+
+def _sealed_note(services: Services, note: str | None) -> Extra:
+    def seal(uow: UnitOfWork, a: Assignment, _now: datetime) -> None:
+        subject = must(uow.session.get(Subject, a.referral.subject_id), "subject")
+        a.note_ct = services.personal_data.seal(uow.session, subject, "assignments", "note", a.id, note)
+    return seal
+
+
+def accept(services: Services, cmd: AcceptAssignment, actor: Actor) -> dict[str, Any]:
+    return _move(services, cmd, actor)
 
 
 def decline(services: Services, cmd: DeclineAssignment, actor: Actor) -> dict[str, Any]:
-    with services.uow() as uow:
-        a = _load_for_partner(uow, cmd.assignment_id, actor)
-        if a.status not in OPEN_ASSIGNMENT_STATUSES:
-            raise Conflict(f"the assignment is {a.status}; only an open assignment can be declined")
-        now = services.clock.now()
-        if a.status == AssignmentStatus.OFFERED:
-            _record_response(uow.session, a, now, accepted=False)
-        a.status, a.responded_at, a.decline_reason = AssignmentStatus.DECLINED, now, cmd.reason
-        subject = must(uow.session.get(Subject, a.referral.subject_id), "subject")
-        a.note_ct = services.personal_data.seal(uow.session, subject, "assignments", "note", a.id, cmd.note)
-        _meet_deadlines(uow.session, a.id, ("accept", "first_contact", "followup"))
-        uow.emit(events.AssignmentDeclined(referral_id=a.referral_id, assignment_id=a.id, partner_id=a.partner_id,
-                                           service=a.service, reason=cmd.reason))
-        services.personal_data.access.record(actor=actor, action="assignment.decline", referral_id=a.referral_id)
-        _commit(uow)
-        return assignment_view(uow.session, services, a, actor)
+    return _move(services, cmd, actor, _sealed_note(services, cmd.note))
 
 
 def record_followup(services: Services, cmd: RecordFollowUp, actor: Actor) -> dict[str, Any]:
-    with services.uow() as uow:
-        a = _load_for_partner(uow, cmd.assignment_id, actor)
-        if a.status != AssignmentStatus.ACCEPTED:
-            raise Conflict(f"the assignment is {a.status}; accept it before recording follow-ups")
-        now = services.clock.now()
+    def add_followup(uow: UnitOfWork, a: Assignment, now: datetime) -> dict[str, Any]:
         subject = must(uow.session.get(Subject, a.referral.subject_id), "subject")
-        followup = FollowUp(assignment_id=a.id, referral_id=a.referral_id, outcome=cmd.outcome,
-                            recorded_by=actor.user_id, recorded_at=now)
-        followup.id = new_id()
-        followup.note_ct = services.personal_data.seal(uow.session, subject, "followups", "note", followup.id, cmd.note)
-        uow.session.add(followup)
-        _meet_deadlines(uow.session, a.id, ("first_contact", "followup"))
-        _add_deadline(services, uow.session, a, "followup", now)
-        uow.emit(events.FollowUpRecorded(referral_id=a.referral_id, assignment_id=a.id, followup_id=followup.id,
-                                         outcome=cmd.outcome))
-        services.personal_data.access.record(actor=actor, action="followup.record", referral_id=a.referral_id)
-        _commit(uow)
-        return {"id": followup.id, "assignment_id": a.id, "outcome": followup.outcome, "recorded_at": now}
+        row = FollowUp(id=cmd.followup_id, assignment_id=a.id, referral_id=a.referral_id, outcome=cmd.outcome,
+                       recorded_by=actor.user_id, recorded_at=now)
+        row.note_ct = services.personal_data.seal(uow.session, subject, "followups", "note", row.id, cmd.note)
+        uow.session.add(row)
+        return {"id": row.id, "assignment_id": a.id, "outcome": row.outcome, "recorded_at": now}
+
+    return _move(services, cmd, actor, add_followup)
 
 
 def close(services: Services, cmd: CloseAssignment, actor: Actor) -> dict[str, Any]:
-    with services.uow() as uow:
-        a = _load_for_partner(uow, cmd.assignment_id, actor, supervisor_ok=True)
-        if a.status not in OPEN_ASSIGNMENT_STATUSES:
-            raise Conflict(f"the assignment is {a.status}; only an open assignment can be closed")
-        now = services.clock.now()
-        subject = must(uow.session.get(Subject, a.referral.subject_id), "subject")
-        a.status, a.close_outcome, a.closed_at = AssignmentStatus.CLOSED, cmd.outcome, now
-        a.services_delivered = list(dict.fromkeys(cmd.services_delivered))
-        a.note_ct = services.personal_data.seal(uow.session, subject, "assignments", "note", a.id, cmd.note)
-        _meet_deadlines(uow.session, a.id, ("accept", "first_contact", "followup"))
-        uow.emit(events.AssignmentClosed(referral_id=a.referral_id, assignment_id=a.id, partner_id=a.partner_id,
-                                         service=a.service, outcome=cmd.outcome))
-        referral = a.referral
-        if not any(x.status in OPEN_ASSIGNMENT_STATUSES for x in referral.assignments if x.id != a.id) \
-                and set(referral.needs) <= {x.service for x in referral.assignments
-                                            if x.status == AssignmentStatus.CLOSED}:
-            referral.status = ReferralStatus.CLOSED
-            uow.emit(events.ReferralClosed(referral_id=referral.id))
-        services.personal_data.access.record(actor=actor, action="assignment.close", referral_id=a.referral_id)
-        _commit(uow)
-        return assignment_view(uow.session, services, a, actor)
+    return _move(services, cmd, actor, _sealed_note(services, cmd.note))
 
 
 # -- routing (run by the router worker) ----------------------------------------------------------
+class _PartnerPool:
+    """The active partners' profiles with their open loads, read once per routing pass (if needed)."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._profiles: list[PartnerProfile] | None = None
+
+    def profiles(self) -> list[PartnerProfile]:
+        if self._profiles is None:
+            self._profiles = _partner_profiles(self._session)
+        return self._profiles
+
+    def set_load(self, partner_id: str, open_assignments: int) -> None:
+        self._profiles = [p if p.id != partner_id else PartnerProfile(**{**p.__dict__, "open_assignments":
+                                                                         open_assignments})
+                          for p in self.profiles()]
+
+    def took_one(self, partner_id: str) -> None:
+        load = next(p.open_assignments for p in self.profiles() if p.id == partner_id)
+        self.set_load(partner_id, load + 1)
+
+
 def _partner_profiles(session: Any) -> list[PartnerProfile]:
     open_counts = dict(session.execute(
         select(Assignment.partner_id, func.count()).where(Assignment.status.in_(OPEN_ASSIGNMENT_STATUSES))
@@ -220,74 +180,69 @@ def route_open_needs(uow: UnitOfWork, services: Services, referral_id: str) -> l
     Returns the ids of the assignments it offered; raises NotFound for an unknown referral.
     """
     session = uow.session
-    referral = session.scalars(for_update(session, select(Referral).where(Referral.id == referral_id))).first()
-    if referral is None:
-        raise NotFound("no such referral")
-    if not referral.consent_given or referral.consent_withdrawn_at is not None \
-            or referral.status in (ReferralStatus.WITHDRAWN, ReferralStatus.CLOSED):
+    referral = cases.lock_referral(session, referral_id)
+    state = cases.state_of(referral)
+    if not lifecycle.may_route(state):
         return []
     subject = must(session.get(Subject, referral.subject_id), "subject")
     now = services.clock.now()
-    partners: list[PartnerProfile] | None = None
+    pool = _PartnerPool(session)
     offered: list[str] = []
     unroutable: list[str] = []
-    for service in referral.needs:
-        mine = [a for a in referral.assignments if a.service == service]
-        if any(a.status in (*OPEN_ASSIGNMENT_STATUSES, AssignmentStatus.CLOSED) for a in mine):
+    for need in lifecycle.needs_to_route(state):
+        result, partner_row = _choose_partner(session, pool, _case_profile(referral, subject, need.service),
+                                              need.tried)
+        _record_decision(session, referral.id, need.service, result, now)
+        if result.chosen is None or partner_row is None:
+            unroutable.append(need.service)
             continue
-        if partners is None:
-            partners = _partner_profiles(session)
-        case = CaseProfile(referral_id=referral.id, service=service, province=subject.province,
-                           district=subject.district, language=subject.preferred_language,
-                           is_minor=subject.is_minor, staff_sex_preference=referral.staff_sex_preference)
-        # A partner that declined or let the offer lapse is not asked again; one whose offer was
-        # withdrawn by the caseworker may be, if the referral is re-opened.
-        tried = {a.partner_id for a in mine if a.status in (AssignmentStatus.DECLINED, AssignmentStatus.EXPIRED)}
-        while True:
-            result = route_referral(case, partners, tried)
-            if result.chosen is None:
-                break
-            # Competing routers counted loads before either committed: lock the chosen partner
-            # and count again, so two routers can never both fill its last place.
-            partner_row = session.scalars(for_update(session, select(Partner).where(Partner.id == result.chosen.id))
-                                          .execution_options(populate_existing=True)).one()
-            open_now = int(session.scalar(select(func.count()).select_from(Assignment).where(
-                Assignment.partner_id == partner_row.id, Assignment.status.in_(OPEN_ASSIGNMENT_STATUSES))) or 0)
-            if open_now < partner_row.capacity:
-                break
-            partners = [p if p.id != partner_row.id else
-                        PartnerProfile(**{**p.__dict__, "open_assignments": open_now}) for p in partners]
-        session.add(RoutingDecision(referral_id=referral.id, service=service,
-                                    chosen_partner_id=result.chosen.id if result.chosen else None,
-                                    considered=[c.to_json() for c in result.considered], decided_at=now))
-        if result.chosen is None:
-            unroutable.append(service)
-            continue
-        a = Assignment(referral_id=referral.id, partner_id=result.chosen.id, service=service,
-                       status=AssignmentStatus.OFFERED, reasons=result.chosen_reasons, offered_at=now)
-        a.id = new_id()
-        a.referral = referral
-        session.add(a)
-        partner_row.offers_made = Partner.offers_made + 1  # in SQL: no lost counts
-        deadline = _add_deadline(services, session, a, "accept", now)
-        partners = [p if p.id != result.chosen.id else
-                    PartnerProfile(**{**p.__dict__, "open_assignments": p.open_assignments + 1}) for p in partners]
-        event = events.AssignmentOffered(referral_id=referral.id, assignment_id=a.id, partner_id=a.partner_id,
-                                         service=service, risk_level=referral.risk_level,
-                                         accept_by=deadline.due_at.isoformat())
-        uow.emit(event)
-        uow.deliver_to_partner(event, a.partner_id)
-        offered.append(a.id)
-    has_open = any(a.status in OPEN_ASSIGNMENT_STATUSES for a in referral.assignments)
-    has_accepted = any(a.status == AssignmentStatus.ACCEPTED for a in referral.assignments)
-    if has_accepted:
-        referral.status = ReferralStatus.ASSIGNED
-    elif has_open:
-        referral.status = ReferralStatus.ROUTING
-    elif unroutable:
-        referral.status = ReferralStatus.UNROUTABLE
-    if offered:
-        uow.emit(events.ReferralRouted(referral_id=referral.id, assignment_ids=offered))
-    if unroutable:
-        uow.emit(events.ReferralUnroutable(referral_id=referral.id, services=unroutable))
+        state = _offer(uow, services, referral, state, need.service, result, partner_row, now)
+        pool.took_one(partner_row.id)
+        offered.append(state.assignments[-1].id)
+    cases.save(uow, services, referral, lifecycle.conclude_routing(state, offered, unroutable, at=now), now)
     return offered
+
+
+def _case_profile(referral: Referral, subject: Subject, service: str) -> CaseProfile:
+    return CaseProfile(referral_id=referral.id, service=service, province=subject.province,
+                       district=subject.district, language=subject.preferred_language,
+                       is_minor=subject.is_minor, staff_sex_preference=referral.staff_sex_preference)
+
+
+def _choose_partner(session: Session, pool: _PartnerPool, case: CaseProfile,
+                    tried: frozenset[str]) -> tuple[RoutingResult, Partner | None]:
+    """The best partner with a place left, and its row, locked; (result without a choice, None) if none."""
+    while True:
+        result = route_referral(case, pool.profiles(), set(tried))
+        if result.chosen is None:
+            return result, None
+        # Competing routers counted loads before either committed: lock the chosen partner and count
+        # again, so two routers can never both fill its last place.
+        row = session.scalars(for_update(session, select(Partner).where(Partner.id == result.chosen.id))
+                              .execution_options(populate_existing=True)).one()
+        open_now = int(session.scalar(select(func.count()).select_from(Assignment).where(
+            Assignment.partner_id == row.id, Assignment.status.in_(OPEN_ASSIGNMENT_STATUSES))) or 0)
+        if open_now < row.capacity:
+            return result, row
+        pool.set_load(row.id, open_now)
+
+
+def _record_decision(session: Session, referral_id: str, service: str, result: RoutingResult,
+                     now: datetime) -> None:
+    session.add(RoutingDecision(referral_id=referral_id, service=service,
+                                chosen_partner_id=result.chosen.id if result.chosen else None,
+                                considered=[c.to_json() for c in result.considered], decided_at=now))
+
+
+def _offer(uow: UnitOfWork, services: Services, referral: Referral, state: ReferralState, service: str,
+           result: RoutingResult, partner_row: Partner, now: datetime) -> ReferralState:
+    """Offer `service` to the chosen partner: the state machine's move, its row, the partner's count."""
+    cmd = OfferAssignment(assignment_id=new_id(), partner_id=partner_row.id, service=service)
+    change = lifecycle.offer(state, cmd, at=now, policy=services.deadline_policy)
+    row = Assignment(id=cmd.assignment_id, referral_id=referral.id, partner_id=cmd.partner_id, service=service,
+                     status=AssignmentStatus.OFFERED, reasons=result.chosen_reasons, offered_at=now)
+    row.referral = referral  # joins referral.assignments, where `save` finds it
+    uow.session.add(row)
+    partner_row.offers_made = Partner.offers_made + 1  # in SQL: no lost counts
+    cases.save(uow, services, referral, change, now)
+    return change.referral

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import case, literal, select, tuple_
 
 from referral_service.db.models import Assignment, Deadline, UTCDateTime
-from referral_service.domain import events
-from referral_service.domain.errors import Forbidden, ValidationFailed
-from referral_service.domain.model import RISK_LEVELS, Actor, AssignmentStatus, Role
+from referral_service.db.session import UnitOfWork
+from referral_service.domain import lifecycle
+from referral_service.domain.access import Action
+from referral_service.domain.commands import ExpireOffer, FireDeadline
+from referral_service.domain.errors import ValidationFailed
+from referral_service.domain.model import RISK_LEVELS, Actor, DeadlineKind, DeadlineStatus
+from referral_service.services import cases
+from referral_service.services.authorization import authorize
 from referral_service.services.common import clamp_limit, decode_cursor, encode_cursor
 
 if TYPE_CHECKING:
     from referral_service.services.ports import Services
+
+# Listed for supervisors once due: not yet fired, or fired and still unmet.
+OUTSTANDING = (DeadlineStatus.PENDING.value, DeadlineStatus.OVERDUE.value)
 
 
 def fire_due_deadlines(services: Services, batch_size: int = 100) -> int:
@@ -21,39 +30,51 @@ def fire_due_deadlines(services: Services, batch_size: int = 100) -> int:
     now = services.clock.now()
     with services.uow() as uow:
         session = uow.session
-        query = (select(Deadline).where(Deadline.status == "pending", Deadline.due_at <= now)
+        postgres = session.get_bind().dialect.name == "postgresql"
+        query = (select(Deadline).where(Deadline.status == DeadlineStatus.PENDING.value, Deadline.due_at <= now)
                  .order_by(Deadline.due_at).limit(batch_size))
-        if session.get_bind().dialect.name == "postgresql":
+        if postgres:
             query = query.with_for_update(skip_locked=True)
-        due = session.scalars(query).all()
-        for d in due:
-            d.fired_at = now
-            if d.kind == "accept":
-                d.status = "fired"
-                a = session.get(Assignment, d.assignment_id) if d.assignment_id else None
-                if a is not None and a.status == AssignmentStatus.OFFERED:
-                    a.status, a.responded_at = AssignmentStatus.EXPIRED, now
-                    event = events.AssignmentExpired(referral_id=d.referral_id, assignment_id=a.id,
-                                                     partner_id=a.partner_id, service=a.service)
-                    uow.emit(event)
-                    uow.deliver_to_partner(event, a.partner_id)
-            else:
-                d.status = "overdue"
-                uow.emit(events.FollowUpOverdue(referral_id=d.referral_id, assignment_id=d.assignment_id,
-                                                deadline_id=d.id, kind=d.kind, risk_level=d.risk_level))
+        fired = 0
+        for d in session.scalars(query).all():
+            if d.kind == DeadlineKind.ACCEPT and d.assignment_id and postgres and not _claim(session, d.assignment_id):
+                continue
+            change = lifecycle.handle_deadline(cases.deadline_state(d), FireDeadline(d.id), at=now)
+            d.status, d.fired_at = change.deadline.status.value, change.deadline.fired_at
+            cases.emit(uow, change.events)
+            if change.expires:
+                _expire(uow, services, change.expires, now)
+            fired += 1
         uow.commit()
-        return len(due)
+        return fired
+
+
+def _claim(session: Any, assignment_id: str) -> bool:
+    """Lock the offer's row unless someone is answering it right now: they hold it and will want this
+    deadline's row next, so waiting for each other would deadlock. Left for them; the next tick sees."""
+    return session.scalars(select(Assignment.id).where(Assignment.id == assignment_id)
+                           .with_for_update(skip_locked=True)).first() is not None
+
+
+def _expire(uow: UnitOfWork, services: Services, assignment_id: str, now: datetime) -> None:
+    """The offer ends unanswered, if it still is unanswered (an answer may have come first)."""
+    a = uow.session.get(Assignment, assignment_id)
+    if a is None:
+        return
+    state, cmd = cases.state_of(a.referral), ExpireOffer(a.id)
+    if lifecycle.allows(state, cmd):
+        cases.save(uow, services, a.referral, lifecycle.handle(state, cmd, at=now, policy=services.deadline_policy),
+                   now)
 
 
 def overdue(services: Services, actor: Actor, *, limit: int | None = None,
             cursor: str | None = None) -> dict[str, Any]:
     """Every overdue deadline, riskiest then oldest first; keyset-paginated on (risk, due, id)."""
-    if actor.role != Role.SUPERVISOR:
-        raise Forbidden("overdue deadlines are for supervisors")
+    authorize(services, actor, Action.LIST_OVERDUE)
     limit = clamp_limit(limit)
     now = services.clock.now()
     risk_rank = case({level: i for i, level in enumerate(RISK_LEVELS)}, value=Deadline.risk_level, else_=99)
-    query = (select(Deadline).where(Deadline.status.in_(("pending", "overdue")), Deadline.due_at <= now)
+    query = (select(Deadline).where(Deadline.status.in_(OUTSTANDING), Deadline.due_at <= now)
              .order_by(risk_rank, Deadline.due_at, Deadline.id))
     if cursor:
         due, marker = decode_cursor(cursor)

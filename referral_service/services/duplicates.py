@@ -10,9 +10,14 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from referral_service.db.models import PossibleDuplicate, Referral, Subject, new_id
-from referral_service.domain.duplicates import DuplicateStatus, may_learn_of, merged_person
-from referral_service.domain.errors import Conflict, Forbidden, NotFound
-from referral_service.domain.model import Actor, Role
+from referral_service.domain import lifecycle
+from referral_service.domain.access import COMMAND_ACTIONS, Action
+from referral_service.domain.commands import ConfirmDuplicate, DismissDuplicate
+from referral_service.domain.duplicates import DuplicateStatus, merged_person
+from referral_service.domain.errors import NotFound
+from referral_service.domain.model import Actor
+from referral_service.services import cases
+from referral_service.services.authorization import authorize, decide, screen
 from referral_service.services.common import clamp_limit, decode_cursor, encode_cursor, for_update, must
 from referral_service.services.personal_data import SubjectMatch
 
@@ -25,7 +30,7 @@ _COLUMN_WORDS = {"cnic": "CNIC", "phone": "phone number"}
 
 
 # -- at intake ------------------------------------------------------------------------------------
-def record_matches(session: Session, actor: Actor, subject: Subject, referral: Referral,
+def record_matches(services: Services, session: Session, actor: Actor, subject: Subject, referral: Referral,
                    matches: Sequence[SubjectMatch], now: datetime) -> list[dict[str, Any]]:
     """One pending question per earlier subject that matched; the submitter's warnings in return.
 
@@ -46,7 +51,8 @@ def record_matches(session: Session, actor: Actor, subject: Subject, referral: R
             earlier_referral_id=earlier[0].id, matched_on=list(match.matched_on),
             status=DuplicateStatus.PENDING.value, created_at=now,
         ))
-        seen = [r for r in earlier if may_learn_of(actor, r.caseworker_id)]
+        seen = [r for r in earlier if decide(services, actor, Action.LEARN_OF_MATCH, cases.case_for_reading(r),
+                                             referral_id=r.id).allowed]
         if seen:
             matched_on.update(match.matched_on)
             references.extend((r.created_at, r.reference) for r in seen)
@@ -66,12 +72,6 @@ def record_matches(session: Session, actor: Actor, subject: Subject, referral: R
 
 
 # -- supervisors ------------------------------------------------------------------------------------
-def require_supervisor(services: Services, actor: Actor, action: str) -> None:
-    if actor.role != Role.SUPERVISOR:
-        services.personal_data.access.record(actor=actor, action=action, referral_id=None, outcome="denied")
-        raise Forbidden("possible duplicates are for supervisors")
-
-
 def _summary(session: Session, dup: PossibleDuplicate) -> dict[str, Any]:
     subject = session.get(Subject, dup.subject_id)
     return {
@@ -107,7 +107,7 @@ def duplicate_view(session: Session, services: Services, dup: PossibleDuplicate,
 def list_duplicates(services: Services, actor: Actor, *, status: str | None, limit: int | None,
                     cursor: str | None) -> dict[str, Any]:
     """Oldest question first: the queue is worked through from the front."""
-    require_supervisor(services, actor, "duplicate.list")
+    authorize(services, actor, Action.LIST_DUPLICATES)
     limit = clamp_limit(limit)
     query = (select(PossibleDuplicate)
              .where(PossibleDuplicate.status == (status or DuplicateStatus.PENDING.value))
@@ -123,25 +123,23 @@ def list_duplicates(services: Services, actor: Actor, *, status: str | None, lim
         return {"items": items, "next": nxt}
 
 
-def _decide(services: Services, duplicate_id: str, actor: Actor, status: DuplicateStatus) -> dict[str, Any]:
-    action = f"duplicate.{'confirm' if status == DuplicateStatus.CONFIRMED else 'dismiss'}"
-    require_supervisor(services, actor, action)
+def _decide(services: Services, cmd: ConfirmDuplicate | DismissDuplicate, actor: Actor) -> dict[str, Any]:
+    action = COMMAND_ACTIONS[type(cmd)]
+    screen(services, actor, action)
     with services.uow() as uow:
         session = uow.session
         dup = session.scalars(for_update(session, select(PossibleDuplicate)
-                                         .where(PossibleDuplicate.id == duplicate_id))).one_or_none()
+                                         .where(PossibleDuplicate.id == cmd.duplicate_id))).one_or_none()
         if dup is None:
             raise NotFound("no such possible duplicate")
-        if dup.status != DuplicateStatus.PENDING:
-            raise Conflict(f"this possible duplicate was already {dup.status}")
-        now = services.clock.now()
-        if status == DuplicateStatus.CONFIRMED:
-            _join(session, dup.subject_id, dup.earlier_subject_id)
-        dup.status, dup.decided_by, dup.decided_at = status.value, actor.user_id, now
+        # The decision touches both referrals: one decision (and record) for each.
         for referral_id, subject_id in ((dup.referral_id, dup.subject_id),
                                         (dup.earlier_referral_id, dup.earlier_subject_id)):
-            services.personal_data.access.record(actor=actor, action=action, referral_id=referral_id,
-                                                 subject_id=subject_id)
+            authorize(services, actor, action, referral_id=referral_id, subject_id=subject_id)
+        status = lifecycle.decide_duplicate(DuplicateStatus(dup.status), cmd)
+        if status is DuplicateStatus.CONFIRMED:
+            _join(session, dup.subject_id, dup.earlier_subject_id)
+        dup.status, dup.decided_by, dup.decided_at = status.value, actor.user_id, services.clock.now()
         session.flush()
         body = _summary(session, dup)
         uow.commit()
@@ -165,12 +163,12 @@ def _join(session: Session, *subject_ids: str) -> str:
     return person
 
 
-def confirm(services: Services, duplicate_id: str, actor: Actor) -> dict[str, Any]:
-    return _decide(services, duplicate_id, actor, DuplicateStatus.CONFIRMED)
+def confirm(services: Services, cmd: ConfirmDuplicate, actor: Actor) -> dict[str, Any]:
+    return _decide(services, cmd, actor)
 
 
-def dismiss(services: Services, duplicate_id: str, actor: Actor) -> dict[str, Any]:
-    return _decide(services, duplicate_id, actor, DuplicateStatus.DISMISSED)
+def dismiss(services: Services, cmd: DismissDuplicate, actor: Actor) -> dict[str, Any]:
+    return _decide(services, cmd, actor)
 
 
 # -- reading a referral ---------------------------------------------------------------------------------

@@ -58,7 +58,7 @@ from referral_service.crypto import (
 )
 from referral_service.db.models import BlindIndex, CryptoMeta, Subject, SubjectKey, new_id
 from referral_service.domain.errors import RecordDamaged
-from referral_service.domain.model import PERSONAL_SUBJECT_FIELDS, Actor
+from referral_service.domain.model import PERSONAL_SUBJECT_FIELDS, Actor, SubjectInput
 from referral_service.services.access import AccessRecorder
 from referral_service.services.damage import Damage, DamageLog, DamageReporter
 
@@ -107,29 +107,6 @@ class RewrapBatch(NamedTuple):
     rewrapped: int
     last_id: str | None  # where the next batch of this pass starts
     damaged: list[Damage]
-
-
-@dataclass(frozen=True)
-class SubjectInput:
-    full_name: str
-    province: str
-    district: str
-    date_of_birth: date | None = None
-    sex: str | None = None
-    cnic: str | None = None
-    phone: str | None = None
-    address: str | None = None
-    preferred_language: str | None = None
-
-    def personal(self) -> dict[str, str | None]:
-        return {
-            "full_name": self.full_name,
-            "date_of_birth": self.date_of_birth.isoformat() if self.date_of_birth else None,
-            "sex": self.sex,
-            "cnic": self.cnic,
-            "phone": self.phone,
-            "address": self.address,
-        }
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Referral intake and reading: submit, show, list, withdraw consent."""
+"""Referral intake and reading: submit, show, list; the caseworker's moves: withdraw consent, withdraw, re-open."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from sqlalchemy.exc import IntegrityError
 from referral_service.db.models import (
     Assignment,
     CaseNote,
-    Deadline,
     IdempotencyKey,
     Referral,
     RoutingDecision,
@@ -23,24 +22,17 @@ from referral_service.db.models import (
     new_id,
 )
 from referral_service.db.session import UnitOfWork
-from referral_service.domain import events
-from referral_service.domain.commands import SubmitReferral
-from referral_service.domain.errors import Conflict, Forbidden, NotFound
-from referral_service.domain.model import (
-    OPEN_ASSIGNMENT_STATUSES,
-    PERSONAL_SUBJECT_FIELDS,
-    SCOPE_FIELDS,
-    Actor,
-    AssignmentStatus,
-    ReferralStatus,
-    Role,
-)
-from referral_service.services import duplicates
+from referral_service.domain import access, lifecycle
+from referral_service.domain.access import Action, Available, Scope
+from referral_service.domain.commands import ReopenReferral, SubmitReferral, WithdrawConsent, WithdrawReferral
+from referral_service.domain.errors import Conflict, NotFound
+from referral_service.domain.model import Actor
+from referral_service.services import cases, duplicates
+from referral_service.services.authorization import authorize, screen
 from referral_service.services.common import (
     clamp_limit,
     decode_cursor,
     encode_cursor,
-    for_update,
     must,
     next_counter,
 )
@@ -49,22 +41,15 @@ from referral_service.services.personal_data import FieldRead
 if TYPE_CHECKING:
     from referral_service.services.ports import Services
 
-SUBMITTERS = (Role.CASEWORKER, Role.SUPERVISOR)
+# The stored answer of an intake keeps the status the API gave it (a column of idempotency_keys);
+# every intake is answered with it.
+CREATED = 201
 
 
 @dataclass
 class SubmitOutcome:
-    status_code: int
     body: dict[str, Any]
     replayed: bool = False  # the stored answer to an earlier request with the same idempotency key
-
-
-@dataclass
-class _Visibility:
-    full: bool
-    subject_fields: tuple[str, ...]
-    incident: bool
-    partner_id: str | None = None
 
 
 def request_mac(services: Services, payload: dict[str, Any]) -> str:
@@ -80,11 +65,10 @@ def idempotency_key_digest(services: Services, key: str) -> str:
 
 
 def submit_referral(
-    cmd: SubmitReferral, services: Services, actor: Actor, *, idempotency_key: str | None = None,
+    services: Services, cmd: SubmitReferral, actor: Actor, *, idempotency_key: str | None = None,
     mac: str | None = None,
 ) -> SubmitOutcome:
-    if actor.role not in SUBMITTERS:
-        raise Forbidden("only caseworkers and supervisors submit referrals")
+    screen(services, actor, Action.SUBMIT_REFERRAL)
     if idempotency_key:
         idempotency_key = idempotency_key_digest(services, idempotency_key)
     for attempt in range(2):
@@ -95,13 +79,13 @@ def submit_referral(
                     if stored is not None:
                         if stored.request_mac != mac:
                             raise Conflict("this Idempotency-Key was already used with a different request")
-                        return SubmitOutcome(stored.status_code, stored.response, replayed=True)
+                        return SubmitOutcome(stored.response, replayed=True)
                 body = _submit(cmd, uow, services, actor)
                 if idempotency_key:
                     uow.session.add(IdempotencyKey(user_id=actor.user_id, key=idempotency_key,
-                                                   request_mac=mac or "", status_code=201, response=body))
+                                                   request_mac=mac or "", status_code=CREATED, response=body))
                 uow.commit()
-                return SubmitOutcome(201, body)
+                return SubmitOutcome(body)
         except IntegrityError:
             # A concurrent retry with the same key committed first: answer as it did.
             if not idempotency_key or attempt:
@@ -116,13 +100,16 @@ def _submit(cmd: SubmitReferral, uow: UnitOfWork, services: Services, actor: Act
     matches = pd.find_matching_subjects(session, cmd.subject.cnic, cmd.subject.phone)
     subject = pd.create_subject(session, cmd.subject, now)
     number = next_counter(session, f"referral-{now.year}")
+    change = lifecycle.submit(new_id(), subject.id, cmd, at=now)
+    state = change.referral
     referral = Referral(
+        id=state.id,
         reference=f"VAN-{now.year}-{number:06d}",
         subject_id=subject.id,
         caseworker_id=actor.user_id,
-        status=ReferralStatus.SUBMITTED,
-        risk_level=cmd.risk_level,
-        needs=list(dict.fromkeys(cmd.needs)),
+        status=state.status,
+        risk_level=state.risk_level,
+        needs=list(state.needs),
         # The type is free text (people write names into it), so it is sealed with the rest of the
         # incident below; the plaintext column only serves rows written before that.
         incident_type=None,
@@ -137,7 +124,6 @@ def _submit(cmd: SubmitReferral, uow: UnitOfWork, services: Services, actor: Act
         created_at=now,
         updated_at=now,
     )
-    referral.id = new_id()
     if cmd.incident_type or cmd.incident_date or cmd.incident_narrative:
         incident = json.dumps({"type": cmd.incident_type,
                                "date": cmd.incident_date.isoformat() if cmd.incident_date else None,
@@ -145,10 +131,10 @@ def _submit(cmd: SubmitReferral, uow: UnitOfWork, services: Services, actor: Act
         referral.incident_ct = pd.seal(session, subject, "referrals", "incident", referral.id, incident)
     session.add(referral)
     session.flush()  # the possible-duplicate rows refer to it
-    warnings = duplicates.record_matches(session, actor, subject, referral, matches, now)
-    uow.emit(events.ReferralSubmitted(referral_id=referral.id, subject_id=subject.id,
-                                      risk_level=cmd.risk_level, consent_given=cmd.consent_given))
-    pd.access.record(actor=actor, action="referral.submit", referral_id=referral.id, subject_id=subject.id)
+    warnings = duplicates.record_matches(services, session, actor, subject, referral, matches, now)
+    authorize(services, actor, Action.SUBMIT_REFERRAL, cases.case_for_reading(referral), referral_id=referral.id,
+              subject_id=subject.id)
+    cases.emit(uow, change.events)
     routing = ("will be routed to partner organisations" if cmd.consent_given
                else "not routed and not shared with any partner: consent was not given")
     return {"id": referral.id, "reference": referral.reference, "status": referral.status,
@@ -156,21 +142,6 @@ def _submit(cmd: SubmitReferral, uow: UnitOfWork, services: Services, actor: Act
 
 
 # -- reading -----------------------------------------------------------------------------------
-def _visibility(session: Any, referral: Referral, actor: Actor) -> _Visibility:
-    if actor.role == Role.SUPERVISOR or (actor.role == Role.CASEWORKER and referral.caseworker_id == actor.user_id):
-        return _Visibility(full=True, subject_fields=PERSONAL_SUBJECT_FIELDS, incident=True)
-    if actor.role == Role.PARTNER and actor.partner_id and referral.consent_given \
-            and referral.consent_withdrawn_at is None:
-        holds = any(a.partner_id == actor.partner_id and a.status in OPEN_ASSIGNMENT_STATUSES
-                    for a in referral.assignments)
-        if holds:
-            scopes = referral.consent_share
-            fields = ["sex"] + [f for s in scopes for f in SCOPE_FIELDS.get(s, ()) if f != "incident"]
-            return _Visibility(full=False, subject_fields=tuple(dict.fromkeys(fields)),
-                               incident="incident" in scopes, partner_id=actor.partner_id)
-    raise Forbidden("you may not see this referral")
-
-
 def load_referral(session: Any, referral_id: str) -> Referral:
     referral = session.get(Referral, referral_id)
     if referral is None:
@@ -178,8 +149,8 @@ def load_referral(session: Any, referral_id: str) -> Referral:
     return referral
 
 
-def referral_view(session: Any, services: Services, referral: Referral, actor: Actor) -> dict[str, Any]:
-    vis = _visibility(session, referral, actor)
+def referral_view(session: Any, services: Services, referral: Referral, actor: Actor,
+                  vis: access.Visibility) -> dict[str, Any]:
     subject = must(session.get(Subject, referral.subject_id), "subject")
     pd = services.personal_data
     revealed = pd.reveal_subject(session, subject, vis.subject_fields, actor=actor, referral_id=referral.id)
@@ -212,12 +183,12 @@ def referral_view(session: Any, services: Services, referral: Referral, actor: A
         elif read.erased:
             incident["erased"] = True
         body["incident"] = incident
-    assignments = [a for a in referral.assignments if vis.full or a.partner_id == vis.partner_id]
+    assignments = [a for a in referral.assignments if vis.partner_id is None or a.partner_id == vis.partner_id]
     body["assignments"] = [assignment_view(session, services, a, actor, subject, reveal_notes=True)
                            for a in assignments]
-    if actor.role == Role.SUPERVISOR:
+    if vis.linked_referrals:
         body["linked_referrals"] = duplicates.linked_referrals(session, referral, subject)
-    if vis.full:
+    if vis.case_file:
         body["consent"] = {"given": referral.consent_given, "method": referral.consent_method,
                            "share": referral.consent_share, "recorded_by": referral.consent_recorded_by,
                            "recorded_at": referral.consent_recorded_at,
@@ -261,21 +232,25 @@ def _note(read: FieldRead) -> dict[str, Any]:
 def get_referral(services: Services, referral_id: str, actor: Actor) -> dict[str, Any]:
     with services.uow() as uow:
         referral = load_referral(uow.session, referral_id)
-        try:
-            return referral_view(uow.session, services, referral, actor)
-        except Forbidden:
-            services.personal_data.access.record(actor=actor, action="referral.read", referral_id=referral_id,
-                                                 outcome="denied")
-            raise
+        case = cases.case_for_reading(referral)
+        decision = authorize(services, actor, Action.READ_REFERRAL, case, referral_id=referral.id)
+        return referral_view(uow.session, services, referral, actor, access.visibility(decision, actor, case))
+
+
+def available_actions(services: Services, referral_id: str, actor: Actor) -> Available:
+    """Which actions to offer on the referral's page: those the policy allows and the state machine
+    would take now. Not a decision on any call (each is decided again, and recorded, when asked)."""
+    with services.uow() as uow:
+        referral = load_referral(uow.session, referral_id)
+        return access.available(actor, cases.state_of(referral), cases.case_for_reading(referral))
 
 
 def list_referrals(services: Services, actor: Actor, *, status: str | None, limit: int | None,
                    cursor: str | None) -> dict[str, Any]:
-    if actor.role not in SUBMITTERS:
-        raise Forbidden("only caseworkers and supervisors list referrals")
+    decision = authorize(services, actor, Action.LIST_REFERRALS)
     limit = clamp_limit(limit)
     query = select(Referral).order_by(Referral.created_at.desc(), Referral.id.desc())
-    if actor.role == Role.CASEWORKER:
+    if decision.scope is Scope.OWN:
         query = query.where(Referral.caseworker_id == actor.user_id)
     if status:
         query = query.where(Referral.status == status)
@@ -301,47 +276,42 @@ def list_referrals(services: Services, actor: Actor, *, status: str | None, limi
         return {"items": items, "next": nxt}
 
 
-def withdraw_consent(services: Services, referral_id: str, actor: Actor, note: str | None = None) -> dict[str, Any]:
+# -- the caseworker's (or a supervisor's) moves ------------------------------------------------------------
+_NOTE_KINDS = {WithdrawConsent: "consent_withdrawn", WithdrawReferral: "withdrawn", ReopenReferral: "reopened"}
+
+
+def _case_move(services: Services, cmd: WithdrawConsent | WithdrawReferral | ReopenReferral,
+               actor: Actor) -> Referral:
+    """Load and lock the referral, ask the policy, then the state machine; save, note, emit."""
     with services.uow() as uow:
-        referral = _load_for_staff(uow, referral_id, actor)
-        if referral.consent_withdrawn_at is not None:
-            raise Conflict("consent was already withdrawn")
+        referral = cases.lock_referral(uow.session, cmd.referral_id)
+        authorize(services, actor, access.COMMAND_ACTIONS[type(cmd)], cases.case_for_reading(referral),
+                  referral_id=referral.id)
         now = services.clock.now()
-        referral.consent_withdrawn_at = now
-        referral.status = ReferralStatus.WITHDRAWN
-        withdraw_open_assignments(uow, referral, now, reason="consent_withdrawn")
-        _add_note(uow, services, referral, "consent_withdrawn", note, actor, now)
-        uow.emit(events.ConsentWithdrawn(referral_id=referral.id))
-        services.personal_data.access.record(actor=actor, action="referral.consent_withdraw",
-                                             referral_id=referral.id)
+        change = lifecycle.handle(cases.state_of(referral), cmd, at=now, policy=services.deadline_policy)
+        cases.save(uow, services, referral, change, now)
+        _add_note(uow, services, referral, _NOTE_KINDS[type(cmd)], cmd.note, actor, now)
         uow.commit()
-        return {"id": referral.id, "reference": referral.reference, "status": referral.status,
-                "consent_withdrawn_at": now}
+        return referral
 
 
-def withdraw_open_assignments(uow: UnitOfWork, referral: Referral, now: datetime, *, reason: str) -> None:
-    for a in referral.assignments:
-        if a.status in OPEN_ASSIGNMENT_STATUSES:
-            a.status = AssignmentStatus.WITHDRAWN
-            a.closed_at = now
-            event = events.AssignmentWithdrawn(referral_id=referral.id, assignment_id=a.id, partner_id=a.partner_id,
-                                               service=a.service, reason=reason)
-            uow.emit(event)
-            uow.deliver_to_partner(event, a.partner_id)
-    for d in uow.session.scalars(select(Deadline).where(Deadline.referral_id == referral.id,
-                                                         Deadline.status == "pending")):
-        d.status = "cancelled"
+def withdraw_consent(services: Services, cmd: WithdrawConsent, actor: Actor) -> dict[str, Any]:
+    """Partners lose access at once and open offers are pulled back; a closed case stays closed."""
+    referral = _case_move(services, cmd, actor)
+    return {"id": referral.id, "reference": referral.reference, "status": referral.status,
+            "consent_withdrawn_at": referral.consent_withdrawn_at}
 
 
-def _load_for_staff(uow: UnitOfWork, referral_id: str, actor: Actor) -> Referral:
-    session = uow.session
-    referral = session.scalars(for_update(session, select(Referral).where(Referral.id == referral_id))).first()
-    if referral is None:
-        raise NotFound("no such referral")
-    if not (actor.role == Role.SUPERVISOR
-            or (actor.role == Role.CASEWORKER and referral.caseworker_id == actor.user_id)):
-        raise Forbidden("only the referral's caseworker or a supervisor may do this")
-    return referral
+def withdraw_referral(services: Services, cmd: WithdrawReferral, actor: Actor) -> dict[str, Any]:
+    """The caseworker pulls the referral back: open offers are withdrawn, nothing is routed."""
+    referral = _case_move(services, cmd, actor)
+    return {"id": referral.id, "reference": referral.reference, "status": referral.status}
+
+
+def reopen_referral(services: Services, cmd: ReopenReferral, actor: Actor) -> dict[str, Any]:
+    """Re-open a withdrawn or unroutable referral (with a note why); it is routed again."""
+    referral = _case_move(services, cmd, actor)
+    return {"id": referral.id, "reference": referral.reference, "status": referral.status}
 
 
 def _add_note(uow: UnitOfWork, services: Services, referral: Referral, kind: str, note: str | None,
@@ -350,39 +320,3 @@ def _add_note(uow: UnitOfWork, services: Services, referral: Referral, kind: str
     row = CaseNote(id=new_id(), referral_id=referral.id, kind=kind, author_id=actor.user_id, created_at=now)
     row.note_ct = services.personal_data.seal(uow.session, subject, "case_notes", "note", row.id, note)
     uow.session.add(row)
-
-
-def withdraw_referral(services: Services, referral_id: str, actor: Actor, note: str | None) -> dict[str, Any]:
-    """The caseworker pulls the referral back: open offers are withdrawn, nothing is routed."""
-    with services.uow() as uow:
-        referral = _load_for_staff(uow, referral_id, actor)
-        if referral.status in (ReferralStatus.WITHDRAWN, ReferralStatus.CLOSED):
-            raise Conflict(f"the referral is already {referral.status}")
-        now = services.clock.now()
-        referral.status = ReferralStatus.WITHDRAWN
-        withdraw_open_assignments(uow, referral, now, reason="referral_withdrawn")
-        _add_note(uow, services, referral, "withdrawn", note, actor, now)
-        uow.emit(events.ReferralWithdrawn(referral_id=referral.id))
-        services.personal_data.access.record(actor=actor, action="referral.withdraw", referral_id=referral.id)
-        uow.commit()
-        return {"id": referral.id, "reference": referral.reference, "status": referral.status}
-
-
-def reopen_referral(services: Services, referral_id: str, actor: Actor, note: str) -> dict[str, Any]:
-    """Re-open a withdrawn or unroutable referral (with a note why); it is routed again.
-
-    A closed case stays closed: new needs are a new referral, with its own consent.
-    """
-    with services.uow() as uow:
-        referral = _load_for_staff(uow, referral_id, actor)
-        if referral.status not in (ReferralStatus.WITHDRAWN, ReferralStatus.UNROUTABLE):
-            raise Conflict(f"the referral is {referral.status}; only a withdrawn or unroutable one re-opens")
-        if referral.consent_withdrawn_at is not None or not referral.consent_given:
-            raise Conflict("consent was withdrawn or never given; record new consent in a new referral")
-        now = services.clock.now()
-        referral.status = ReferralStatus.SUBMITTED
-        _add_note(uow, services, referral, "reopened", note, actor, now)
-        uow.emit(events.ReferralReopened(referral_id=referral.id))
-        services.personal_data.access.record(actor=actor, action="referral.reopen", referral_id=referral.id)
-        uow.commit()
-        return {"id": referral.id, "reference": referral.reference, "status": referral.status}

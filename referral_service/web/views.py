@@ -26,9 +26,21 @@ from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
 from marshmallow import Schema
 
-from referral_service.domain.commands import CloseAssignment, DeclineAssignment, RecordFollowUp
+from referral_service.domain import access
+from referral_service.domain.access import Action, Scope
+from referral_service.domain.commands import (
+    AcceptAssignment,
+    CloseAssignment,
+    ConfirmDuplicate,
+    DeclineAssignment,
+    DismissDuplicate,
+    RecordFollowUp,
+    ReopenReferral,
+    WithdrawConsent,
+    WithdrawReferral,
+)
 from referral_service.domain.duplicates import DuplicateStatus
-from referral_service.domain.errors import Conflict, DomainError, Unauthenticated
+from referral_service.domain.errors import Conflict, DomainError, Forbidden, Unauthenticated
 from referral_service.domain.geography import districts, provinces
 from referral_service.domain.model import (
     CLOSE_OUTCOMES,
@@ -44,10 +56,10 @@ from referral_service.domain.model import (
     Actor,
     AssignmentStatus,
     ReferralStatus,
-    Role,
 )
 from referral_service.ratelimit import retry_after_seconds
 from referral_service.services import assignments, deadlines, duplicates, partners, referrals, sessions, users
+from referral_service.services.authorization import screen
 from referral_service.web.forms import (
     TEXT_MAX,
     FormState,
@@ -64,9 +76,10 @@ from schemas.referrals import ReopenSchema, WithdrawSchema
 bp = Blueprint("web", __name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
-STAFF = (Role.CASEWORKER, Role.SUPERVISOR)
-HOME_BY_ROLE = {Role.CASEWORKER: "web.referral_list", Role.SUPERVISOR: "web.supervision",
-                Role.PARTNER: "web.inbox"}
+# Where signing in leads: the first of these pages the person may open (supervision for supervisors,
+# their referrals for caseworkers, the inbox for partner staff; a plain page for everyone else).
+HOMES = ((Action.LIST_OVERDUE, "web.supervision"), (Action.LIST_REFERRALS, "web.referral_list"),
+         (Action.LIST_ASSIGNMENTS, "web.inbox"))
 PAGE_SIZE = 25
 ASSIGNMENT_STATUSES = [s.value for s in AssignmentStatus]
 
@@ -97,8 +110,9 @@ def forbidden_page() -> Any:
     return error_page(403, _("Not allowed"), _("Your role does not give access to this page."))
 
 
-def page(*roles: Role) -> Callable[[F], F]:
-    """Signed in (else to /login, coming back afterwards) and, when roles are named, one of them."""
+def page(action: Action) -> Callable[[F], F]:
+    """Signed in (else to /login, coming back afterwards) and of a role the access policy lets take
+    `action` at all (the service decides on the case itself)."""
 
     def wrap(view: F) -> F:
         @functools.wraps(view)
@@ -109,7 +123,9 @@ def page(*roles: Role) -> Callable[[F], F]:
                 if g.get("session_ended"):
                     flash(_("Your session has ended. Sign in again."), "info")
                 return redirect(url_for("web.login", next=target))
-            if roles and actor.role not in roles:
+            try:
+                screen(services(), actor, action)
+            except Forbidden:
                 return forbidden_page()
             return view(actor, *args, **kwargs)
 
@@ -163,13 +179,29 @@ def _page_headers(response: Any) -> Any:
     return response
 
 
+@bp.app_context_processor
+def _policy_globals() -> dict[str, Any]:
+    """The access policy for templates: which links and columns a role gets (what a person may do on
+    one referral comes from `referrals.available_actions`)."""
+
+    def may(action: str) -> bool:
+        actor = current_actor() if request.blueprint == "web" else None
+        return actor is not None and access.role_may(actor.role, Action(action))
+
+    def sees_all(action: str) -> bool:
+        actor = current_actor() if request.blueprint == "web" else None
+        return actor is not None and access.scope(actor.role, Action(action)) is Scope.ALL
+
+    return {"may": may, "sees_all": sees_all}
+
+
 # -- signing in ---------------------------------------------------------------------------------------
 @bp.get("/")
 def home() -> Any:
     actor = current_actor()
     if actor is None:
         return redirect(url_for("web.login"))
-    endpoint = HOME_BY_ROLE.get(actor.role)
+    endpoint = next((e for action, e in HOMES if access.role_may(actor.role, action)), None)
     if endpoint is None:
         return render_template("home.html")
     return redirect(url_for(endpoint))
@@ -257,7 +289,7 @@ def _form_idempotency_key() -> str | None:
 
 
 @bp.route("/referrals/new", methods=["GET", "POST"])
-@page(*STAFF)
+@page(Action.SUBMIT_REFERRAL)
 def referral_new(actor: Actor) -> Any:
     if request.method == "GET":
         state = FormState(values={"subject.sex": "undisclosed", "preferences.staff_sex": "any",
@@ -271,7 +303,7 @@ def referral_new(actor: Actor) -> Any:
         return render_template("referral_new.html", **_referral_form_context(state)), 422
     key = _form_idempotency_key()
     try:
-        outcome = referrals.submit_referral(cmd, services(), actor, idempotency_key=key,
+        outcome = referrals.submit_referral(services(), cmd, actor, idempotency_key=key,
                                             mac=referrals.request_mac(services(), payload) if key else None)
     except Conflict:
         # The same form sent again with other details: nothing is stored; a fresh form lets them decide.
@@ -303,7 +335,7 @@ def _matched_words(columns: list[str]) -> str:
 
 
 @bp.get("/referrals")
-@page(*STAFF)
+@page(Action.LIST_REFERRALS)
 def referral_list(actor: Actor) -> Any:
     status = request.args.get("status") or None
     if status not in (None, *(s.value for s in ReferralStatus)):
@@ -322,14 +354,15 @@ def _render_referral(actor: Actor, referral_id: str, forms: dict[str, FormState]
                      status: int = 200) -> Any:
     referral = referrals.get_referral(services(), referral_id, actor)
     return render_template(
-        "referral_detail.html", r=referral, partner_names=_partner_names(), forms=forms or {}, blank=FormState(),
+        "referral_detail.html", r=referral, actions=referrals.available_actions(services(), referral_id, actor),
+        partner_names=_partner_names(), forms=forms or {}, blank=FormState(),
         decline_reasons=choices("decline", DECLINE_REASONS), close_outcomes=choices("close", CLOSE_OUTCOMES),
         followup_outcomes=choices("followup", FOLLOWUP_OUTCOMES),
     ), status
 
 
 @bp.get("/referrals/<referral_id>")
-@page(Role.CASEWORKER, Role.SUPERVISOR, Role.PARTNER)
+@page(Action.READ_REFERRAL)
 def referral_detail(actor: Actor, referral_id: str) -> Any:
     return _render_referral(actor, referral_id)
 
@@ -342,8 +375,8 @@ def _case_form_errors(actor: Actor, referral_id: str, kind: str, errors: dict[st
     return _render_referral(actor, referral_id, {kind: state}, status=422)
 
 
-def _case_action(actor: Actor, referral_id: str, kind: str, schema: Schema,
-                 action: Callable[[Any, str, Actor, Any], Any], done: str,
+def _case_action(actor: Actor, referral_id: str, kind: str, schema: Schema, command: Callable[[str, Any], Any],
+                 action: Callable[[Any, Any, Actor], Any], done: str,
                  extra_errors: dict[str, list[str]] | None = None) -> Any:
     """Validate the note form, make the one service call, and come back to the referral."""
     data, errors = load(schema, note_only_payload(request.form))
@@ -351,7 +384,7 @@ def _case_action(actor: Actor, referral_id: str, kind: str, schema: Schema,
     if errors:
         return _case_form_errors(actor, referral_id, kind, errors)
     try:
-        action(services(), referral_id, actor, data.get("note"))
+        action(services(), command(referral_id, data.get("note")), actor)
     except Conflict as exc:
         return _conflict(exc, referral_id)
     flash(done, "success")
@@ -359,33 +392,34 @@ def _case_action(actor: Actor, referral_id: str, kind: str, schema: Schema,
 
 
 @bp.post("/referrals/<referral_id>/consent/withdraw")
-@page(*STAFF)
+@page(Action.WITHDRAW_CONSENT)
 def referral_withdraw_consent(actor: Actor, referral_id: str) -> Any:
     # Withdrawing consent cannot be undone (a new referral needs new consent), so one stray click must not do it.
     unconfirmed = ({"confirm": [_("Tick the box to confirm that the person withdrew consent.")]}
                    if request.form.get("confirm") != "yes" else None)
-    return _case_action(actor, referral_id, "withdraw_consent", WithdrawSchema(), referrals.withdraw_consent,
+    return _case_action(actor, referral_id, "withdraw_consent", WithdrawSchema(), WithdrawConsent,
+                        referrals.withdraw_consent,
                         _("Consent withdrawn. Open offers were pulled back and partners no longer see this referral."),
                         unconfirmed)
 
 
 @bp.post("/referrals/<referral_id>/withdraw")
-@page(*STAFF)
+@page(Action.WITHDRAW_REFERRAL)
 def referral_withdraw(actor: Actor, referral_id: str) -> Any:
-    return _case_action(actor, referral_id, "withdraw", WithdrawSchema(), referrals.withdraw_referral,
+    return _case_action(actor, referral_id, "withdraw", WithdrawSchema(), WithdrawReferral, referrals.withdraw_referral,
                         _("The referral was withdrawn. Open offers were pulled back."))
 
 
 @bp.post("/referrals/<referral_id>/reopen")
-@page(*STAFF)
+@page(Action.REOPEN_REFERRAL)
 def referral_reopen(actor: Actor, referral_id: str) -> Any:
-    return _case_action(actor, referral_id, "reopen", ReopenSchema(), referrals.reopen_referral,
+    return _case_action(actor, referral_id, "reopen", ReopenSchema(), ReopenReferral, referrals.reopen_referral,
                         _("The referral was re-opened and will be offered to partners again."))
 
 
 # -- partner side ------------------------------------------------------------------------------------
 @bp.get("/inbox")
-@page(Role.PARTNER, Role.SUPERVISOR)
+@page(Action.LIST_ASSIGNMENTS)
 def inbox(actor: Actor) -> Any:
     status = request.args.get("status") or None
     if status not in (None, *ASSIGNMENT_STATUSES):
@@ -417,27 +451,27 @@ def _conflict(exc: Conflict, referral_id: str | None = None) -> Any:
 
 
 @bp.post("/assignments/<assignment_id>/accept")
-@page(Role.PARTNER)
+@page(Action.ACCEPT_ASSIGNMENT)
 def assignment_accept(actor: Actor, assignment_id: str) -> Any:
     try:
-        view = assignments.accept(services(), assignment_id, actor)
+        view = assignments.accept(services(), AcceptAssignment(assignment_id), actor)
     except Conflict as exc:
         return _conflict(exc)
     flash(_("You accepted the case. Contact the person soon."), "success")
     return redirect(url_for("web.referral_detail", referral_id=view["referral_id"]))
 
 
-def _with_form(actor: Actor, kind: str, assignment_id: str, errors: dict[str, list[str]]) -> Any:
+def _with_form(actor: Actor, kind: str, assignment_id: str, errors: dict[str, list[str]], status: int = 422) -> Any:
     referral_id = request.form.get("referral_id") or ""
     values: dict[str, Any] = dict(request.form.items())
     values["services_delivered"] = request.form.getlist("services_delivered")
     state = FormState(values=values, errors=errors)
     flash(_("Please correct the fields marked below."), "error")
-    return _render_referral(actor, referral_id, {f"{kind}:{assignment_id}": state}, status=422)
+    return _render_referral(actor, referral_id, {f"{kind}:{assignment_id}": state}, status=status)
 
 
 @bp.post("/assignments/<assignment_id>/decline")
-@page(Role.PARTNER)
+@page(Action.DECLINE_ASSIGNMENT)
 def assignment_decline(actor: Actor, assignment_id: str) -> Any:
     data, errors = load(DeclineSchema(), note_payload(request.form, "reason"))
     if errors:
@@ -451,7 +485,7 @@ def assignment_decline(actor: Actor, assignment_id: str) -> Any:
 
 
 @bp.post("/assignments/<assignment_id>/followup")
-@page(Role.PARTNER)
+@page(Action.RECORD_FOLLOWUP)
 def assignment_followup(actor: Actor, assignment_id: str) -> Any:
     data, errors = load(FollowUpSchema(), note_payload(request.form, "outcome"))
     if errors:
@@ -466,7 +500,7 @@ def assignment_followup(actor: Actor, assignment_id: str) -> Any:
 
 
 @bp.post("/assignments/<assignment_id>/close")
-@page(Role.PARTNER, Role.SUPERVISOR)
+@page(Action.CLOSE_ASSIGNMENT)
 def assignment_close(actor: Actor, assignment_id: str) -> Any:
     payload = {**note_payload(request.form, "outcome"),
                "services_delivered": request.form.getlist("services_delivered")[:20]}
@@ -477,16 +511,21 @@ def assignment_close(actor: Actor, assignment_id: str) -> Any:
         cmd = CloseAssignment(assignment_id, data["outcome"], data.get("note"), data["services_delivered"])
         view = assignments.close(services(), cmd, actor)
     except Conflict as exc:
+        if "services_delivered" in exc.fields:  # the state machine's rule, shown next to the boxes
+            return _with_form(actor, "close", assignment_id, {"services_delivered": [
+                _("Only the service offered in this case can be marked as delivered.")]}, status=409)
         return _conflict(exc)
     flash(_("The case is closed."), "success")
-    if actor.role == Role.SUPERVISOR:
+    # Whoever sees every referral goes back to this one; a partner no longer holds the case, so it
+    # goes back to its inbox.
+    if access.scope(actor.role, Action.LIST_REFERRALS) is Scope.ALL:
         return redirect(url_for("web.referral_detail", referral_id=view["referral_id"]))
     return redirect(url_for("web.inbox"))
 
 
 # -- supervisors and auditors --------------------------------------------------------------------------
 @bp.get("/supervision")
-@page(Role.SUPERVISOR)
+@page(Action.LIST_OVERDUE)
 def supervision(actor: Actor) -> Any:
     overdue = deadlines.overdue(services(), actor)["items"]
     unroutable = referrals.list_referrals(services(), actor, status=ReferralStatus.UNROUTABLE.value,
@@ -498,9 +537,10 @@ def supervision(actor: Actor) -> Any:
                            duplicates=pending["items"], duplicates_more=pending["next"] is not None)
 
 
-def _decide_duplicate(actor: Actor, duplicate_id: str, decide: Callable[[Any, str, Actor], Any], done: str) -> Any:
+def _decide_duplicate(actor: Actor, cmd: ConfirmDuplicate | DismissDuplicate,
+                      decide: Callable[[Any, Any, Actor], Any], done: str) -> Any:
     try:
-        decide(services(), duplicate_id, actor)
+        decide(services(), cmd, actor)
     except Conflict:
         flash(_("Another supervisor has already decided on this pair."), "error")
     else:
@@ -509,16 +549,16 @@ def _decide_duplicate(actor: Actor, duplicate_id: str, decide: Callable[[Any, st
 
 
 @bp.post("/supervision/duplicates/<duplicate_id>/confirm")
-@page(Role.SUPERVISOR)
+@page(Action.CONFIRM_DUPLICATE)
 def duplicate_confirm(actor: Actor, duplicate_id: str) -> Any:
-    return _decide_duplicate(actor, duplicate_id, duplicates.confirm,
+    return _decide_duplicate(actor, ConfirmDuplicate(duplicate_id), duplicates.confirm,
                              _("Confirmed: the two referrals are now linked as one person. Each keeps its own "
                                "details and consent."))
 
 
 @bp.post("/supervision/duplicates/<duplicate_id>/dismiss")
-@page(Role.SUPERVISOR)
+@page(Action.DISMISS_DUPLICATE)
 def duplicate_dismiss(actor: Actor, duplicate_id: str) -> Any:
-    return _decide_duplicate(actor, duplicate_id, duplicates.dismiss,
+    return _decide_duplicate(actor, DismissDuplicate(duplicate_id), duplicates.dismiss,
                              _("Dismissed: the two referrals stay separate people."))
 

@@ -269,7 +269,7 @@ def test_urdu_referral_page_translates_the_case_actions(client: FlaskClient, ser
     assert "تصدیق" in resp.get_data(as_text=True)
 
 
-def test_partner_closes_from_the_page_with_the_services_delivered(client: Any, services: Any, make_user: Any,
+def test_partner_closes_from_the_page_with_the_services_of_its_assignment(client: Any, services: Any, make_user: Any,
                                                                   add_partner: Any) -> None:
     from tests.factories import referral_body
 
@@ -290,11 +290,21 @@ def test_partner_closes_from_the_page_with_the_services_delivered(client: Any, s
                           data={"csrf_token": token, "referral_id": referral_id, "services_delivered": "medical"})
     assert missing.status_code == 422
     assert 'value="medical" checked' in missing.get_data(as_text=True)  # the ticked box stays ticked
+    # The form offers only this assignment's service, and claiming another one is refused, with a message.
+    assert 'value="psychosocial"' not in missing.get_data(as_text=True)
+    refused = client.post(f"/assignments/{medical['id']}/close?lang=en",
+                          data={"csrf_token": token, "referral_id": referral_id, "outcome": "services_delivered",
+                                "services_delivered": ["medical", "psychosocial"]})
+    assert refused.status_code == 409
+    assert "Only the service offered in this case can be marked as delivered." in refused.get_data(as_text=True)
+    with services.uow() as uow:
+        still = uow.session.get(Assignment, medical["id"])
+        assert still is not None and (still.status, still.services_delivered) == ("accepted", None)
     done = client.post(f"/assignments/{medical['id']}/close",
                        data={"csrf_token": token, "referral_id": referral_id, "outcome": "services_delivered",
-                             "services_delivered": ["medical", "psychosocial"]})
+                             "services_delivered": ["medical"]})
     assert done.status_code == 302
     with services.uow() as uow:
         closed = uow.session.get(Assignment, medical["id"])
         assert closed is not None
-        assert (closed.status, closed.services_delivered) == ("closed", ["medical", "psychosocial"])
+        assert (closed.status, closed.services_delivered) == ("closed", ["medical"])

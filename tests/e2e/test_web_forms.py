@@ -394,8 +394,12 @@ def test_supervision_lists_unroutable_referrals(client: FlaskClient, services: A
 
 
 
-def test_supervisor_sees_why_each_partner_was_chosen_and_can_close(client: FlaskClient, services: Any,
-                                                                   make_user: Any, add_partner: Any) -> None:
+def test_supervisor_sees_why_each_partner_was_chosen_and_can_close_an_accepted_case(
+        client: FlaskClient, services: Any, make_user: Any, add_partner: Any) -> None:
+    from referral_service.domain.commands import AcceptAssignment
+    from referral_service.domain.model import Actor, Role
+    from referral_service.services import assignments
+
     _offered_case(client, services, make_user, add_partner)
     supervisor = make_user("supervisor", password=PASSWORD)
     sign_in(client, supervisor.actor.name)
@@ -404,7 +408,14 @@ def test_supervisor_sees_why_each_partner_was_chosen_and_can_close(client: Flask
     page = client.get(referral_url).get_data(as_text=True)
     assert "Routing decisions" in page and "Why this partner" in page
     assert "covers Peshawar" in page  # the routing reason, as stored with the decision
+    # An offer nobody accepted yet cannot be closed: no form for it.
+    assert not re.search(r'action="/assignments/[0-9a-f-]{36}/close"', page)
+    offer = assignments.inbox(services, Actor("sup", Role.SUPERVISOR), status="offered", limit=10,
+                              cursor=None)["items"][0]
+    assignments.accept(services, AcceptAssignment(offer["id"]), Actor("p", Role.PARTNER, offer["partner_id"]))
+    page = client.get(referral_url).get_data(as_text=True)
     assignment_id = re.search(r'action="/assignments/([0-9a-f-]{36})/close"', page).group(1)  # type: ignore[union-attr]
+    assert assignment_id == offer["id"]
     resp = client.post(f"/assignments/{assignment_id}/close",
                        data={"csrf_token": csrf_token(client, referral_url), "outcome": "referred_elsewhere",
                              "referral_id": referral_url.rsplit("/", 1)[1]})

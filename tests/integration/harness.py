@@ -91,7 +91,7 @@ class World:
 
     def submit(self, actor: Actor, **overrides: Any) -> str:
         cmd = ReferralInputSchema().load(referral_body(**overrides))
-        outcome = submit_referral(cmd, self.services, actor)
+        outcome = submit_referral(self.services, cmd, actor)
         return str(outcome.body["id"])
 
 

@@ -11,7 +11,13 @@ from sqlalchemy import select
 
 from referral_service.bootstrap import Services, bootstrap
 from referral_service.db.models import Assignment, Referral
-from referral_service.domain.commands import CloseAssignment, DeclineAssignment, RecordFollowUp
+from referral_service.domain.commands import (
+    AcceptAssignment,
+    CloseAssignment,
+    DeclineAssignment,
+    RecordFollowUp,
+    WithdrawConsent,
+)
 from referral_service.messaging.topology import EVENTS, dead_letter_queue
 from referral_service.services import assignments
 from referral_service.services.deadlines import fire_due_deadlines
@@ -68,12 +74,12 @@ def test_no_message_on_the_broker_carries_personal_data(
     medical = next(a for a in placed if a[2] == "medical")
     assignments.decline(pg_services, DeclineAssignment(medical[0], "other", NOTES[0]), staff[medical[1]])
     onward = wait_until(lambda: [a for a in open_offers(referral_id) if a[2] == "medical"], what="onward offer")[0]
-    assignments.accept(pg_services, onward[0], staff[onward[1]])
+    assignments.accept(pg_services, AcceptAssignment(onward[0]), staff[onward[1]])
     assignments.record_followup(pg_services, RecordFollowUp(onward[0], "contacted", NOTES[1]), staff[onward[1]])
     assignments.close(pg_services, CloseAssignment(onward[0], "services_delivered", NOTES[2]), staff[onward[1]])
-    withdraw_consent(pg_services, withdrawn_id, caseworker)
+    withdraw_consent(pg_services, WithdrawConsent(withdrawn_id), caseworker)
     (repeat_offer,) = open_offers(repeat_id)
-    assignments.accept(pg_services, repeat_offer[0], staff[repeat_offer[1]])  # and never contacts her
+    assignments.accept(pg_services, AcceptAssignment(repeat_offer[0]), staff[repeat_offer[1]])  # and never contacts her
 
     # A month later: unanswered offers expire (and route onward), missed follow-ups become overdue.
     later = bootstrap(pg_services.settings, clock=FakeClock(FakeClock().now() + timedelta(days=30)))

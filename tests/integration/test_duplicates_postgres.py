@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from referral_service.bootstrap import Services
 from referral_service.db.models import PossibleDuplicate, Subject
+from referral_service.domain.commands import ConfirmDuplicate, DismissDuplicate
 from referral_service.domain.errors import Conflict
 from referral_service.domain.model import Actor, Role
 from referral_service.services import duplicates, users
@@ -77,8 +78,8 @@ def test_two_confirmations_sharing_a_subject_at_once_make_one_person(pg_services
         three = world.submit(cw, subject__cnic=None, subject__phone=phone)
         s1, s2, s3 = _subjects(pg_services, [one, two, three])
         pairs = _pairs(pg_services)
-        results = _at_once(partial(duplicates.confirm, pg_services, pairs[(s2, s1)], supervisor),
-                           partial(duplicates.confirm, pg_services, pairs[(s3, s2)], supervisor))
+        results = _at_once(partial(duplicates.confirm, pg_services, ConfirmDuplicate(pairs[(s2, s1)]), supervisor),
+                           partial(duplicates.confirm, pg_services, ConfirmDuplicate(pairs[(s3, s2)]), supervisor))
         assert all(isinstance(r, dict) and r["status"] == "confirmed" for r in results), results
         people = _people(pg_services, [s1, s2, s3])
         assert people[0] is not None and people.count(people[0]) == 3, people
@@ -90,8 +91,8 @@ def test_the_same_pair_decided_twice_at_once_is_decided_once(pg_services: Servic
     world.submit(cw)
     world.submit(cw)
     [dup_id] = _pairs(pg_services).values()
-    results = _at_once(lambda: duplicates.confirm(pg_services, dup_id, supervisor),
-                       lambda: duplicates.dismiss(pg_services, dup_id, supervisor))
+    results = _at_once(lambda: duplicates.confirm(pg_services, ConfirmDuplicate(dup_id), supervisor),
+                       lambda: duplicates.dismiss(pg_services, DismissDuplicate(dup_id), supervisor))
     decided = [r for r in results if isinstance(r, dict)]
     refused = [r for r in results if isinstance(r, Conflict)]
     assert len(decided) == 1 and len(refused) == 1, results

@@ -17,7 +17,7 @@ from sqlalchemy import select, text
 
 from referral_service.bootstrap import Services
 from referral_service.db.models import FollowUp, SubjectKey
-from referral_service.domain.commands import RecordFollowUp
+from referral_service.domain.commands import AcceptAssignment, RecordFollowUp
 from referral_service.domain.model import Actor, Role
 from referral_service.services import assignments, referrals, users
 from referral_service.services.assignments import route_open_needs
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.integration
 
 def _submit(services: Services, actor: Actor, **overrides: Any) -> dict[str, Any]:
     cmd = ReferralInputSchema().load(referral_body(**overrides))
-    return referrals.submit_referral(cmd, services, actor).body
+    return referrals.submit_referral(services, cmd, actor).body
 
 
 def _data_file(services: Services, table: str) -> bytes:
@@ -93,7 +93,7 @@ def test_init_seals_old_free_text_outcomes_and_purges_them_and_plaintext_idempot
         [assignment_id] = route_open_needs(uow, pg_services, referral_id)
         uow.commit()
     staff, _token = world.partner_staff(partner_id)
-    assignments.accept(pg_services, assignment_id, staff)
+    assignments.accept(pg_services, AcceptAssignment(assignment_id), staff)
     note = RecordFollowUp(assignment_id, "contacted", "asked for a female doctor")
     followup_id = assignments.record_followup(pg_services, note, staff)["id"]
     with pg_services.engine.begin() as conn:  # as an earlier version stored them

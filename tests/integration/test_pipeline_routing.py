@@ -13,7 +13,7 @@ from sqlalchemy import select
 from referral_service.app import create_app
 from referral_service.bootstrap import Services
 from referral_service.db.models import Assignment, Referral, RoutingDecision
-from referral_service.domain.commands import DeclineAssignment
+from referral_service.domain.commands import DeclineAssignment, WithdrawConsent
 from referral_service.services import assignments
 from referral_service.services.referrals import withdraw_consent
 from tests.integration.harness import PartnerQueues, World, wait_until
@@ -230,7 +230,7 @@ def test_withdrawing_consent_pulls_back_offers_and_tells_the_partner(
     for a in placed:
         partner_queues.wait_for(a.partner_id, is_offer_of(a))
 
-    withdraw_consent(world.services, referral_id, caseworker)
+    withdraw_consent(world.services, WithdrawConsent(referral_id), caseworker)
 
     for a in placed:
         (pulled,) = partner_queues.wait_for(

@@ -8,7 +8,7 @@ from sqlalchemy.exc import IntegrityError
 
 from referral_service.bootstrap import Services
 from referral_service.db.models import Assignment, Deadline, OutboxMessage, RoutingDecision
-from referral_service.domain.commands import DeclineAssignment
+from referral_service.domain.commands import AcceptAssignment, DeclineAssignment
 from referral_service.domain.errors import Conflict, Forbidden
 from referral_service.services import assignments
 from referral_service.services.assignments import route_open_needs
@@ -83,8 +83,8 @@ def test_only_the_assigned_partner_may_accept_and_only_once(pg_savepoint_service
         assert uow.session.get(Assignment, assignment_id).partner_id == mine  # type: ignore[union-attr]
     outsider, _ = world.partner_staff(other)
     with pytest.raises(Forbidden):
-        assignments.accept(pg_savepoint_services, assignment_id, outsider)
+        assignments.accept(pg_savepoint_services, AcceptAssignment(assignment_id), outsider)
     staff, _ = world.partner_staff(mine)
-    assert assignments.accept(pg_savepoint_services, assignment_id, staff)["status"] == "accepted"
+    assert assignments.accept(pg_savepoint_services, AcceptAssignment(assignment_id), staff)["status"] == "accepted"
     with pytest.raises(Conflict):
-        assignments.accept(pg_savepoint_services, assignment_id, staff)
+        assignments.accept(pg_savepoint_services, AcceptAssignment(assignment_id), staff)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from referral_service.domain.duplicates import may_learn_of, merged_person
+from referral_service.domain.access import Action, Case, decide
+from referral_service.domain.duplicates import merged_person
 from referral_service.domain.model import Actor, Role
 
 
@@ -18,7 +19,8 @@ from referral_service.domain.model import Actor, Role
 ])
 def test_only_the_earlier_referrals_caseworker_or_a_supervisor_learns_of_a_match(actor: Actor,
                                                                                 allowed: bool) -> None:
-    assert may_learn_of(actor, "cw-a") is allowed
+    earlier = Case(caseworker_id="cw-a", consent_given=True)
+    assert decide(actor, Action.LEARN_OF_MATCH, earlier).allowed is allowed
 
 
 def test_two_unlinked_people_get_the_fresh_person_id() -> None:

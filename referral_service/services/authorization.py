@@ -1,0 +1,53 @@
+"""Every access decision of a service call passes here: the policy decides, one call records it.
+
+The rules are in `domain/access.py`. This module only asks them and reports each decision, allowed
+or denied, to the `AccessRecorder` (`_record`, the one place it is called for decisions), so the
+audit log can keep every decision in the transaction of the call it belongs to. Reveals of personal
+data are reported by the vault itself (`PersonalData.reveal_*`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from referral_service.domain import access
+from referral_service.domain.access import Action, Case, Consent, Decision, Relation
+from referral_service.domain.errors import Forbidden
+from referral_service.domain.model import Actor
+
+if TYPE_CHECKING:
+    from referral_service.services.ports import Services
+
+
+def decide(services: Services, actor: Actor, action: Action, case: Case | None = None, *,
+           referral_id: str | None = None, subject_id: str | None = None) -> Decision:
+    """The policy's decision on `action`, recorded; the caller acts on `decision.allowed`."""
+    decision = access.decide(actor, action, case)
+    _record(services, actor, decision, referral_id, subject_id)
+    return decision
+
+
+def authorize(services: Services, actor: Actor, action: Action, case: Case | None = None, *,
+              referral_id: str | None = None, subject_id: str | None = None) -> Decision:
+    """As `decide`, and Forbidden (403) when it is a refusal."""
+    decision = decide(services, actor, action, case, referral_id=referral_id, subject_id=subject_id)
+    if not decision.allowed:
+        raise Forbidden(decision.refusal)
+    return decision
+
+
+def screen(services: Services, actor: Actor, action: Action) -> None:
+    """Role before case and body: refuse (recorded) a role that no case could allow the action, before
+    anything is loaded or validated, so the refused caller learns nothing about either. A role that
+    passes is not recorded here: the decision on the case itself follows, and is."""
+    if not access.role_may(actor.role, action):
+        decision = Decision(action, False, Relation.NO_CASE, Consent.NO_CASE)
+        _record(services, actor, decision, None, None)
+        raise Forbidden(decision.refusal)
+
+
+def _record(services: Services, actor: Actor, decision: Decision, referral_id: str | None,
+            subject_id: str | None) -> None:
+    services.personal_data.access.record(actor=actor, action=decision.action.value, referral_id=referral_id,
+                                         subject_id=subject_id,
+                                         outcome="allowed" if decision.allowed else "denied")
