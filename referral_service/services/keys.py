@@ -301,10 +301,10 @@ def damaged_keys(services: Services, kek_id: str, batch_size: int = 500) -> list
                 select(SubjectKey).where(SubjectKey.kek_id == kek_id, SubjectKey.wrapped.is_not(None),
                                          SubjectKey.id > after).order_by(SubjectKey.id).limit(batch_size)
             ).all()
-        if not rows:
-            return damaged
-        damaged.extend(d for d in map(services.vault.key_damage, rows) if d is not None)
-        after = rows[-1].id
+            if not rows:
+                return damaged
+            damaged.extend(d for d in map(services.vault.key_damage, rows) if d is not None)
+            after = rows[-1].id
 
 
 def retire(services: Services, kek_id: str) -> None:
