@@ -3,8 +3,8 @@
     .venv/bin/python bench/crypto_overhead.py [--referrals 600]
 
 Two copies of the same freshly migrated embedded-profile database serve the same referrals:
-one through the real crypto layer, one through `PassThroughPersonalData` below, which stores
-plaintext bytes, wraps nothing and hashes nothing. That pass-through exists only in this file
+one through the real crypto layer, one through `PassThroughVault` and `PlainMatcher` below, which store
+plaintext bytes, wrap nothing and hash nothing. That pass-through exists only in this file
 and is injected into one `Services` object here; no configuration can select it.
 
 Every referral has a fresh CNIC and phone (a new subject each time) and is submitted by
@@ -46,8 +46,9 @@ from referral_service.crypto.keyring import create_keyring  # noqa: E402
 from referral_service.db.models import Subject, SubjectKey  # noqa: E402
 from referral_service.domain.model import Actor, Role  # noqa: E402
 from referral_service.services import users  # noqa: E402
-from referral_service.services.personal_data import PersonalData  # noqa: E402
+from referral_service.services.matching import DuplicateMatcher  # noqa: E402
 from referral_service.services.referrals import submit_referral  # noqa: E402
+from referral_service.services.vault import Vault  # noqa: E402
 from schemas import ReferralInputSchema  # noqa: E402
 
 BODY: dict[str, Any] = {
@@ -93,14 +94,11 @@ class _NoKey:
         self.key_id = uuid.uuid4()
 
 
-class PassThroughPersonalData(PersonalData):
-    """The real PersonalData with every cryptographic step removed, but the same rows written."""
+class PassThroughVault(Vault):
+    """The real vault with every cryptographic step removed, but the same rows written."""
 
-    def __init__(self, real: PersonalData) -> None:
-        super().__init__(real.keys, PassThroughCipher(), PlainIndexer(), real.access)
-
-    def indexer_for(self, version: int) -> BlindIndexer:
-        return self.indexer
+    def __init__(self, real: Vault) -> None:
+        super().__init__(real.keys, PassThroughCipher(), real.access)
 
     def _new_key(self, session: Session, subject_id: str, now: datetime) -> Any:
         key = _NoKey()
@@ -113,12 +111,23 @@ class PassThroughPersonalData(PersonalData):
         return session.info.setdefault("referral_service.deks", {}).setdefault(subject.id, _NoKey())
 
 
+class PlainMatcher(DuplicateMatcher):
+    """The real matcher over the pass-through vault, with CRC-32 for the keyed hash."""
+
+    def __init__(self, real: DuplicateMatcher, vault: Vault) -> None:
+        super().__init__(real.keys, PlainIndexer(), vault)
+
+    def indexer_for(self, version: int) -> BlindIndexer:
+        return self.indexer
+
+
 # -- set-up -----------------------------------------------------------------------------------
 def _make_services(template: Path, target: Path, *, plain: bool) -> Services:
     shutil.copytree(template, target)
     services = bootstrap(Settings.from_env({"REFERRAL_HOME": str(target)}))
     if plain:
-        services.personal_data = PassThroughPersonalData(services.personal_data)
+        services.vault = PassThroughVault(services.vault)
+        services.matcher = PlainMatcher(services.matcher, services.vault)
     return services
 
 
@@ -168,16 +177,16 @@ class IntakePath:
 
 def _crypto_work_per_intake(services: Services, repeats: int = 2000) -> float:
     """Seconds of pure crypto one intake does: DEK generate + wrap, 7 seals, 2 index HMACs x 2 (lookup, write)."""
-    pd = services.personal_data
+    vault = services.vault
     fields = [BODY["subject"][f] for f in ("full_name", "date_of_birth", "sex", "cnic", "phone", "address")]
     fields.append(BODY["incident"]["narrative"])
-    indexer = pd.indexer_for(1)
+    indexer = services.matcher.indexer_for(1)
     started = time.perf_counter()
     for _ in range(repeats):
         key, material = DataKey.generate()
-        pd.keys.wrap_dek(material, subject_id="s", key_id=key.key_id)
+        vault.keys.wrap_dek(material, subject_id="s", key_id=key.key_id)
         for value in fields:
-            pd.cipher.encrypt(key, value, FieldContext("subjects", "f", "r", "s"))
+            vault.cipher.encrypt(key, value, FieldContext("subjects", "f", "r", "s"))
         for _ in range(2):
             indexer.index("cnic", "61101-0000001-1")
             indexer.index("phone", "+923210000001")

@@ -17,7 +17,8 @@ from referral_service.domain.deadlines import DeadlinePolicy
 from referral_service.files import PRIVATE_DIR, PRIVATE_FILE, restrict_to_owner
 from referral_service.services.access import AccessRecorder, LogAccessRecorder
 from referral_service.services.damage import DamageLog, DamageReporter
-from referral_service.services.personal_data import PersonalData
+from referral_service.services.matching import DuplicateMatcher
+from referral_service.services.vault import Vault
 
 if TYPE_CHECKING:
     from referral_service.services.upgrades import UpgradeReport
@@ -29,7 +30,9 @@ class Services:
     engine: Engine
     session_factory: sessionmaker[Session]
     keys: KeyProvider
-    personal_data: PersonalData
+    vault: Vault
+    matcher: DuplicateMatcher
+    access: AccessRecorder
     clock: Clock
     deadline_policy: DeadlinePolicy
     damage: DamageReporter
@@ -69,13 +72,16 @@ def bootstrap(
     restrict_to_owner(settings.keyring_path, PRIVATE_FILE)
     session_factory = sessionmaker(engine, expire_on_commit=False)
     damage = damage or DamageLog()
-    personal_data = PersonalData(keys, FieldCipher(), BlindIndexer(keys), access or LogAccessRecorder(), damage)
+    access = access or LogAccessRecorder()
+    vault = Vault(keys, FieldCipher(), access, damage)
     return Services(
         settings=settings,
         engine=engine,
         session_factory=session_factory,
         keys=keys,
-        personal_data=personal_data,
+        vault=vault,
+        matcher=DuplicateMatcher(keys, BlindIndexer(keys), vault),
+        access=access,
         clock=clock or SystemClock(),
         deadline_policy=policy,
         damage=damage,
@@ -87,10 +93,9 @@ def prepare_database(services: Services) -> UpgradeReport:
     record: fingerprint, KEK canaries) that this keyring is the one the stored data keys and blind
     indexes belong to, then the data upgrades that need the keys (`services.upgrades`)."""
     from referral_service.db.migrate import upgrade_to_head
+    from referral_service.services.keys import verify_keys
     from referral_service.services.upgrades import run_upgrades
 
     upgrade_to_head(services.engine)
-    with services.uow() as uow:
-        services.personal_data.verify_keys(uow.session)
-        uow.commit()
+    verify_keys(services)
     return run_upgrades(services)

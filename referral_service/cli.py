@@ -58,13 +58,13 @@ def _settings() -> Settings:
 
 def _services(settings: Settings | None = None, *, check_keys: bool = True) -> Any:
     from referral_service.bootstrap import bootstrap
+    from referral_service.services.keys import verify_keys
 
     services = bootstrap(settings or _settings())
     if check_keys:
         with services.uow() as uow:
             _require_schema(uow.session)
-            services.personal_data.verify_keys(uow.session)
-            uow.commit()
+        verify_keys(services)
     return services
 
 
@@ -325,53 +325,20 @@ def keys_rotate(batch_size: int, pause: float, resume: bool) -> None:
     Each batch commits on its own, so a crash loses at most one batch of work: run
     `keys rotate --resume` to finish. Running services pick the new KEK up from the keyring file.
     """
-    import time
+    from referral_service.services import keys
 
-    from referral_service.crypto.keyring import add_active_kek
-    from referral_service.services.damage import Damage
-
-    settings = _settings()
-    services = _services(settings)
-    pd = services.personal_data
+    services = _services()
     if not resume:
-        kek = add_active_kek(settings.keyring_path)
-        with services.uow() as uow:
-            pd.write_canary(uow.session)
-            uow.commit()
-        click.echo(f"new active key-encryption key: {kek}")
-    with services.uow() as uow:
-        total = pd.keys_to_rewrap(uow.session)
-    damaged: dict[str, Damage] = {}
-    with click.progressbar(length=total, label="re-wrapping data keys", file=sys.stderr) as bar:
-        while True:
-            # One pass in key-id order; damaged keys are passed over, never retried in a loop. Another
-            # pass only if the last one moved keys and some are left (PostgreSQL skips rows locked
-            # by a concurrent erasure).
-            after, moved = "", 0
-            while True:
-                with services.uow() as uow:
-                    batch = pd.rewrap_batch(uow.session, batch_size, after=after)
-                    uow.commit()
-                if not batch.seen or batch.last_id is None:
-                    break
-                after, moved = batch.last_id, moved + batch.rewrapped
-                new = {d.row_id: d for d in batch.damaged if d.row_id not in damaged}
-                damaged.update(new)
-                bar.update(batch.rewrapped + len(new))
-                if pause:
-                    time.sleep(pause)
-            with services.uow() as uow:
-                left = pd.keys_to_rewrap(uow.session)
-            if not moved or left <= len(damaged):
-                break
-    with services.uow() as uow:
-        usage = pd.kek_usage(uow.session)
-    click.echo(f"done; data keys per key-encryption key: {json.dumps(usage)}")
-    for d in damaged.values():
+        click.echo(f"new active key-encryption key: {keys.start_rotation(services)}")
+    with click.progressbar(length=keys.keys_to_rewrap(services), label="re-wrapping data keys",
+                           file=sys.stderr) as bar:
+        result = keys.rotate(services, batch_size=batch_size, pause=pause, progress=bar.update)
+    click.echo(f"done; data keys per key-encryption key: {json.dumps(result.usage)}")
+    for d in result.damaged:
         click.echo(f"damaged: {json.dumps(d.as_dict())}", err=True)
-    if damaged:
-        click.echo(f"warning: {len(damaged)} damaged data key(s) do not open, so they were not re-wrapped and "
-                   "stay under their old key-encryption key; 'referral-service records check' lists every "
+    if result.damaged:
+        click.echo(f"warning: {len(result.damaged)} damaged data key(s) do not open, so they were not re-wrapped "
+                   "and stay under their old key-encryption key; 'referral-service records check' lists every "
                    "damaged record", err=True)
     services.dispose()
 
@@ -385,36 +352,17 @@ def keys_reindex(batch_size: int) -> None:
 
     Lookups ask both versions until the switch; rerun after a crash and it carries on.
     """
+    from referral_service.services import keys
+
     services = _services()
-    pd = services.personal_data
-    damaged: set[str] = set()  # subjects whose CNIC/phone do not open: skipped, listed at the end
-    with services.uow() as uow:
-        old, new = pd.begin_reindex(uow.session)
-        uow.commit()
-    click.echo(f"re-indexing blind indexes: version {old} -> {new}")
-    with services.uow() as uow:
-        total = pd.reindex_remaining(uow.session)
-    with click.progressbar(length=total, label="re-indexing subjects", file=sys.stderr) as bar:
-        while True:
-            with services.uow() as uow:
-                done = pd.reindex_batch(uow.session, batch_size)
-                damaged.update(d.subject_id for d in pd.damage_seen(uow.session))
-                uow.commit()
-            if not done:
-                break
-            bar.update(done)
-    with services.uow() as uow:
-        pd.switch_index(uow.session)
-        damaged.update(d.subject_id for d in pd.damage_seen(uow.session))
-        uow.commit()
-    with services.uow() as uow:
-        dropped = pd.drop_old_index(uow.session)
-        damaged.update(d.subject_id for d in pd.damage_seen(uow.session))
-        uow.commit()
-    click.echo(f"done; blind index version {new} is active ({dropped} old index rows removed)")
-    if damaged:
-        click.echo(f"warning: {len(damaged)} subject(s) skipped, damaged (their CNIC or phone does not open, so "
-                   f"they are not in the new index): {' '.join(sorted(damaged))}", err=True)
+    plan = keys.begin_reindex(services)
+    click.echo(f"re-indexing blind indexes: version {plan.old} -> {plan.new}")
+    with click.progressbar(length=plan.remaining, label="re-indexing subjects", file=sys.stderr) as bar:
+        result = keys.reindex(services, batch_size=batch_size, progress=bar.update)
+    click.echo(f"done; blind index version {result.new} is active ({result.dropped} old index rows removed)")
+    if result.damaged:
+        click.echo(f"warning: {len(result.damaged)} subject(s) skipped, damaged (their CNIC or phone does not open, "
+                   f"so they are not in the new index): {' '.join(result.damaged)}", err=True)
     services.dispose()
 
 
@@ -422,13 +370,10 @@ def keys_reindex(batch_size: int) -> None:
 @operator_errors
 def keys_status() -> None:
     """Print the active KEK, data keys per KEK and the blind-index versions, as one JSON object."""
+    from referral_service.services import keys
+
     services = _services()
-    pd = services.personal_data
-    with services.uow() as uow:
-        status = {"active_kek": services.keys.active_kek_id(), "keks": services.keys.kek_ids(),
-                  "data_keys_per_kek": pd.kek_usage(uow.session),
-                  "blind_index_versions": list(pd.index_versions(uow.session))}
-    click.echo(json.dumps(status))
+    click.echo(json.dumps(keys.status(services)))
     services.dispose()
 
 
@@ -437,23 +382,10 @@ def keys_status() -> None:
 @operator_errors
 def keys_retire(kek_id: str) -> None:
     """Remove an old KEK from the keyring once no data key uses it."""
-    from referral_service.crypto.keyring import retire_kek
+    from referral_service.services import keys
 
-    settings = _settings()
-    services = _services(settings)
-    with services.uow() as uow:
-        in_use = services.personal_data.kek_usage(uow.session).get(kek_id, 0)
-        damaged = services.personal_data.damaged_keys(uow.session, kek_id) if in_use else []
-    if damaged:
-        _fail(f"{kek_id} still wraps {in_use} data key(s), {len(damaged)} of them damaged: they do not open, so no "
-              "rotation can move them (restore them from a backup, or erase their subjects); "
-              "'referral-service records check' lists them")
-    if in_use:
-        _fail(f"{kek_id} still wraps {in_use} data key(s); run 'referral-service keys rotate --resume' first")
-    retire_kek(settings.keyring_path, kek_id)
-    with services.uow() as uow:
-        services.personal_data.forget_canary(uow.session, kek_id)
-        uow.commit()
+    services = _services()
+    keys.retire(services, kek_id)
     click.echo(f"retired {kek_id}")
 
 

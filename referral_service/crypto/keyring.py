@@ -56,7 +56,7 @@ class WrappedKeyDoesNotOpen(KeyringError, DecryptionError):
     """A wrapped data key fails authentication under its KEK.
 
     On its own the keyring cannot tell a wrong KEK from a damaged row, so this is both. Start-up
-    (`PersonalData.verify_keys`) proves each KEK against a canary of its own; after that, the
+    (`services.keys.verify_keys`) proves each KEK against a canary of its own; after that, the
     callers treat this as one damaged record, not as a wrong keyring.
     """
 

@@ -1,7 +1,7 @@
 """Typed SQLAlchemy models.
 
 Columns ending in `_ct` hold field ciphertexts (see `referral_service.crypto.envelope`); they
-are written and read only through `referral_service.services.personal_data`, never directly by
+are written and read only through the vault (`referral_service.services.vault`), never directly by
 a view. Everything else is identifiers, categories and timestamps.
 """
 

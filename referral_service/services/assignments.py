@@ -58,7 +58,7 @@ def inbox(services: Services, actor: Actor, *, status: str | None, limit: int | 
         rows = uow.session.scalars(query.limit(limit + 1)).all()
         # No personal field is shown here, but a person whose data key does not open is marked, so
         # the partner knows before opening the case.
-        damaged = services.personal_data.damaged_subjects(uow.session, _subjects_of(uow.session, rows[:limit]))
+        damaged = services.vault.damaged_subjects(uow.session, _subjects_of(uow.session, rows[:limit]))
         items = []
         for a in rows[:limit]:
             view = assignment_view(uow.session, services, a, actor)
@@ -105,7 +105,7 @@ def _move(services: Services, cmd: Any, actor: Actor, extra: Extra | None = None
 def _sealed_note(services: Services, note: str | None) -> Extra:
     def seal(uow: UnitOfWork, a: Assignment, _now: datetime) -> None:
         subject = must(uow.session.get(Subject, a.referral.subject_id), "subject")
-        a.note_ct = services.personal_data.seal(uow.session, subject, "assignments", "note", a.id, note)
+        a.note_ct = services.vault.seal(uow.session, subject, "assignments", "note", a.id, note)
     return seal
 
 
@@ -122,7 +122,7 @@ def record_followup(services: Services, cmd: RecordFollowUp, actor: Actor) -> di
         subject = must(uow.session.get(Subject, a.referral.subject_id), "subject")
         row = FollowUp(id=cmd.followup_id, assignment_id=a.id, referral_id=a.referral_id, outcome=cmd.outcome,
                        recorded_by=actor.user_id, recorded_at=now)
-        row.note_ct = services.personal_data.seal(uow.session, subject, "followups", "note", row.id, cmd.note)
+        row.note_ct = services.vault.seal(uow.session, subject, "followups", "note", row.id, cmd.note)
         uow.session.add(row)
         return {"id": row.id, "assignment_id": a.id, "outcome": row.outcome, "recorded_at": now}
 

@@ -3,7 +3,7 @@
 The rules are in `domain/access.py`. This module only asks them and reports each decision, allowed
 or denied, to the `AccessRecorder` (`_record`, the one place it is called for decisions), so the
 audit log can keep every decision in the transaction of the call it belongs to. Reveals of personal
-data are reported by the vault itself (`PersonalData.reveal_*`).
+data are reported by the vault itself (`Vault.reveal_*`).
 """
 
 from __future__ import annotations
@@ -48,6 +48,5 @@ def screen(services: Services, actor: Actor, action: Action) -> None:
 
 def _record(services: Services, actor: Actor, decision: Decision, referral_id: str | None,
             subject_id: str | None) -> None:
-    services.personal_data.access.record(actor=actor, action=decision.action.value, referral_id=referral_id,
-                                         subject_id=subject_id,
-                                         outcome="allowed" if decision.allowed else "denied")
+    services.access.record(actor=actor, action=decision.action.value, referral_id=referral_id,
+                           subject_id=subject_id, outcome="allowed" if decision.allowed else "denied")

@@ -19,7 +19,7 @@ from referral_service.domain.model import Actor
 from referral_service.services import cases
 from referral_service.services.authorization import authorize, decide, screen
 from referral_service.services.common import clamp_limit, decode_cursor, encode_cursor, for_update, must
-from referral_service.services.personal_data import SubjectMatch
+from referral_service.services.matching import SubjectMatch
 
 if TYPE_CHECKING:
     from referral_service.services.ports import Services
@@ -86,7 +86,7 @@ def _summary(session: Session, dup: PossibleDuplicate) -> dict[str, Any]:
 def _side(session: Session, services: Services, actor: Actor, referral_id: str, subject_id: str) -> dict[str, Any]:
     referral = must(session.get(Referral, referral_id), "referral")
     subject = must(session.get(Subject, subject_id), "subject")
-    revealed = services.personal_data.reveal_subject(session, subject, SHOWN_FIELDS, actor=actor,
+    revealed = services.vault.reveal_subject(session, subject, SHOWN_FIELDS, actor=actor,
                                                      referral_id=referral.id, action="duplicate.read")
     return {
         "id": referral.id, "reference": referral.reference, "status": referral.status,

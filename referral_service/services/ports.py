@@ -18,8 +18,10 @@ if TYPE_CHECKING:
     from referral_service.crypto import KeyProvider
     from referral_service.db.session import UnitOfWork
     from referral_service.domain.deadlines import DeadlinePolicy
+    from referral_service.services.access import AccessRecorder
     from referral_service.services.damage import DamageReporter
-    from referral_service.services.personal_data import PersonalData
+    from referral_service.services.matching import DuplicateMatcher
+    from referral_service.services.vault import Vault
 
 
 class Services(Protocol):
@@ -35,7 +37,20 @@ class Services(Protocol):
     def keys(self) -> KeyProvider: ...
 
     @property
-    def personal_data(self) -> PersonalData: ...
+    def vault(self) -> Vault:
+        """Seals, opens (recording every reveal) and erases personal data."""
+        ...
+
+    @property
+    def matcher(self) -> DuplicateMatcher:
+        """Finds earlier subjects with the same CNIC or phone (blind indexes)."""
+        ...
+
+    @property
+    def access(self) -> AccessRecorder:
+        """Where access is recorded: decisions through `services.authorization`, reveals by the vault,
+        and the few actions that are neither (sign-in, erasure, records check)."""
+        ...
 
     @property
     def clock(self) -> Clock: ...

@@ -45,10 +45,10 @@ class CheckSummary:
 
 def check_records(services: Services, on_damage: Callable[[Damage], None], *, batch_size: int = 500) -> CheckSummary:
     """Call `on_damage` for each damaged record (outside any transaction) and return the totals."""
-    pd = services.personal_data
+    vault = services.vault
     summary = CheckSummary()
     # Every field is opened (in memory only): that is a read of personal data, so it is on record.
-    pd.access.record(actor=None, action="records.check", referral_id=None)
+    services.access.record(actor=None, action="records.check", referral_id=None)
 
     def found(batch: list[Damage]) -> None:
         summary.damaged += len(batch)
@@ -62,7 +62,7 @@ def check_records(services: Services, on_damage: Callable[[Damage], None], *, ba
                 select(SubjectKey).where(SubjectKey.wrapped.is_not(None), SubjectKey.id > after)
                 .order_by(SubjectKey.id).limit(batch_size)
             ).all()
-            batch = [d for d in map(pd.key_damage, keys) if d is not None]
+            batch = [d for d in map(vault.key_damage, keys) if d is not None]
             last = keys[-1].id if keys else None
         if last is None:
             break
@@ -114,11 +114,11 @@ def check_records(services: Services, on_damage: Callable[[Damage], None], *, ba
 
 def _check_fields(services: Services, session: Any, subject: Subject, table: str, row_id: str,
                   sealed: list[tuple[str, bytes]], summary: CheckSummary) -> list[Damage]:
-    pd = services.personal_data
+    vault = services.vault
     damaged: list[Damage] = []
     for column, ciphertext in sealed:
         try:
-            damage = pd.field_damage(session, subject, table, column, row_id, ciphertext)
+            damage = vault.field_damage(session, subject, table, column, row_id, ciphertext)
         except DamagedRecord as exc:
             summary.unreadable_fields += 1
             # A key that does not open was listed with the keys; a subject that names no (or another

@@ -36,7 +36,7 @@ from referral_service.services.common import (
     must,
     next_counter,
 )
-from referral_service.services.personal_data import FieldRead
+from referral_service.services.vault import FieldRead
 
 if TYPE_CHECKING:
     from referral_service.services.ports import Services
@@ -94,11 +94,12 @@ def submit_referral(
 
 
 def _submit(cmd: SubmitReferral, uow: UnitOfWork, services: Services, actor: Actor) -> dict[str, Any]:
-    session, pd, now = uow.session, services.personal_data, services.clock.now()
+    session, vault, now = uow.session, services.vault, services.clock.now()
     # Every referral keeps the person as its caseworker entered them. A CNIC or phone that matches
     # earlier subjects only becomes a question for supervisors (see services.duplicates).
-    matches = pd.find_matching_subjects(session, cmd.subject.cnic, cmd.subject.phone)
-    subject = pd.create_subject(session, cmd.subject, now)
+    matches = services.matcher.find_matching_subjects(session, cmd.subject.cnic, cmd.subject.phone)
+    subject = vault.create_subject(session, cmd.subject, now)
+    services.matcher.index_subject(session, subject, cmd.subject.cnic, cmd.subject.phone)
     number = next_counter(session, f"referral-{now.year}")
     change = lifecycle.submit(new_id(), subject.id, cmd, at=now)
     state = change.referral
@@ -128,7 +129,7 @@ def _submit(cmd: SubmitReferral, uow: UnitOfWork, services: Services, actor: Act
         incident = json.dumps({"type": cmd.incident_type,
                                "date": cmd.incident_date.isoformat() if cmd.incident_date else None,
                                "narrative": cmd.incident_narrative})
-        referral.incident_ct = pd.seal(session, subject, "referrals", "incident", referral.id, incident)
+        referral.incident_ct = vault.seal(session, subject, "referrals", "incident", referral.id, incident)
     session.add(referral)
     session.flush()  # the possible-duplicate rows refer to it
     warnings = duplicates.record_matches(services, session, actor, subject, referral, matches, now)
@@ -152,8 +153,8 @@ def load_referral(session: Any, referral_id: str) -> Referral:
 def referral_view(session: Any, services: Services, referral: Referral, actor: Actor,
                   vis: access.Visibility) -> dict[str, Any]:
     subject = must(session.get(Subject, referral.subject_id), "subject")
-    pd = services.personal_data
-    revealed = pd.reveal_subject(session, subject, vis.subject_fields, actor=actor, referral_id=referral.id)
+    vault = services.vault
+    revealed = vault.reveal_subject(session, subject, vis.subject_fields, actor=actor, referral_id=referral.id)
     subject_out: dict[str, Any] = {
         **revealed,
         "province": subject.province,
@@ -174,7 +175,7 @@ def referral_view(session: Any, services: Services, referral: Referral, actor: A
     }
     if vis.incident:
         incident: dict[str, Any] = {"type": referral.incident_type}
-        read = pd.reveal_field_read(session, subject, "referrals", "incident", referral.id,
+        read = vault.reveal_field_read(session, subject, "referrals", "incident", referral.id,
                                     referral.incident_ct, actor=actor, referral_id=referral.id)
         if read.value is not None:
             incident.update(json.loads(read.value))
@@ -212,13 +213,13 @@ def assignment_view(session: Any, services: Services, a: Assignment, actor: Acto
         "services_delivered": a.services_delivered,
     }
     if reveal_notes and subject is not None:
-        pd = services.personal_data
-        body.update(_note(pd.reveal_field_read(session, subject, "assignments", "note", a.id, a.note_ct,
-                                               actor=actor, referral_id=a.referral_id)))
+        vault = services.vault
+        body.update(_note(vault.reveal_field_read(session, subject, "assignments", "note", a.id, a.note_ct,
+                                                  actor=actor, referral_id=a.referral_id)))
         body["followups"] = [
             {"id": f.id, "outcome": f.outcome, "recorded_at": f.recorded_at, "recorded_by": f.recorded_by,
-             **_note(pd.reveal_field_read(session, subject, "followups", "note", f.id, f.note_ct,
-                                          actor=actor, referral_id=a.referral_id))}
+             **_note(vault.reveal_field_read(session, subject, "followups", "note", f.id, f.note_ct,
+                                             actor=actor, referral_id=a.referral_id))}
             for f in a.followups
         ]
     return body
@@ -262,8 +263,8 @@ def list_referrals(services: Services, actor: Actor, *, status: str | None, limi
         items = []
         for r in rows[:limit]:
             subject = must(uow.session.get(Subject, r.subject_id), "subject")
-            name = services.personal_data.reveal_subject(uow.session, subject, ["full_name"], actor=actor,
-                                                         referral_id=r.id, action="referral.list")
+            name = services.vault.reveal_subject(uow.session, subject, ["full_name"], actor=actor,
+                                                 referral_id=r.id, action="referral.list")
             items.append({
                 "id": r.id, "reference": r.reference, "status": r.status, "risk_level": r.risk_level,
                 "needs": r.needs, "subject_id": r.subject_id, "created_at": r.created_at,
@@ -318,5 +319,5 @@ def _add_note(uow: UnitOfWork, services: Services, referral: Referral, kind: str
               actor: Actor, now: datetime) -> None:
     subject = must(uow.session.get(Subject, referral.subject_id), "subject")
     row = CaseNote(id=new_id(), referral_id=referral.id, kind=kind, author_id=actor.user_id, created_at=now)
-    row.note_ct = services.personal_data.seal(uow.session, subject, "case_notes", "note", row.id, note)
+    row.note_ct = services.vault.seal(uow.session, subject, "case_notes", "note", row.id, note)
     uow.session.add(row)

@@ -36,11 +36,10 @@ def erase_subject(services: Services, subject_id: str) -> list[str]:
             raise NotFound("no such subject")
         if subject.erased_at is not None:
             raise Conflict("the subject was already erased")
-        services.personal_data.erase(uow.session, subject, services.clock.now())
+        services.vault.erase(uow.session, subject, services.clock.now())
         first = uow.session.scalars(select(Referral.id).where(Referral.subject_id == subject_id).limit(1)).first()
         uow.emit(events.SubjectErased(referral_id=first, subject_id=subject_id))
-        services.personal_data.access.record(actor=None, action="subject.erase", referral_id=first,
-                                             subject_id=subject_id)
+        services.access.record(actor=None, action="subject.erase", referral_id=first, subject_id=subject_id)
         uow.commit()
     return purge_old_versions(services.engine)
 

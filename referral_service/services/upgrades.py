@@ -53,7 +53,7 @@ def seal_free_text_followup_outcomes(services: Services, report: UpgradeReport, 
     """Outcomes were free text (in plaintext, in events, kept after erasure): each one outside the fixed
     list moves into the follow-up's sealed note (after any note there) and the outcome becomes `other`.
     For an erased subject the text is dropped: it can no longer be sealed, and must not stay readable."""
-    pd = services.personal_data
+    vault = services.vault
     after = ""
     while True:
         with services.uow() as uow:
@@ -68,9 +68,10 @@ def seal_free_text_followup_outcomes(services: Services, report: UpgradeReport, 
                 subject = must(uow.session.get(Subject, referral.subject_id), "subject")
                 try:
                     if subject.erased_at is None:
-                        note = pd._open(uow.session, subject, "followups", "note", followup.id, followup.note_ct)
+                        note = vault.open_field(uow.session, subject, "followups", "note", followup.id,
+                                                followup.note_ct)
                         text = f"{note}\n\nOutcome: {followup.outcome}" if note else f"Outcome: {followup.outcome}"
-                        followup.note_ct = pd.seal(uow.session, subject, "followups", "note", followup.id, text)
+                        followup.note_ct = vault.seal(uow.session, subject, "followups", "note", followup.id, text)
                 except SubjectErased:
                     pass
                 except CryptoError as exc:

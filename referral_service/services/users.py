@@ -123,8 +123,8 @@ def _count_failure(services: Services, user_id: str, now: datetime) -> None:
 def _record_sign_in(services: Services, user_id: str | None, outcome: str, reason: str | None) -> None:
     # Identifiers only: never the typed name or password.
     details = {k: v for k, v in (("user_id", user_id), ("reason", reason)) if v}
-    services.personal_data.access.record(actor=None, action="auth.sign_in", referral_id=None, outcome=outcome,
-                                         details=details)
+    services.access.record(actor=None, action="auth.sign_in", referral_id=None, outcome=outcome,
+                           details=details)
 
 
 def revoke_tokens(services: Services, user_id: str) -> int:
@@ -153,8 +153,7 @@ def revoke_user(services: Services, user_id: str) -> dict[str, Any]:
         ended = sessions.end_all_for_user(uow.session, user_id, now)
         uow.commit()
         result = {"id": user.id, "name": user.name, "tokens_revoked": len(tokens), "sessions_ended": ended}
-    services.personal_data.access.record(actor=None, action="user.revoke", referral_id=None,
-                                         details={"user_id": user_id})
+    services.access.record(actor=None, action="user.revoke", referral_id=None, details={"user_id": user_id})
     return result
 
 

@@ -374,7 +374,7 @@ def _damage_data_key(services: Services, subject_id: str) -> None:
 
 def _cnic_sharing_the_index_value_of(services: Services, cnic: str) -> str:
     """Another CNIC whose (16-bit, truncated) blind-index value is the same: a different person."""
-    indexer = services.personal_data.indexer
+    indexer = services.matcher.indexer
     target = indexer.index("cnic", cnic)
     for n in range(1, 2_000_000):
         candidate = f"{n:013d}"

@@ -124,9 +124,9 @@ def _note(services: Services, followup_id: str) -> tuple[str, str | None]:
         assert referral is not None
         subject = uow.session.get(Subject, referral.subject_id)
         assert subject is not None
-        note = services.personal_data.reveal_field(uow.session, subject, "followups", "note", followup.id,
-                                                   followup.note_ct, actor=Actor("t", Role.SUPERVISOR),
-                                                   referral_id=referral.id)
+        note = services.vault.reveal_field(uow.session, subject, "followups", "note", followup.id,
+                                           followup.note_ct, actor=Actor("t", Role.SUPERVISOR),
+                                           referral_id=referral.id)
         return followup.outcome, note
 
 

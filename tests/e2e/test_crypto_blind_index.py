@@ -12,6 +12,7 @@ from sqlalchemy import delete, func, select
 
 from referral_service.bootstrap import Services
 from referral_service.db.models import BlindIndex, CryptoMeta
+from referral_service.services import keys
 from tests.factories import referral_body
 
 CLI = [sys.executable, "-m", "referral_service"]
@@ -91,14 +92,9 @@ def test_reindex_keeps_duplicate_detection_working_before_during_and_after(servi
     cw = make_user("caseworker")
     people = [_submit(client, cw.headers, **_person(n)) for n in range(12)]
     assert _index_rows(services) == {1: 24}
-    pd = services.personal_data
-
-    with services.uow() as uow:
-        assert pd.begin_reindex(uow.session) == (1, 2)
-        uow.commit()
-    with services.uow() as uow:
-        assert pd.reindex_batch(uow.session, 5) == 5  # a third of the way: most subjects have v1 only
-        uow.commit()
+    plan = keys.begin_reindex(services)
+    assert (plan.old, plan.new, plan.remaining) == (1, 2, 12)
+    assert keys.reindex_batch(services, 5) == 5  # a third of the way: most subjects have v1 only
     # Mid-transition: a subject indexed only under v1 is still found; the repeat and a newcomer are
     # subjects of their own with both versions.
     assert _earlier(_submit(client, cw.headers, **_person(11))) == [people[11]["reference"]]

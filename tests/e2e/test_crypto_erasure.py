@@ -88,7 +88,7 @@ def test_erasure_destroys_the_key_and_index_rows_and_announces_it(
         subject = uow.session.get(Subject, a["subject_id"])
         assert subject is not None and subject.erased_at is not None
         with pytest.raises(SubjectErased):
-            services.personal_data.data_key(uow.session, subject)
+            services.vault.data_key(uow.session, subject)
         [event] = uow.session.scalars(select(OutboxMessage).where(OutboxMessage.type == "subject.erased")).all()
         routing_key, body = event.routing_key, event.body
     assert routing_key == "subject.erased"

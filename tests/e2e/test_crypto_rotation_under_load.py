@@ -16,7 +16,8 @@ from sqlalchemy import func, select
 from referral_service.bootstrap import Services
 from referral_service.crypto.keyring import FileKeyring
 from referral_service.db.models import Subject
-from referral_service.services.personal_data import SubjectInput
+from referral_service.domain.model import SubjectInput
+from referral_service.services import keys
 from tests.factories import referral_body
 
 CLI = [sys.executable, "-m", "referral_service"]
@@ -36,8 +37,7 @@ def _cli(services: Services, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _usage(services: Services) -> dict[str, int]:
-    with services.uow() as uow:
-        return services.personal_data.kek_usage(uow.session)
+    return keys.kek_usage(services)
 
 
 class Load:
@@ -105,7 +105,7 @@ def _seed(services: Services, client: Any, headers: dict[str, str]) -> tuple[dic
     with services.uow() as uow:
         for n in range(SUBJECTS - len(readable)):
             name = f"Bulk Subject {n}"
-            subject = services.personal_data.create_subject(
+            subject = services.vault.create_subject(
                 uow.session, SubjectInput(full_name=name, province="Punjab", district="Lahore",
                                           cnic=f"35201-{n:07d}-9"), services.clock.now())
             names[subject.id] = name
@@ -167,8 +167,8 @@ def rotate_under_load(services: Services, app: Any, headers: dict[str, str]) -> 
     expected = {**bulk}
     with services.uow() as uow:
         for subject in uow.session.scalars(select(Subject)):
-            shown = services.personal_data.reveal_subject(uow.session, subject, ["full_name"], actor=None,
-                                                          referral_id=None)
+            shown = services.vault.reveal_subject(uow.session, subject, ["full_name"], actor=None,
+                                                  referral_id=None)
             assert shown["erased"] is False and shown["full_name"]
             if subject.id in expected:
                 assert shown["full_name"] == expected[subject.id]

@@ -53,7 +53,7 @@ def _state(services: Any, url: str) -> dict[str, Any]:
 
 
 def _notes(services: Any, url: str) -> list[tuple[str, bytes | None, str | None]]:
-    """(kind, stored ciphertext, the note opened through PersonalData) of each case note, oldest first."""
+    """(kind, stored ciphertext, the note opened through the vault) of each case note, oldest first."""
     supervisor = Actor("sup", Role.SUPERVISOR)
     with services.uow() as uow:
         referral = uow.session.get(Referral, _rid(url))
@@ -62,7 +62,7 @@ def _notes(services: Any, url: str) -> list[tuple[str, bytes | None, str | None]
         assert subject is not None
         rows = uow.session.scalars(select(CaseNote).where(CaseNote.referral_id == referral.id)
                                    .order_by(CaseNote.created_at)).all()
-        return [(n.kind, n.note_ct, services.personal_data.reveal_field(
+        return [(n.kind, n.note_ct, services.vault.reveal_field(
             uow.session, subject, "case_notes", "note", n.id, n.note_ct, actor=supervisor, referral_id=referral.id))
             for n in rows]
 

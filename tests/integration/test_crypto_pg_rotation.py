@@ -12,7 +12,7 @@ from sqlalchemy import delete, select
 from referral_service.app import create_app
 from referral_service.bootstrap import Services
 from referral_service.db.models import BlindIndex, PossibleDuplicate
-from referral_service.services import users
+from referral_service.services import keys, users
 from tests.e2e.test_crypto_rotation_under_load import rotate_under_load
 from tests.factories import referral_body
 from tests.integration.test_crypto_pg_leak_scan import pg_services, scratch_database  # noqa: F401 (fixtures)
@@ -40,13 +40,8 @@ def test_blind_index_reindex_on_postgresql_keeps_finding_possible_duplicates(pg_
         return str(resp.get_json()["subject_id"])
 
     subjects = [submit(n) for n in range(6)]
-    pd = pg_services.personal_data
-    with pg_services.uow() as uow:
-        pd.begin_reindex(uow.session)
-        uow.commit()
-    with pg_services.uow() as uow:
-        pd.reindex_batch(uow.session, 2)
-        uow.commit()
+    keys.begin_reindex(pg_services)
+    keys.reindex_batch(pg_services, 2)
     late = submit(50)
     with pg_services.uow() as uow:  # as if written by a process that had not seen the transition
         uow.session.execute(delete(BlindIndex).where(BlindIndex.subject_id == late, BlindIndex.version == 2))

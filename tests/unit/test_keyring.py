@@ -25,7 +25,8 @@ from referral_service.crypto.keyring import (
     retire_kek,
 )
 from referral_service.db.models import CryptoMeta, Subject
-from referral_service.services.personal_data import SubjectInput
+from referral_service.domain.model import SubjectInput
+from referral_service.services.keys import verify_keys
 from tests.conftest import embedded_settings
 
 
@@ -214,7 +215,7 @@ def test_derived_secrets_are_stable_and_distinct_per_purpose(keyring_path: Path)
 # -- start-up verification against a database ---------------------------------------------------
 def _add_subject(services: Services) -> str:
     with services.uow() as uow:
-        subject = services.personal_data.create_subject(
+        subject = services.vault.create_subject(
             uow.session, SubjectInput(full_name="Nasreen Bibi", province="Punjab", district="Lahore",
                                       cnic="35202-1234567-1"), services.clock.now())
         uow.commit()
@@ -222,9 +223,7 @@ def _add_subject(services: Services) -> str:
 
 
 def _verify(services: Services) -> None:
-    with services.uow() as uow:
-        services.personal_data.verify_keys(uow.session)
-        uow.commit()
+    verify_keys(services)
 
 
 def test_a_different_keyring_against_an_existing_database_is_refused(services: Services, tmp_path: Path) -> None:
@@ -268,7 +267,7 @@ def test_right_keyring_opens_what_it_sealed(services: Services) -> None:
     with services.uow() as uow:
         subject = uow.session.get(Subject, subject_id)
         assert subject is not None
-        shown = services.personal_data.reveal_subject(uow.session, subject, ["full_name", "cnic"], actor=None,
+        shown = services.vault.reveal_subject(uow.session, subject, ["full_name", "cnic"], actor=None,
                                                       referral_id=None)
     assert shown == {"full_name": "Nasreen Bibi", "cnic": "35202-1234567-1", "erased": False,
                      "damaged": False}
@@ -277,7 +276,7 @@ def test_right_keyring_opens_what_it_sealed(services: Services) -> None:
 def test_data_key_cannot_open_a_field_sealed_for_another_subject(services: Services) -> None:
     a, b = _add_subject(services), _add_subject(services)
     with services.uow() as uow:
-        pd = services.personal_data
+        pd = services.vault
         sa, sb = uow.session.get(Subject, a), uow.session.get(Subject, b)
         assert sa is not None and sb is not None
         key_b: DataKey = pd.data_key(uow.session, sb)
