@@ -20,6 +20,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from referral_service.bootstrap import Services
 from referral_service.domain.errors import DomainError
+from schemas.errors import ErrorSchema
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 256 * 1024
@@ -78,7 +79,8 @@ class DamageCollector(Collector):
 
 def error_response(status: int, code: str, message: str, fields: dict[str, Any] | None = None) -> Any:
     # "fields" is always present (empty when no field is to blame): clients read it without a key check.
-    body: dict[str, Any] = {"error": {"code": code, "message": message, "fields": fields or {}}}
+    # The one error schema every operation declares writes the body, as the views' schemas write theirs.
+    body = ErrorSchema().dump({"error": {"code": code, "message": message, "field_errors": fields or {}}})
     return jsonify(body), status
 
 

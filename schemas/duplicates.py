@@ -4,6 +4,7 @@ from marshmallow import RAISE, Schema, fields, validate
 
 from referral_service.domain.duplicates import DuplicateStatus
 from referral_service.domain.model import ReferralStatus
+from schemas.fields import IsoDate
 
 _STATUS = validate.OneOf([s.value for s in DuplicateStatus])
 
@@ -17,7 +18,7 @@ class DuplicateDecisionSchema(Schema):
 
 class DuplicateSubjectSchema(Schema):
     full_name = fields.String(required=True, allow_none=True)
-    date_of_birth = fields.Date(required=True, allow_none=True)
+    date_of_birth = IsoDate(required=True, allow_none=True)
     district = fields.String(required=True)
     erased = fields.Boolean(required=True)
     damaged = fields.Boolean(required=True, metadata={"description": "the side's data key or a field does not open"})

@@ -21,6 +21,7 @@ from referral_service.domain.model import (
     AssignmentStatus,
     ReferralStatus,
 )
+from schemas.fields import IsoDate
 
 NARRATIVE_MAX = 5000
 NOTE_MAX = 2000
@@ -252,7 +253,7 @@ class AssignmentPageSchema(Schema):
 class SubjectViewSchema(Schema):
     # Personal fields: present only when this caller may see them (a partner: those its consent scopes release).
     full_name = fields.String(allow_none=True)
-    date_of_birth = fields.Date(allow_none=True)
+    date_of_birth = IsoDate(allow_none=True)
     sex = fields.String(allow_none=True, validate=_one_of(SEXES))
     cnic = fields.String(allow_none=True)
     phone = fields.String(allow_none=True)
@@ -272,7 +273,7 @@ class SubjectViewSchema(Schema):
 
 class IncidentViewSchema(Schema):
     type = fields.String(required=True, allow_none=True)
-    date = fields.Date(allow_none=True)
+    date = IsoDate(allow_none=True)
     narrative = fields.String(allow_none=True)
     erased = fields.Boolean(metadata={"description": "present (true) when the subject was erased"})
     damaged = fields.Boolean(metadata={"description": "present (true) when the sealed incident does not open"})

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,6 +22,55 @@ from referral_service.domain.model import Actor, Role
 from referral_service.services import partners, users
 from schemas import PartnerSchema
 from tests.factories import partner
+
+TESTS = Path(__file__).parent
+# Each folder is a tier, and a tier is a marker: `pytest -m unit` runs the fast in-process tests alone.
+TIERS = ("unit", "integration", "e2e")
+UNIT_RULE = ("a unit test runs in-process: it must not {what} (no network, no subprocess, no PostgreSQL or "
+             "RabbitMQ); put this test in tests/e2e or tests/integration")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        try:
+            folder = item.path.relative_to(TESTS).parts[0]
+        except ValueError:  # a test file outside tests/ (passed by path)
+            continue
+        if folder in TIERS:
+            item.add_marker(folder)
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_stay_in_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """For the unit tier only: connecting or binding a socket, starting a process, or a PostgreSQL
+    connection (libpq connects in C, past the socket module) raises at once, naming the rule."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+
+    def refuse(what: str) -> Any:
+        def refused(*_: Any, **__: Any) -> Any:
+            raise RuntimeError(UNIT_RULE.format(what=what))
+
+        return refused
+
+    def refuse_socket(what: str) -> Any:
+        def refused(sock: socket.socket, *_: Any, **__: Any) -> Any:
+            sock.close()  # the caller's error path may not close it (it expects OSError)
+            raise RuntimeError(UNIT_RULE.format(what=what))
+
+        return refused
+
+    for name in ("connect", "connect_ex"):
+        monkeypatch.setattr(socket.socket, name, refuse_socket("connect a socket"))
+    monkeypatch.setattr(socket.socket, "bind", refuse_socket("bind a socket"))
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse("start a subprocess"))
+    monkeypatch.setattr(os, "system", refuse("start a subprocess"))
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - the test extras install it
+        return
+    monkeypatch.setattr(psycopg.Connection, "connect", refuse("connect to PostgreSQL"))
+    monkeypatch.setattr(psycopg, "connect", refuse("connect to PostgreSQL"))  # an alias bound at import
 
 
 class FakeClock:

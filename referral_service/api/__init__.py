@@ -1,11 +1,12 @@
-"""JSON API under /api/v1: thin handlers (validate → one service call → shape the answer)."""
+"""JSON API under /api/v1: thin handlers (validate → one service call); the declared response schema
+of each view (`api.openapi.operation`) shapes the answer."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, current_app, g, request
 from marshmallow import Schema, ValidationError
 
 from referral_service.domain.errors import Unauthenticated, ValidationFailed
@@ -103,10 +104,6 @@ def query_choice(name: str, choices: Iterable[str]) -> str | None:
 class MalformedJson(ValidationFailed):
     status = 400
     code = "malformed_json"
-
-
-def ok(body: Any, status: int = 200) -> Any:
-    return jsonify(body), status
 
 
 from referral_service.api import assignments, duplicates, ops, referrals  # noqa: E402,F401  (registers routes)

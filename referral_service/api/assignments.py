@@ -4,7 +4,7 @@ from typing import Any
 
 from flask import request
 
-from referral_service.api import bp, current_actor, json_body, load, ok, query_choice, query_int, services
+from referral_service.api import bp, current_actor, json_body, load, query_choice, query_int, services
 from referral_service.api.openapi import PAGE, choice, operation
 from referral_service.domain.access import Action
 from referral_service.domain.commands import AcceptAssignment, CloseAssignment, DeclineAssignment, RecordFollowUp
@@ -37,15 +37,15 @@ _CONCURRENT = "someone else changed the assignment at the same time; reload it"
            errors={403: "the assignment inbox is for partner staff and supervisors"})
 def inbox() -> Any:
     actor = current_actor()
-    return ok(assignments.inbox(services(), actor, status=query_choice("status", AssignmentStatus),
-                                limit=query_int("limit"), cursor=request.args.get("cursor")))
+    return assignments.inbox(services(), actor, status=query_choice("status", AssignmentStatus),
+                                limit=query_int("limit"), cursor=request.args.get("cursor"))
 
 
 @bp.post("/assignments/<assignment_id>/accept")
 @operation("Accept an offered case", response=AssignmentSchema,
            errors={**_ASSIGNED_PARTNER, 409: f"the assignment is not offered any more; or {_CONCURRENT}"})
 def accept(assignment_id: str) -> Any:
-    return ok(assignments.accept(services(), AcceptAssignment(assignment_id), current_actor()))
+    return assignments.accept(services(), AcceptAssignment(assignment_id), current_actor())
 
 
 @bp.post("/assignments/<assignment_id>/decline")
@@ -55,7 +55,7 @@ def decline(assignment_id: str) -> Any:
     actor = current_actor()
     data = load(DeclineSchema(), json_body())
     cmd = DeclineAssignment(assignment_id, data["reason"], data.get("note"))
-    return ok(assignments.decline(services(), cmd, actor))
+    return assignments.decline(services(), cmd, actor)
 
 
 @bp.post("/assignments/<assignment_id>/followups")
@@ -66,7 +66,7 @@ def followup(assignment_id: str) -> Any:
     actor = current_actor()
     data = load(FollowUpSchema(), json_body())
     cmd = RecordFollowUp(assignment_id, data["outcome"], data.get("note"))
-    return ok(assignments.record_followup(services(), cmd, actor), 201)
+    return assignments.record_followup(services(), cmd, actor)
 
 
 @bp.post("/assignments/<assignment_id>/close")
@@ -78,7 +78,7 @@ def close(assignment_id: str) -> Any:
     actor = current_actor()
     data = load(CloseSchema(), json_body())
     cmd = CloseAssignment(assignment_id, data["outcome"], data.get("note"), data["services_delivered"])
-    return ok(assignments.close(services(), cmd, actor))
+    return assignments.close(services(), cmd, actor)
 
 
 @bp.get("/deadlines/overdue")
@@ -86,20 +86,20 @@ def close(assignment_id: str) -> Any:
            parameters=PAGE, errors={403: "overdue deadlines are for supervisors"})
 def overdue() -> Any:
     actor = current_actor()
-    return ok(deadlines.overdue(services(), actor, limit=query_int("limit"), cursor=request.args.get("cursor")))
+    return deadlines.overdue(services(), actor, limit=query_int("limit"), cursor=request.args.get("cursor"))
 
 
 @bp.get("/partners")
 @operation("The partner directory, by id (any signed-in role)", response=PartnerPageSchema, parameters=PAGE)
 def list_partners() -> Any:
     actor = current_actor()
-    return ok(partners.list_partners(services(), actor, limit=query_int("limit"), cursor=request.args.get("cursor")))
+    return partners.list_partners(services(), actor, limit=query_int("limit"), cursor=request.args.get("cursor"))
 
 
 @bp.get("/partners/<partner_id>")
 @operation("One partner organisation (any signed-in role)", response=PartnerViewSchema)
 def get_partner(partner_id: str) -> Any:
-    return ok(partners.get_partner(services(), partner_id, current_actor()))
+    return partners.get_partner(services(), partner_id, current_actor())
 
 
 @bp.post("/partners")
@@ -110,4 +110,4 @@ def upsert_partner() -> Any:
     screen(services(), actor, Action.WRITE_PARTNERS)  # role before body
     body = json_body()
     data = load(PartnerSchema(), body)
-    return ok(partners.upsert_partners(services(), [data], actor)[0], 201)
+    return partners.upsert_partners(services(), [data], actor)[0]

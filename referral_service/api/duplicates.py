@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import request
 
-from referral_service.api import bp, current_actor, load, ok, optional_json_body, query_choice, query_int, services
+from referral_service.api import bp, current_actor, load, optional_json_body, query_choice, query_int, services
 from referral_service.api.openapi import PAGE, choice, operation
 from referral_service.domain.access import Action
 from referral_service.domain.commands import ConfirmDuplicate, DismissDuplicate
@@ -25,8 +25,8 @@ _DECIDED = {**_SUPERVISORS, 409: "this possible duplicate was already confirmed 
            parameters=(choice("status", DuplicateStatus, "which questions", default=DuplicateStatus.PENDING), *PAGE))
 def list_duplicates() -> Any:
     actor = current_actor()
-    return ok(duplicates.list_duplicates(services(), actor, status=query_choice("status", DuplicateStatus),
-                                         limit=query_int("limit"), cursor=request.args.get("cursor")))
+    return duplicates.list_duplicates(services(), actor, status=query_choice("status", DuplicateStatus),
+                                         limit=query_int("limit"), cursor=request.args.get("cursor"))
 
 
 @bp.post("/duplicates/<duplicate_id>/confirm")
@@ -37,7 +37,7 @@ def confirm_duplicate(duplicate_id: str) -> Any:
     # Role before body, as for intake: a caller who may not decide learns nothing from validation.
     screen(services(), actor, Action.CONFIRM_DUPLICATE)
     load(DuplicateDecisionSchema(), optional_json_body())
-    return ok(duplicates.confirm(services(), ConfirmDuplicate(duplicate_id), actor))
+    return duplicates.confirm(services(), ConfirmDuplicate(duplicate_id), actor)
 
 
 @bp.post("/duplicates/<duplicate_id>/dismiss")
@@ -47,4 +47,4 @@ def dismiss_duplicate(duplicate_id: str) -> Any:
     actor = current_actor()
     screen(services(), actor, Action.DISMISS_DUPLICATE)
     load(DuplicateDecisionSchema(), optional_json_body())
-    return ok(duplicates.dismiss(services(), DismissDuplicate(duplicate_id), actor))
+    return duplicates.dismiss(services(), DismissDuplicate(duplicate_id), actor)

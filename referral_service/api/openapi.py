@@ -15,10 +15,16 @@ the database is down), each with the one error body `{"error": {"code", "message
 view names the rest (403, 409).
 A route without a declaration is left out of the document, and tests/e2e/test_openapi_document.py
 fails on it.
+
+The declaration is also what answers: `operation` wraps the view, which returns plain data (a dict, a
+dataclass, a row) or `(data, status)`, and the declared response schema dumps it (`Operation.answer`).
+So the document and the body cannot drift: a field the schema does not name never reaches a client,
+and datetimes are written as the schema's fields write them (ISO 8601 with the offset).
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -27,7 +33,7 @@ from typing import Any, Literal, TypeVar
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from apispec.ext.marshmallow.common import resolve_schema_cls
-from flask import Flask
+from flask import Flask, Response, jsonify
 from marshmallow import Schema
 from werkzeug.routing import Rule
 
@@ -69,14 +75,47 @@ class Operation:
     media_type: str = JSON
     description: str | None = None
 
+    def schema_for(self, status: int) -> type[Schema] | dict[str, Any] | None:
+        """The schema of the answer with this status: the success one, or one of `others`."""
+        if status == self.status:
+            return self.response
+        if status in self.others:
+            return self.others[status][1]
+        raise TypeError(f"{self.summary!r} answered {status}, which its operation does not declare")
+
+    def answer(self, result: Any) -> Any:
+        """The HTTP answer for what the view returned: `data` or `(data, status)`, dumped by its schema."""
+        if isinstance(result, Response):
+            # Only what is not JSON (the metrics' text) is built by the view itself.
+            if self.media_type == JSON:
+                raise TypeError(f"{self.summary!r} returned a Response: return the data for its schema to dump")
+            return result
+        data, status = result if isinstance(result, tuple) else (result, self.status)
+        schema = self.schema_for(status)
+        if isinstance(schema, type) and issubclass(schema, Schema):
+            data = _dumper(schema).dump(data)  # only the schema's fields, written as its fields write them
+        elif schema is None:
+            raise TypeError(f"{self.summary!r} declares no response body but returned one")
+        return jsonify(data), status
+
+
+@functools.cache
+def _dumper(schema: type[Schema]) -> Schema:
+    return schema()  # a schema holds no state between dumps: one instance per class serves every request
+
 
 def operation(summary: str, **details: Any) -> Callable[[View], View]:
-    """Declare a view's operation for the OpenAPI document (see `Operation`), next to its route."""
+    """Declare a view's operation (see `Operation`), next to its route: the OpenAPI document describes
+    it, and its response schema dumps what the view returns."""
     op = Operation(summary, **details)
 
     def declare(view: View) -> View:
-        setattr(view, OPERATION_ATTRIBUTE, op)
-        return view
+        @functools.wraps(view)
+        def answered(*args: Any, **kwargs: Any) -> Any:
+            return op.answer(view(*args, **kwargs))
+
+        setattr(answered, OPERATION_ATTRIBUTE, op)
+        return answered  # type: ignore[return-value]
 
     return declare
 

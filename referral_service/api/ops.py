@@ -9,7 +9,7 @@ from flask import Blueprint, Response, abort, current_app, request
 from kombu import Connection
 from sqlalchemy import text
 
-from referral_service.api import bp, ok, services
+from referral_service.api import bp, services
 from referral_service.api.openapi import build_spec, operation
 from referral_service.domain.errors import Unauthenticated
 from schemas import HealthSchema, ReadinessSchema
@@ -20,7 +20,7 @@ ops_bp = Blueprint("ops", __name__)
 @ops_bp.get("/healthz")
 @operation("Liveness: the process answers", response=HealthSchema, security="none")
 def healthz() -> Any:
-    return ok({"status": "ok"})
+    return {"status": "ok"}
 
 
 @ops_bp.get("/readyz")
@@ -47,7 +47,7 @@ def readyz() -> Any:
     else:
         checks["broker"] = "ok"
     ready = all(v == "ok" for v in checks.values())
-    return ok({"status": "ready" if ready else "not_ready", "checks": checks}, 200 if ready else 503)
+    return {"status": "ready" if ready else "not_ready", "checks": checks}, 200 if ready else 503
 
 
 @ops_bp.get("/metrics")
@@ -71,4 +71,4 @@ def metrics() -> Any:
 @bp.get("/openapi.json")
 @operation("This document", response={"type": "object"}, security="none")
 def openapi() -> Any:
-    return ok(build_spec(current_app))
+    return build_spec(current_app)

@@ -9,7 +9,6 @@ from referral_service.api import (
     current_actor,
     json_body,
     load,
-    ok,
     optional_json_body,
     query_choice,
     query_int,
@@ -57,7 +56,7 @@ def submit_referral() -> Any:
     mac = referrals.request_mac(services(), data) if key else None
     cmd = load(ReferralInputSchema(), data)
     outcome = referrals.submit_referral(services(), cmd, actor, idempotency_key=key, mac=mac)
-    return ok(outcome.body, 201)  # a replay answers as the first request did
+    return outcome.body  # a replay answers as the first request did
 
 
 @bp.get("/referrals/<referral_id>")
@@ -66,7 +65,7 @@ def submit_referral() -> Any:
                        "stands, and only the subject's fields that the consent scopes release.",
            errors={403: "you may not see this referral"})
 def get_referral(referral_id: str) -> Any:
-    return ok(referrals.get_referral(services(), referral_id, current_actor()))
+    return referrals.get_referral(services(), referral_id, current_actor())
 
 
 @bp.get("/referrals")
@@ -75,8 +74,8 @@ def get_referral(referral_id: str) -> Any:
            errors={403: "only caseworkers and supervisors list referrals"})
 def list_referrals() -> Any:
     actor = current_actor()
-    return ok(referrals.list_referrals(services(), actor, status=query_choice("status", ReferralStatus),
-                                       limit=query_int("limit"), cursor=request.args.get("cursor")))
+    return referrals.list_referrals(services(), actor, status=query_choice("status", ReferralStatus),
+                                       limit=query_int("limit"), cursor=request.args.get("cursor"))
 
 
 @bp.post("/referrals/<referral_id>/consent/withdraw")
@@ -86,7 +85,7 @@ def list_referrals() -> Any:
 def withdraw_consent(referral_id: str) -> Any:
     actor = current_actor()
     data = load(WithdrawSchema(), optional_json_body())
-    return ok(referrals.withdraw_consent(services(), WithdrawConsent(referral_id, data.get("note")), actor))
+    return referrals.withdraw_consent(services(), WithdrawConsent(referral_id, data.get("note")), actor)
 
 
 @bp.post("/referrals/<referral_id>/withdraw")
@@ -96,7 +95,7 @@ def withdraw_consent(referral_id: str) -> Any:
 def withdraw_referral(referral_id: str) -> Any:
     actor = current_actor()
     data = load(WithdrawSchema(), optional_json_body())
-    return ok(referrals.withdraw_referral(services(), WithdrawReferral(referral_id, data.get("note")), actor))
+    return referrals.withdraw_referral(services(), WithdrawReferral(referral_id, data.get("note")), actor)
 
 
 @bp.post("/referrals/<referral_id>/reopen")
@@ -107,4 +106,4 @@ def withdraw_referral(referral_id: str) -> Any:
 def reopen_referral(referral_id: str) -> Any:
     actor = current_actor()
     data = load(ReopenSchema(), json_body())
-    return ok(referrals.reopen_referral(services(), ReopenReferral(referral_id, data["note"]), actor))
+    return referrals.reopen_referral(services(), ReopenReferral(referral_id, data["note"]), actor)

@@ -296,23 +296,19 @@ def _case_move(services: Services, cmd: WithdrawConsent | WithdrawReferral | Reo
         return referral
 
 
-def withdraw_consent(services: Services, cmd: WithdrawConsent, actor: Actor) -> dict[str, Any]:
+def withdraw_consent(services: Services, cmd: WithdrawConsent, actor: Actor) -> Referral:
     """Partners lose access at once and open offers are pulled back; a closed case stays closed."""
-    referral = _case_move(services, cmd, actor)
-    return {"id": referral.id, "reference": referral.reference, "status": referral.status,
-            "consent_withdrawn_at": referral.consent_withdrawn_at}
+    return _case_move(services, cmd, actor)
 
 
-def withdraw_referral(services: Services, cmd: WithdrawReferral, actor: Actor) -> dict[str, Any]:
+def withdraw_referral(services: Services, cmd: WithdrawReferral, actor: Actor) -> Referral:
     """The caseworker pulls the referral back: open offers are withdrawn, nothing is routed."""
-    referral = _case_move(services, cmd, actor)
-    return {"id": referral.id, "reference": referral.reference, "status": referral.status}
+    return _case_move(services, cmd, actor)
 
 
-def reopen_referral(services: Services, cmd: ReopenReferral, actor: Actor) -> dict[str, Any]:
+def reopen_referral(services: Services, cmd: ReopenReferral, actor: Actor) -> Referral:
     """Re-open a withdrawn or unroutable referral (with a note why); it is routed again."""
-    referral = _case_move(services, cmd, actor)
-    return {"id": referral.id, "reference": referral.reference, "status": referral.status}
+    return _case_move(services, cmd, actor)
 
 
 def _add_note(uow: UnitOfWork, services: Services, referral: Referral, kind: str, note: str | None,

@@ -159,8 +159,8 @@ def test_withdrawing_consent_on_a_closed_referral_records_it_and_keeps_it_closed
     [offered] = case.route()
     assignments.accept(case.services, AcceptAssignment(offered), case.medical)
     assignments.close(case.services, CloseAssignment(offered, "services_delivered"), case.medical)
-    body = referrals.withdraw_consent(case.services, WithdrawConsent(case.referral_id), case.caseworker)
-    assert body["status"] == "closed" and body["consent_withdrawn_at"] == case.clock.now()
+    referral = referrals.withdraw_consent(case.services, WithdrawConsent(case.referral_id), case.caseworker)
+    assert referral.status == "closed" and referral.consent_withdrawn_at == case.clock.now()
     assert case.status() == ("closed", [(MEDICAL, "closed")])
     assert case.outbox()[-1] == "referral.consent_withdrawn"
     with pytest.raises(Forbidden):

@@ -70,8 +70,9 @@ def test_dockerfile_runs_serve_as_a_non_root_user_from_a_slim_image() -> None:
 
 def test_the_dockerfile_compiles_the_urdu_catalogue_with_a_command_that_works(tmp_path: Path) -> None:
     import shutil
-    import subprocess
     import sys
+
+    from babel.messages.frontend import CommandLineInterface
 
     text = (ROOT / "Dockerfile").read_text()
     match = re.search(r"pybabel ((?:-\S+ )*compile(?: -\S+)*) -d referral_service/translations", text)
@@ -79,6 +80,7 @@ def test_the_dockerfile_compiles_the_urdu_catalogue_with_a_command_that_works(tm
     shutil.copytree(ROOT / "referral_service" / "translations", tmp_path / "translations")
     for mo in (tmp_path / "translations").rglob("*.mo"):
         mo.unlink()
-    pybabel = Path(sys.executable).with_name("pybabel")
-    subprocess.run([str(pybabel), *match.group(1).split(), "-d", str(tmp_path / "translations")], check=True)
+    assert Path(sys.executable).with_name("pybabel").exists()
+    # The command's own entry point, in-process (the unit tier starts no process): the same arguments.
+    assert not CommandLineInterface().run(["pybabel", *match.group(1).split(), "-d", str(tmp_path / "translations")])
     assert list((tmp_path / "translations").rglob("ur/LC_MESSAGES/messages.mo"))
