@@ -60,9 +60,11 @@ def main() -> None:
         batch_times.append(time.perf_counter() - t)
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     batch_times.sort()
-    print(f"append: {n / elapsed:,.0f} leaves/s ({elapsed:.2f} s wall, {cpu:.2f} s CPU); "
-          f"per batch median {batch_times[len(batch_times) // 2] * 1e3:.2f} ms, max {batch_times[-1] * 1e3:.2f} ms; "
-          f"{store.node_count():,} nodes stored ({store.node_count() * 32 / 2**20:.0f} MiB of hashes)")
+    print(
+        f"append: {n / elapsed:,.0f} leaves/s ({elapsed:.2f} s wall, {cpu:.2f} s CPU); "
+        f"per batch median {batch_times[len(batch_times) // 2] * 1e3:.2f} ms, max {batch_times[-1] * 1e3:.2f} ms; "
+        f"{store.node_count():,} nodes stored ({store.node_count() * 32 / 2**20:.0f} MiB of hashes)"
+    )
 
     started = time.perf_counter()
     head = root(store, size)
@@ -76,9 +78,11 @@ def main() -> None:
     for i, proof in zip(indexes, proofs, strict=True):
         verify_inclusion(i, size, leaves[i], proof, head)
     verified = time.perf_counter() - started
-    print(f"{args.proofs:,} inclusion proofs at size {size:,}: generate {generated * 1e3:.1f} ms "
-          f"({generated / args.proofs * 1e6:.1f} µs each), verify {verified * 1e3:.1f} ms "
-          f"({verified / args.proofs * 1e6:.1f} µs each), {len(proofs[0])} hashes per proof")
+    print(
+        f"{args.proofs:,} inclusion proofs at size {size:,}: generate {generated * 1e3:.1f} ms "
+        f"({generated / args.proofs * 1e6:.1f} µs each), verify {verified * 1e3:.1f} ms "
+        f"({verified / args.proofs * 1e6:.1f} µs each), {len(proofs[0])} hashes per proof"
+    )
 
     firsts = [rng.randrange(1, size + 1) for _ in range(args.proofs)]
     started = time.perf_counter()
@@ -91,17 +95,21 @@ def main() -> None:
     for m, r1, proof in zip(firsts, earlier_roots, proofs, strict=True):
         verify_consistency(m, size, proof, r1, head)
     verified = time.perf_counter() - started
-    print(f"{args.proofs:,} consistency proofs to size {size:,} from random sizes: generate {generated * 1e3:.1f} ms "
-          f"({generated / args.proofs * 1e6:.1f} µs each), verify {verified * 1e3:.1f} ms "
-          f"({verified / args.proofs * 1e6:.1f} µs each); the earlier roots from the store "
-          f"{roots_time / args.proofs * 1e6:.1f} µs each")
+    print(
+        f"{args.proofs:,} consistency proofs to size {size:,} from random sizes: generate {generated * 1e3:.1f} ms "
+        f"({generated / args.proofs * 1e6:.1f} µs each), verify {verified * 1e3:.1f} ms "
+        f"({verified / args.proofs * 1e6:.1f} µs each); the earlier roots from the store "
+        f"{roots_time / args.proofs * 1e6:.1f} µs each"
+    )
 
     started = time.perf_counter()
     scratch = root_from_leaf_hashes(leaves)
     elapsed = time.perf_counter() - started
     assert scratch == head, "the store's root is not the from-scratch root"
-    print(f"root from scratch of all {n:,} leaf hashes: {elapsed:.2f} s ({n / elapsed:,.0f} leaves/s); "
-          "equals the store's root")
+    print(
+        f"root from scratch of all {n:,} leaf hashes: {elapsed:.2f} s ({n / elapsed:,.0f} leaves/s); "
+        "equals the store's root"
+    )
 
 
 if __name__ == "__main__":

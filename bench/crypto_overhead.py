@@ -52,9 +52,17 @@ from referral_service.services.vault import Vault  # noqa: E402
 from schemas import ReferralInputSchema  # noqa: E402
 
 BODY: dict[str, Any] = {
-    "subject": {"full_name": "Benchmark Person", "date_of_birth": "1990-04-12", "sex": "female",
-                "cnic": "", "phone": "", "address": "House 12, Street 4, Hayatabad Phase 3",
-                "province": "Khyber Pakhtunkhwa", "district": "Peshawar", "preferred_language": "ps"},
+    "subject": {
+        "full_name": "Benchmark Person",
+        "date_of_birth": "1990-04-12",
+        "sex": "female",
+        "cnic": "",
+        "phone": "",
+        "address": "House 12, Street 4, Hayatabad Phase 3",
+        "province": "Khyber Pakhtunkhwa",
+        "district": "Peshawar",
+        "preferred_language": "ps",
+    },
     "incident": {"type": "bombing", "date": "2026-09-30", "narrative": "Injured at the bazaar blast " * 4},
     "needs": ["medical", "psychosocial"],
     "risk_level": "high",
@@ -102,8 +110,9 @@ class PassThroughVault(Vault):
 
     def _new_key(self, session: Session, subject_id: str, now: datetime) -> Any:
         key = _NoKey()
-        session.add(SubjectKey(id=str(key.key_id), subject_id=subject_id, kek_id="none",
-                               wrapped=os.urandom(60), created_at=now))
+        session.add(
+            SubjectKey(id=str(key.key_id), subject_id=subject_id, kek_id="none", wrapped=os.urandom(60), created_at=now)
+        )
         session.info.setdefault("referral_service.deks", {})[subject_id] = key
         return key
 
@@ -154,8 +163,14 @@ class IntakePath:
 
     def _body(self) -> dict[str, Any]:
         self.serial += 1
-        body = {**BODY, "subject": {**BODY["subject"], "cnic": f"61101-{self.serial:07d}-{self.serial % 10}",
-                                    "phone": f"+92321{self.serial:07d}"}}
+        body = {
+            **BODY,
+            "subject": {
+                **BODY["subject"],
+                "cnic": f"61101-{self.serial:07d}-{self.serial % 10}",
+                "phone": f"+92321{self.serial:07d}",
+            },
+        }
         return body
 
     def one(self) -> tuple[float, float]:
@@ -208,8 +223,9 @@ def main(argv: list[str] | None = None) -> None:
         real = _make_services(template, root / "real", plain=False)
         plain = _make_services(template, root / "plain", plain=True)
         paths: dict[tuple[str, str], IntakePath] = {
-            (via, kind): IntakePath(svc, via) for via in ("http", "service") for kind, svc in (("real", real),
-                                                                                          ("plain", plain))
+            (via, kind): IntakePath(svc, via)
+            for via in ("http", "service")
+            for kind, svc in (("real", real), ("plain", plain))
         }
         for path in paths.values():  # warm up: imports, statement caches, SQLite page cache
             for _ in range(20):
@@ -219,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
             # Alternate referral by referral (and which goes first) so load from elsewhere on the
             # machine lands on both paths alike.
             for via in ("http", "service"):
-                for kind in (("real", "plain") if n % 2 == 0 else ("plain", "real")):
+                for kind in ("real", "plain") if n % 2 == 0 else ("plain", "real"):
                     samples[(via, kind)].append(paths[(via, kind)].one())
         crypto_us = _crypto_work_per_intake(real) * 1e6
 
@@ -227,8 +243,10 @@ def main(argv: list[str] | None = None) -> None:
         assert b"Benchmark Person" in _files(plain) and b"Benchmark Person" not in _files(real)
 
         total = args.referrals
-        print(f"crypto overhead at intake: {total} referrals per path, alternating real/pass-through; "
-              f"{os.cpu_count()} CPUs, Python {platform.python_version()}, SQLite (embedded profile)")
+        print(
+            f"crypto overhead at intake: {total} referrals per path, alternating real/pass-through; "
+            f"{os.cpu_count()} CPUs, Python {platform.python_version()}, SQLite (embedded profile)"
+        )
         print("  path                            measure  real (median)  pass-through  overhead")
         medians: dict[tuple[str, str, int], float] = {}
         for via, label in (("http", "HTTP POST /api/v1/referrals"), ("service", "submit_referral (service)")):
@@ -236,11 +254,15 @@ def main(argv: list[str] | None = None) -> None:
                 with_crypto = statistics.median(t[index] for t in samples[(via, "real")]) * 1e3
                 without = statistics.median(t[index] for t in samples[(via, "plain")]) * 1e3
                 medians[(via, "plain", index)] = without
-                print(f"  {label:31s} {measure:7s} {with_crypto:9.3f} ms {without:10.3f} ms  "
-                      f"{100 * (with_crypto / without - 1):+6.2f} %")
+                print(
+                    f"  {label:31s} {measure:7s} {with_crypto:9.3f} ms {without:10.3f} ms  "
+                    f"{100 * (with_crypto / without - 1):+6.2f} %"
+                )
         http_plain = medians[("http", "plain", 0)] * 1e3
-        print(f"  pure crypto work per intake (7 seals, 1 DEK generated + wrapped, 4 index HMACs): {crypto_us:.1f} us"
-              f" = {100 * crypto_us / http_plain:.2f} % of a pass-through HTTP intake")
+        print(
+            f"  pure crypto work per intake (7 seals, 1 DEK generated + wrapped, 4 index HMACs): {crypto_us:.1f} us"
+            f" = {100 * crypto_us / http_plain:.2f} % of a pass-through HTTP intake"
+        )
         real.dispose()
         plain.dispose()
 

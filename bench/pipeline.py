@@ -52,16 +52,27 @@ from workers.relay import OutboxRelay
 
 PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 AMQP_HOST_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672")
-DISTRICTS = [("Khyber Pakhtunkhwa", "Peshawar"), ("Khyber Pakhtunkhwa", "Mardan"), ("Punjab", "Lahore"),
-             ("Sindh", "Karachi South"), ("Balochistan", "Quetta")]
+DISTRICTS = [
+    ("Khyber Pakhtunkhwa", "Peshawar"),
+    ("Khyber Pakhtunkhwa", "Mardan"),
+    ("Punjab", "Lahore"),
+    ("Sindh", "Karachi South"),
+    ("Balochistan", "Quetta"),
+]
 
 
 def referral_body(i: int) -> dict[str, Any]:
     province, district = DISTRICTS[i % len(DISTRICTS)]
     return {
-        "subject": {"full_name": f"Bench Person {i}", "date_of_birth": "1991-03-04", "sex": "female",
-                    "address": "House 1, Street 2", "province": province, "district": district,
-                    "preferred_language": "ur"},
+        "subject": {
+            "full_name": f"Bench Person {i}",
+            "date_of_birth": "1991-03-04",
+            "sex": "female",
+            "address": "House 1, Street 2",
+            "province": province,
+            "district": district,
+            "preferred_language": "ur",
+        },
         "incident": {"type": "bombing", "date": "2026-01-02", "narrative": "bench narrative"},
         "needs": ["medical"],
         "risk_level": "high",
@@ -71,10 +82,22 @@ def referral_body(i: int) -> dict[str, Any]:
 
 
 def bench_partners() -> list[dict[str, Any]]:
-    return [{"id": f"bench-{district.lower().replace(' ', '-')}", "name": f"Bench {district}",
-             "networks": ["victim_assistance"], "services": ["medical", "psychosocial"], "provinces": [province],
-             "districts": [district], "languages": ["ur", "en"], "capacity": 100_000, "accepts_minors": True,
-             "staff_sex": ["female", "male"], "active": True} for province, district in DISTRICTS]
+    return [
+        {
+            "id": f"bench-{district.lower().replace(' ', '-')}",
+            "name": f"Bench {district}",
+            "networks": ["victim_assistance"],
+            "services": ["medical", "psychosocial"],
+            "provinces": [province],
+            "districts": [district],
+            "languages": ["ur", "en"],
+            "capacity": 100_000,
+            "accepts_minors": True,
+            "staff_sex": ["female", "male"],
+            "active": True,
+        }
+        for province, district in DISTRICTS
+    ]
 
 
 @contextmanager
@@ -86,15 +109,22 @@ def scratch(keep: bool) -> Iterator[dict[str, str]]:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     vhost_made = subprocess.run(["rabbitmqctl", "-q", "add_vhost", name], capture_output=True, check=False)
     if vhost_made.returncode == 0:
-        subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", name, "guest", ".*", ".*", ".*"],
-                       capture_output=True, check=True)
+        subprocess.run(
+            ["rabbitmqctl", "-q", "set_permissions", "-p", name, "guest", ".*", ".*", ".*"],
+            capture_output=True,
+            check=True,
+        )
         broker_url = f"{AMQP_HOST_URL}/{name}"
     else:
         broker_url = f"{AMQP_HOST_URL}//"
     home = Path(tempfile.mkdtemp(prefix="referral-bench-"))
     create_keyring(home / "keyring.json")
-    env = {"REFERRAL_HOME": str(home), "REFERRAL_DATABASE_URL": PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}",
-           "REFERRAL_BROKER_URL": broker_url, "REFERRAL_KEYRING": str(home / "keyring.json")}
+    env = {
+        "REFERRAL_HOME": str(home),
+        "REFERRAL_DATABASE_URL": PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}",
+        "REFERRAL_BROKER_URL": broker_url,
+        "REFERRAL_KEYRING": str(home / "keyring.json"),
+    }
     try:
         yield env
     finally:
@@ -127,8 +157,16 @@ def relay_round(services: Services, conn: Connection, bodies: list[dict[str, Any
             aggregate = str(uuid.uuid4())
             for j in range(per_referral):
                 body = {**bodies[(i + j) % len(bodies)], "event_id": str(uuid.uuid4()), "referral_id": aggregate}
-                uow.session.add(OutboxMessage(event_id=body["event_id"], type="bench.relay", aggregate_id=aggregate,
-                                              exchange=EVENTS_EXCHANGE, routing_key="bench.relay", body=body))
+                uow.session.add(
+                    OutboxMessage(
+                        event_id=body["event_id"],
+                        type="bench.relay",
+                        aggregate_id=aggregate,
+                        exchange=EVENTS_EXCHANGE,
+                        routing_key="bench.relay",
+                        body=body,
+                    )
+                )
         uow.commit()
     relay = OutboxRelay(services, KombuPublisher(conn))
     started = time.perf_counter()
@@ -145,15 +183,28 @@ def raw_round(conn: Connection, bodies: list[dict[str, Any]], rows: int) -> floa
     encoded = [json.dumps({**bodies[i % len(bodies)], "event_id": str(uuid.uuid4())}) for i in range(rows)]
     started = time.perf_counter()
     for i, body in enumerate(encoded):
-        producer.publish(body, exchange=EVENTS, routing_key="bench.raw", content_type="application/json",
-                         content_encoding="utf-8", delivery_mode=2, message_id=str(i), retry=True)
+        producer.publish(
+            body,
+            exchange=EVENTS,
+            routing_key="bench.raw",
+            content_type="application/json",
+            content_encoding="utf-8",
+            delivery_mode=2,
+            message_id=str(i),
+            retry=True,
+        )
     return rows / (time.perf_counter() - started)
 
 
 def throughput(services: Services, broker_url: str, rows: int, rounds: int) -> dict[str, Any]:
     with connect(broker_url) as conn:
-        sink = Queue("bench.sink", exchange=EVENTS, routing_key="bench.#", durable=True,
-                     queue_arguments={"x-queue-type": "quorum"})
+        sink = Queue(
+            "bench.sink",
+            exchange=EVENTS,
+            routing_key="bench.#",
+            durable=True,
+            queue_arguments={"x-queue-type": "quorum"},
+        )
         bound = sink(conn.default_channel)
         bound.declare()
         bodies = sample_bodies(services)
@@ -164,8 +215,14 @@ def throughput(services: Services, broker_url: str, rows: int, rounds: int) -> d
             bound.purge()
         bound.delete()
     sizes = [len(json.dumps(b)) for b in bodies]
-    return {"relay_per_s": max(relay_rates), "raw_per_s": max(raw_rates), "relay_rounds": relay_rates,
-            "raw_rounds": raw_rates, "rows": rows, "body_bytes": (min(sizes), max(sizes))}
+    return {
+        "relay_per_s": max(relay_rates),
+        "raw_per_s": max(raw_rates),
+        "relay_rounds": relay_rates,
+        "raw_rounds": raw_rates,
+        "rows": rows,
+        "body_bytes": (min(sizes), max(sizes)),
+    }
 
 
 # -- latency under steady load -------------------------------------------------------------------
@@ -204,16 +261,21 @@ def cpu_seconds(names: tuple[str, ...] = (), pids: tuple[int, ...] = ()) -> floa
                 stat = f.read()
         except OSError:
             continue
-        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
         if int(entry) in pids or comm in names:
-            fields = stat[stat.rindex(")") + 2:].split()
+            fields = stat[stat.rindex(")") + 2 :].split()
             total += (int(fields[11]) + int(fields[12])) / tick
     return total
 
 
 def start_worker(env: dict[str, str], name: str) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, "-m", "referral_service", "worker", name], env={**os.environ, **env,
-                            "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "referral_service", "worker", name],
+        env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     assert proc.stdout is not None
     for line in proc.stdout:
         if f"worker {name} running" in line:
@@ -222,8 +284,15 @@ def start_worker(env: dict[str, str], name: str) -> subprocess.Popen[str]:
     raise RuntimeError(f"worker {name} did not start")
 
 
-def latency(services: Services, env: dict[str, str], partner_ids: list[str], rate: float, duration: float,
-            submitters: int, routers: int) -> dict[str, Any]:
+def latency(
+    services: Services,
+    env: dict[str, str],
+    partner_ids: list[str],
+    rate: float,
+    duration: float,
+    submitters: int,
+    routers: int,
+) -> dict[str, Any]:
     created = users.create_user(services, name=f"bench-{uuid.uuid4().hex[:6]}", role="caseworker")
     actor = Actor(created["id"], Role.CASEWORKER, None, created["name"])
     procs = [start_worker(env, "relay")] + [start_worker(env, "router") for _ in range(routers)]
@@ -283,12 +352,24 @@ def latency(services: Services, env: dict[str, str], partner_ids: list[str], rat
     ms = [(watcher.arrived[r] - started_at[r]) * 1000 for r in started_at if r in watcher.arrived]
     after_commit = [(watcher.arrived[r] - committed_at[r]) * 1000 for r in started_at if r in watcher.arrived]
     submit_ms = [(committed_at[r] - started_at[r]) * 1000 for r in started_at]
-    return {"submitted": total, "arrived": len(ms), "missing": len(missing), "rate": offered_rate,
-            "p50": percentile(ms, 50), "p95": percentile(ms, 95), "p99": percentile(ms, 99), "max": max(ms),
-            "mean": statistics.fmean(ms), "commit_p50": percentile(after_commit, 50),
-            "commit_p99": percentile(after_commit, 99), "submit_p50": percentile(submit_ms, 50),
-            "submit_p99": percentile(submit_ms, 99), "late_starts": sum(1 for x in late if x > 0.05),
-            "cpu_ms_per_referral": cpu_ms, "loadavg": os.getloadavg()}
+    return {
+        "submitted": total,
+        "arrived": len(ms),
+        "missing": len(missing),
+        "rate": offered_rate,
+        "p50": percentile(ms, 50),
+        "p95": percentile(ms, 95),
+        "p99": percentile(ms, 99),
+        "max": max(ms),
+        "mean": statistics.fmean(ms),
+        "commit_p50": percentile(after_commit, 50),
+        "commit_p99": percentile(after_commit, 99),
+        "submit_p50": percentile(submit_ms, 50),
+        "submit_p99": percentile(submit_ms, 99),
+        "late_starts": sum(1 for x in late if x > 0.05),
+        "cpu_ms_per_referral": cpu_ms,
+        "loadavg": os.getloadavg(),
+    }
 
 
 def main() -> int:
@@ -315,29 +396,42 @@ def main() -> int:
 
         result: dict[str, Any] = {}
         if not args.skip_latency:
-            result["latency"] = latency(services, env, partner_ids, args.rate, args.duration, args.submitters,
-                                        args.routers)
+            result["latency"] = latency(
+                services, env, partner_ids, args.rate, args.duration, args.submitters, args.routers
+            )
             lat = result["latency"]
-            print(f"latency submit→offer in partner queue at {lat['rate']:.1f}/s for {args.duration:.0f}s "
-                  f"({lat['arrived']}/{lat['submitted']} arrived, {lat['missing']} missing): "
-                  f"p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms, p99 {lat['p99']:.1f} ms, "
-                  f"max {lat['max']:.1f} ms", flush=True)
-            print(f"  of which submit (encrypt + commit) p50 {lat['submit_p50']:.1f} ms, p99 {lat['submit_p99']:.1f} "
-                  f"ms; commit→offer p50 {lat['commit_p50']:.1f} ms, p99 {lat['commit_p99']:.1f} ms; "
-                  f"{lat['late_starts']} submits started >50 ms late", flush=True)
-            print(f"  CPU ms per referral: {lat['cpu_ms_per_referral']} (load average {lat['loadavg'][0]:.1f})",
-                  flush=True)
+            print(
+                f"latency submit→offer in partner queue at {lat['rate']:.1f}/s for {args.duration:.0f}s "
+                f"({lat['arrived']}/{lat['submitted']} arrived, {lat['missing']} missing): "
+                f"p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms, p99 {lat['p99']:.1f} ms, "
+                f"max {lat['max']:.1f} ms",
+                flush=True,
+            )
+            print(
+                f"  of which submit (encrypt + commit) p50 {lat['submit_p50']:.1f} ms, p99 {lat['submit_p99']:.1f} "
+                f"ms; commit→offer p50 {lat['commit_p50']:.1f} ms, p99 {lat['commit_p99']:.1f} ms; "
+                f"{lat['late_starts']} submits started >50 ms late",
+                flush=True,
+            )
+            print(
+                f"  CPU ms per referral: {lat['cpu_ms_per_referral']} (load average {lat['loadavg'][0]:.1f})",
+                flush=True,
+            )
         with services.uow() as uow:
             uow.session.execute(text("UPDATE outbox SET published_at = now() WHERE published_at IS NULL"))
             uow.commit()
         result["throughput"] = tp = throughput(services, env["REFERRAL_BROKER_URL"], args.relay_rows, args.rounds)
         ratio = tp["relay_per_s"] / tp["raw_per_s"]
-        print(f"relay {tp['relay_per_s']:.0f} rows/s vs raw kombu publish-with-confirms {tp['raw_per_s']:.0f} msg/s "
-              f"({tp['rows']} messages of {tp['body_bytes'][0]}-{tp['body_bytes'][1]} bytes, best of "
-              f"{args.rounds}): ratio {ratio:.2f}", flush=True)
+        print(
+            f"relay {tp['relay_per_s']:.0f} rows/s vs raw kombu publish-with-confirms {tp['raw_per_s']:.0f} msg/s "
+            f"({tp['rows']} messages of {tp['body_bytes'][0]}-{tp['body_bytes'][1]} bytes, best of "
+            f"{args.rounds}): ratio {ratio:.2f}",
+            flush=True,
+        )
         with services.uow() as uow:
-            left = uow.session.scalar(select(func.count()).select_from(OutboxMessage)
-                                      .where(OutboxMessage.published_at.is_(None)))
+            left = uow.session.scalar(
+                select(func.count()).select_from(OutboxMessage).where(OutboxMessage.published_at.is_(None))
+            )
         services.dispose()
         result["ratio"] = ratio
         print(json.dumps({"result": result, "unpublished_left": left}, default=str))

@@ -40,10 +40,12 @@ class Metrics:
 
     def __init__(self, services: Services) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("http_requests_total", "HTTP requests", ["method", "endpoint", "status"],
-                                registry=self.registry)
-        self.latency = Histogram("http_request_duration_seconds", "HTTP request latency", ["endpoint"],
-                                 registry=self.registry)
+        self.requests = Counter(
+            "http_requests_total", "HTTP requests", ["method", "endpoint", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "http_request_duration_seconds", "HTTP request latency", ["endpoint"], registry=self.registry
+        )
         outbox = Gauge("outbox_pending_messages", "Committed events not yet published", registry=self.registry)
 
         def _pending() -> float:
@@ -51,8 +53,12 @@ class Metrics:
 
             try:
                 with services.session_factory() as session:
-                    return float(session.scalar(select(func.count()).select_from(OutboxMessage)
-                                                .where(OutboxMessage.published_at.is_(None))) or 0)
+                    return float(
+                        session.scalar(
+                            select(func.count()).select_from(OutboxMessage).where(OutboxMessage.published_at.is_(None))
+                        )
+                        or 0
+                    )
             except OperationalError:
                 return float("nan")
 
@@ -69,8 +75,11 @@ class DamageCollector(Collector):
         self.damage = services.damage
 
     def collect(self) -> list[Metric]:
-        family = CounterMetricFamily("damaged_records", "Reads that met a stored key or sealed field that does "
-                                     "not open (run 'referral-service records check')", labels=["table"])
+        family = CounterMetricFamily(
+            "damaged_records",
+            "Reads that met a stored key or sealed field that does not open (run 'referral-service records check')",
+            labels=["table"],
+        )
         counts = self.damage.counts()
         for table in sorted(set(self.TABLES) | set(counts)):  # zeros too, so rate() works from the start
             family.add_metric([table], counts.get(table, 0))
@@ -156,8 +165,9 @@ def create_app(services: Services, config: dict[str, Any] | None = None) -> Flas
             return _too_large()
         if exc.code == 429:
             retry = retry_after_seconds()
-            response, status = error_response(429, "too_many_requests",
-                                              f"too many failed attempts from this address; try again in {retry} s")
+            response, status = error_response(
+                429, "too_many_requests", f"too many failed attempts from this address; try again in {retry} s"
+            )
             response.headers["Retry-After"] = str(retry)
             return response, status
         response, status = error_response(exc.code or 500, code, exc.description or exc.name)
@@ -174,8 +184,13 @@ def create_app(services: Services, config: dict[str, Any] | None = None) -> Flas
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Any:
         # Log the type and where, never the request body or the exception text (it may quote data).
-        log.error("unhandled %s on %s %s\n%s", type(exc).__name__, request.method, request.url_rule,
-                  "".join(traceback.format_tb(exc.__traceback__)))
+        log.error(
+            "unhandled %s on %s %s\n%s",
+            type(exc).__name__,
+            request.method,
+            request.url_rule,
+            "".join(traceback.format_tb(exc.__traceback__)),
+        )
         return error_response(500, "internal_error", "something went wrong on our side; it has been logged")
 
     return app

@@ -40,12 +40,15 @@ def operator_errors(fn: F) -> F:
         except (ConfigError, KeyringError) as exc:
             _fail(str(exc))
         except DomainError as exc:
-            details = "; ".join(f"{k}: {', '.join(map(str, v)) if isinstance(v, list) else v}"
-                                for k, v in exc.fields.items())
+            details = "; ".join(
+                f"{k}: {', '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in exc.fields.items()
+            )
             _fail(f"{exc.message}{' (' + details + ')' if details else ''}")
         except OperationalError as exc:
-            _fail(f"REFERRAL_DATABASE_URL: cannot use the database ({type(exc.orig).__name__ if exc.orig else 'error'})"
-                  "; is it running and reachable?")
+            _fail(
+                f"REFERRAL_DATABASE_URL: cannot use the database ({type(exc.orig).__name__ if exc.orig else 'error'})"
+                "; is it running and reachable?"
+            )
         except (KombuOperationalError, ConnectionError) as exc:
             _fail(f"REFERRAL_BROKER_URL: cannot reach the broker ({type(exc).__name__}); is it running and reachable?")
 
@@ -81,8 +84,9 @@ def main(verbose: bool) -> None:
     """Victim Assistance Network referral service."""
     # Before any command creates a file (database, WAL, keyring, folders): none is for other users.
     os.umask(UMASK)
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     for noisy in ("alembic", "kombu.connection"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -102,8 +106,10 @@ def init() -> None:
     report = prepare_database(services)
     click.echo(f"database schema is at head: {services.engine.url.render_as_string(hide_password=True)}")
     if report.followups_sealed or report.followup_events_scrubbed:
-        click.echo(f"{report.followups_sealed} free-text follow-up outcome(s) moved into their sealed notes, "
-                   f"{report.followup_events_scrubbed} outbox event(s) cleaned")
+        click.echo(
+            f"{report.followups_sealed} free-text follow-up outcome(s) moved into their sealed notes, "
+            f"{report.followup_events_scrubbed} outbox event(s) cleaned"
+        )
     if report.idempotency_keys_dropped:
         click.echo(f"{report.idempotency_keys_dropped} plaintext idempotency key(s) of an earlier version deleted")
     for warning in report.warnings:
@@ -126,8 +132,10 @@ def run(host: str, port: int, threads: int) -> None:
     runtime.start()
     server = waitress_server(create_app(services), host=host, port=port, threads=threads)
     _on_stop_signal(server.close)
-    click.echo(f"referral-service listening on http://{host}:{server.effective_port} "
-               f"({'embedded' if services.settings.embedded else 'custom'} profile)")
+    click.echo(
+        f"referral-service listening on http://{host}:{server.effective_port} "
+        f"({'embedded' if services.settings.embedded else 'custom'} profile)"
+    )
     try:
         server.run()
     finally:
@@ -212,9 +220,13 @@ def demo() -> None:
     loaded = PartnerSchema(many=True).load(raw)
     partners.upsert_partners(services, loaded)
     click.echo(f"{len(loaded)} demo partner organisations loaded")
-    people = [("caseworker", "demo-caseworker", None), ("supervisor", "demo-supervisor", None),
-              ("partner", "demo-partner", loaded[0]["id"]), ("auditor", "demo-auditor", None),
-              ("admin", "demo-admin", None)]
+    people = [
+        ("caseworker", "demo-caseworker", None),
+        ("supervisor", "demo-supervisor", None),
+        ("partner", "demo-partner", loaded[0]["id"]),
+        ("auditor", "demo-auditor", None),
+        ("admin", "demo-admin", None),
+    ]
     for role, name, partner_id in people:
         created = users.ensure_demo_user(services, name=name, role=role, partner_id=partner_id)
         click.echo(json.dumps(created))
@@ -240,8 +252,7 @@ def users_create(role: str, name: str, partner_id: str | None, password_stdin: b
     if password_stdin and (not password or len(password) < 10):
         _fail("the password must be at least 10 characters")
     services = _services()
-    click.echo(json.dumps(users.create_user(services, name=name, role=role, partner_id=partner_id,
-                                            password=password)))
+    click.echo(json.dumps(users.create_user(services, name=name, role=role, partner_id=partner_id, password=password)))
     services.dispose()
 
 
@@ -254,8 +265,10 @@ def users_revoke(user_id: str) -> None:
 
     services = _services()
     done = users.revoke_user(services, user_id)
-    click.echo(f"revoked user {done['id']}: deactivated (password sign-in refused), "
-               f"{done['tokens_revoked']} API token(s) revoked, {done['sessions_ended']} web session(s) ended")
+    click.echo(
+        f"revoked user {done['id']}: deactivated (password sign-in refused), "
+        f"{done['tokens_revoked']} API token(s) revoked, {done['sessions_ended']} web session(s) ended"
+    )
     services.dispose()
 
 
@@ -266,8 +279,13 @@ def partners_group() -> None:
 
 @partners_group.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--default-capacity", default=10, show_default=True, type=int,
-              help="Capacity for partners from an HSDS export (HSDS has no such field).")
+@click.option(
+    "--default-capacity",
+    default=10,
+    show_default=True,
+    type=int,
+    help="Capacity for partners from an HSDS export (HSDS has no such field).",
+)
 @operator_errors
 def partners_import(file: Path, default_capacity: int) -> None:
     """Load or update partners from a JSON list of partner objects, or an Open Referral HSDS export."""
@@ -313,10 +331,20 @@ def keys_init() -> None:
 
 
 @keys_group.command("rotate")
-@click.option("--batch-size", default=500, show_default=True, type=click.IntRange(min=1),
-              help="Data keys re-wrapped per transaction.")
-@click.option("--pause", default=0.0, show_default=True, type=click.FloatRange(min=0),
-              help="Seconds to wait between batches, to spare a busy database.")
+@click.option(
+    "--batch-size",
+    default=500,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Data keys re-wrapped per transaction.",
+)
+@click.option(
+    "--pause",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds to wait between batches, to spare a busy database.",
+)
 @click.option("--resume", is_flag=True, help="Only re-wrap (after an interrupted rotation); no new key.")
 @operator_errors
 def keys_rotate(batch_size: int, pause: float, resume: bool) -> None:
@@ -330,22 +358,29 @@ def keys_rotate(batch_size: int, pause: float, resume: bool) -> None:
     services = _services()
     if not resume:
         click.echo(f"new active key-encryption key: {keys.start_rotation(services)}")
-    with click.progressbar(length=keys.keys_to_rewrap(services), label="re-wrapping data keys",
-                           file=sys.stderr) as bar:
+    with click.progressbar(length=keys.keys_to_rewrap(services), label="re-wrapping data keys", file=sys.stderr) as bar:
         result = keys.rotate(services, batch_size=batch_size, pause=pause, progress=bar.update)
     click.echo(f"done; data keys per key-encryption key: {json.dumps(result.usage)}")
     for d in result.damaged:
         click.echo(f"damaged: {json.dumps(d.as_dict())}", err=True)
     if result.damaged:
-        click.echo(f"warning: {len(result.damaged)} damaged data key(s) do not open, so they were not re-wrapped "
-                   "and stay under their old key-encryption key; 'referral-service records check' lists every "
-                   "damaged record", err=True)
+        click.echo(
+            f"warning: {len(result.damaged)} damaged data key(s) do not open, so they were not re-wrapped "
+            "and stay under their old key-encryption key; 'referral-service records check' lists every "
+            "damaged record",
+            err=True,
+        )
     services.dispose()
 
 
 @keys_group.command("reindex")
-@click.option("--batch-size", default=500, show_default=True, type=click.IntRange(min=1),
-              help="Subjects re-indexed per transaction.")
+@click.option(
+    "--batch-size",
+    default=500,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Subjects re-indexed per transaction.",
+)
 @operator_errors
 def keys_reindex(batch_size: int) -> None:
     """Re-key the CNIC/phone blind indexes (version N -> N+1) while the service keeps serving.
@@ -361,8 +396,11 @@ def keys_reindex(batch_size: int) -> None:
         result = keys.reindex(services, batch_size=batch_size, progress=bar.update)
     click.echo(f"done; blind index version {result.new} is active ({result.dropped} old index rows removed)")
     if result.damaged:
-        click.echo(f"warning: {len(result.damaged)} subject(s) skipped, damaged (their CNIC or phone does not open, "
-                   f"so they are not in the new index): {' '.join(result.damaged)}", err=True)
+        click.echo(
+            f"warning: {len(result.damaged)} subject(s) skipped, damaged (their CNIC or phone does not open, "
+            f"so they are not in the new index): {' '.join(result.damaged)}",
+            err=True,
+        )
     services.dispose()
 
 
@@ -395,8 +433,9 @@ def records_group() -> None:
 
 
 @records_group.command("check")
-@click.option("--batch-size", default=500, show_default=True, type=click.IntRange(min=1),
-              help="Rows read per transaction.")
+@click.option(
+    "--batch-size", default=500, show_default=True, type=click.IntRange(min=1), help="Rows read per transaction."
+)
 @operator_errors
 def records_check(batch_size: int) -> None:
     """List damaged records: every wrapped data key and sealed field that does not open.

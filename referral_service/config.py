@@ -134,8 +134,10 @@ def _ratelimit_storage(url: str) -> str:
 
     scheme = url.split("://", 1)[0] if "://" in url else ""
     if scheme not in SCHEMES or scheme.startswith("async+"):
-        raise ConfigError("REFERRAL_RATELIMIT_STORAGE_URL: expected memory:// or redis://host:6379 (also "
-                          f"rediss://, redis+sentinel://, memcached://), got a URL with scheme {scheme or '(none)'!r}")
+        raise ConfigError(
+            "REFERRAL_RATELIMIT_STORAGE_URL: expected memory:// or redis://host:6379 (also "
+            f"rediss://, redis+sentinel://, memcached://), got a URL with scheme {scheme or '(none)'!r}"
+        )
     return url
 
 
@@ -144,8 +146,7 @@ def _check_database_url(url: str) -> None:
         parsed = make_url(url)
     except ArgumentError:
         raise ConfigError(
-            "REFERRAL_DATABASE_URL: not a database URL; expected e.g. "
-            "postgresql+psycopg://user@host:5432/dbname"
+            "REFERRAL_DATABASE_URL: not a database URL; expected e.g. postgresql+psycopg://user@host:5432/dbname"
         ) from None
     if parsed.get_backend_name() not in _DB_DRIVERS:
         raise ConfigError(
@@ -161,15 +162,20 @@ MAX_TRUSTED_PROXIES = 10
 
 
 def _metrics_token(token: str | None) -> str | None:
-    if token is not None and (len(token) < METRICS_TOKEN_MIN or not token.isascii() or not token.isprintable()
-                              or " " in token):
-        raise ConfigError(f"REFERRAL_METRICS_TOKEN: use at least {METRICS_TOKEN_MIN} printable ASCII characters "
-                          "without spaces, e.g. the output of 'openssl rand -hex 32'")
+    if token is not None and (
+        len(token) < METRICS_TOKEN_MIN or not token.isascii() or not token.isprintable() or " " in token
+    ):
+        raise ConfigError(
+            f"REFERRAL_METRICS_TOKEN: use at least {METRICS_TOKEN_MIN} printable ASCII characters "
+            "without spaces, e.g. the output of 'openssl rand -hex 32'"
+        )
     return token
 
 
 def _trusted_proxies(raw: str) -> int:
     if not raw.isdigit() or int(raw) > MAX_TRUSTED_PROXIES:
-        raise ConfigError(f"REFERRAL_TRUSTED_PROXIES: the number of reverse proxies in front of the service, "
-                          f"0 to {MAX_TRUSTED_PROXIES}; got {raw!r}")
+        raise ConfigError(
+            f"REFERRAL_TRUSTED_PROXIES: the number of reverse proxies in front of the service, "
+            f"0 to {MAX_TRUSTED_PROXIES}; got {raw!r}"
+        )
     return int(raw)

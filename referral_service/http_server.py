@@ -33,7 +33,10 @@ def waitress_server(app: Any, *, host: str, port: int, threads: int) -> Any:
     from waitress import create_server
 
     return create_server(
-        app, host=host, port=port, threads=threads,
+        app,
+        host=host,
+        port=port,
+        threads=threads,
         ident="",  # no Server header
         max_request_body_size=SERVER_MAX_BODY_BYTES,
         inbuf_overflow=SERVER_MAX_BODY_BYTES,

@@ -45,17 +45,21 @@ def init_limiter(app: Flask, settings: Settings) -> Limiter:
     try:
         limiter.init_app(app)
     except ConfigurationError as exc:
-        raise ConfigError(f"REFERRAL_RATELIMIT_STORAGE_URL: cannot use it ({exc}); for redis:// install the "
-                          "redis extra: pip install 'referral-service[redis]'") from None
+        raise ConfigError(
+            f"REFERRAL_RATELIMIT_STORAGE_URL: cannot use it ({exc}); for redis:// install the "
+            "redis extra: pip install 'referral-service[redis]'"
+        ) from None
     app.extensions[EXTENSION] = limiter
     # Only POSTs count: showing the form is free.
     login_view: Any = app.view_functions["web.login"]
-    app.view_functions["web.login"] = limiter.limit(settings.ratelimit_login, methods=["POST"],
-                                                    scope="sign-in")(login_view)
+    app.view_functions["web.login"] = limiter.limit(settings.ratelimit_login, methods=["POST"], scope="sign-in")(
+        login_view
+    )
     # Counted only when the answer is 401, across the whole API; once over, every API request from that
     # address gets 429 until the window ends (a valid token from elsewhere is unaffected).
-    limiter.shared_limit(settings.ratelimit_api_auth_failures, scope="api-auth-failures",
-                         deduct_when=_unauthenticated)(api_bp)
+    limiter.shared_limit(settings.ratelimit_api_auth_failures, scope="api-auth-failures", deduct_when=_unauthenticated)(
+        api_bp
+    )
     return limiter
 
 

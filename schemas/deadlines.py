@@ -19,6 +19,7 @@ class OverdueDeadlineSchema(Schema):
 
 
 class OverduePageSchema(Schema):
-    items = fields.List(fields.Nested(OverdueDeadlineSchema), required=True,
-                        metadata={"description": "riskiest first, then oldest"})
+    items = fields.List(
+        fields.Nested(OverdueDeadlineSchema), required=True, metadata={"description": "riskiest first, then oldest"}
+    )
     next = fields.String(required=True, allow_none=True, metadata={"description": "cursor of the next page"})

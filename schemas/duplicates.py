@@ -46,14 +46,16 @@ class DuplicateDecisionResultSchema(Schema):
     subject_id = fields.String(required=True)
     earlier_referral_id = fields.String(required=True)
     earlier_subject_id = fields.String(required=True)
-    person_id = fields.String(required=True, allow_none=True,
-                              metadata={"description": "set once confirmed: one id per person"})
+    person_id = fields.String(
+        required=True, allow_none=True, metadata={"description": "set once confirmed: one id per person"}
+    )
 
 
 class DuplicateSchema(DuplicateDecisionResultSchema):
     referral = fields.Nested(DuplicateSideSchema, required=True, metadata={"description": "the later referral"})
-    earlier_referral = fields.Nested(DuplicateSideSchema, required=True,
-                                     metadata={"description": "the earliest referral it matched"})
+    earlier_referral = fields.Nested(
+        DuplicateSideSchema, required=True, metadata={"description": "the earliest referral it matched"}
+    )
 
 
 class DuplicatePageSchema(Schema):

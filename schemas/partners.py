@@ -13,8 +13,9 @@ class PartnerSchema(Schema):
     id = fields.String(required=True, validate=_ID)
     name = fields.String(required=True, validate=validate.Length(min=1, max=200))
     networks = fields.List(fields.String(validate=validate.OneOf(NETWORKS)), load_default=list)
-    services = fields.List(fields.String(validate=validate.OneOf(SERVICES)), required=True,
-                           validate=validate.Length(min=1))
+    services = fields.List(
+        fields.String(validate=validate.OneOf(SERVICES)), required=True, validate=validate.Length(min=1)
+    )
     provinces = fields.List(fields.String(), load_default=list)
     districts = fields.List(fields.String(), load_default=list)
     languages = fields.List(fields.String(validate=validate.OneOf(LANGUAGES)), load_default=list)
@@ -41,7 +42,6 @@ class PartnerSchema(Schema):
         if not out_p and not out_d:
             raise ValidationError("name at least one province or district", "provinces")
         data["provinces"], data["districts"] = out_p, out_d
-
 
 
 class PartnerViewSchema(Schema):

@@ -121,8 +121,11 @@ class PreferencesInputSchema(_Strict):
 class ReferralInputSchema(_Strict):
     subject = fields.Nested(SubjectInputSchema, required=True)
     incident = fields.Nested(IncidentInputSchema, load_default=dict)
-    needs = fields.List(fields.String(validate=validate.OneOf(SERVICES)), required=True,
-                        validate=validate.Length(min=1, error="name at least one need"))
+    needs = fields.List(
+        fields.String(validate=validate.OneOf(SERVICES)),
+        required=True,
+        validate=validate.Length(min=1, error="name at least one need"),
+    )
     risk_level = fields.String(required=True, validate=validate.OneOf(RISK_LEVELS))
     consent = fields.Nested(ConsentInputSchema, required=True)
     preferences = fields.Nested(PreferencesInputSchema, load_default=dict)
@@ -137,9 +140,15 @@ class ReferralInputSchema(_Strict):
         consent = data["consent"]
         return SubmitReferral(
             subject=SubjectInput(
-                full_name=s["full_name"], province=s["province"], district=s["district"],
-                date_of_birth=s.get("date_of_birth"), sex=s.get("sex"), cnic=s.get("cnic"), phone=s.get("phone"),
-                address=s.get("address"), preferred_language=s.get("preferred_language"),
+                full_name=s["full_name"],
+                province=s["province"],
+                district=s["district"],
+                date_of_birth=s.get("date_of_birth"),
+                sex=s.get("sex"),
+                cnic=s.get("cnic"),
+                phone=s.get("phone"),
+                address=s.get("address"),
+                preferred_language=s.get("preferred_language"),
             ),
             needs=data["needs"],
             risk_level=data["risk_level"],
@@ -209,16 +218,20 @@ class AssignmentSchema(Schema):
     status = _assignment_status()
     offered_at = fields.DateTime(required=True)
     responded_at = fields.DateTime(required=True, allow_none=True)
-    reasons = fields.List(fields.String(), required=True,
-                          metadata={"description": "why this partner was chosen, as readable sentences"})
+    reasons = fields.List(
+        fields.String(), required=True, metadata={"description": "why this partner was chosen, as readable sentences"}
+    )
     decline_reason = fields.String(required=True, allow_none=True, validate=_one_of(DECLINE_REASONS))
     close_outcome = fields.String(required=True, allow_none=True, validate=_one_of(CLOSE_OUTCOMES))
     services_delivered = fields.List(fields.String(validate=_SERVICE), required=True, allow_none=True)
     closed_at = fields.DateTime(required=True, allow_none=True)
 
 
-_NOTE_DAMAGED = fields.Boolean(metadata={"description": "present (true) when the note is stored but does not open: "
-                                                       "a damaged record; `note` is then null"})
+_NOTE_DAMAGED = fields.Boolean(
+    metadata={
+        "description": "present (true) when the note is stored but does not open: a damaged record; `note` is then null"
+    }
+)
 
 
 class FollowUpViewSchema(Schema):
@@ -241,8 +254,9 @@ class AssignmentDetailSchema(AssignmentSchema):
 class InboxItemSchema(AssignmentSchema):
     risk_level = fields.String(required=True, validate=_RISK)
     reference = fields.String(required=True)
-    subject_damaged = fields.Boolean(required=True, metadata={
-        "description": "the person's data key does not open (a damaged record)"})
+    subject_damaged = fields.Boolean(
+        required=True, metadata={"description": "the person's data key does not open (a damaged record)"}
+    )
 
 
 class AssignmentPageSchema(Schema):
@@ -262,13 +276,20 @@ class SubjectViewSchema(Schema):
     district = fields.String(required=True)
     preferred_language = fields.String(required=True, allow_none=True, validate=_one_of(LANGUAGES))
     is_minor = fields.Boolean(required=True, allow_none=True)
-    erased = fields.Boolean(required=True, metadata={"description": "the subject was erased: every personal field "
-                                                                    "reads null"})
-    damaged = fields.Boolean(required=True, metadata={
-        "description": "true when some stored personal field (or the person's data key) does not open: a damaged "
-                       "record; those fields read null"})
-    damaged_fields = fields.List(fields.String(), metadata={"description": "present when `damaged`: the fields "
-                                                                          "that read null because they are damaged"})
+    erased = fields.Boolean(
+        required=True, metadata={"description": "the subject was erased: every personal field reads null"}
+    )
+    damaged = fields.Boolean(
+        required=True,
+        metadata={
+            "description": "true when some stored personal field (or the person's data key) does not open: a damaged "
+            "record; those fields read null"
+        },
+    )
+    damaged_fields = fields.List(
+        fields.String(),
+        metadata={"description": "present when `damaged`: the fields that read null because they are damaged"},
+    )
 
 
 class IncidentViewSchema(Schema):
@@ -322,16 +343,25 @@ class ReferralSchema(Schema):
     subject = fields.Nested(SubjectViewSchema, required=True)
     preferences = fields.Nested(PreferencesViewSchema, required=True)
     created_at = fields.DateTime(required=True)
-    assignments = fields.List(fields.Nested(AssignmentDetailSchema), required=True,
-                              metadata={"description": "a partner sees only its own"})
-    incident = fields.Nested(IncidentViewSchema, metadata={
-        "description": "present for its caseworker, supervisors and a partner whose consent scopes include it"})
+    assignments = fields.List(
+        fields.Nested(AssignmentDetailSchema), required=True, metadata={"description": "a partner sees only its own"}
+    )
+    incident = fields.Nested(
+        IncidentViewSchema,
+        metadata={
+            "description": "present for its caseworker, supervisors and a partner whose consent scopes include it"
+        },
+    )
     # Its caseworker and supervisors only:
     consent = fields.Nested(ConsentViewSchema)
     caseworker_id = fields.String()
     routing_decisions = fields.List(fields.Nested(RoutingDecisionSchema))
-    linked_referrals = fields.List(fields.Nested(LinkedReferralSchema), metadata={
-        "description": "supervisors only: the other referrals of the same person (links a supervisor confirmed)"})
+    linked_referrals = fields.List(
+        fields.Nested(LinkedReferralSchema),
+        metadata={
+            "description": "supervisors only: the other referrals of the same person (links a supervisor confirmed)"
+        },
+    )
 
 
 class ListedSubjectSchema(Schema):
@@ -363,8 +393,11 @@ class RepeatReferralWarningSchema(Schema):
     code = fields.String(required=True, validate=validate.OneOf(("possible_repeat_referral",)))
     message = fields.String(required=True)
     matched_on = fields.List(fields.String(validate=validate.OneOf(("cnic", "phone"))), required=True)
-    earlier_references = fields.List(fields.String(), required=True, metadata={
-        "description": "only referrals the submitter may already see, oldest first"})
+    earlier_references = fields.List(
+        fields.String(),
+        required=True,
+        metadata={"description": "only referrals the submitter may already see, oldest first"},
+    )
 
 
 class SubmittedSchema(Schema):

@@ -26,8 +26,10 @@ from tests.factories import partner
 TESTS = Path(__file__).parent
 # Each folder is a tier, and a tier is a marker: `pytest -m unit` runs the fast in-process tests alone.
 TIERS = ("unit", "integration", "e2e")
-UNIT_RULE = ("a unit test runs in-process: it must not {what} (no network, no subprocess, no PostgreSQL or "
-             "RabbitMQ); put this test in tests/e2e or tests/integration")
+UNIT_RULE = (
+    "a unit test runs in-process: it must not {what} (no network, no subprocess, no PostgreSQL or "
+    "RabbitMQ); put this test in tests/e2e or tests/integration"
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -136,8 +138,9 @@ def make_user(services: Services) -> Any:
     counter = iter(range(1, 10_000))
 
     def _make(role: str, partner_id: str | None = None, password: str | None = None) -> UserHandle:
-        created = users.create_user(services, name=f"{role}-{next(counter)}", role=role, partner_id=partner_id,
-                                    password=password)
+        created = users.create_user(
+            services, name=f"{role}-{next(counter)}", role=role, partner_id=partner_id, password=password
+        )
         return UserHandle(Actor(created["id"], Role(role), partner_id, created["name"]), created["token"])
 
     return _make

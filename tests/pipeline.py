@@ -22,8 +22,7 @@ class InProcessPipeline:
 
     def _consume(self) -> int:
         before = self.router.handled
-        with Consumer(self.connection, queues=[self.router.queue], callbacks=[self.router.on_message],
-                      accept=["json"]):
+        with Consumer(self.connection, queues=[self.router.queue], callbacks=[self.router.on_message], accept=["json"]):
             while True:
                 try:
                     self.connection.drain_events(timeout=0.02)

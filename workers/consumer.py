@@ -49,8 +49,16 @@ def find_handler(handlers: HandlerMap, kind: str) -> Handler | None:
 
 
 class IdempotentConsumer(ConsumerMixin):
-    def __init__(self, connection: Connection, services: Services, group: str,
-                 handlers: HandlerMap, *, prefetch: int = 20, max_attempts: int = MAX_ATTEMPTS) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        services: Services,
+        group: str,
+        handlers: HandlerMap,
+        *,
+        prefetch: int = 20,
+        max_attempts: int = MAX_ATTEMPTS,
+    ) -> None:
         self.connection = connection
         self.services = services
         self.group = group
@@ -63,8 +71,9 @@ class IdempotentConsumer(ConsumerMixin):
 
     def get_consumers(self, Consumer: Any, channel: Any) -> list[Any]:  # noqa: N803 - kombu's signature
         dead_letter_queue(self.connection)(channel).declare()
-        return [Consumer(queues=[self.queue], callbacks=[self.on_message], accept=["json"],
-                         prefetch_count=self.prefetch)]
+        return [
+            Consumer(queues=[self.queue], callbacks=[self.on_message], accept=["json"], prefetch_count=self.prefetch)
+        ]
 
     def on_decode_error(self, message: Message, exc: Exception) -> None:
         # kombu's default logs the raw body (it may hold anything) and acks it, losing it: park it instead.
@@ -103,8 +112,9 @@ class IdempotentConsumer(ConsumerMixin):
             if uow.session.get(ProcessedMessage, (self.group, event_id)) is not None:
                 return  # redelivered after a crash between commit and ack: already done
             handler(uow, self.services, event)
-            uow.session.add(ProcessedMessage(consumer=self.group, event_id=event_id,
-                                             processed_at=self.services.clock.now()))
+            uow.session.add(
+                ProcessedMessage(consumer=self.group, event_id=event_id, processed_at=self.services.clock.now())
+            )
             try:
                 uow.commit()
             except IntegrityError:
@@ -122,12 +132,19 @@ class IdempotentConsumer(ConsumerMixin):
         # A retried message comes back through the default exchange: keep the key it first had.
         original.setdefault(ORIGINAL_ROUTING_KEY_HEADER, (message.delivery_info or {}).get("routing_key", ""))
         producer = Producer(self.connection.default_channel)
-        producer.publish(message.body, exchange=exchange, routing_key=routing_key,
-                         content_type=message.content_type or "application/octet-stream",
-                         content_encoding=message.content_encoding or "binary",
-                         headers={**original, **headers}, delivery_mode=2,
-                         message_id=(message.properties or {}).get("message_id"),
-                         retry=True, retry_policy=RETRY_POLICY, confirm_timeout=CONFIRM_TIMEOUT)
+        producer.publish(
+            message.body,
+            exchange=exchange,
+            routing_key=routing_key,
+            content_type=message.content_type or "application/octet-stream",
+            content_encoding=message.content_encoding or "binary",
+            headers={**original, **headers},
+            delivery_mode=2,
+            message_id=(message.properties or {}).get("message_id"),
+            retry=True,
+            retry_policy=RETRY_POLICY,
+            confirm_timeout=CONFIRM_TIMEOUT,
+        )
 
     def _retry_or_dead_letter(self, message: Message, exc: Exception) -> None:
         attempts = int((message.headers or {}).get(ATTEMPTS_HEADER, 0)) + 1
@@ -142,6 +159,10 @@ class IdempotentConsumer(ConsumerMixin):
 
     def _dead_letter(self, message: Message, reason: str) -> None:
         log.error("%s: dead-lettering a message: %s", self.group, reason)
-        self._republish(message, exchange=DEAD, routing_key=DEAD_ROUTING_KEY,
-                        headers={DEAD_REASON_HEADER: reason, CONSUMER_HEADER: self.group})
+        self._republish(
+            message,
+            exchange=DEAD,
+            routing_key=DEAD_ROUTING_KEY,
+            headers={DEAD_REASON_HEADER: reason, CONSUMER_HEADER: self.group},
+        )
         message.ack()

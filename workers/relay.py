@@ -28,13 +28,15 @@ log = logging.getLogger(__name__)
 RETENTION = timedelta(days=7)
 PRUNE_EVERY_SECONDS = 3600.0
 OUTBOX = cast(Table, OutboxMessage.__table__)
-MARK_PUBLISHED = update(OUTBOX).where(OUTBOX.c.id.in_(bindparam("ids", expanding=True))).values(
-    published_at=bindparam("now"))
+MARK_PUBLISHED = (
+    update(OUTBOX).where(OUTBOX.c.id.in_(bindparam("ids", expanding=True))).values(published_at=bindparam("now"))
+)
 
 
 class OutboxRelay:
-    def __init__(self, services: Services, publisher: Publisher, *, batch_size: int = 200,
-                 poll_interval: float = 0.05) -> None:
+    def __init__(
+        self, services: Services, publisher: Publisher, *, batch_size: int = 200, poll_interval: float = 0.05
+    ) -> None:
         self.services = services
         self.publisher = publisher
         self.batch_size = batch_size
@@ -62,13 +64,32 @@ class OutboxRelay:
         # statement: a referral's events are never published out of order, and the offer that
         # follows a routing decision leaves with the decision instead of a round later.
         earlier = OutboxMessage.__table__.alias("earlier")
-        heads = (select(t.id, t.aggregate_id).where(t.published_at.is_(None), ~exists().where(
-            earlier.c.aggregate_id == t.aggregate_id, earlier.c.published_at.is_(None), earlier.c.id < t.id,
-        )).order_by(t.id).limit(self.batch_size).with_for_update(skip_locked=True).cte("heads"))
+        heads = (
+            select(t.id, t.aggregate_id)
+            .where(
+                t.published_at.is_(None),
+                ~exists().where(
+                    earlier.c.aggregate_id == t.aggregate_id,
+                    earlier.c.published_at.is_(None),
+                    earlier.c.id < t.id,
+                ),
+            )
+            .order_by(t.id)
+            .limit(self.batch_size)
+            .with_for_update(skip_locked=True)
+            .cte("heads")
+        )
         # No SKIP LOCKED for the later rows: skipping one would publish its successors before it.
-        return (select(*columns).where(t.published_at.is_(None), or_(
-            t.id.in_(select(heads.c.id)), t.aggregate_id.in_(select(heads.c.aggregate_id))))
-            .order_by(t.id).limit(self.batch_size * 5).with_for_update(of=OutboxMessage.__table__))
+        return (
+            select(*columns)
+            .where(
+                t.published_at.is_(None),
+                or_(t.id.in_(select(heads.c.id)), t.aggregate_id.in_(select(heads.c.aggregate_id))),
+            )
+            .order_by(t.id)
+            .limit(self.batch_size * 5)
+            .with_for_update(of=OutboxMessage.__table__)
+        )
 
     def publish_batch(self) -> int:
         """Publish the pending rows this relay can claim; returns how many were published."""
@@ -104,11 +125,17 @@ class OutboxRelay:
         with self.services.uow() as uow:
             for group in CONSUMER_GROUPS:
                 keys = routing_keys(group)
-                done = select(ProcessedMessage.event_id).where(ProcessedMessage.consumer == group,
-                                                               ProcessedMessage.event_id == OutboxMessage.event_id)
-                rows = uow.session.scalars(select(OutboxMessage).where(
-                    OutboxMessage.published_at.is_not(None), OutboxMessage.exchange == EVENTS_EXCHANGE,
-                    OutboxMessage.routing_key.in_(keys), ~done.exists())).all()
+                done = select(ProcessedMessage.event_id).where(
+                    ProcessedMessage.consumer == group, ProcessedMessage.event_id == OutboxMessage.event_id
+                )
+                rows = uow.session.scalars(
+                    select(OutboxMessage).where(
+                        OutboxMessage.published_at.is_not(None),
+                        OutboxMessage.exchange == EVENTS_EXCHANGE,
+                        OutboxMessage.routing_key.in_(keys),
+                        ~done.exists(),
+                    )
+                ).all()
                 for row in rows:
                     row.published_at = None
                 replayed += len(rows)
@@ -167,8 +194,11 @@ class OutboxWakeup:
         self.signal = services.outbox_signal
         self.poll_interval = poll_interval
         url = services.engine.url
-        self._dsn = (url.set(drivername="postgresql").render_as_string(hide_password=False)
-                     if url.get_backend_name() == "postgresql" else None)
+        self._dsn = (
+            url.set(drivername="postgresql").render_as_string(hide_password=False)
+            if url.get_backend_name() == "postgresql"
+            else None
+        )
         self._conn: Any = None
         self._retry_at = 0.0
 

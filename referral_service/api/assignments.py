@@ -31,26 +31,40 @@ _CONCURRENT = "someone else changed the assignment at the same time; reload it"
 
 
 @bp.get("/assignments")
-@operation("Assignment inbox (a partner's own organisation, or all for supervisors), newest offer first",
-           response=AssignmentPageSchema,
-           parameters=(choice("status", AssignmentStatus, "only assignments in this status"), *PAGE),
-           errors={403: "the assignment inbox is for partner staff and supervisors"})
+@operation(
+    "Assignment inbox (a partner's own organisation, or all for supervisors), newest offer first",
+    response=AssignmentPageSchema,
+    parameters=(choice("status", AssignmentStatus, "only assignments in this status"), *PAGE),
+    errors={403: "the assignment inbox is for partner staff and supervisors"},
+)
 def inbox() -> Any:
     actor = current_actor()
-    return assignments.inbox(services(), actor, status=query_choice("status", AssignmentStatus),
-                                limit=query_int("limit"), cursor=request.args.get("cursor"))
+    return assignments.inbox(
+        services(),
+        actor,
+        status=query_choice("status", AssignmentStatus),
+        limit=query_int("limit"),
+        cursor=request.args.get("cursor"),
+    )
 
 
 @bp.post("/assignments/<assignment_id>/accept")
-@operation("Accept an offered case", response=AssignmentSchema,
-           errors={**_ASSIGNED_PARTNER, 409: f"the assignment is not offered any more; or {_CONCURRENT}"})
+@operation(
+    "Accept an offered case",
+    response=AssignmentSchema,
+    errors={**_ASSIGNED_PARTNER, 409: f"the assignment is not offered any more; or {_CONCURRENT}"},
+)
 def accept(assignment_id: str) -> Any:
     return assignments.accept(services(), AcceptAssignment(assignment_id), current_actor())
 
 
 @bp.post("/assignments/<assignment_id>/decline")
-@operation("Decline an offered or accepted case; it is routed onward", body=DeclineSchema, response=AssignmentSchema,
-           errors={**_ASSIGNED_PARTNER, 409: f"the assignment is not open; or {_DAMAGED}; or {_CONCURRENT}"})
+@operation(
+    "Decline an offered or accepted case; it is routed onward",
+    body=DeclineSchema,
+    response=AssignmentSchema,
+    errors={**_ASSIGNED_PARTNER, 409: f"the assignment is not open; or {_DAMAGED}; or {_CONCURRENT}"},
+)
 def decline(assignment_id: str) -> Any:
     actor = current_actor()
     data = load(DeclineSchema(), json_body())
@@ -59,9 +73,13 @@ def decline(assignment_id: str) -> Any:
 
 
 @bp.post("/assignments/<assignment_id>/followups")
-@operation("Record a follow-up: contact made, service started or delivered (free text in the sealed note)",
-           body=FollowUpSchema, response=FollowUpRecordedSchema, status=201,
-           errors={**_ASSIGNED_PARTNER, 409: f"the assignment is not accepted; or {_DAMAGED}; or {_CONCURRENT}"})
+@operation(
+    "Record a follow-up: contact made, service started or delivered (free text in the sealed note)",
+    body=FollowUpSchema,
+    response=FollowUpRecordedSchema,
+    status=201,
+    errors={**_ASSIGNED_PARTNER, 409: f"the assignment is not accepted; or {_DAMAGED}; or {_CONCURRENT}"},
+)
 def followup(assignment_id: str) -> Any:
     actor = current_actor()
     data = load(FollowUpSchema(), json_body())
@@ -70,10 +88,15 @@ def followup(assignment_id: str) -> Any:
 
 
 @bp.post("/assignments/<assignment_id>/close")
-@operation("Close an assignment with an outcome (the assigned partner or a supervisor)", body=CloseSchema,
-           response=AssignmentSchema,
-           errors={403: "only the assigned partner or a supervisor may do this",
-                   409: f"the assignment is not open; or {_DAMAGED}; or {_CONCURRENT}"})
+@operation(
+    "Close an assignment with an outcome (the assigned partner or a supervisor)",
+    body=CloseSchema,
+    response=AssignmentSchema,
+    errors={
+        403: "only the assigned partner or a supervisor may do this",
+        409: f"the assignment is not open; or {_DAMAGED}; or {_CONCURRENT}",
+    },
+)
 def close(assignment_id: str) -> Any:
     actor = current_actor()
     data = load(CloseSchema(), json_body())
@@ -82,8 +105,12 @@ def close(assignment_id: str) -> Any:
 
 
 @bp.get("/deadlines/overdue")
-@operation("Every overdue deadline, riskiest then oldest first (supervisors)", response=OverduePageSchema,
-           parameters=PAGE, errors={403: "overdue deadlines are for supervisors"})
+@operation(
+    "Every overdue deadline, riskiest then oldest first (supervisors)",
+    response=OverduePageSchema,
+    parameters=PAGE,
+    errors={403: "overdue deadlines are for supervisors"},
+)
 def overdue() -> Any:
     actor = current_actor()
     return deadlines.overdue(services(), actor, limit=query_int("limit"), cursor=request.args.get("cursor"))
@@ -103,8 +130,13 @@ def get_partner(partner_id: str) -> Any:
 
 
 @bp.post("/partners")
-@operation("Create or update a partner by id (admins)", body=PartnerSchema, response=PartnerViewSchema, status=201,
-           errors={403: "only admins change the partner directory"})
+@operation(
+    "Create or update a partner by id (admins)",
+    body=PartnerSchema,
+    response=PartnerViewSchema,
+    status=201,
+    errors={403: "only admins change the partner directory"},
+)
 def upsert_partner() -> Any:
     actor = current_actor()
     screen(services(), actor, Action.WRITE_PARTNERS)  # role before body

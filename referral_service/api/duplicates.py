@@ -20,18 +20,31 @@ _DECIDED = {**_SUPERVISORS, 409: "this possible duplicate was already confirmed 
 
 
 @bp.get("/duplicates")
-@operation("Possible duplicate people (a CNIC or phone matching an earlier subject), oldest first (supervisors)",
-           response=DuplicatePageSchema, errors=_SUPERVISORS,
-           parameters=(choice("status", DuplicateStatus, "which questions", default=DuplicateStatus.PENDING), *PAGE))
+@operation(
+    "Possible duplicate people (a CNIC or phone matching an earlier subject), oldest first (supervisors)",
+    response=DuplicatePageSchema,
+    errors=_SUPERVISORS,
+    parameters=(choice("status", DuplicateStatus, "which questions", default=DuplicateStatus.PENDING), *PAGE),
+)
 def list_duplicates() -> Any:
     actor = current_actor()
-    return duplicates.list_duplicates(services(), actor, status=query_choice("status", DuplicateStatus),
-                                         limit=query_int("limit"), cursor=request.args.get("cursor"))
+    return duplicates.list_duplicates(
+        services(),
+        actor,
+        status=query_choice("status", DuplicateStatus),
+        limit=query_int("limit"),
+        cursor=request.args.get("cursor"),
+    )
 
 
 @bp.post("/duplicates/<duplicate_id>/confirm")
-@operation("Confirm: link both people as one (supervisors); no data moves between referrals",
-           body=DuplicateDecisionSchema, body_required=False, response=DuplicateDecisionResultSchema, errors=_DECIDED)
+@operation(
+    "Confirm: link both people as one (supervisors); no data moves between referrals",
+    body=DuplicateDecisionSchema,
+    body_required=False,
+    response=DuplicateDecisionResultSchema,
+    errors=_DECIDED,
+)
 def confirm_duplicate(duplicate_id: str) -> Any:
     actor = current_actor()
     # Role before body, as for intake: a caller who may not decide learns nothing from validation.
@@ -41,8 +54,13 @@ def confirm_duplicate(duplicate_id: str) -> Any:
 
 
 @bp.post("/duplicates/<duplicate_id>/dismiss")
-@operation("Dismiss: keep the two people apart (supervisors)", body=DuplicateDecisionSchema, body_required=False,
-           response=DuplicateDecisionResultSchema, errors=_DECIDED)
+@operation(
+    "Dismiss: keep the two people apart (supervisors)",
+    body=DuplicateDecisionSchema,
+    body_required=False,
+    response=DuplicateDecisionResultSchema,
+    errors=_DECIDED,
+)
 def dismiss_duplicate(duplicate_id: str) -> Any:
     actor = current_actor()
     screen(services(), actor, Action.DISMISS_DUPLICATE)

@@ -132,8 +132,11 @@ def choice(name: str, values: Iterable[str], description: str, default: str | No
 
 
 PAGE = (
-    query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
-          "how many items at most"),
+    query(
+        "limit",
+        {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+        "how many items at most",
+    ),
     query("cursor", {"type": "string", "maxLength": MAX_CURSOR_CHARS}, "the `next` of the previous page"),
 )
 
@@ -145,8 +148,11 @@ def openapi_path(rule: str) -> str:
 
 def documented_rules(app: Flask) -> list[Rule]:
     """The app's rules that the document must describe: those of the API and operations blueprints."""
-    return [r for r in app.url_map.iter_rules() if r.endpoint.partition(".")[0] in DOCUMENTED_BLUEPRINTS
-            and "." in r.endpoint]
+    return [
+        r
+        for r in app.url_map.iter_rules()
+        if r.endpoint.partition(".")[0] in DOCUMENTED_BLUEPRINTS and "." in r.endpoint
+    ]
 
 
 def documented_methods(rule: Rule) -> list[str]:
@@ -169,13 +175,19 @@ def _schema_name(schema: Any) -> str:
 
 
 def _build(app: Flask) -> dict[str, Any]:
-    spec = APISpec(title="referral-service", version=__version__, openapi_version="3.0.3",
-                   plugins=[MarshmallowPlugin(schema_name_resolver=_schema_name)],
-                   info={"description": "Victim Assistance Network referrals"})
-    spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer",
-                                               "description": "a token from `referral-service users create`"})
-    spec.components.security_scheme("metricsToken", {"type": "http", "scheme": "bearer",
-                                                     "description": "REFERRAL_METRICS_TOKEN"})
+    spec = APISpec(
+        title="referral-service",
+        version=__version__,
+        openapi_version="3.0.3",
+        plugins=[MarshmallowPlugin(schema_name_resolver=_schema_name)],
+        info={"description": "Victim Assistance Network referrals"},
+    )
+    spec.components.security_scheme(
+        "bearer", {"type": "http", "scheme": "bearer", "description": "a token from `referral-service users create`"}
+    )
+    spec.components.security_scheme(
+        "metricsToken", {"type": "http", "scheme": "bearer", "description": "REFERRAL_METRICS_TOKEN"}
+    )
     spec.components.schema("Error", schema=ErrorSchema)
     paths: dict[str, dict[str, Any]] = {}
     parameters: dict[str, list[dict[str, Any]]] = {}
@@ -199,8 +211,13 @@ def _noun(argument: str) -> str:
 
 
 def _path_parameter(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"},
-            "description": f"the {_noun(name)}'s id"}
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": f"the {_noun(name)}'s id",
+    }
 
 
 def _errors(op: Operation, rule: Rule) -> dict[int, str]:
@@ -228,9 +245,13 @@ _HEADERS: dict[int, dict[str, Any]] = {
     429: {"Retry-After": {"description": "seconds until requests are taken again", "schema": {"type": "integer"}}},
 }
 _API_HEADERS: dict[int, dict[str, Any]] = {
-    401: {"WWW-Authenticate": {"description": 'RFC 6750: `Bearer realm="referral-service"`, with '
-                                              '`error="invalid_token"` when a token was sent',
-                               "schema": {"type": "string"}}},
+    401: {
+        "WWW-Authenticate": {
+            "description": 'RFC 6750: `Bearer realm="referral-service"`, with '
+            '`error="invalid_token"` when a token was sent',
+            "schema": {"type": "string"},
+        }
+    },
 }
 
 

@@ -24,8 +24,12 @@ def healthz() -> Any:
 
 
 @ops_bp.get("/readyz")
-@operation("Readiness: the database and the broker are reachable", response=ReadinessSchema, security="none",
-           others={503: ("not ready: a check failed (the reason is logged, not shown)", ReadinessSchema)})
+@operation(
+    "Readiness: the database and the broker are reachable",
+    response=ReadinessSchema,
+    security="none",
+    others={503: ("not ready: a check failed (the reason is logged, not shown)", ReadinessSchema)},
+)
 def readyz() -> Any:
     checks: dict[str, str] = {}
     svc = services()
@@ -51,9 +55,13 @@ def readyz() -> Any:
 
 
 @ops_bp.get("/metrics")
-@operation("Prometheus metrics, for a scraper holding REFERRAL_METRICS_TOKEN", security="metrics",
-           response={"type": "string"}, media_type="text/plain",
-           errors={404: "no REFERRAL_METRICS_TOKEN is set: the endpoint is off"})
+@operation(
+    "Prometheus metrics, for a scraper holding REFERRAL_METRICS_TOKEN",
+    security="metrics",
+    response={"type": "string"},
+    media_type="text/plain",
+    errors={404: "no REFERRAL_METRICS_TOKEN is set: the endpoint is off"},
+)
 def metrics() -> Any:
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -64,8 +72,7 @@ def metrics() -> Any:
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
         raise Unauthenticated("send Authorization: Bearer <REFERRAL_METRICS_TOKEN>")
-    return Response(generate_latest(current_app.extensions["referral_metrics"].registry),
-                    mimetype=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(current_app.extensions["referral_metrics"].registry), mimetype=CONTENT_TYPE_LATEST)
 
 
 @bp.get("/openapi.json")

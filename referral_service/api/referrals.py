@@ -33,18 +33,28 @@ from schemas import (
 )
 
 IDEMPOTENCY_KEY_MAX = 200
-IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": False,
-                   "schema": {"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX},
-                   "description": "a retry with the same key and body gets the first answer, and nothing is "
-                                  "submitted twice"}
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX},
+    "description": "a retry with the same key and body gets the first answer, and nothing is submitted twice",
+}
 _STAFF_ONLY = {403: "only the referral's caseworker or a supervisor may do this"}
 
 
 @bp.post("/referrals")
-@operation("Submit a referral", body=ReferralInputSchema, response=SubmittedSchema, status=201,
-           parameters=(IDEMPOTENCY_KEY,),
-           errors={403: "only caseworkers and supervisors submit referrals",
-                   409: "this Idempotency-Key was already used with a different body"})
+@operation(
+    "Submit a referral",
+    body=ReferralInputSchema,
+    response=SubmittedSchema,
+    status=201,
+    parameters=(IDEMPOTENCY_KEY,),
+    errors={
+        403: "only caseworkers and supervisors submit referrals",
+        409: "this Idempotency-Key was already used with a different body",
+    },
+)
 def submit_referral() -> Any:
     actor = current_actor()
     # Role before body: a caller who may not submit learns nothing about what a valid referral looks like.
@@ -60,28 +70,43 @@ def submit_referral() -> Any:
 
 
 @bp.get("/referrals/<referral_id>")
-@operation("One referral, as this caller may see it", response=ReferralSchema,
-           description="A partner sees it only while it holds an offered or accepted assignment of it and consent "
-                       "stands, and only the subject's fields that the consent scopes release.",
-           errors={403: "you may not see this referral"})
+@operation(
+    "One referral, as this caller may see it",
+    response=ReferralSchema,
+    description="A partner sees it only while it holds an offered or accepted assignment of it and consent "
+    "stands, and only the subject's fields that the consent scopes release.",
+    errors={403: "you may not see this referral"},
+)
 def get_referral(referral_id: str) -> Any:
     return referrals.get_referral(services(), referral_id, current_actor())
 
 
 @bp.get("/referrals")
-@operation("List referrals (a caseworker's own, or all for supervisors), newest first", response=ReferralPageSchema,
-           parameters=(choice("status", ReferralStatus, "only referrals in this status"), *PAGE),
-           errors={403: "only caseworkers and supervisors list referrals"})
+@operation(
+    "List referrals (a caseworker's own, or all for supervisors), newest first",
+    response=ReferralPageSchema,
+    parameters=(choice("status", ReferralStatus, "only referrals in this status"), *PAGE),
+    errors={403: "only caseworkers and supervisors list referrals"},
+)
 def list_referrals() -> Any:
     actor = current_actor()
-    return referrals.list_referrals(services(), actor, status=query_choice("status", ReferralStatus),
-                                       limit=query_int("limit"), cursor=request.args.get("cursor"))
+    return referrals.list_referrals(
+        services(),
+        actor,
+        status=query_choice("status", ReferralStatus),
+        limit=query_int("limit"),
+        cursor=request.args.get("cursor"),
+    )
 
 
 @bp.post("/referrals/<referral_id>/consent/withdraw")
-@operation("Withdraw consent: open offers are pulled back, partners lose access", body=WithdrawSchema,
-           body_required=False, response=ConsentWithdrawnSchema,
-           errors={**_STAFF_ONLY, 409: "consent was already withdrawn"})
+@operation(
+    "Withdraw consent: open offers are pulled back, partners lose access",
+    body=WithdrawSchema,
+    body_required=False,
+    response=ConsentWithdrawnSchema,
+    errors={**_STAFF_ONLY, 409: "consent was already withdrawn"},
+)
 def withdraw_consent(referral_id: str) -> Any:
     actor = current_actor()
     data = load(WithdrawSchema(), optional_json_body())
@@ -89,9 +114,13 @@ def withdraw_consent(referral_id: str) -> Any:
 
 
 @bp.post("/referrals/<referral_id>/withdraw")
-@operation("Withdraw the referral: open offers are pulled back, nothing more is routed", body=WithdrawSchema,
-           body_required=False, response=ReferralStateSchema,
-           errors={**_STAFF_ONLY, 409: "the referral is already withdrawn or closed"})
+@operation(
+    "Withdraw the referral: open offers are pulled back, nothing more is routed",
+    body=WithdrawSchema,
+    body_required=False,
+    response=ReferralStateSchema,
+    errors={**_STAFF_ONLY, 409: "the referral is already withdrawn or closed"},
+)
 def withdraw_referral(referral_id: str) -> Any:
     actor = current_actor()
     data = load(WithdrawSchema(), optional_json_body())
@@ -99,10 +128,15 @@ def withdraw_referral(referral_id: str) -> Any:
 
 
 @bp.post("/referrals/<referral_id>/reopen")
-@operation("Re-open a withdrawn or unroutable referral (with a note why); it is routed again", body=ReopenSchema,
-           response=ReferralStateSchema,
-           errors={**_STAFF_ONLY, 409: "the referral is not withdrawn or unroutable, or its consent was withdrawn "
-                                       "or never given"})
+@operation(
+    "Re-open a withdrawn or unroutable referral (with a note why); it is routed again",
+    body=ReopenSchema,
+    response=ReferralStateSchema,
+    errors={
+        **_STAFF_ONLY,
+        409: "the referral is not withdrawn or unroutable, or its consent was withdrawn or never given",
+    },
+)
 def reopen_referral(referral_id: str) -> Any:
     actor = current_actor()
     data = load(ReopenSchema(), json_body())

@@ -270,9 +270,7 @@ def append_nodes(reader: NodeReader, size: int, leaf_hashes: Iterable[bytes]) ->
     store (in the same transaction as the new tree size).
     """
     _check_size(size)
-    stack: list[tuple[int, bytes]] = [
-        (level, reader.get(level, index)) for level, index in compact_range(0, size)
-    ]
+    stack: list[tuple[int, bytes]] = [(level, reader.get(level, index)) for level, index in compact_range(0, size)]
     new: dict[NodeId, bytes] = {}
     count = size
     for value in leaf_hashes:

@@ -280,11 +280,7 @@ def b64decode_strict(text: str, what: str = "base64") -> bytes:
 
 def valid_key_name(name: str) -> bool:
     """c2sp.org/signed-note: key names are non-empty, with no Unicode spaces and no plus sign."""
-    return (
-        bool(name)
-        and "+" not in name
-        and not any(c.isspace() or ord(c) < 0x20 for c in name)
-    )
+    return bool(name) and "+" not in name and not any(c.isspace() or ord(c) < 0x20 for c in name)
 
 
 def key_id(name: str, signature_type: int, public_key: bytes) -> int:

@@ -42,9 +42,7 @@ def ascii_digits(value: str) -> str:
     """Every Unicode decimal digit (Urdu ۰-۹, Arabic-Indic ٠-٩, full-width…) as its ASCII digit, and
     invisible format characters (direction marks a right-to-left copy and paste brings along) dropped."""
     return "".join(
-        str(unicodedata.decimal(ch)) if ch.isdecimal() else ch
-        for ch in value
-        if unicodedata.category(ch) != "Cf"
+        str(unicodedata.decimal(ch)) if ch.isdecimal() else ch for ch in value if unicodedata.category(ch) != "Cf"
     )
 
 

@@ -131,9 +131,7 @@ class PossibleDuplicate(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     decided_by: Mapped[str | None] = mapped_column(String(36))
     decided_at: Mapped[datetime | None]
-    __table_args__ = (
-        UniqueConstraint("subject_id", "earlier_subject_id", name="uq_possible_duplicates_pair"),
-    )
+    __table_args__ = (UniqueConstraint("subject_id", "earlier_subject_id", name="uq_possible_duplicates_pair"),)
 
 
 class BlindIndex(Base):

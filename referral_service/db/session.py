@@ -95,4 +95,3 @@ class UnitOfWork:
     def rollback(self) -> None:
         self.session.rollback()
         self._emitted = False  # the outbox rows went with the transaction
-

@@ -109,8 +109,14 @@ class Rule:
     scope: Scope = Scope.ALL
 
 
-def _rule(action: Action, *roles: Role, relations: Iterable[Relation] = ANY_RELATION,
-          consents: Iterable[Consent] = ANY_CONSENT, sight: Sight | None = None, scope: Scope = Scope.ALL) -> Rule:
+def _rule(
+    action: Action,
+    *roles: Role,
+    relations: Iterable[Relation] = ANY_RELATION,
+    consents: Iterable[Consent] = ANY_CONSENT,
+    sight: Sight | None = None,
+    scope: Scope = Scope.ALL,
+) -> Rule:
     return Rule(action, frozenset(roles), frozenset(relations), frozenset(consents), sight, scope)
 
 
@@ -132,14 +138,19 @@ RULES: tuple[Rule, ...] = (
     _rule(Action.LEARN_OF_MATCH, S),
     _rule(Action.LEARN_OF_MATCH, C, relations=OWN),
     # The caseworker's own actions on the referral (and any supervisor's).
-    *(r for a in (Action.WITHDRAW_CONSENT, Action.WITHDRAW_REFERRAL, Action.REOPEN_REFERRAL)
-      for r in (_rule(a, S), _rule(a, C, relations=OWN))),
+    *(
+        r
+        for a in (Action.WITHDRAW_CONSENT, Action.WITHDRAW_REFERRAL, Action.REOPEN_REFERRAL)
+        for r in (_rule(a, S), _rule(a, C, relations=OWN))
+    ),
     # The partner side. Acting on an assignment needs only that it is the partner's own: whether it
     # is still open is the state machine's question (409), not the policy's (403).
     _rule(Action.LIST_ASSIGNMENTS, S),
     _rule(Action.LIST_ASSIGNMENTS, P, scope=Scope.OWN),
-    *(_rule(a, P, relations=HOLDING)
-      for a in (Action.ACCEPT_ASSIGNMENT, Action.DECLINE_ASSIGNMENT, Action.RECORD_FOLLOWUP)),
+    *(
+        _rule(a, P, relations=HOLDING)
+        for a in (Action.ACCEPT_ASSIGNMENT, Action.DECLINE_ASSIGNMENT, Action.RECORD_FOLLOWUP)
+    ),
     _rule(Action.CLOSE_ASSIGNMENT, P, relations=HOLDING),
     _rule(Action.CLOSE_ASSIGNMENT, S),
     _rule(Action.LIST_OVERDUE, S),
@@ -204,16 +215,35 @@ class Case:
     holders: frozenset[str] = frozenset()
 
     @classmethod
-    def of_referral(cls, *, caseworker_id: str, consent_given: bool, consent_withdrawn: bool,
-                    consent_share: Iterable[str], assignments: Iterable[tuple[str, str]]) -> Case:
+    def of_referral(
+        cls,
+        *,
+        caseworker_id: str,
+        consent_given: bool,
+        consent_withdrawn: bool,
+        consent_share: Iterable[str],
+        assignments: Iterable[tuple[str, str]],
+    ) -> Case:
         """`assignments`: (partner id, status) of each of the referral's assignments."""
         open_ = {str(s) for s in OPEN_ASSIGNMENT_STATUSES}
-        return cls(caseworker_id, consent_given, consent_withdrawn, tuple(consent_share),
-                   frozenset(p for p, status in assignments if status in open_))
+        return cls(
+            caseworker_id,
+            consent_given,
+            consent_withdrawn,
+            tuple(consent_share),
+            frozenset(p for p, status in assignments if status in open_),
+        )
 
     @classmethod
-    def of_assignment(cls, *, caseworker_id: str, consent_given: bool, consent_withdrawn: bool,
-                      consent_share: Iterable[str], partner_id: str) -> Case:
+    def of_assignment(
+        cls,
+        *,
+        caseworker_id: str,
+        consent_given: bool,
+        consent_withdrawn: bool,
+        consent_share: Iterable[str],
+        partner_id: str,
+    ) -> Case:
         return cls(caseworker_id, consent_given, consent_withdrawn, tuple(consent_share), frozenset({partner_id}))
 
 
@@ -237,8 +267,9 @@ def consent(case: Case | None) -> Consent:
 
 def rule_for(role: Role, action: Action, rel: Relation, con: Consent) -> Rule | None:
     """The rule that allows this cell of the table, or None: refused."""
-    return next((r for r in RULES if r.action is action and role in r.roles and rel in r.relations
-                 and con in r.consents), None)
+    return next(
+        (r for r in RULES if r.action is action and role in r.roles and rel in r.relations and con in r.consents), None
+    )
 
 
 @dataclass(frozen=True)
@@ -298,10 +329,16 @@ def visibility(decision: Decision, actor: Actor, case: Case) -> Visibility:
         raise ValueError("no visibility without an allowed read")
     if sight is Sight.CONSENTED:
         fields = ["sex"] + [f for s in case.consent_share for f in SCOPE_FIELDS.get(s, ()) if f != "incident"]
-        return Visibility(tuple(dict.fromkeys(fields)), "incident" in case.consent_share, case_file=False,
-                          linked_referrals=False, partner_id=actor.partner_id)
-    return Visibility(PERSONAL_SUBJECT_FIELDS, incident=True, case_file=True,
-                      linked_referrals=sight is Sight.SUPERVISOR)
+        return Visibility(
+            tuple(dict.fromkeys(fields)),
+            "incident" in case.consent_share,
+            case_file=False,
+            linked_referrals=False,
+            partner_id=actor.partner_id,
+        )
+    return Visibility(
+        PERSONAL_SUBJECT_FIELDS, incident=True, case_file=True, linked_referrals=sight is Sight.SUPERVISOR
+    )
 
 
 # -- what to offer a person ------------------------------------------------------------------------------
@@ -334,12 +371,18 @@ _ASSIGNMENT_PROBES: dict[Action, Callable[[str], Any]] = {
 
 
 def available(actor: Actor, state: lifecycle.ReferralState, case: Case) -> Available:
-    on_case = frozenset(a for a, probe in _CASE_PROBES.items()
-                        if decide(actor, a, case).allowed and lifecycle.allows(state, probe(state.id)))
+    on_case = frozenset(
+        a
+        for a, probe in _CASE_PROBES.items()
+        if decide(actor, a, case).allowed and lifecycle.allows(state, probe(state.id))
+    )
     per_assignment = {
-        x.id: frozenset(a for a, probe in _ASSIGNMENT_PROBES.items()
-                        if decide(actor, a, replace(case, holders=frozenset({x.partner_id}))).allowed
-                        and lifecycle.allows(state, probe(x.id)))
+        x.id: frozenset(
+            a
+            for a, probe in _ASSIGNMENT_PROBES.items()
+            if decide(actor, a, replace(case, holders=frozenset({x.partner_id}))).allowed
+            and lifecycle.allows(state, probe(x.id))
+        )
         for x in state.assignments
     }
     return Available(on_case, per_assignment)

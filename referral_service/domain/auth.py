@@ -23,7 +23,7 @@ def locked_until(failures: int, now: datetime) -> datetime | None:
     if failures < LOCK_AFTER_FAILURES:
         return None
     steps = min(failures - LOCK_AFTER_FAILURES, 16)  # 2**16 minutes is far past the cap already
-    return now + min(LOCK_FIRST * (2 ** steps), LOCK_MAX)
+    return now + min(LOCK_FIRST * (2**steps), LOCK_MAX)
 
 
 @dataclass(frozen=True)
@@ -39,5 +39,8 @@ class SessionPolicy:
 
     def prune_before(self, now: datetime) -> tuple[datetime, datetime, datetime]:
         """Rows ended before the first, idle since before the second or started before the third can go."""
-        return (now - SESSION_KEEP_ENDED, now - self.idle - SESSION_KEEP_ENDED,
-                now - self.lifetime - SESSION_KEEP_ENDED)
+        return (
+            now - SESSION_KEEP_ENDED,
+            now - self.idle - SESSION_KEEP_ENDED,
+            now - self.lifetime - SESSION_KEEP_ENDED,
+        )

@@ -142,6 +142,7 @@ class CancelDeadline:
 
 
 ReferralCommand = WithdrawConsent | WithdrawReferral | ReopenReferral
-AssignmentCommand = (AcceptAssignment | DeclineAssignment | RecordFollowUp | CloseAssignment | ExpireOffer
-                     | WithdrawAssignment)
+AssignmentCommand = (
+    AcceptAssignment | DeclineAssignment | RecordFollowUp | CloseAssignment | ExpireOffer | WithdrawAssignment
+)
 DeadlineCommand = FireDeadline | MeetDeadline | CancelDeadline

@@ -40,7 +40,6 @@ class Conflict(DomainError):
     code = "conflict"
 
 
-
 class RecordDamaged(Conflict):
     """The person's stored data key does not open: nothing new can be sealed for them."""
 

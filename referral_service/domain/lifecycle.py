@@ -145,58 +145,109 @@ LIVE = frozenset({R.SUBMITTED, R.ROUTING, R.ASSIGNED, R.UNROUTABLE})  # anything
 OPEN = frozenset(OPEN_ASSIGNMENT_STATUSES)
 NEW = "new"  # the state before the first move: no row yet
 
-CONSENT_LIVE = Guard(lambda s, _: s.consent_live,
-                     "consent was withdrawn or never given; record new consent in a new referral")
+CONSENT_LIVE = Guard(
+    lambda s, _: s.consent_live, "consent was withdrawn or never given; record new consent in a new referral"
+)
 CONSENT_GIVEN = Guard(lambda s, _: s.consent_given, "consent was never given; there is none to withdraw")
 CONSENT_NOT_WITHDRAWN = Guard(lambda s, _: s.consent_withdrawn_at is None, "consent was already withdrawn")
-NEED_OPEN = Guard(lambda s, c: c.service in open_needs(s),
-                  "this need already has an open or finished assignment")
+NEED_OPEN = Guard(lambda s, c: c.service in open_needs(s), "this need already has an open or finished assignment")
 OWN_SERVICES_ONLY = Guard(
     lambda a, c: set(c.services_delivered) <= {a.service},
-    "services_delivered may name only the service of this assignment", field="services_delivered")
+    "services_delivered may name only the service of this assignment",
+    field="services_delivered",
+)
 
 REFERRAL_MOVES: tuple[Move, ...] = (
     Move(SubmitReferral, frozenset({NEW}), R.SUBMITTED, "the referral exists already"),
     # Routing (the router, on submit, re-open, decline and expiry): offers, then the status is derived.
     Move(RouteReferral, LIVE, None, "the referral is {status}; it is not routed", (CONSENT_LIVE,)),
-    Move(OfferAssignment, LIVE, None, "the referral is {status}; nothing more is offered",
-         (CONSENT_LIVE, NEED_OPEN)),
+    Move(OfferAssignment, LIVE, None, "the referral is {status}; nothing more is offered", (CONSENT_LIVE, NEED_OPEN)),
     Move(WithdrawReferral, LIVE, R.WITHDRAWN, "the referral is already {status}"),
     # Consent can be withdrawn whatever happened; a closed case stays closed (its history is kept),
     # the withdrawal is recorded and partners lose access all the same.
-    Move(WithdrawConsent, LIVE | {R.WITHDRAWN}, R.WITHDRAWN, "consent was already withdrawn",
-         (CONSENT_GIVEN, CONSENT_NOT_WITHDRAWN)),
-    Move(WithdrawConsent, frozenset({R.CLOSED}), R.CLOSED, "consent was already withdrawn",
-         (CONSENT_GIVEN, CONSENT_NOT_WITHDRAWN)),
+    Move(
+        WithdrawConsent,
+        LIVE | {R.WITHDRAWN},
+        R.WITHDRAWN,
+        "consent was already withdrawn",
+        (CONSENT_GIVEN, CONSENT_NOT_WITHDRAWN),
+    ),
+    Move(
+        WithdrawConsent,
+        frozenset({R.CLOSED}),
+        R.CLOSED,
+        "consent was already withdrawn",
+        (CONSENT_GIVEN, CONSENT_NOT_WITHDRAWN),
+    ),
     # A closed case stays closed: new needs are a new referral, with its own consent.
-    Move(ReopenReferral, frozenset({R.WITHDRAWN, R.UNROUTABLE}), R.SUBMITTED,
-         "the referral is {status}; only a withdrawn or unroutable one re-opens", (CONSENT_LIVE,)),
+    Move(
+        ReopenReferral,
+        frozenset({R.WITHDRAWN, R.UNROUTABLE}),
+        R.SUBMITTED,
+        "the referral is {status}; only a withdrawn or unroutable one re-opens",
+        (CONSENT_LIVE,),
+    ),
 )
 
 ASSIGNMENT_MOVES: tuple[Move, ...] = (
-    Move(OfferAssignment, frozenset({NEW}), A.OFFERED, "the assignment exists already",
-         schedules=DeadlineKind.ACCEPT),
-    Move(AcceptAssignment, frozenset({A.OFFERED}), A.ACCEPTED, "the assignment is {status}, not offered",
-         meets=frozenset({DeadlineKind.ACCEPT}), schedules=DeadlineKind.FIRST_CONTACT),
-    Move(DeclineAssignment, OPEN, A.DECLINED,
-         "the assignment is {status}; only an open assignment can be declined", meets=ALL_KINDS),
-    Move(RecordFollowUp, frozenset({A.ACCEPTED}), A.ACCEPTED,
-         "the assignment is {status}; accept it before recording follow-ups",
-         meets=frozenset({DeadlineKind.FIRST_CONTACT, DeadlineKind.FOLLOWUP}), schedules=DeadlineKind.FOLLOWUP),
+    Move(OfferAssignment, frozenset({NEW}), A.OFFERED, "the assignment exists already", schedules=DeadlineKind.ACCEPT),
+    Move(
+        AcceptAssignment,
+        frozenset({A.OFFERED}),
+        A.ACCEPTED,
+        "the assignment is {status}, not offered",
+        meets=frozenset({DeadlineKind.ACCEPT}),
+        schedules=DeadlineKind.FIRST_CONTACT,
+    ),
+    Move(
+        DeclineAssignment,
+        OPEN,
+        A.DECLINED,
+        "the assignment is {status}; only an open assignment can be declined",
+        meets=ALL_KINDS,
+    ),
+    Move(
+        RecordFollowUp,
+        frozenset({A.ACCEPTED}),
+        A.ACCEPTED,
+        "the assignment is {status}; accept it before recording follow-ups",
+        meets=frozenset({DeadlineKind.FIRST_CONTACT, DeadlineKind.FOLLOWUP}),
+        schedules=DeadlineKind.FOLLOWUP,
+    ),
     # Only what was accepted can be closed: closing an offer would mark a need served that nobody took on.
-    Move(CloseAssignment, frozenset({A.ACCEPTED}), A.CLOSED,
-         "the assignment is {status}; only an accepted assignment can be closed", (OWN_SERVICES_ONLY,),
-         meets=ALL_KINDS),
+    Move(
+        CloseAssignment,
+        frozenset({A.ACCEPTED}),
+        A.CLOSED,
+        "the assignment is {status}; only an accepted assignment can be closed",
+        (OWN_SERVICES_ONLY,),
+        meets=ALL_KINDS,
+    ),
     Move(ExpireOffer, frozenset({A.OFFERED}), A.EXPIRED, "the assignment is {status}, not offered"),
-    Move(WithdrawAssignment, OPEN, A.WITHDRAWN, "the assignment is {status}; only an open one is withdrawn",
-         cancels=ALL_KINDS),
+    Move(
+        WithdrawAssignment,
+        OPEN,
+        A.WITHDRAWN,
+        "the assignment is {status}; only an open one is withdrawn",
+        cancels=ALL_KINDS,
+    ),
 )
 
 DEADLINE_MOVES: tuple[Move, ...] = (
-    Move(FireDeadline, frozenset({D.PENDING}), D.FIRED, "the deadline is {status}, not pending",
-         (Guard(lambda d, _: d.kind is DeadlineKind.ACCEPT, "not an accept deadline"),)),
-    Move(FireDeadline, frozenset({D.PENDING}), D.OVERDUE, "the deadline is {status}, not pending",
-         (Guard(lambda d, _: d.kind is not DeadlineKind.ACCEPT, "an accept deadline"),)),
+    Move(
+        FireDeadline,
+        frozenset({D.PENDING}),
+        D.FIRED,
+        "the deadline is {status}, not pending",
+        (Guard(lambda d, _: d.kind is DeadlineKind.ACCEPT, "not an accept deadline"),),
+    ),
+    Move(
+        FireDeadline,
+        frozenset({D.PENDING}),
+        D.OVERDUE,
+        "the deadline is {status}, not pending",
+        (Guard(lambda d, _: d.kind is not DeadlineKind.ACCEPT, "an accept deadline"),),
+    ),
     Move(MeetDeadline, frozenset({D.PENDING, D.OVERDUE}), D.MET, "the deadline is {status}; it is over"),
     # Overdue ones too: a withdrawn case has nobody left to chase, so it leaves the overdue list.
     Move(CancelDeadline, frozenset({D.PENDING, D.OVERDUE}), D.CANCELLED, "the deadline is {status}; it is over"),
@@ -204,15 +255,26 @@ DEADLINE_MOVES: tuple[Move, ...] = (
 
 # A possible duplicate is decided once, by a supervisor; a second decision is a conflict.
 DUPLICATE_MOVES: tuple[Move, ...] = (
-    Move(ConfirmDuplicate, frozenset({DuplicateStatus.PENDING}), DuplicateStatus.CONFIRMED,
-         "this possible duplicate was already {status}"),
-    Move(DismissDuplicate, frozenset({DuplicateStatus.PENDING}), DuplicateStatus.DISMISSED,
-         "this possible duplicate was already {status}"),
+    Move(
+        ConfirmDuplicate,
+        frozenset({DuplicateStatus.PENDING}),
+        DuplicateStatus.CONFIRMED,
+        "this possible duplicate was already {status}",
+    ),
+    Move(
+        DismissDuplicate,
+        frozenset({DuplicateStatus.PENDING}),
+        DuplicateStatus.DISMISSED,
+        "this possible duplicate was already {status}",
+    ),
 )
 
 # Events that also go to the partner's own queue: what the partner must hear of at once.
 PARTNER_NOTICES: tuple[type[events.AssignmentEvent], ...] = (
-    events.AssignmentOffered, events.AssignmentExpired, events.AssignmentWithdrawn)
+    events.AssignmentOffered,
+    events.AssignmentExpired,
+    events.AssignmentWithdrawn,
+)
 
 
 def find_move(table: Sequence[Move], state: Any, status: str, command: Any) -> Move:
@@ -320,8 +382,9 @@ def open_needs(state: ReferralState) -> tuple[str, ...]:
 def tried_partners(state: ReferralState, service: str) -> frozenset[str]:
     """A partner that declined or let the offer lapse is not asked again; one whose offer was
     withdrawn with the referral may be, once it is re-opened."""
-    return frozenset(a.partner_id for a in state.assignments
-                     if a.service == service and a.status in (A.DECLINED, A.EXPIRED))
+    return frozenset(
+        a.partner_id for a in state.assignments if a.service == service and a.status in (A.DECLINED, A.EXPIRED)
+    )
 
 
 def may_route(state: ReferralState) -> bool:
@@ -331,15 +394,30 @@ def may_route(state: ReferralState) -> bool:
 # -- moves of the referral -------------------------------------------------------------------------------
 def submit(referral_id: str, subject_id: str, cmd: SubmitReferral, *, at: datetime) -> Change:
     move = find_move(REFERRAL_MOVES, None, NEW, cmd)
-    state = ReferralState(id=referral_id, status=R(move.to), needs=tuple(dict.fromkeys(cmd.needs)),
-                          risk_level=cmd.risk_level, consent_given=cmd.consent_given)
-    return Change(state, (events.ReferralSubmitted(referral_id=referral_id, subject_id=subject_id,
-                                                   risk_level=cmd.risk_level, consent_given=cmd.consent_given,
-                                                   occurred_at=at),))
+    state = ReferralState(
+        id=referral_id,
+        status=R(move.to),
+        needs=tuple(dict.fromkeys(cmd.needs)),
+        risk_level=cmd.risk_level,
+        consent_given=cmd.consent_given,
+    )
+    return Change(
+        state,
+        (
+            events.ReferralSubmitted(
+                referral_id=referral_id,
+                subject_id=subject_id,
+                risk_level=cmd.risk_level,
+                consent_given=cmd.consent_given,
+                occurred_at=at,
+            ),
+        ),
+    )
 
 
-def _withdraw_open(state: ReferralState, reason: str, at: datetime) -> tuple[ReferralState, list[events.Event],
-                                                                               list[ResolveDeadlines]]:
+def _withdraw_open(
+    state: ReferralState, reason: str, at: datetime
+) -> tuple[ReferralState, list[events.Event], list[ResolveDeadlines]]:
     out: list[events.Event] = []
     orders: list[ResolveDeadlines] = []
     for a in state.assignments:
@@ -351,8 +429,9 @@ def _withdraw_open(state: ReferralState, reason: str, at: datetime) -> tuple[Ref
     return state, out, orders
 
 
-def _referral_move(state: ReferralState, cmd: WithdrawConsent | WithdrawReferral | ReopenReferral,
-                   at: datetime) -> Change:
+def _referral_move(
+    state: ReferralState, cmd: WithdrawConsent | WithdrawReferral | ReopenReferral, at: datetime
+) -> Change:
     move = find_move(REFERRAL_MOVES, state, state.status, cmd)
     # The new status first: withdrawn and closed are held, so pulling the offers back derives nothing.
     state = replace(state, status=R(move.to))
@@ -372,8 +451,13 @@ def _assignment_move(state: ReferralState, cmd: Any, at: datetime, policy: Deadl
     before = state.assignment(cmd.assignment_id)
     move = find_move(ASSIGNMENT_MOVES, before, before.status, cmd)
     after = replace(before, status=A(move.to))
-    ids: dict[str, Any] = {"referral_id": state.id, "assignment_id": before.id, "partner_id": before.partner_id,
-           "service": before.service, "occurred_at": at}
+    ids: dict[str, Any] = {
+        "referral_id": state.id,
+        "assignment_id": before.id,
+        "partner_id": before.partner_id,
+        "service": before.service,
+        "occurred_at": at,
+    }
     out: list[events.Event] = []
     responses: list[PartnerResponse] = []
     if isinstance(cmd, AcceptAssignment):
@@ -383,11 +467,22 @@ def _assignment_move(state: ReferralState, cmd: Any, at: datetime, policy: Deadl
         after = replace(after, responded_at=at, decline_reason=cmd.reason)
         out.append(events.AssignmentDeclined(**ids, reason=cmd.reason))
     elif isinstance(cmd, RecordFollowUp):
-        out.append(events.FollowUpRecorded(referral_id=state.id, assignment_id=before.id,
-                                           followup_id=cmd.followup_id, outcome=cmd.outcome, occurred_at=at))
+        out.append(
+            events.FollowUpRecorded(
+                referral_id=state.id,
+                assignment_id=before.id,
+                followup_id=cmd.followup_id,
+                outcome=cmd.outcome,
+                occurred_at=at,
+            )
+        )
     elif isinstance(cmd, CloseAssignment):
-        after = replace(after, closed_at=at, close_outcome=cmd.outcome,
-                        services_delivered=tuple(dict.fromkeys(cmd.services_delivered)))
+        after = replace(
+            after,
+            closed_at=at,
+            close_outcome=cmd.outcome,
+            services_delivered=tuple(dict.fromkeys(cmd.services_delivered)),
+        )
         out.append(events.AssignmentClosed(**ids, outcome=cmd.outcome))
     elif isinstance(cmd, ExpireOffer):
         after = replace(after, responded_at=at)
@@ -396,16 +491,24 @@ def _assignment_move(state: ReferralState, cmd: Any, at: datetime, policy: Deadl
         after = replace(after, closed_at=at)
         out.append(events.AssignmentWithdrawn(**ids, reason=cmd.reason))
     if before.status is A.OFFERED and isinstance(cmd, AcceptAssignment | DeclineAssignment):
-        responses.append(PartnerResponse(before.partner_id, int((at - before.offered_at).total_seconds()),
-                                         accepted=isinstance(cmd, AcceptAssignment)))
+        responses.append(
+            PartnerResponse(
+                before.partner_id,
+                int((at - before.offered_at).total_seconds()),
+                accepted=isinstance(cmd, AcceptAssignment),
+            )
+        )
     orders: list[ResolveDeadlines | ScheduleDeadline] = []
     if move.meets:
         orders.append(ResolveDeadlines(before.id, MeetDeadline, move.meets))
     if move.cancels:
         orders.append(ResolveDeadlines(before.id, CancelDeadline, move.cancels))
     if move.schedules is not None and policy is not None:
-        orders.append(ScheduleDeadline(before.id, before.partner_id, move.schedules,
-                                       due_at(policy, state.risk_level, move.schedules, at)))
+        orders.append(
+            ScheduleDeadline(
+                before.id, before.partner_id, move.schedules, due_at(policy, state.risk_level, move.schedules, at)
+            )
+        )
     referral = replace(state, assignments=tuple(after if a.id == before.id else a for a in state.assignments))
     status = derive_status(referral)
     if status is R.CLOSED and state.status is not R.CLOSED:
@@ -415,26 +518,43 @@ def _assignment_move(state: ReferralState, cmd: Any, at: datetime, policy: Deadl
 
 def due_at(policy: DeadlinePolicy, risk_level: str, kind: DeadlineKind, at: datetime) -> datetime:
     levels = policy.for_risk(risk_level)
-    return at + {DeadlineKind.ACCEPT: levels.accept, DeadlineKind.FIRST_CONTACT: levels.first_contact,
-                 DeadlineKind.FOLLOWUP: levels.followup_every}[kind]
+    return (
+        at
+        + {
+            DeadlineKind.ACCEPT: levels.accept,
+            DeadlineKind.FIRST_CONTACT: levels.first_contact,
+            DeadlineKind.FOLLOWUP: levels.followup_every,
+        }[kind]
+    )
 
 
 def offer(state: ReferralState, cmd: OfferAssignment, *, at: datetime, policy: DeadlinePolicy) -> Change:
     """One offer of a routing pass; the referral's status is settled by `conclude_routing`."""
     find_move(REFERRAL_MOVES, state, state.status, cmd)
     find_move(ASSIGNMENT_MOVES, None, NEW, cmd)
-    offered = AssignmentState(id=cmd.assignment_id, partner_id=cmd.partner_id, service=cmd.service,
-                              status=A.OFFERED, offered_at=at)
+    offered = AssignmentState(
+        id=cmd.assignment_id, partner_id=cmd.partner_id, service=cmd.service, status=A.OFFERED, offered_at=at
+    )
     accept_by = due_at(policy, state.risk_level, DeadlineKind.ACCEPT, at)
-    event = events.AssignmentOffered(referral_id=state.id, assignment_id=offered.id, partner_id=offered.partner_id,
-                                     service=offered.service, risk_level=state.risk_level,
-                                     accept_by=accept_by.isoformat(), occurred_at=at)
-    return Change(replace(state, assignments=(*state.assignments, offered)), (event,),
-                  (ScheduleDeadline(offered.id, offered.partner_id, DeadlineKind.ACCEPT, accept_by),))
+    event = events.AssignmentOffered(
+        referral_id=state.id,
+        assignment_id=offered.id,
+        partner_id=offered.partner_id,
+        service=offered.service,
+        risk_level=state.risk_level,
+        accept_by=accept_by.isoformat(),
+        occurred_at=at,
+    )
+    return Change(
+        replace(state, assignments=(*state.assignments, offered)),
+        (event,),
+        (ScheduleDeadline(offered.id, offered.partner_id, DeadlineKind.ACCEPT, accept_by),),
+    )
 
 
-def conclude_routing(state: ReferralState, offered: Sequence[str], unroutable: Sequence[str], *,
-                     at: datetime) -> Change:
+def conclude_routing(
+    state: ReferralState, offered: Sequence[str], unroutable: Sequence[str], *, at: datetime
+) -> Change:
     """The end of a routing pass: the status it leaves, and what it tells (routed, unroutable)."""
     out: list[events.Event] = []
     if offered:
@@ -448,8 +568,9 @@ def handle(state: ReferralState, cmd: Any, *, at: datetime, policy: DeadlinePoli
     """Apply a person's command (or the scheduler's ExpireOffer) to the referral it concerns."""
     if isinstance(cmd, WithdrawConsent | WithdrawReferral | ReopenReferral):
         return _referral_move(state, cmd, at)
-    if isinstance(cmd, AcceptAssignment | DeclineAssignment | RecordFollowUp | CloseAssignment | ExpireOffer
-                   | WithdrawAssignment):
+    if isinstance(
+        cmd, AcceptAssignment | DeclineAssignment | RecordFollowUp | CloseAssignment | ExpireOffer | WithdrawAssignment
+    ):
         return _assignment_move(state, cmd, at, policy)
     if isinstance(cmd, OfferAssignment):
         return offer(state, cmd, at=at, policy=policy)
@@ -465,8 +586,9 @@ def allows(state: ReferralState, cmd: Any) -> bool:
 
 
 # -- moves of a deadline ----------------------------------------------------------------------------------
-def handle_deadline(state: DeadlineState, cmd: FireDeadline | MeetDeadline | CancelDeadline, *,
-                    at: datetime) -> DeadlineChange:
+def handle_deadline(
+    state: DeadlineState, cmd: FireDeadline | MeetDeadline | CancelDeadline, *, at: datetime
+) -> DeadlineChange:
     move = find_move(DEADLINE_MOVES, state, state.status, cmd)
     after = replace(state, status=D(move.to))
     if not isinstance(cmd, FireDeadline):
@@ -474,9 +596,19 @@ def handle_deadline(state: DeadlineState, cmd: FireDeadline | MeetDeadline | Can
     after = replace(after, fired_at=at)
     if state.kind is DeadlineKind.ACCEPT:
         return DeadlineChange(after, expires=state.assignment_id)
-    return DeadlineChange(after, (events.FollowUpOverdue(
-        referral_id=state.referral_id, assignment_id=state.assignment_id, deadline_id=state.id, kind=state.kind.value,
-        risk_level=state.risk_level, occurred_at=at),))
+    return DeadlineChange(
+        after,
+        (
+            events.FollowUpOverdue(
+                referral_id=state.referral_id,
+                assignment_id=state.assignment_id,
+                deadline_id=state.id,
+                kind=state.kind.value,
+                risk_level=state.risk_level,
+                occurred_at=at,
+            ),
+        ),
+    )
 
 
 def resolvable(command: type[MeetDeadline] | type[CancelDeadline]) -> frozenset[str]:

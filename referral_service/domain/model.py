@@ -49,6 +49,7 @@ class DeadlineStatus(StrEnum):
     MET = "met"  # done in time or late, or made moot by a decline or close
     CANCELLED = "cancelled"  # its assignment was withdrawn with the referral or the consent
 
+
 SERVICES = ("medical", "psychosocial", "legal_aid", "shelter", "livelihood", "financial", "education")
 RISK_LEVELS = ("critical", "high", "medium", "low")  # riskiest first; order is used for sorting
 SEXES = ("female", "male", "other", "undisclosed")

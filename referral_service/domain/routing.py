@@ -9,9 +9,20 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-LANGUAGE_NAMES = {"ur": "Urdu", "ps": "Pashto", "en": "English", "pa": "Punjabi", "sd": "Sindhi",
-                  "bal": "Balochi", "skr": "Saraiki", "hnd": "Hindko", "bsk": "Burushaski", "shi": "Shina",
-                  "kas": "Kashmiri", "brh": "Brahui"}
+LANGUAGE_NAMES = {
+    "ur": "Urdu",
+    "ps": "Pashto",
+    "en": "English",
+    "pa": "Punjabi",
+    "sd": "Sindhi",
+    "bal": "Balochi",
+    "skr": "Saraiki",
+    "hnd": "Hindko",
+    "bsk": "Burushaski",
+    "shi": "Shina",
+    "kas": "Kashmiri",
+    "brh": "Brahui",
+}
 
 
 @dataclass(frozen=True)
@@ -51,8 +62,12 @@ class Considered:
     score: float | None = None
 
     def to_json(self) -> dict[str, object]:
-        return {"partner_id": self.partner_id, "verdict": self.verdict, "reasons": list(self.reasons),
-                "score": self.score}
+        return {
+            "partner_id": self.partner_id,
+            "verdict": self.verdict,
+            "reasons": list(self.reasons),
+            "score": self.score,
+        }
 
 
 @dataclass(frozen=True)
@@ -114,9 +129,15 @@ class RoutingPolicy:
     """Hard filters in order (the first that fails is the reason given), then weighted scoring."""
 
     filters: tuple[Filter, ...] = (_active, _service, _covers, _minors, _staff_sex, _capacity)
-    weights: dict[str, float] = field(default_factory=lambda: {
-        "exact_district": 2.0, "language": 3.0, "spare_capacity": 2.0, "acceptance_rate": 1.5, "fast_response": 1.0,
-    })
+    weights: dict[str, float] = field(
+        default_factory=lambda: {
+            "exact_district": 2.0,
+            "language": 3.0,
+            "spare_capacity": 2.0,
+            "acceptance_rate": 1.5,
+            "fast_response": 1.0,
+        }
+    )
 
     def score(self, p: PartnerProfile, c: CaseProfile) -> tuple[float, list[str]]:
         w = self.weights

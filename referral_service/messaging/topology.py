@@ -75,8 +75,9 @@ def dead_letter_queue(connection: Connection) -> Queue:
     )
 
 
-def declare_topology(connection: Connection, consumer_groups: Mapping[str, Iterable[type[Event]]],
-                     partner_ids: Iterable[str] = ()) -> None:
+def declare_topology(
+    connection: Connection, consumer_groups: Mapping[str, Iterable[type[Event]]], partner_ids: Iterable[str] = ()
+) -> None:
     """Declare everything; safe to call at every start-up and from every process.
 
     `consumer_groups` is each group's handled event classes (`workers.handlers.CONSUMER_GROUPS`): declared

@@ -42,8 +42,9 @@ if TYPE_CHECKING:
     from referral_service.services.ports import Services
 
 
-def inbox(services: Services, actor: Actor, *, status: str | None, limit: int | None,
-          cursor: str | None) -> dict[str, Any]:
+def inbox(
+    services: Services, actor: Actor, *, status: str | None, limit: int | None, cursor: str | None
+) -> dict[str, Any]:
     decision = authorize(services, actor, Action.LIST_ASSIGNMENTS)
     limit = clamp_limit(limit)
     query = select(Assignment).order_by(Assignment.offered_at.desc(), Assignment.id.desc())
@@ -92,8 +93,13 @@ def _move(services: Services, cmd: Any, actor: Actor, extra: Extra | None = None
     with services.uow() as uow:
         a = cases.lock_assignment(uow.session, cmd.assignment_id)
         referral = a.referral
-        authorize(services, actor, access.COMMAND_ACTIONS[type(cmd)], cases.case_for_assignment(referral, a),
-                  referral_id=referral.id)
+        authorize(
+            services,
+            actor,
+            access.COMMAND_ACTIONS[type(cmd)],
+            cases.case_for_assignment(referral, a),
+            referral_id=referral.id,
+        )
         now = services.clock.now()
         change = lifecycle.handle(cases.state_of(referral), cmd, at=now, policy=services.deadline_policy)
         cases.save(uow, services, referral, change, now)
@@ -106,6 +112,7 @@ def _sealed_note(services: Services, note: str | None) -> Extra:
     def seal(uow: UnitOfWork, a: Assignment, _now: datetime) -> None:
         subject = must(uow.session.get(Subject, a.referral.subject_id), "subject")
         a.note_ct = services.vault.seal(uow.session, subject, "assignments", "note", a.id, note)
+
     return seal
 
 
@@ -120,8 +127,14 @@ def decline(services: Services, cmd: DeclineAssignment, actor: Actor) -> dict[st
 def record_followup(services: Services, cmd: RecordFollowUp, actor: Actor) -> dict[str, Any]:
     def add_followup(uow: UnitOfWork, a: Assignment, now: datetime) -> dict[str, Any]:
         subject = must(uow.session.get(Subject, a.referral.subject_id), "subject")
-        row = FollowUp(id=cmd.followup_id, assignment_id=a.id, referral_id=a.referral_id, outcome=cmd.outcome,
-                       recorded_by=actor.user_id, recorded_at=now)
+        row = FollowUp(
+            id=cmd.followup_id,
+            assignment_id=a.id,
+            referral_id=a.referral_id,
+            outcome=cmd.outcome,
+            recorded_by=actor.user_id,
+            recorded_at=now,
+        )
         row.note_ct = services.vault.seal(uow.session, subject, "followups", "note", row.id, cmd.note)
         uow.session.add(row)
         return {"id": row.id, "assignment_id": a.id, "outcome": row.outcome, "recorded_at": now}
@@ -147,9 +160,10 @@ class _PartnerPool:
         return self._profiles
 
     def set_load(self, partner_id: str, open_assignments: int) -> None:
-        self._profiles = [p if p.id != partner_id else PartnerProfile(**{**p.__dict__, "open_assignments":
-                                                                         open_assignments})
-                          for p in self.profiles()]
+        self._profiles = [
+            p if p.id != partner_id else PartnerProfile(**{**p.__dict__, "open_assignments": open_assignments})
+            for p in self.profiles()
+        ]
 
     def took_one(self, partner_id: str) -> None:
         load = next(p.open_assignments for p in self.profiles() if p.id == partner_id)
@@ -157,16 +171,28 @@ class _PartnerPool:
 
 
 def _partner_profiles(session: Any) -> list[PartnerProfile]:
-    open_counts = dict(session.execute(
-        select(Assignment.partner_id, func.count()).where(Assignment.status.in_(OPEN_ASSIGNMENT_STATUSES))
-        .group_by(Assignment.partner_id)
-    ).all())
+    open_counts = dict(
+        session.execute(
+            select(Assignment.partner_id, func.count())
+            .where(Assignment.status.in_(OPEN_ASSIGNMENT_STATUSES))
+            .group_by(Assignment.partner_id)
+        ).all()
+    )
     return [
         PartnerProfile(
-            id=p.id, name=p.name, services=p.services, provinces=p.provinces, districts=p.districts,
-            languages=p.languages, capacity=p.capacity, open_assignments=int(open_counts.get(p.id, 0)),
-            accepts_minors=p.accepts_minors, staff_sex=p.staff_sex, active=p.active,
-            offers_made=p.offers_made, offers_accepted=p.offers_accepted,
+            id=p.id,
+            name=p.name,
+            services=p.services,
+            provinces=p.provinces,
+            districts=p.districts,
+            languages=p.languages,
+            capacity=p.capacity,
+            open_assignments=int(open_counts.get(p.id, 0)),
+            accepts_minors=p.accepts_minors,
+            staff_sex=p.staff_sex,
+            active=p.active,
+            offers_made=p.offers_made,
+            offers_accepted=p.offers_accepted,
             mean_response_hours=(p.response_seconds_total / p.responses / 3600) if p.responses else None,
         )
         for p in session.scalars(select(Partner).where(Partner.active.is_(True)).order_by(Partner.id))
@@ -190,8 +216,7 @@ def route_open_needs(uow: UnitOfWork, services: Services, referral_id: str) -> l
     offered: list[str] = []
     unroutable: list[str] = []
     for need in lifecycle.needs_to_route(state):
-        result, partner_row = _choose_partner(session, pool, _case_profile(referral, subject, need.service),
-                                              need.tried)
+        result, partner_row = _choose_partner(session, pool, _case_profile(referral, subject, need.service), need.tried)
         _record_decision(session, referral.id, need.service, result, now)
         if result.chosen is None or partner_row is None:
             unroutable.append(need.service)
@@ -204,13 +229,20 @@ def route_open_needs(uow: UnitOfWork, services: Services, referral_id: str) -> l
 
 
 def _case_profile(referral: Referral, subject: Subject, service: str) -> CaseProfile:
-    return CaseProfile(referral_id=referral.id, service=service, province=subject.province,
-                       district=subject.district, language=subject.preferred_language,
-                       is_minor=subject.is_minor, staff_sex_preference=referral.staff_sex_preference)
+    return CaseProfile(
+        referral_id=referral.id,
+        service=service,
+        province=subject.province,
+        district=subject.district,
+        language=subject.preferred_language,
+        is_minor=subject.is_minor,
+        staff_sex_preference=referral.staff_sex_preference,
+    )
 
 
-def _choose_partner(session: Session, pool: _PartnerPool, case: CaseProfile,
-                    tried: frozenset[str]) -> tuple[RoutingResult, Partner | None]:
+def _choose_partner(
+    session: Session, pool: _PartnerPool, case: CaseProfile, tried: frozenset[str]
+) -> tuple[RoutingResult, Partner | None]:
     """The best partner with a place left, and its row, locked; (result without a choice, None) if none."""
     while True:
         result = route_referral(case, pool.profiles(), set(tried))
@@ -218,29 +250,58 @@ def _choose_partner(session: Session, pool: _PartnerPool, case: CaseProfile,
             return result, None
         # Competing routers counted loads before either committed: lock the chosen partner and count
         # again, so two routers can never both fill its last place.
-        row = session.scalars(for_update(session, select(Partner).where(Partner.id == result.chosen.id))
-                              .execution_options(populate_existing=True)).one()
-        open_now = int(session.scalar(select(func.count()).select_from(Assignment).where(
-            Assignment.partner_id == row.id, Assignment.status.in_(OPEN_ASSIGNMENT_STATUSES))) or 0)
+        row = session.scalars(
+            for_update(session, select(Partner).where(Partner.id == result.chosen.id)).execution_options(
+                populate_existing=True
+            )
+        ).one()
+        open_now = int(
+            session.scalar(
+                select(func.count())
+                .select_from(Assignment)
+                .where(Assignment.partner_id == row.id, Assignment.status.in_(OPEN_ASSIGNMENT_STATUSES))
+            )
+            or 0
+        )
         if open_now < row.capacity:
             return result, row
         pool.set_load(row.id, open_now)
 
 
-def _record_decision(session: Session, referral_id: str, service: str, result: RoutingResult,
-                     now: datetime) -> None:
-    session.add(RoutingDecision(referral_id=referral_id, service=service,
-                                chosen_partner_id=result.chosen.id if result.chosen else None,
-                                considered=[c.to_json() for c in result.considered], decided_at=now))
+def _record_decision(session: Session, referral_id: str, service: str, result: RoutingResult, now: datetime) -> None:
+    session.add(
+        RoutingDecision(
+            referral_id=referral_id,
+            service=service,
+            chosen_partner_id=result.chosen.id if result.chosen else None,
+            considered=[c.to_json() for c in result.considered],
+            decided_at=now,
+        )
+    )
 
 
-def _offer(uow: UnitOfWork, services: Services, referral: Referral, state: ReferralState, service: str,
-           result: RoutingResult, partner_row: Partner, now: datetime) -> ReferralState:
+def _offer(
+    uow: UnitOfWork,
+    services: Services,
+    referral: Referral,
+    state: ReferralState,
+    service: str,
+    result: RoutingResult,
+    partner_row: Partner,
+    now: datetime,
+) -> ReferralState:
     """Offer `service` to the chosen partner: the state machine's move, its row, the partner's count."""
     cmd = OfferAssignment(assignment_id=new_id(), partner_id=partner_row.id, service=service)
     change = lifecycle.offer(state, cmd, at=now, policy=services.deadline_policy)
-    row = Assignment(id=cmd.assignment_id, referral_id=referral.id, partner_id=cmd.partner_id, service=service,
-                     status=AssignmentStatus.OFFERED, reasons=result.chosen_reasons, offered_at=now)
+    row = Assignment(
+        id=cmd.assignment_id,
+        referral_id=referral.id,
+        partner_id=cmd.partner_id,
+        service=service,
+        status=AssignmentStatus.OFFERED,
+        reasons=result.chosen_reasons,
+        offered_at=now,
+    )
     row.referral = referral  # joins referral.assignments, where `save` finds it
     uow.session.add(row)
     partner_row.offers_made = Partner.offers_made + 1  # in SQL: no lost counts

@@ -19,16 +19,30 @@ if TYPE_CHECKING:
     from referral_service.services.ports import Services
 
 
-def decide(services: Services, actor: Actor, action: Action, case: Case | None = None, *,
-           referral_id: str | None = None, subject_id: str | None = None) -> Decision:
+def decide(
+    services: Services,
+    actor: Actor,
+    action: Action,
+    case: Case | None = None,
+    *,
+    referral_id: str | None = None,
+    subject_id: str | None = None,
+) -> Decision:
     """The policy's decision on `action`, recorded; the caller acts on `decision.allowed`."""
     decision = access.decide(actor, action, case)
     _record(services, actor, decision, referral_id, subject_id)
     return decision
 
 
-def authorize(services: Services, actor: Actor, action: Action, case: Case | None = None, *,
-              referral_id: str | None = None, subject_id: str | None = None) -> Decision:
+def authorize(
+    services: Services,
+    actor: Actor,
+    action: Action,
+    case: Case | None = None,
+    *,
+    referral_id: str | None = None,
+    subject_id: str | None = None,
+) -> Decision:
     """As `decide`, and Forbidden (403) when it is a refusal."""
     decision = decide(services, actor, action, case, referral_id=referral_id, subject_id=subject_id)
     if not decision.allowed:
@@ -46,7 +60,13 @@ def screen(services: Services, actor: Actor, action: Action) -> None:
         raise Forbidden(decision.refusal)
 
 
-def _record(services: Services, actor: Actor, decision: Decision, referral_id: str | None,
-            subject_id: str | None) -> None:
-    services.access.record(actor=actor, action=decision.action.value, referral_id=referral_id,
-                           subject_id=subject_id, outcome="allowed" if decision.allowed else "denied")
+def _record(
+    services: Services, actor: Actor, decision: Decision, referral_id: str | None, subject_id: str | None
+) -> None:
+    services.access.record(
+        actor=actor,
+        action=decision.action.value,
+        referral_id=referral_id,
+        subject_id=subject_id,
+        outcome="allowed" if decision.allowed else "denied",
+    )

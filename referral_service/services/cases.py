@@ -39,13 +39,19 @@ if TYPE_CHECKING:
 def lock_referral(session: Session, referral_id: str) -> Referral:
     """The referral, locked (PostgreSQL) before its assignments are read, so every move of one case
     sees the moves before it: its status is derived from all of them."""
-    referral = session.scalars(for_update(session, select(Referral).where(Referral.id == referral_id))
-                               .execution_options(populate_existing=True)).first()
+    referral = session.scalars(
+        for_update(session, select(Referral).where(Referral.id == referral_id)).execution_options(
+            populate_existing=True
+        )
+    ).first()
     if referral is None:
         raise NotFound("no such referral")
     # Read (and lock) the assignments after the referral's lock is held, whatever was loaded before.
-    session.scalars(for_update(session, select(Assignment).where(Assignment.referral_id == referral.id))
-                    .execution_options(populate_existing=True)).all()
+    session.scalars(
+        for_update(session, select(Assignment).where(Assignment.referral_id == referral.id)).execution_options(
+            populate_existing=True
+        )
+    ).all()
     return referral
 
 
@@ -60,46 +66,78 @@ def lock_assignment(session: Session, assignment_id: str) -> Assignment:
 
 def assignment_state(a: Assignment) -> AssignmentState:
     return AssignmentState(
-        id=a.id, partner_id=a.partner_id, service=a.service, status=AssignmentStatus(a.status),
-        offered_at=a.offered_at, responded_at=a.responded_at, closed_at=a.closed_at, decline_reason=a.decline_reason,
+        id=a.id,
+        partner_id=a.partner_id,
+        service=a.service,
+        status=AssignmentStatus(a.status),
+        offered_at=a.offered_at,
+        responded_at=a.responded_at,
+        closed_at=a.closed_at,
+        decline_reason=a.decline_reason,
         close_outcome=a.close_outcome,
-        services_delivered=tuple(a.services_delivered) if a.services_delivered is not None else None)
+        services_delivered=tuple(a.services_delivered) if a.services_delivered is not None else None,
+    )
 
 
 def state_of(referral: Referral) -> ReferralState:
     return ReferralState(
-        id=referral.id, status=ReferralStatus(referral.status), needs=tuple(referral.needs),
-        risk_level=referral.risk_level, consent_given=referral.consent_given,
+        id=referral.id,
+        status=ReferralStatus(referral.status),
+        needs=tuple(referral.needs),
+        risk_level=referral.risk_level,
+        consent_given=referral.consent_given,
         consent_withdrawn_at=referral.consent_withdrawn_at,
-        assignments=tuple(assignment_state(a) for a in referral.assignments))
+        assignments=tuple(assignment_state(a) for a in referral.assignments),
+    )
 
 
 def deadline_state(d: Deadline) -> DeadlineState:
-    return DeadlineState(id=d.id, referral_id=d.referral_id, assignment_id=d.assignment_id,
-                         kind=DeadlineKind(d.kind), risk_level=d.risk_level, status=DeadlineStatus(d.status),
-                         due_at=d.due_at, fired_at=d.fired_at)
+    return DeadlineState(
+        id=d.id,
+        referral_id=d.referral_id,
+        assignment_id=d.assignment_id,
+        kind=DeadlineKind(d.kind),
+        risk_level=d.risk_level,
+        status=DeadlineStatus(d.status),
+        due_at=d.due_at,
+        fired_at=d.fired_at,
+    )
 
 
 # -- describing, for the access policy ----------------------------------------------------------------------
 def case_for_reading(referral: Referral) -> Case:
-    return Case.of_referral(caseworker_id=referral.caseworker_id, consent_given=referral.consent_given,
-                            consent_withdrawn=referral.consent_withdrawn_at is not None,
-                            consent_share=referral.consent_share,
-                            assignments=[(a.partner_id, a.status) for a in referral.assignments])
+    return Case.of_referral(
+        caseworker_id=referral.caseworker_id,
+        consent_given=referral.consent_given,
+        consent_withdrawn=referral.consent_withdrawn_at is not None,
+        consent_share=referral.consent_share,
+        assignments=[(a.partner_id, a.status) for a in referral.assignments],
+    )
 
 
 def case_for_assignment(referral: Referral, a: Assignment) -> Case:
-    return Case.of_assignment(caseworker_id=referral.caseworker_id, consent_given=referral.consent_given,
-                              consent_withdrawn=referral.consent_withdrawn_at is not None,
-                              consent_share=referral.consent_share, partner_id=a.partner_id)
+    return Case.of_assignment(
+        caseworker_id=referral.caseworker_id,
+        consent_given=referral.consent_given,
+        consent_withdrawn=referral.consent_withdrawn_at is not None,
+        consent_share=referral.consent_share,
+        partner_id=a.partner_id,
+    )
 
 
 # -- saving -------------------------------------------------------------------------------------------------
 _ASSIGNMENT_FIELDS = ("status", "responded_at", "closed_at", "decline_reason", "close_outcome")
 
 
-def save(uow: UnitOfWork, services: Services, referral: Referral, change: Change, at: datetime,
-         *, new_rows: dict[str, Assignment] | None = None) -> None:
+def save(
+    uow: UnitOfWork,
+    services: Services,
+    referral: Referral,
+    change: Change,
+    at: datetime,
+    *,
+    new_rows: dict[str, Assignment] | None = None,
+) -> None:
     """Copy `change` onto the rows (only what changed: unchanged rows keep their version), then do
     its deadline bookkeeping, count partner responses and emit its events."""
     session = uow.session
@@ -121,9 +159,17 @@ def save(uow: UnitOfWork, services: Services, referral: Referral, change: Change
             row.services_delivered = delivered
     for order in change.deadlines:
         if isinstance(order, ScheduleDeadline):
-            session.add(Deadline(referral_id=referral.id, assignment=rows[order.assignment_id],
-                                 partner_id=order.partner_id, kind=order.kind.value, risk_level=referral.risk_level,
-                                 due_at=order.due_at, status=DeadlineStatus.PENDING.value))
+            session.add(
+                Deadline(
+                    referral_id=referral.id,
+                    assignment=rows[order.assignment_id],
+                    partner_id=order.partner_id,
+                    kind=order.kind.value,
+                    risk_level=referral.risk_level,
+                    due_at=order.due_at,
+                    status=DeadlineStatus.PENDING.value,
+                )
+            )
         else:
             resolve_deadlines(session, order, at)
     for response in change.responses:
@@ -132,9 +178,11 @@ def save(uow: UnitOfWork, services: Services, referral: Referral, change: Change
 
 
 def resolve_deadlines(session: Session, order: ResolveDeadlines, at: datetime) -> None:
-    query = select(Deadline).where(Deadline.assignment_id == order.assignment_id,
-                                   Deadline.status.in_(lifecycle.resolvable(order.command)),
-                                   Deadline.kind.in_([k.value for k in order.kinds]))
+    query = select(Deadline).where(
+        Deadline.assignment_id == order.assignment_id,
+        Deadline.status.in_(lifecycle.resolvable(order.command)),
+        Deadline.kind.in_([k.value for k in order.kinds]),
+    )
     for d in session.scalars(query):
         d.status = lifecycle.handle_deadline(deadline_state(d), order.command(d.id), at=at).deadline.status.value
 

@@ -27,8 +27,13 @@ class Damage:
     reason: str
 
     def as_dict(self) -> dict[str, str]:
-        return {"table": self.table, "row_id": self.row_id, "column": self.column, "subject_id": self.subject_id,
-                "error": self.reason}
+        return {
+            "table": self.table,
+            "row_id": self.row_id,
+            "column": self.column,
+            "subject_id": self.subject_id,
+            "error": self.reason,
+        }
 
 
 class DamageReporter(Protocol):
@@ -47,8 +52,14 @@ class DamageLog:
         self._lock = threading.Lock()
 
     def report(self, damage: Damage) -> None:
-        log.warning("damaged record: table=%s column=%s row=%s subject=%s reason=%s",
-                    damage.table, damage.column, damage.row_id, damage.subject_id, damage.reason)
+        log.warning(
+            "damaged record: table=%s column=%s row=%s subject=%s reason=%s",
+            damage.table,
+            damage.column,
+            damage.row_id,
+            damage.subject_id,
+            damage.reason,
+        )
         with self._lock:
             self._counts[damage.table] += 1
 

@@ -31,8 +31,12 @@ def fire_due_deadlines(services: Services, batch_size: int = 100) -> int:
     with services.uow() as uow:
         session = uow.session
         postgres = session.get_bind().dialect.name == "postgresql"
-        query = (select(Deadline).where(Deadline.status == DeadlineStatus.PENDING.value, Deadline.due_at <= now)
-                 .order_by(Deadline.due_at).limit(batch_size))
+        query = (
+            select(Deadline)
+            .where(Deadline.status == DeadlineStatus.PENDING.value, Deadline.due_at <= now)
+            .order_by(Deadline.due_at)
+            .limit(batch_size)
+        )
         if postgres:
             query = query.with_for_update(skip_locked=True)
         fired = 0
@@ -52,8 +56,12 @@ def fire_due_deadlines(services: Services, batch_size: int = 100) -> int:
 def _claim(session: Any, assignment_id: str) -> bool:
     """Lock the offer's row unless someone is answering it right now: they hold it and will want this
     deadline's row next, so waiting for each other would deadlock. Left for them; the next tick sees."""
-    return session.scalars(select(Assignment.id).where(Assignment.id == assignment_id)
-                           .with_for_update(skip_locked=True)).first() is not None
+    return (
+        session.scalars(
+            select(Assignment.id).where(Assignment.id == assignment_id).with_for_update(skip_locked=True)
+        ).first()
+        is not None
+    )
 
 
 def _expire(uow: UnitOfWork, services: Services, assignment_id: str, now: datetime) -> None:
@@ -63,32 +71,46 @@ def _expire(uow: UnitOfWork, services: Services, assignment_id: str, now: dateti
         return
     state, cmd = cases.state_of(a.referral), ExpireOffer(a.id)
     if lifecycle.allows(state, cmd):
-        cases.save(uow, services, a.referral, lifecycle.handle(state, cmd, at=now, policy=services.deadline_policy),
-                   now)
+        cases.save(
+            uow, services, a.referral, lifecycle.handle(state, cmd, at=now, policy=services.deadline_policy), now
+        )
 
 
-def overdue(services: Services, actor: Actor, *, limit: int | None = None,
-            cursor: str | None = None) -> dict[str, Any]:
+def overdue(services: Services, actor: Actor, *, limit: int | None = None, cursor: str | None = None) -> dict[str, Any]:
     """Every overdue deadline, riskiest then oldest first; keyset-paginated on (risk, due, id)."""
     authorize(services, actor, Action.LIST_OVERDUE)
     limit = clamp_limit(limit)
     now = services.clock.now()
     risk_rank = case({level: i for i, level in enumerate(RISK_LEVELS)}, value=Deadline.risk_level, else_=99)
-    query = (select(Deadline).where(Deadline.status.in_(OUTSTANDING), Deadline.due_at <= now)
-             .order_by(risk_rank, Deadline.due_at, Deadline.id))
+    query = (
+        select(Deadline)
+        .where(Deadline.status.in_(OUTSTANDING), Deadline.due_at <= now)
+        .order_by(risk_rank, Deadline.due_at, Deadline.id)
+    )
     if cursor:
         due, marker = decode_cursor(cursor)
         rank_text, _, last_id = marker.partition(":")
         if not rank_text.isdigit():
             raise ValidationFailed("invalid cursor", {"cursor": ["not a cursor this API returned"]})
         rank = int(rank_text)
-        query = query.where(tuple_(risk_rank, Deadline.due_at, Deadline.id) > tuple_(
-            literal(rank), literal(due, UTCDateTime()), literal(last_id)))
+        query = query.where(
+            tuple_(risk_rank, Deadline.due_at, Deadline.id)
+            > tuple_(literal(rank), literal(due, UTCDateTime()), literal(last_id))
+        )
     with services.uow() as uow:
         rows = uow.session.scalars(query.limit(limit + 1)).all()
-        items = [{"id": d.id, "referral_id": d.referral_id, "assignment_id": d.assignment_id,
-                  "partner_id": d.partner_id, "kind": d.kind, "due_at": d.due_at, "risk_level": d.risk_level}
-                 for d in rows[:limit]]
+        items = [
+            {
+                "id": d.id,
+                "referral_id": d.referral_id,
+                "assignment_id": d.assignment_id,
+                "partner_id": d.partner_id,
+                "kind": d.kind,
+                "due_at": d.due_at,
+                "risk_level": d.risk_level,
+            }
+            for d in rows[:limit]
+        ]
         nxt = None
         if len(rows) > limit:
             last = rows[limit - 1]

@@ -30,8 +30,15 @@ _COLUMN_WORDS = {"cnic": "CNIC", "phone": "phone number"}
 
 
 # -- at intake ------------------------------------------------------------------------------------
-def record_matches(services: Services, session: Session, actor: Actor, subject: Subject, referral: Referral,
-                   matches: Sequence[SubjectMatch], now: datetime) -> list[dict[str, Any]]:
+def record_matches(
+    services: Services,
+    session: Session,
+    actor: Actor,
+    subject: Subject,
+    referral: Referral,
+    matches: Sequence[SubjectMatch],
+    now: datetime,
+) -> list[dict[str, Any]]:
     """One pending question per earlier subject that matched; the submitter's warnings in return.
 
     The warnings name only matching referrals the submitter may already see. Anything else leaves
@@ -41,18 +48,29 @@ def record_matches(services: Services, session: Session, actor: Actor, subject: 
     matched_on: set[str] = set()
     for match in matches:
         earlier = session.scalars(
-            select(Referral).where(Referral.subject_id == match.subject.id)
+            select(Referral)
+            .where(Referral.subject_id == match.subject.id)
             .order_by(Referral.created_at, Referral.reference)
         ).all()
         if not earlier:  # a subject without a referral is not a person anyone referred
             continue
-        session.add(PossibleDuplicate(
-            id=new_id(), subject_id=subject.id, referral_id=referral.id, earlier_subject_id=match.subject.id,
-            earlier_referral_id=earlier[0].id, matched_on=list(match.matched_on),
-            status=DuplicateStatus.PENDING.value, created_at=now,
-        ))
-        seen = [r for r in earlier if decide(services, actor, Action.LEARN_OF_MATCH, cases.case_for_reading(r),
-                                             referral_id=r.id).allowed]
+        session.add(
+            PossibleDuplicate(
+                id=new_id(),
+                subject_id=subject.id,
+                referral_id=referral.id,
+                earlier_subject_id=match.subject.id,
+                earlier_referral_id=earlier[0].id,
+                matched_on=list(match.matched_on),
+                status=DuplicateStatus.PENDING.value,
+                created_at=now,
+            )
+        )
+        seen = [
+            r
+            for r in earlier
+            if decide(services, actor, Action.LEARN_OF_MATCH, cases.case_for_reading(r), referral_id=r.id).allowed
+        ]
         if seen:
             matched_on.update(match.matched_on)
             references.extend((r.created_at, r.reference) for r in seen)
@@ -60,25 +78,33 @@ def record_matches(services: Services, session: Session, actor: Actor, subject: 
         return []
     columns = [c for c in _COLUMN_WORDS if c in matched_on]
     words = " and ".join(_COLUMN_WORDS[c] for c in columns)
-    return [{
-        "code": "possible_repeat_referral",
-        # Names the fields, never their values.
-        "message": f"the {words} matches an earlier referral; this one is kept separate until a supervisor "
-                   "confirms they are the same person",
-        "matched_on": columns,
-        # Oldest first; references count up, so they order referrals made in the same instant.
-        "earlier_references": [ref for _, ref in sorted(references)],
-    }]
+    return [
+        {
+            "code": "possible_repeat_referral",
+            # Names the fields, never their values.
+            "message": f"the {words} matches an earlier referral; this one is kept separate until a supervisor "
+            "confirms they are the same person",
+            "matched_on": columns,
+            # Oldest first; references count up, so they order referrals made in the same instant.
+            "earlier_references": [ref for _, ref in sorted(references)],
+        }
+    ]
 
 
 # -- supervisors ------------------------------------------------------------------------------------
 def _summary(session: Session, dup: PossibleDuplicate) -> dict[str, Any]:
     subject = session.get(Subject, dup.subject_id)
     return {
-        "id": dup.id, "status": dup.status, "matched_on": dup.matched_on, "created_at": dup.created_at,
-        "decided_by": dup.decided_by, "decided_at": dup.decided_at,
-        "referral_id": dup.referral_id, "subject_id": dup.subject_id,
-        "earlier_referral_id": dup.earlier_referral_id, "earlier_subject_id": dup.earlier_subject_id,
+        "id": dup.id,
+        "status": dup.status,
+        "matched_on": dup.matched_on,
+        "created_at": dup.created_at,
+        "decided_by": dup.decided_by,
+        "decided_at": dup.decided_at,
+        "referral_id": dup.referral_id,
+        "subject_id": dup.subject_id,
+        "earlier_referral_id": dup.earlier_referral_id,
+        "earlier_subject_id": dup.earlier_subject_id,
         "person_id": subject.person_id if subject is not None else None,
     }
 
@@ -86,11 +112,15 @@ def _summary(session: Session, dup: PossibleDuplicate) -> dict[str, Any]:
 def _side(session: Session, services: Services, actor: Actor, referral_id: str, subject_id: str) -> dict[str, Any]:
     referral = must(session.get(Referral, referral_id), "referral")
     subject = must(session.get(Subject, subject_id), "subject")
-    revealed = services.vault.reveal_subject(session, subject, SHOWN_FIELDS, actor=actor,
-                                                     referral_id=referral.id, action="duplicate.read")
+    revealed = services.vault.reveal_subject(
+        session, subject, SHOWN_FIELDS, actor=actor, referral_id=referral.id, action="duplicate.read"
+    )
     return {
-        "id": referral.id, "reference": referral.reference, "status": referral.status,
-        "caseworker_id": referral.caseworker_id, "created_at": referral.created_at,
+        "id": referral.id,
+        "reference": referral.reference,
+        "status": referral.status,
+        "caseworker_id": referral.caseworker_id,
+        "created_at": referral.created_at,
         "subject_id": subject.id,
         "subject": {**revealed, "district": subject.district},
     }
@@ -104,18 +134,25 @@ def duplicate_view(session: Session, services: Services, dup: PossibleDuplicate,
     }
 
 
-def list_duplicates(services: Services, actor: Actor, *, status: str | None, limit: int | None,
-                    cursor: str | None) -> dict[str, Any]:
+def list_duplicates(
+    services: Services, actor: Actor, *, status: str | None, limit: int | None, cursor: str | None
+) -> dict[str, Any]:
     """Oldest question first: the queue is worked through from the front."""
     authorize(services, actor, Action.LIST_DUPLICATES)
     limit = clamp_limit(limit)
-    query = (select(PossibleDuplicate)
-             .where(PossibleDuplicate.status == (status or DuplicateStatus.PENDING.value))
-             .order_by(PossibleDuplicate.created_at, PossibleDuplicate.id))
+    query = (
+        select(PossibleDuplicate)
+        .where(PossibleDuplicate.status == (status or DuplicateStatus.PENDING.value))
+        .order_by(PossibleDuplicate.created_at, PossibleDuplicate.id)
+    )
     if cursor:
         at, last_id = decode_cursor(cursor)
-        query = query.where(or_(PossibleDuplicate.created_at > at,
-                                and_(PossibleDuplicate.created_at == at, PossibleDuplicate.id > last_id)))
+        query = query.where(
+            or_(
+                PossibleDuplicate.created_at > at,
+                and_(PossibleDuplicate.created_at == at, PossibleDuplicate.id > last_id),
+            )
+        )
     with services.uow() as uow:
         rows = uow.session.scalars(query.limit(limit + 1)).all()
         items = [duplicate_view(uow.session, services, d, actor) for d in rows[:limit]]
@@ -128,13 +165,16 @@ def _decide(services: Services, cmd: ConfirmDuplicate | DismissDuplicate, actor:
     screen(services, actor, action)
     with services.uow() as uow:
         session = uow.session
-        dup = session.scalars(for_update(session, select(PossibleDuplicate)
-                                         .where(PossibleDuplicate.id == cmd.duplicate_id))).one_or_none()
+        dup = session.scalars(
+            for_update(session, select(PossibleDuplicate).where(PossibleDuplicate.id == cmd.duplicate_id))
+        ).one_or_none()
         if dup is None:
             raise NotFound("no such possible duplicate")
         # The decision touches both referrals: one decision (and record) for each.
-        for referral_id, subject_id in ((dup.referral_id, dup.subject_id),
-                                        (dup.earlier_referral_id, dup.earlier_subject_id)):
+        for referral_id, subject_id in (
+            (dup.referral_id, dup.subject_id),
+            (dup.earlier_referral_id, dup.earlier_subject_id),
+        ):
             authorize(services, actor, action, referral_id=referral_id, subject_id=subject_id)
         status = lifecycle.decide_duplicate(DuplicateStatus(dup.status), cmd)
         if status is DuplicateStatus.CONFIRMED:
@@ -152,12 +192,17 @@ def _join(session: Session, *subject_ids: str) -> str:
     consent) only what was entered on it."""
     # Lock both rows in id order first, so two confirmations sharing a subject see each other's group
     # instead of splitting it (and cannot deadlock on these rows).
-    subjects = session.scalars(for_update(session, select(Subject).where(Subject.id.in_(subject_ids))
-                                          .order_by(Subject.id))).all()
+    subjects = session.scalars(
+        for_update(session, select(Subject).where(Subject.id.in_(subject_ids)).order_by(Subject.id))
+    ).all()
     person, existing = merged_person((s.person_id for s in subjects), new_id())
     if existing:
-        session.execute(update(Subject).where(Subject.person_id.in_(existing)).values(person_id=person)
-                        .execution_options(synchronize_session="fetch"))
+        session.execute(
+            update(Subject)
+            .where(Subject.person_id.in_(existing))
+            .values(person_id=person)
+            .execution_options(synchronize_session="fetch")
+        )
     for subject in subjects:
         subject.person_id = person
     return person
@@ -177,6 +222,7 @@ def linked_referrals(session: Session, referral: Referral, subject: Subject) -> 
     same = Referral.subject_id == subject.id
     if subject.person_id:
         same = or_(same, Referral.subject_id.in_(select(Subject.id).where(Subject.person_id == subject.person_id)))
-    rows = session.scalars(select(Referral).where(same, Referral.id != referral.id)
-                           .order_by(Referral.created_at, Referral.reference)).all()
+    rows = session.scalars(
+        select(Referral).where(same, Referral.id != referral.id).order_by(Referral.created_at, Referral.reference)
+    ).all()
     return [{"id": r.id, "reference": r.reference, "status": r.status} for r in rows]

@@ -41,8 +41,9 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:63] or "partner"
 
 
-def partners_from_hsds(organizations: list[dict[str, Any]], *, capacity: int = 10) -> tuple[list[dict[str, Any]],
-                                                                                              list[str]]:
+def partners_from_hsds(
+    organizations: list[dict[str, Any]], *, capacity: int = 10
+) -> tuple[list[dict[str, Any]], list[str]]:
     """(partner objects ready for PartnerSchema, warnings)."""
     province_names = {p.casefold(): p for p in provinces()}
     partners, warnings = [], []
@@ -83,15 +84,28 @@ def partners_from_hsds(organizations: list[dict[str, Any]], *, capacity: int = 1
         if not services:
             warnings.append(f"{name}: no service maps onto the network's service types; skipped")
             continue
-        partners.append({
-            "id": _slug(str(org.get("id") or name)), "name": name, "networks": ["victim_assistance"],
-            "services": sorted(services), "provinces": sorted(found_provinces), "districts": sorted(districts),
-            "languages": sorted(languages), "capacity": capacity, "accepts_minors": minors,
-            "staff_sex": [], "active": True,
-        })
+        partners.append(
+            {
+                "id": _slug(str(org.get("id") or name)),
+                "name": name,
+                "networks": ["victim_assistance"],
+                "services": sorted(services),
+                "provinces": sorted(found_provinces),
+                "districts": sorted(districts),
+                "languages": sorted(languages),
+                "capacity": capacity,
+                "accepts_minors": minors,
+                "staff_sex": [],
+                "active": True,
+            }
+        )
     return partners, warnings
 
 
 def looks_like_hsds(data: Any) -> bool:
-    return (isinstance(data, list) and bool(data) and isinstance(data[0], dict)
-            and any(isinstance(s, dict) for s in data[0].get("services") or []))
+    return (
+        isinstance(data, list)
+        and bool(data)
+        and isinstance(data[0], dict)
+        and any(isinstance(s, dict) for s in data[0].get("services") or [])
+    )

@@ -120,9 +120,11 @@ def _verify_keys(services: Services, session: Session) -> None:
     for kek_id in sorted(in_use):
         if kek_id not in known:
             raise KeyringError(f"REFERRAL_KEYRING: key {kek_id}, which wraps stored data keys, is missing")
-    canaries = dict(session.execute(
-        select(CryptoMeta.name, CryptoMeta.value).where(CryptoMeta.name.startswith(CANARY_PREFIX))
-    ).all())
+    canaries = dict(
+        session.execute(
+            select(CryptoMeta.name, CryptoMeta.value).where(CryptoMeta.name.startswith(CANARY_PREFIX))
+        ).all()
+    )
     for kek_id in sorted(in_use):
         stored = canaries.get(canary_name(kek_id))
         if stored is not None and _canary_opens(services, kek_id, stored):
@@ -131,10 +133,14 @@ def _verify_keys(services: Services, session: Session) -> None:
         # own data keys decide. If one opens, the KEK is right and a failed canary was the damage.
         if not _opens_a_data_key(services, session, kek_id):
             raise KeyringError(
-                f"REFERRAL_KEYRING: key-encryption key {kek_id} does not open its data keys (wrong keyring?)")
+                f"REFERRAL_KEYRING: key-encryption key {kek_id} does not open its data keys (wrong keyring?)"
+            )
         if stored is not None:
-            log.warning("damaged record: table=crypto_meta column=value row=%s reason=the canary does not "
-                        "open, but the key-encryption key opens its data keys", canary_name(kek_id))
+            log.warning(
+                "damaged record: table=crypto_meta column=value row=%s reason=the canary does not "
+                "open, but the key-encryption key opens its data keys",
+                canary_name(kek_id),
+            )
             if kek_id == keys.active_kek_id():
                 session.execute(delete(CryptoMeta).where(CryptoMeta.name == canary_name(kek_id)))
     _write_canary(services, session)
@@ -147,14 +153,17 @@ def _write_canary(services: Services, session: Session) -> str | None:
     name = canary_name(kek_id)
     if session.get(CryptoMeta, name) is not None:
         return None
-    wrapped_by, wrapped = services.keys.wrap_dek(os.urandom(32), subject_id=_CANARY_SUBJECT,
-                                                 key_id=_canary_key_id(kek_id))
+    wrapped_by, wrapped = services.keys.wrap_dek(
+        os.urandom(32), subject_id=_CANARY_SUBJECT, key_id=_canary_key_id(kek_id)
+    )
     if wrapped_by != kek_id:  # rotated between the two calls: that KEK gets its canary at the next start
         return None
     value = base64.b64encode(wrapped).decode()
     if len(value) > _META_VALUE_MAX:
-        raise KeyringError(f"REFERRAL_KEYRING: a wrapped key of {kek_id} is too long for its canary "
-                           f"({len(wrapped)} bytes; at most {_META_VALUE_MAX * 3 // 4})")
+        raise KeyringError(
+            f"REFERRAL_KEYRING: a wrapped key of {kek_id} is too long for its canary "
+            f"({len(wrapped)} bytes; at most {_META_VALUE_MAX * 3 // 4})"
+        )
     session.execute(_insert_if_absent(session, name, value))
     return kek_id
 
@@ -170,8 +179,10 @@ def _canary_opens(services: Services, kek_id: str, stored: str) -> bool:
 
 def _opens_a_data_key(services: Services, session: Session, kek_id: str) -> bool:
     rows = session.scalars(
-        select(SubjectKey).where(SubjectKey.kek_id == kek_id, SubjectKey.wrapped.is_not(None))
-        .order_by(SubjectKey.id).limit(_LEGACY_SAMPLE)
+        select(SubjectKey)
+        .where(SubjectKey.kek_id == kek_id, SubjectKey.wrapped.is_not(None))
+        .order_by(SubjectKey.id)
+        .limit(_LEGACY_SAMPLE)
     ).all()
     return any(not isinstance(services.vault.key_material(row), Damage) for row in rows)
 
@@ -193,9 +204,12 @@ def kek_usage(services: Services) -> dict[str, int]:
 def status(services: Services) -> dict[str, Any]:
     """The active KEK, the KEKs of the keyring, data keys per KEK and the blind-index versions."""
     with services.uow() as uow:
-        return {"active_kek": services.keys.active_kek_id(), "keks": services.keys.kek_ids(),
-                "data_keys_per_kek": _kek_usage(uow.session),
-                "blind_index_versions": list(services.matcher.index_versions(uow.session))}
+        return {
+            "active_kek": services.keys.active_kek_id(),
+            "keks": services.keys.kek_ids(),
+            "data_keys_per_kek": _kek_usage(uow.session),
+            "blind_index_versions": list(services.matcher.index_versions(uow.session)),
+        }
 
 
 # -- rotation (`keys rotate`) -------------------------------------------------------------------------
@@ -226,10 +240,14 @@ def keys_to_rewrap(services: Services) -> int:
     """Stored data keys not yet under the active KEK (damaged ones included)."""
     active = services.keys.active_kek_id()
     with services.uow() as uow:
-        return uow.session.scalar(
-            select(func.count()).select_from(SubjectKey)
-            .where(SubjectKey.wrapped.is_not(None), SubjectKey.kek_id != active)
-        ) or 0
+        return (
+            uow.session.scalar(
+                select(func.count())
+                .select_from(SubjectKey)
+                .where(SubjectKey.wrapped.is_not(None), SubjectKey.kek_id != active)
+            )
+            or 0
+        )
 
 
 def rewrap_batch(services: Services, session: Session, batch_size: int = 500, *, after: str = "") -> RewrapBatch:
@@ -256,14 +274,14 @@ def rewrap_batch(services: Services, session: Session, batch_size: int = 500, *,
         if isinstance(material, Damage):
             damaged.append(material)
             continue
-        row.kek_id, row.wrapped = services.keys.wrap_dek(material, subject_id=row.subject_id,
-                                                         key_id=uuid.UUID(row.id))
+        row.kek_id, row.wrapped = services.keys.wrap_dek(material, subject_id=row.subject_id, key_id=uuid.UUID(row.id))
         rewrapped += 1
     return RewrapBatch(len(rows), rewrapped, rows[-1].id if rows else None, damaged)
 
 
-def rotate(services: Services, *, batch_size: int = 500, pause: float = 0.0,
-           progress: Progress = _ignore) -> RotationResult:
+def rotate(
+    services: Services, *, batch_size: int = 500, pause: float = 0.0, progress: Progress = _ignore
+) -> RotationResult:
     """Re-wrap every data key under the active KEK, a committed batch at a time (`pause` seconds
     between batches, to leave the database to the service). Resumable: after a crash, run it again.
     `progress` is told the keys each batch re-wrapped or found damaged."""
@@ -298,8 +316,10 @@ def damaged_keys(services: Services, kek_id: str, batch_size: int = 500) -> list
     while True:
         with services.uow() as uow:
             rows = uow.session.scalars(
-                select(SubjectKey).where(SubjectKey.kek_id == kek_id, SubjectKey.wrapped.is_not(None),
-                                         SubjectKey.id > after).order_by(SubjectKey.id).limit(batch_size)
+                select(SubjectKey)
+                .where(SubjectKey.kek_id == kek_id, SubjectKey.wrapped.is_not(None), SubjectKey.id > after)
+                .order_by(SubjectKey.id)
+                .limit(batch_size)
             ).all()
             if not rows:
                 return damaged
@@ -316,12 +336,13 @@ def retire(services: Services, kek_id: str) -> None:
     in_use = kek_usage(services).get(kek_id, 0)
     damaged = damaged_keys(services, kek_id) if in_use else []
     if damaged:
-        raise Conflict(f"{kek_id} still wraps {in_use} data key(s), {len(damaged)} of them damaged: they do not "
-                       "open, so no rotation can move them (restore them from a backup, or erase their "
-                       "subjects); 'referral-service records check' lists them")
+        raise Conflict(
+            f"{kek_id} still wraps {in_use} data key(s), {len(damaged)} of them damaged: they do not "
+            "open, so no rotation can move them (restore them from a backup, or erase their "
+            "subjects); 'referral-service records check' lists them"
+        )
     if in_use:
-        raise Conflict(f"{kek_id} still wraps {in_use} data key(s); run 'referral-service keys rotate --resume' "
-                       "first")
+        raise Conflict(f"{kek_id} still wraps {in_use} data key(s); run 'referral-service keys rotate --resume' first")
     retire_kek(services.settings.keyring_path, kek_id)
     with services.uow() as uow:
         # The canary of a KEK that is gone proves nothing.
@@ -369,10 +390,14 @@ def begin_reindex(services: Services) -> ReindexPlan:
             _set_meta(services, session, NEXT_INDEX, str(new))
             _set_meta(services, session, INDEX_CURSOR, "")
         cursor = session.get(CryptoMeta, INDEX_CURSOR)
-        remaining = session.scalar(
-            select(func.count()).select_from(Subject)
-            .where(Subject.erased_at.is_(None), Subject.id > (cursor.value if cursor else ""))
-        ) or 0
+        remaining = (
+            session.scalar(
+                select(func.count())
+                .select_from(Subject)
+                .where(Subject.erased_at.is_(None), Subject.id > (cursor.value if cursor else ""))
+            )
+            or 0
+        )
         uow.commit()
     return ReindexPlan(old, new, remaining)
 
@@ -388,8 +413,10 @@ def reindex_batch(services: Services, batch_size: int = 500, *, damaged: set[str
             return 0
         cursor = session.get(CryptoMeta, INDEX_CURSOR)
         subjects = session.scalars(
-            select(Subject).where(Subject.erased_at.is_(None), Subject.id > (cursor.value if cursor else ""))
-            .order_by(Subject.id).limit(batch_size)
+            select(Subject)
+            .where(Subject.erased_at.is_(None), Subject.id > (cursor.value if cursor else ""))
+            .order_by(Subject.id)
+            .limit(batch_size)
         ).all()
         if not subjects:
             return 0
@@ -421,10 +448,13 @@ def reindex(services: Services, *, batch_size: int = 500, progress: Progress = _
 
 
 def _fill_next(services: Services, session: Session, version: int, subjects: Sequence[Subject]) -> None:
-    have = set(session.execute(
-        select(BlindIndex.subject_id, BlindIndex.column)
-        .where(BlindIndex.version == version, BlindIndex.subject_id.in_([s.id for s in subjects]))
-    ).all())
+    have = set(
+        session.execute(
+            select(BlindIndex.subject_id, BlindIndex.column).where(
+                BlindIndex.version == version, BlindIndex.subject_id.in_([s.id for s in subjects])
+            )
+        ).all()
+    )
     indexer = services.matcher.indexer_for(version)
     for subject in subjects:
         for column in INDEXED_COLUMNS:
@@ -436,8 +466,11 @@ def _fill_next(services: Services, session: Session, version: int, subjects: Seq
             except SubjectErased:  # a DamagedRecord too: skipped, reported, listed by `damage_seen`
                 continue
             if value:
-                session.add(BlindIndex(subject_id=subject.id, column=column, version=version,
-                                       value=indexer.index(column, value)))
+                session.add(
+                    BlindIndex(
+                        subject_id=subject.id, column=column, version=version, value=indexer.index(column, value)
+                    )
+                )
 
 
 def _catch_up(services: Services, session: Session, old: int, new: int) -> None:
@@ -447,9 +480,11 @@ def _catch_up(services: Services, session: Session, old: int, new: int) -> None:
         select(Subject).where(
             Subject.erased_at.is_(None),
             exists().where(
-                BlindIndex.subject_id == Subject.id, BlindIndex.version == old,
-                ~exists().where(newer.subject_id == BlindIndex.subject_id, newer.column == BlindIndex.column,
-                                newer.version == new),
+                BlindIndex.subject_id == Subject.id,
+                BlindIndex.version == old,
+                ~exists().where(
+                    newer.subject_id == BlindIndex.subject_id, newer.column == BlindIndex.column, newer.version == new
+                ),
             ),
         )
     ).all()

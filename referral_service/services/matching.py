@@ -68,9 +68,11 @@ class DuplicateMatcher:
         """The active blind-index version, then the next one while a re-index runs (once per unit of work)."""
         cached: tuple[int, ...] | None = session.info.get(_INDEX_VERSIONS)
         if cached is None:
-            meta = dict(session.execute(
-                select(CryptoMeta.name, CryptoMeta.value).where(CryptoMeta.name.in_((ACTIVE_INDEX, NEXT_INDEX)))
-            ).all())
+            meta = dict(
+                session.execute(
+                    select(CryptoMeta.name, CryptoMeta.value).where(CryptoMeta.name.in_((ACTIVE_INDEX, NEXT_INDEX)))
+                ).all()
+            )
             active = int(meta.get(ACTIVE_INDEX, self.indexer.version))
             cached = (active, int(meta[NEXT_INDEX])) if NEXT_INDEX in meta else (active,)
             session.info[_INDEX_VERSIONS] = cached
@@ -96,8 +98,14 @@ class DuplicateMatcher:
         for column, value in (("cnic", cnic), ("phone", phone)):
             if value:
                 for version in self.index_versions(session):
-                    session.add(BlindIndex(subject_id=subject.id, column=column, version=version,
-                                           value=self.index_value(session, version, column, value)))
+                    session.add(
+                        BlindIndex(
+                            subject_id=subject.id,
+                            column=column,
+                            version=version,
+                            value=self.index_value(session, version, column, value),
+                        )
+                    )
 
     # -- lookups ---------------------------------------------------------------------------------
     def find_matching_subjects(self, session: Session, cnic: str | None, phone: str | None) -> list[SubjectMatch]:
@@ -114,30 +122,40 @@ class DuplicateMatcher:
             if not value:
                 continue
             wanted = _NORMALISERS[column](value)
-            matches = or_(*(and_(BlindIndex.version == v,
-                                 BlindIndex.value == self.index_value(session, v, column, value))
-                            for v in versions))
+            matches = or_(
+                *(
+                    and_(BlindIndex.version == v, BlindIndex.value == self.index_value(session, v, column, value))
+                    for v in versions
+                )
+            )
             # IN (subquery) so the database starts from the index lookup, not from every subject.
             candidates = session.scalars(
                 select(Subject)
-                .where(Subject.erased_at.is_(None),
-                       Subject.id.in_(select(BlindIndex.subject_id).where(BlindIndex.column == column, matches)))
+                .where(
+                    Subject.erased_at.is_(None),
+                    Subject.id.in_(select(BlindIndex.subject_id).where(BlindIndex.column == column, matches)),
+                )
                 .order_by(Subject.created_at, Subject.id)
             ).all()
             for candidate in candidates:
                 if candidate.id in damaged:
                     continue
                 try:
-                    stored = self.vault.open_field(session, candidate, "subjects", column, candidate.id,
-                                                   getattr(candidate, f"{column}_ct"))
+                    stored = self.vault.open_field(
+                        session, candidate, "subjects", column, candidate.id, getattr(candidate, f"{column}_ct")
+                    )
                     same = bool(stored) and _NORMALISERS[column](stored or "") == wanted
                 except (DamagedRecord, CryptoError, InvalidTag, ValueError) as exc:
                     if isinstance(exc, SubjectErased) and not isinstance(exc, DamagedRecord):
                         continue  # erased since the query ran: not a match, not damage
                     # ValueError: a plaintext that is not UTF-8 or no longer normalises is damage too.
                     damaged.add(candidate.id)
-                    log.warning("duplicate check skipped subject %s: its %s does not open (%s)",
-                                candidate.id, column, type(exc).__name__)
+                    log.warning(
+                        "duplicate check skipped subject %s: its %s does not open (%s)",
+                        candidate.id,
+                        column,
+                        type(exc).__name__,
+                    )
                     continue
                 if same:
                     match = found.setdefault(candidate.id, SubjectMatch(candidate, []))

@@ -16,8 +16,18 @@ from referral_service.services.common import clamp_limit, decode_cursor, encode_
 if TYPE_CHECKING:
     from referral_service.services.ports import Services
 
-FIELDS = ("name", "networks", "services", "provinces", "districts", "languages", "capacity", "accepts_minors",
-          "staff_sex", "active")
+FIELDS = (
+    "name",
+    "networks",
+    "services",
+    "provinces",
+    "districts",
+    "languages",
+    "capacity",
+    "accepts_minors",
+    "staff_sex",
+    "active",
+)
 
 
 def partner_view(p: Partner) -> dict[str, Any]:
@@ -46,8 +56,9 @@ def upsert_partners(
         return [partner_view(p) for p in out]
 
 
-def list_partners(services: Services, actor: Actor, *, limit: int | None = None,
-                  cursor: str | None = None) -> dict[str, Any]:
+def list_partners(
+    services: Services, actor: Actor, *, limit: int | None = None, cursor: str | None = None
+) -> dict[str, Any]:
     """The directory in id order, a page at a time (`next` is the last id seen, opaque to clients)."""
     authorize(services, actor, Action.READ_PARTNERS)
     limit = clamp_limit(limit)

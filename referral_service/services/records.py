@@ -39,8 +39,12 @@ class CheckSummary:
     damaged: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {"checked_keys": self.checked_keys, "checked_fields": self.checked_fields,
-                "unreadable_fields": self.unreadable_fields, "damaged": self.damaged}
+        return {
+            "checked_keys": self.checked_keys,
+            "checked_fields": self.checked_fields,
+            "unreadable_fields": self.unreadable_fields,
+            "damaged": self.damaged,
+        }
 
 
 def check_records(services: Services, on_damage: Callable[[Damage], None], *, batch_size: int = 500) -> CheckSummary:
@@ -59,8 +63,10 @@ def check_records(services: Services, on_damage: Callable[[Damage], None], *, ba
     while True:  # wrapped data keys (destroyed ones are erasures, not damage)
         with services.uow() as uow:
             keys = uow.session.scalars(
-                select(SubjectKey).where(SubjectKey.wrapped.is_not(None), SubjectKey.id > after)
-                .order_by(SubjectKey.id).limit(batch_size)
+                select(SubjectKey)
+                .where(SubjectKey.wrapped.is_not(None), SubjectKey.id > after)
+                .order_by(SubjectKey.id)
+                .limit(batch_size)
             ).all()
             batch = [d for d in map(vault.key_damage, keys) if d is not None]
             last = keys[-1].id if keys else None
@@ -74,8 +80,10 @@ def check_records(services: Services, on_damage: Callable[[Damage], None], *, ba
     while True:  # subjects' own sealed columns
         with services.uow() as uow:
             subjects = uow.session.scalars(
-                select(Subject).where(Subject.erased_at.is_(None), Subject.id > after)
-                .order_by(Subject.id).limit(batch_size)
+                select(Subject)
+                .where(Subject.erased_at.is_(None), Subject.id > after)
+                .order_by(Subject.id)
+                .limit(batch_size)
             ).all()
             batch = []
             for subject in subjects:
@@ -97,14 +105,16 @@ def check_records(services: Services, on_damage: Callable[[Damage], None], *, ba
                 rows = uow.session.execute(
                     query.join(Subject, Subject.id == Referral.subject_id)
                     .where(sealed_column.is_not(None), Subject.erased_at.is_(None), model.id > after)
-                    .order_by(model.id).limit(batch_size)
+                    .order_by(model.id)
+                    .limit(batch_size)
                 ).all()
                 batch = []
                 for row_id, ciphertext, subject in rows:
                     if ciphertext is None:  # never: the query asks for sealed rows only (this is for mypy)
                         continue
-                    batch.extend(_check_fields(services, uow.session, subject, table, row_id,
-                                               [(column, ciphertext)], summary))
+                    batch.extend(
+                        _check_fields(services, uow.session, subject, table, row_id, [(column, ciphertext)], summary)
+                    )
             if not rows:
                 break
             after = rows[-1][0]
@@ -112,8 +122,15 @@ def check_records(services: Services, on_damage: Callable[[Damage], None], *, ba
     return summary
 
 
-def _check_fields(services: Services, session: Any, subject: Subject, table: str, row_id: str,
-                  sealed: list[tuple[str, bytes]], summary: CheckSummary) -> list[Damage]:
+def _check_fields(
+    services: Services,
+    session: Any,
+    subject: Subject,
+    table: str,
+    row_id: str,
+    sealed: list[tuple[str, bytes]],
+    summary: CheckSummary,
+) -> list[Damage]:
     vault = services.vault
     damaged: list[Damage] = []
     for column, ciphertext in sealed:

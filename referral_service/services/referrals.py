@@ -65,7 +65,11 @@ def idempotency_key_digest(services: Services, key: str) -> str:
 
 
 def submit_referral(
-    services: Services, cmd: SubmitReferral, actor: Actor, *, idempotency_key: str | None = None,
+    services: Services,
+    cmd: SubmitReferral,
+    actor: Actor,
+    *,
+    idempotency_key: str | None = None,
     mac: str | None = None,
 ) -> SubmitOutcome:
     screen(services, actor, Action.SUBMIT_REFERRAL)
@@ -82,8 +86,15 @@ def submit_referral(
                         return SubmitOutcome(stored.response, replayed=True)
                 body = _submit(cmd, uow, services, actor)
                 if idempotency_key:
-                    uow.session.add(IdempotencyKey(user_id=actor.user_id, key=idempotency_key,
-                                                   request_mac=mac or "", status_code=CREATED, response=body))
+                    uow.session.add(
+                        IdempotencyKey(
+                            user_id=actor.user_id,
+                            key=idempotency_key,
+                            request_mac=mac or "",
+                            status_code=CREATED,
+                            response=body,
+                        )
+                    )
                 uow.commit()
                 return SubmitOutcome(body)
         except IntegrityError:
@@ -126,20 +137,39 @@ def _submit(cmd: SubmitReferral, uow: UnitOfWork, services: Services, actor: Act
         updated_at=now,
     )
     if cmd.incident_type or cmd.incident_date or cmd.incident_narrative:
-        incident = json.dumps({"type": cmd.incident_type,
-                               "date": cmd.incident_date.isoformat() if cmd.incident_date else None,
-                               "narrative": cmd.incident_narrative})
+        incident = json.dumps(
+            {
+                "type": cmd.incident_type,
+                "date": cmd.incident_date.isoformat() if cmd.incident_date else None,
+                "narrative": cmd.incident_narrative,
+            }
+        )
         referral.incident_ct = vault.seal(session, subject, "referrals", "incident", referral.id, incident)
     session.add(referral)
     session.flush()  # the possible-duplicate rows refer to it
     warnings = duplicates.record_matches(services, session, actor, subject, referral, matches, now)
-    authorize(services, actor, Action.SUBMIT_REFERRAL, cases.case_for_reading(referral), referral_id=referral.id,
-              subject_id=subject.id)
+    authorize(
+        services,
+        actor,
+        Action.SUBMIT_REFERRAL,
+        cases.case_for_reading(referral),
+        referral_id=referral.id,
+        subject_id=subject.id,
+    )
     cases.emit(uow, change.events)
-    routing = ("will be routed to partner organisations" if cmd.consent_given
-               else "not routed and not shared with any partner: consent was not given")
-    return {"id": referral.id, "reference": referral.reference, "status": referral.status,
-            "subject_id": subject.id, "routing": routing, "warnings": warnings}
+    routing = (
+        "will be routed to partner organisations"
+        if cmd.consent_given
+        else "not routed and not shared with any partner: consent was not given"
+    )
+    return {
+        "id": referral.id,
+        "reference": referral.reference,
+        "status": referral.status,
+        "subject_id": subject.id,
+        "routing": routing,
+        "warnings": warnings,
+    }
 
 
 # -- reading -----------------------------------------------------------------------------------
@@ -150,8 +180,9 @@ def load_referral(session: Any, referral_id: str) -> Referral:
     return referral
 
 
-def referral_view(session: Any, services: Services, referral: Referral, actor: Actor,
-                  vis: access.Visibility) -> dict[str, Any]:
+def referral_view(
+    session: Any, services: Services, referral: Referral, actor: Actor, vis: access.Visibility
+) -> dict[str, Any]:
     subject = must(session.get(Subject, referral.subject_id), "subject")
     vault = services.vault
     revealed = vault.reveal_subject(session, subject, vis.subject_fields, actor=actor, referral_id=referral.id)
@@ -175,8 +206,16 @@ def referral_view(session: Any, services: Services, referral: Referral, actor: A
     }
     if vis.incident:
         incident: dict[str, Any] = {"type": referral.incident_type}
-        read = vault.reveal_field_read(session, subject, "referrals", "incident", referral.id,
-                                    referral.incident_ct, actor=actor, referral_id=referral.id)
+        read = vault.reveal_field_read(
+            session,
+            subject,
+            "referrals",
+            "incident",
+            referral.id,
+            referral.incident_ct,
+            actor=actor,
+            referral_id=referral.id,
+        )
         if read.value is not None:
             incident.update(json.loads(read.value))
         elif read.damaged:
@@ -185,41 +224,80 @@ def referral_view(session: Any, services: Services, referral: Referral, actor: A
             incident["erased"] = True
         body["incident"] = incident
     assignments = [a for a in referral.assignments if vis.partner_id is None or a.partner_id == vis.partner_id]
-    body["assignments"] = [assignment_view(session, services, a, actor, subject, reveal_notes=True)
-                           for a in assignments]
+    body["assignments"] = [
+        assignment_view(session, services, a, actor, subject, reveal_notes=True) for a in assignments
+    ]
     if vis.linked_referrals:
         body["linked_referrals"] = duplicates.linked_referrals(session, referral, subject)
     if vis.case_file:
-        body["consent"] = {"given": referral.consent_given, "method": referral.consent_method,
-                           "share": referral.consent_share, "recorded_by": referral.consent_recorded_by,
-                           "recorded_at": referral.consent_recorded_at,
-                           "withdrawn_at": referral.consent_withdrawn_at}
+        body["consent"] = {
+            "given": referral.consent_given,
+            "method": referral.consent_method,
+            "share": referral.consent_share,
+            "recorded_by": referral.consent_recorded_by,
+            "recorded_at": referral.consent_recorded_at,
+            "withdrawn_at": referral.consent_withdrawn_at,
+        }
         body["caseworker_id"] = referral.caseworker_id
         body["routing_decisions"] = [
-            {"service": d.service, "chosen_partner_id": d.chosen_partner_id, "considered": d.considered,
-             "decided_at": d.decided_at}
-            for d in session.scalars(select(RoutingDecision).where(RoutingDecision.referral_id == referral.id)
-                                     .order_by(RoutingDecision.decided_at))
+            {
+                "service": d.service,
+                "chosen_partner_id": d.chosen_partner_id,
+                "considered": d.considered,
+                "decided_at": d.decided_at,
+            }
+            for d in session.scalars(
+                select(RoutingDecision)
+                .where(RoutingDecision.referral_id == referral.id)
+                .order_by(RoutingDecision.decided_at)
+            )
         ]
     return body
 
 
-def assignment_view(session: Any, services: Services, a: Assignment, actor: Actor, subject: Subject | None = None,
-                    reveal_notes: bool = False) -> dict[str, Any]:
+def assignment_view(
+    session: Any,
+    services: Services,
+    a: Assignment,
+    actor: Actor,
+    subject: Subject | None = None,
+    reveal_notes: bool = False,
+) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "id": a.id, "referral_id": a.referral_id, "partner_id": a.partner_id, "service": a.service,
-        "status": a.status, "offered_at": a.offered_at, "responded_at": a.responded_at, "reasons": a.reasons,
-        "decline_reason": a.decline_reason, "close_outcome": a.close_outcome, "closed_at": a.closed_at,
+        "id": a.id,
+        "referral_id": a.referral_id,
+        "partner_id": a.partner_id,
+        "service": a.service,
+        "status": a.status,
+        "offered_at": a.offered_at,
+        "responded_at": a.responded_at,
+        "reasons": a.reasons,
+        "decline_reason": a.decline_reason,
+        "close_outcome": a.close_outcome,
+        "closed_at": a.closed_at,
         "services_delivered": a.services_delivered,
     }
     if reveal_notes and subject is not None:
         vault = services.vault
-        body.update(_note(vault.reveal_field_read(session, subject, "assignments", "note", a.id, a.note_ct,
-                                                  actor=actor, referral_id=a.referral_id)))
+        body.update(
+            _note(
+                vault.reveal_field_read(
+                    session, subject, "assignments", "note", a.id, a.note_ct, actor=actor, referral_id=a.referral_id
+                )
+            )
+        )
         body["followups"] = [
-            {"id": f.id, "outcome": f.outcome, "recorded_at": f.recorded_at, "recorded_by": f.recorded_by,
-             **_note(vault.reveal_field_read(session, subject, "followups", "note", f.id, f.note_ct,
-                                             actor=actor, referral_id=a.referral_id))}
+            {
+                "id": f.id,
+                "outcome": f.outcome,
+                "recorded_at": f.recorded_at,
+                "recorded_by": f.recorded_by,
+                **_note(
+                    vault.reveal_field_read(
+                        session, subject, "followups", "note", f.id, f.note_ct, actor=actor, referral_id=a.referral_id
+                    )
+                ),
+            }
             for f in a.followups
         ]
     return body
@@ -246,8 +324,9 @@ def available_actions(services: Services, referral_id: str, actor: Actor) -> Ava
         return access.available(actor, cases.state_of(referral), cases.case_for_reading(referral))
 
 
-def list_referrals(services: Services, actor: Actor, *, status: str | None, limit: int | None,
-                   cursor: str | None) -> dict[str, Any]:
+def list_referrals(
+    services: Services, actor: Actor, *, status: str | None, limit: int | None, cursor: str | None
+) -> dict[str, Any]:
     decision = authorize(services, actor, Action.LIST_REFERRALS)
     limit = clamp_limit(limit)
     query = select(Referral).order_by(Referral.created_at.desc(), Referral.id.desc())
@@ -263,16 +342,28 @@ def list_referrals(services: Services, actor: Actor, *, status: str | None, limi
         items = []
         for r in rows[:limit]:
             subject = must(uow.session.get(Subject, r.subject_id), "subject")
-            name = services.vault.reveal_subject(uow.session, subject, ["full_name"], actor=actor,
-                                                 referral_id=r.id, action="referral.list")
-            items.append({
-                "id": r.id, "reference": r.reference, "status": r.status, "risk_level": r.risk_level,
-                "needs": r.needs, "subject_id": r.subject_id, "created_at": r.created_at,
-                "subject": {"full_name": name["full_name"], "erased": name["erased"], "damaged": name["damaged"],
-                            "district": subject.district},
-                "consent_given": r.consent_given,
-                "assignments": [assignment_view(uow.session, services, a, actor) for a in r.assignments],
-            })
+            name = services.vault.reveal_subject(
+                uow.session, subject, ["full_name"], actor=actor, referral_id=r.id, action="referral.list"
+            )
+            items.append(
+                {
+                    "id": r.id,
+                    "reference": r.reference,
+                    "status": r.status,
+                    "risk_level": r.risk_level,
+                    "needs": r.needs,
+                    "subject_id": r.subject_id,
+                    "created_at": r.created_at,
+                    "subject": {
+                        "full_name": name["full_name"],
+                        "erased": name["erased"],
+                        "damaged": name["damaged"],
+                        "district": subject.district,
+                    },
+                    "consent_given": r.consent_given,
+                    "assignments": [assignment_view(uow.session, services, a, actor) for a in r.assignments],
+                }
+            )
         nxt = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
         return {"items": items, "next": nxt}
 
@@ -281,13 +372,17 @@ def list_referrals(services: Services, actor: Actor, *, status: str | None, limi
 _NOTE_KINDS = {WithdrawConsent: "consent_withdrawn", WithdrawReferral: "withdrawn", ReopenReferral: "reopened"}
 
 
-def _case_move(services: Services, cmd: WithdrawConsent | WithdrawReferral | ReopenReferral,
-               actor: Actor) -> Referral:
+def _case_move(services: Services, cmd: WithdrawConsent | WithdrawReferral | ReopenReferral, actor: Actor) -> Referral:
     """Load and lock the referral, ask the policy, then the state machine; save, note, emit."""
     with services.uow() as uow:
         referral = cases.lock_referral(uow.session, cmd.referral_id)
-        authorize(services, actor, access.COMMAND_ACTIONS[type(cmd)], cases.case_for_reading(referral),
-                  referral_id=referral.id)
+        authorize(
+            services,
+            actor,
+            access.COMMAND_ACTIONS[type(cmd)],
+            cases.case_for_reading(referral),
+            referral_id=referral.id,
+        )
         now = services.clock.now()
         change = lifecycle.handle(cases.state_of(referral), cmd, at=now, policy=services.deadline_policy)
         cases.save(uow, services, referral, change, now)
@@ -311,8 +406,9 @@ def reopen_referral(services: Services, cmd: ReopenReferral, actor: Actor) -> Re
     return _case_move(services, cmd, actor)
 
 
-def _add_note(uow: UnitOfWork, services: Services, referral: Referral, kind: str, note: str | None,
-              actor: Actor, now: datetime) -> None:
+def _add_note(
+    uow: UnitOfWork, services: Services, referral: Referral, kind: str, note: str | None, actor: Actor, now: datetime
+) -> None:
     subject = must(uow.session.get(Subject, referral.subject_id), "subject")
     row = CaseNote(id=new_id(), referral_id=referral.id, kind=kind, author_id=actor.user_id, created_at=now)
     row.note_ct = services.vault.seal(uow.session, subject, "case_notes", "note", row.id, note)

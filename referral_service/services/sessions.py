@@ -25,8 +25,9 @@ _MAX_TOKEN_LENGTH = 100  # token_urlsafe(32) is 43 characters; anything far long
 
 def policy(services: Services) -> SessionPolicy:
     settings = services.settings
-    return SessionPolicy(idle=timedelta(minutes=settings.session_idle_minutes),
-                         lifetime=timedelta(hours=settings.session_max_hours))
+    return SessionPolicy(
+        idle=timedelta(minutes=settings.session_idle_minutes), lifetime=timedelta(hours=settings.session_max_hours)
+    )
 
 
 def _digest(token: str) -> str:
@@ -55,8 +56,11 @@ def resolve(services: Services, token: str) -> Actor | None:
             return None
         user = uow.session.get(User, row.user_id)
         rules = policy(services)
-        if user is None or not user.active or rules.expired(created_at=row.created_at,
-                                                            last_seen_at=row.last_seen_at, now=now):
+        if (
+            user is None
+            or not user.active
+            or rules.expired(created_at=row.created_at, last_seen_at=row.last_seen_at, now=now)
+        ):
             row.ended_at = now
             uow.commit()
             return None
@@ -70,20 +74,26 @@ def end(services: Services, token: str) -> None:
     if not token or len(token) > _MAX_TOKEN_LENGTH:
         return
     with services.uow() as uow:
-        uow.session.execute(update(WebSession).where(WebSession.id_hash == _digest(token),
-                                                     WebSession.ended_at.is_(None))
-                            .values(ended_at=services.clock.now()))
+        uow.session.execute(
+            update(WebSession)
+            .where(WebSession.id_hash == _digest(token), WebSession.ended_at.is_(None))
+            .values(ended_at=services.clock.now())
+        )
         uow.commit()
 
 
 def end_all_for_user(session: Session, user_id: str, now: datetime) -> int:
     """Inside the caller's unit of work (revoking a user ends everything in one transaction)."""
-    result = session.execute(update(WebSession).where(WebSession.user_id == user_id, WebSession.ended_at.is_(None))
-                             .values(ended_at=now))
+    result = session.execute(
+        update(WebSession).where(WebSession.user_id == user_id, WebSession.ended_at.is_(None)).values(ended_at=now)
+    )
     return int(getattr(result, "rowcount", 0) or 0)
 
 
 def _prune(session: Session, rules: SessionPolicy, now: datetime) -> None:
     ended, idle, started = rules.prune_before(now)
-    session.execute(delete(WebSession).where(or_(WebSession.ended_at < ended, WebSession.last_seen_at < idle,
-                                                 WebSession.created_at < started)))
+    session.execute(
+        delete(WebSession).where(
+            or_(WebSession.ended_at < ended, WebSession.last_seen_at < idle, WebSession.created_at < started)
+        )
+    )

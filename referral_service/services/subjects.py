@@ -44,8 +44,9 @@ def erase_subject(services: Services, subject_id: str) -> list[str]:
     return purge_old_versions(services.engine)
 
 
-def purge_old_versions(engine: Engine, rewrite: tuple[str, ...] = REWRITTEN_TABLES,
-                       vacuum: tuple[str, ...] = VACUUMED_TABLES) -> list[str]:
+def purge_old_versions(
+    engine: Engine, rewrite: tuple[str, ...] = REWRITTEN_TABLES, vacuum: tuple[str, ...] = VACUUMED_TABLES
+) -> list[str]:
     """Make committed deletes and overwrites physical: after an erasure, the old wrapped key must not
     be recoverable from the database's files (it stays in backups; see the README). On PostgreSQL the
     `rewrite` tables get VACUUM FULL and the `vacuum` ones a plain VACUUM; SQLite needs no list."""
@@ -69,24 +70,35 @@ def _truncate_sqlite_wal(engine: Engine) -> list[str]:
         raw.close()
     if busy:
         log.warning("erasure: the SQLite WAL could not be checkpointed (the database was busy)")
-        return ["another process kept the database busy, so the write-ahead log (-wal file) may still hold "
-                "the old key; it is emptied at the next 'referral-service init' or erasure"]
+        return [
+            "another process kept the database busy, so the write-ahead log (-wal file) may still hold "
+            "the old key; it is emptied at the next 'referral-service init' or erasure"
+        ]
     return []
 
 
 def _vacuum_postgres(engine: Engine, rewrite: tuple[str, ...], vacuum: tuple[str, ...]) -> list[str]:
     warnings: list[str] = []
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        not_owned = conn.execute(text(
-            "SELECT c.relname FROM pg_class c WHERE c.relname = ANY(:names) AND c.relkind = 'r' "
-            "AND c.relnamespace = to_regnamespace(current_schema())::oid "
-            "AND NOT pg_has_role(current_user, c.relowner, 'USAGE')"
-        ), {"names": [*rewrite, *vacuum]}).scalars().all()
+        not_owned = (
+            conn.execute(
+                text(
+                    "SELECT c.relname FROM pg_class c WHERE c.relname = ANY(:names) AND c.relkind = 'r' "
+                    "AND c.relnamespace = to_regnamespace(current_schema())::oid "
+                    "AND NOT pg_has_role(current_user, c.relowner, 'USAGE')"
+                ),
+                {"names": [*rewrite, *vacuum]},
+            )
+            .scalars()
+            .all()
+        )
         if not_owned:
             # VACUUM would only warn and skip them, so say so here.
-            return [f"the database user does not own {', '.join(sorted(not_owned))}, so old row versions were "
-                    f"not purged; as the owner run: VACUUM FULL {', '.join(rewrite)}"
-                    + (f"; VACUUM {', '.join(vacuum)}" if vacuum else "")]
+            return [
+                f"the database user does not own {', '.join(sorted(not_owned))}, so old row versions were "
+                f"not purged; as the owner run: VACUUM FULL {', '.join(rewrite)}"
+                + (f"; VACUUM {', '.join(vacuum)}" if vacuum else "")
+            ]
         conn.exec_driver_sql(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
         for table, full in [*((t, True) for t in rewrite), *((t, False) for t in vacuum)]:
             statement = f"VACUUM {'FULL ' if full else ''}{table}"
@@ -94,7 +106,9 @@ def _vacuum_postgres(engine: Engine, rewrite: tuple[str, ...], vacuum: tuple[str
                 conn.exec_driver_sql(statement)
             except DBAPIError as exc:  # the erasure is committed: say what is left to do
                 log.warning("erasure: %s failed (%s)", statement, type(exc).__name__)
-                warnings.append(f"{statement} did not run ({type(exc).__name__}: another transaction held the "
-                                f"table for over {LOCK_TIMEOUT}?); the old row versions stay in the data files "
-                                f"until it does: run it when the service is quiet")
+                warnings.append(
+                    f"{statement} did not run ({type(exc).__name__}: another transaction held the "
+                    f"table for over {LOCK_TIMEOUT}?); the old row versions stay in the data files "
+                    f"until it does: run it when the service is quiet"
+                )
     return warnings

@@ -44,8 +44,9 @@ def run_upgrades(services: Services, batch_size: int = BATCH_SIZE) -> UpgradeRep
     drop_plaintext_idempotency_keys(services, report, batch_size)
     if report.changed:
         # The rewritten rows' old versions still hold the text: overwrite them in the files too.
-        report.warnings += purge_old_versions(services.engine, rewrite=("followups", "outbox", "idempotency_keys"),
-                                              vacuum=())
+        report.warnings += purge_old_versions(
+            services.engine, rewrite=("followups", "outbox", "idempotency_keys"), vacuum=()
+        )
     return report
 
 
@@ -58,8 +59,11 @@ def seal_free_text_followup_outcomes(services: Services, report: UpgradeReport, 
     while True:
         with services.uow() as uow:
             rows = uow.session.scalars(
-                select(FollowUp).where(FollowUp.outcome.not_in(FOLLOWUP_OUTCOMES), FollowUp.id > after)
-                .order_by(FollowUp.id).limit(batch_size)).all()
+                select(FollowUp)
+                .where(FollowUp.outcome.not_in(FOLLOWUP_OUTCOMES), FollowUp.id > after)
+                .order_by(FollowUp.id)
+                .limit(batch_size)
+            ).all()
             if not rows:
                 break
             after = rows[-1].id
@@ -68,8 +72,9 @@ def seal_free_text_followup_outcomes(services: Services, report: UpgradeReport, 
                 subject = must(uow.session.get(Subject, referral.subject_id), "subject")
                 try:
                     if subject.erased_at is None:
-                        note = vault.open_field(uow.session, subject, "followups", "note", followup.id,
-                                                followup.note_ct)
+                        note = vault.open_field(
+                            uow.session, subject, "followups", "note", followup.id, followup.note_ct
+                        )
                         text = f"{note}\n\nOutcome: {followup.outcome}" if note else f"Outcome: {followup.outcome}"
                         followup.note_ct = vault.seal(uow.session, subject, "followups", "note", followup.id, text)
                 except SubjectErased:
@@ -77,8 +82,10 @@ def seal_free_text_followup_outcomes(services: Services, report: UpgradeReport, 
                 except CryptoError as exc:
                     # A damaged key or note: sealing would lose the old note, so this row waits for a repair.
                     log.warning("follow-up %s: outcome not converted (%s)", followup.id, type(exc).__name__)
-                    report.warnings.append(f"follow-up {followup.id} keeps its free-text outcome: its note or "
-                                           "data key does not open (damaged); run init again once it is repaired")
+                    report.warnings.append(
+                        f"follow-up {followup.id} keeps its free-text outcome: its note or "
+                        "data key does not open (damaged); run init again once it is repaired"
+                    )
                     continue
                 followup.outcome = "other"
                 report.followups_sealed += 1
@@ -94,7 +101,9 @@ def _scrub_followup_events(services: Services, report: UpgradeReport, batch_size
             rows = uow.session.scalars(
                 select(OutboxMessage)
                 .where(OutboxMessage.type == FollowUpRecorded.routing_key, OutboxMessage.id > after)
-                .order_by(OutboxMessage.id).limit(batch_size)).all()
+                .order_by(OutboxMessage.id)
+                .limit(batch_size)
+            ).all()
             if not rows:
                 break
             after = rows[-1].id
@@ -115,13 +124,16 @@ def drop_plaintext_idempotency_keys(services: Services, report: UpgradeReport, b
             rows = uow.session.execute(
                 select(IdempotencyKey.user_id, IdempotencyKey.key)
                 .where(tuple_(IdempotencyKey.user_id, IdempotencyKey.key) > tuple_(*after))
-                .order_by(IdempotencyKey.user_id, IdempotencyKey.key).limit(batch_size)).all()
+                .order_by(IdempotencyKey.user_id, IdempotencyKey.key)
+                .limit(batch_size)
+            ).all()
             if not rows:
                 break
             after = (rows[-1][0], rows[-1][1])
             plaintext = [(user_id, key) for user_id, key in rows if not _DIGEST.fullmatch(key)]
             if plaintext:
-                uow.session.execute(delete(IdempotencyKey).where(
-                    tuple_(IdempotencyKey.user_id, IdempotencyKey.key).in_(plaintext)))
+                uow.session.execute(
+                    delete(IdempotencyKey).where(tuple_(IdempotencyKey.user_id, IdempotencyKey.key).in_(plaintext))
+                )
                 report.idempotency_keys_dropped += len(plaintext)
             uow.commit()

@@ -35,8 +35,9 @@ def _actor(user: User) -> Actor:
     return Actor(user_id=user.id, role=Role(user.role), partner_id=user.partner_id, name=user.name)
 
 
-def create_user(services: Services, *, name: str, role: str, partner_id: str | None = None,
-                password: str | None = None) -> dict[str, Any]:
+def create_user(
+    services: Services, *, name: str, role: str, partner_id: str | None = None, password: str | None = None
+) -> dict[str, Any]:
     try:
         role_ = Role(role)
     except ValueError:
@@ -51,8 +52,12 @@ def create_user(services: Services, *, name: str, role: str, partner_id: str | N
     with services.uow() as uow:
         if partner_id and uow.session.get(Partner, partner_id) is None:
             raise ValidationFailed("unknown partner", {"partner": [f"no partner {partner_id}"]})
-        user = User(name=name.strip(), role=role_.value, partner_id=partner_id,
-                    password_hash=_hasher.hash(password) if password else None)
+        user = User(
+            name=name.strip(),
+            role=role_.value,
+            partner_id=partner_id,
+            password_hash=_hasher.hash(password) if password else None,
+        )
         uow.session.add(user)
         try:
             uow.session.flush()
@@ -78,8 +83,15 @@ def sign_in(services: Services, name: str, password: str) -> Actor:
     with services.uow() as uow:
         user = uow.session.scalars(select(User).where(User.name == name.strip())).first()
         user_id = user.id if user is not None else None
-        refused = ("unknown_name" if user is None else "inactive" if not user.active
-                   else "no_password" if not user.password_hash else None)
+        refused = (
+            "unknown_name"
+            if user is None
+            else "inactive"
+            if not user.active
+            else "no_password"
+            if not user.password_hash
+            else None
+        )
         stored = user.password_hash if user is not None and refused is None and user.password_hash else _DUMMY_HASH
         actor = _actor(user) if user is not None else None
         until = user.locked_until if user is not None else None
@@ -95,9 +107,11 @@ def sign_in(services: Services, name: str, password: str) -> Actor:
     paused = until is not None and until > now
     if right and not paused:
         with services.uow() as uow:
-            uow.session.execute(update(User).where(User.id == user_id,
-                                                   or_(User.failed_logins != 0, User.locked_until.is_not(None)))
-                                .values(failed_logins=0, locked_until=None))
+            uow.session.execute(
+                update(User)
+                .where(User.id == user_id, or_(User.failed_logins != 0, User.locked_until.is_not(None)))
+                .values(failed_logins=0, locked_until=None)
+            )
             uow.commit()
         _record_sign_in(services, user_id, "allowed", None)
         return actor
@@ -111,9 +125,12 @@ def _count_failure(services: Services, user_id: str, now: datetime) -> None:
     # The increment is one UPDATE, so concurrent failures never lose a count; its row lock (PostgreSQL) or
     # the IMMEDIATE transaction (SQLite) keeps the pause that follows in step with the count.
     with services.uow() as uow:
-        failures = uow.session.execute(update(User).where(User.id == user_id)
-                                       .values(failed_logins=User.failed_logins + 1)
-                                       .returning(User.failed_logins)).scalar_one()
+        failures = uow.session.execute(
+            update(User)
+            .where(User.id == user_id)
+            .values(failed_logins=User.failed_logins + 1)
+            .returning(User.failed_logins)
+        ).scalar_one()
         until = auth.locked_until(int(failures), now)
         if until is not None:
             uow.session.execute(update(User).where(User.id == user_id).values(locked_until=until))
@@ -123,14 +140,14 @@ def _count_failure(services: Services, user_id: str, now: datetime) -> None:
 def _record_sign_in(services: Services, user_id: str | None, outcome: str, reason: str | None) -> None:
     # Identifiers only: never the typed name or password.
     details = {k: v for k, v in (("user_id", user_id), ("reason", reason)) if v}
-    services.access.record(actor=None, action="auth.sign_in", referral_id=None, outcome=outcome,
-                           details=details)
+    services.access.record(actor=None, action="auth.sign_in", referral_id=None, outcome=outcome, details=details)
 
 
 def revoke_tokens(services: Services, user_id: str) -> int:
     with services.uow() as uow:
-        rows = uow.session.scalars(select(ApiToken).where(ApiToken.user_id == user_id,
-                                                          ApiToken.revoked_at.is_(None))).all()
+        rows = uow.session.scalars(
+            select(ApiToken).where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
+        ).all()
         for row in rows:
             row.revoked_at = services.clock.now()
         uow.commit()
@@ -146,8 +163,9 @@ def revoke_user(services: Services, user_id: str) -> dict[str, Any]:
         if user is None:
             raise NotFound(f"no user with id {user_id}")
         user.active = False
-        tokens = uow.session.scalars(select(ApiToken).where(ApiToken.user_id == user_id,
-                                                            ApiToken.revoked_at.is_(None))).all()
+        tokens = uow.session.scalars(
+            select(ApiToken).where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
+        ).all()
         for token in tokens:
             token.revoked_at = now
         ended = sessions.end_all_for_user(uow.session, user_id, now)
@@ -170,5 +188,11 @@ def ensure_demo_user(services: Services, *, name: str, role: str, partner_id: st
         user.password_hash = _hasher.hash(password)
         uow.session.add(ApiToken(user_id=user.id, token_hash=hash_token(token)))
         uow.commit()
-        return {"id": user.id, "name": user.name, "role": user.role, "partner_id": user.partner_id,
-                "token": token, "password": password}
+        return {
+            "id": user.id,
+            "name": user.name,
+            "role": user.role,
+            "partner_id": user.partner_id,
+            "token": token,
+            "password": password,
+        }

@@ -61,8 +61,9 @@ def is_minor(date_of_birth: date | None, today: date) -> bool | None:
 
 
 class Vault:
-    def __init__(self, keys: KeyProvider, cipher: FieldCipher, access: AccessRecorder,
-                 damage: DamageReporter | None = None) -> None:
+    def __init__(
+        self, keys: KeyProvider, cipher: FieldCipher, access: AccessRecorder, damage: DamageReporter | None = None
+    ) -> None:
         self.keys = keys
         self.cipher = cipher
         self.access = access
@@ -72,8 +73,9 @@ class Vault:
     def _new_key(self, session: Session, subject_id: str, now: datetime) -> DataKey:
         key, material = DataKey.generate()
         kek_id, wrapped = self.keys.wrap_dek(material, subject_id=subject_id, key_id=key.key_id)
-        session.add(SubjectKey(id=str(key.key_id), subject_id=subject_id, kek_id=kek_id, wrapped=wrapped,
-                               created_at=now))
+        session.add(
+            SubjectKey(id=str(key.key_id), subject_id=subject_id, kek_id=kek_id, wrapped=wrapped, created_at=now)
+        )
         session.info.setdefault(_DEK_CACHE, {})[subject_id] = key
         return key
 
@@ -103,17 +105,28 @@ class Vault:
         if row is None:
             if subject.erased_at is not None:
                 raise SubjectErased("the subject's data key has been destroyed")
-            raise DamagedRecord(table="subjects", column="key_id", row_id=subject.id, subject_id=subject.id,
-                                reason="names no data key")
+            raise DamagedRecord(
+                table="subjects", column="key_id", row_id=subject.id, subject_id=subject.id, reason="names no data key"
+            )
         if row.wrapped is None:
             raise SubjectErased("the subject's data key has been destroyed")
         if row.subject_id != subject.id:
-            raise DamagedRecord(table="subjects", column="key_id", row_id=subject.id, subject_id=subject.id,
-                                reason="names a data key of another subject")
+            raise DamagedRecord(
+                table="subjects",
+                column="key_id",
+                row_id=subject.id,
+                subject_id=subject.id,
+                reason="names a data key of another subject",
+            )
         material = self.key_material(row)
         if isinstance(material, Damage):
-            raise DamagedRecord(table=material.table, column=material.column, row_id=material.row_id,
-                                subject_id=material.subject_id, reason=material.reason)
+            raise DamagedRecord(
+                table=material.table,
+                column=material.column,
+                row_id=material.row_id,
+                subject_id=material.subject_id,
+                reason=material.reason,
+            )
         return DataKey(uuid.UUID(row.id), material)
 
     def key_material(self, row: SubjectKey) -> bytes | Damage:
@@ -143,8 +156,9 @@ class Vault:
         return list(session.info.get(_DAMAGE_SEEN, {}).values())
 
     # -- sealing and opening -----------------------------------------------------------------
-    def seal(self, session: Session, subject: Subject, table: str, column: str, row_id: str,
-             value: str | None) -> bytes | None:
+    def seal(
+        self, session: Session, subject: Subject, table: str, column: str, row_id: str, value: str | None
+    ) -> bytes | None:
         if value is None:
             return None
         try:
@@ -156,8 +170,9 @@ class Vault:
             ) from None
         return self.cipher.encrypt(key, value, FieldContext(table, column, row_id, subject.id))
 
-    def open_field(self, session: Session, subject: Subject, table: str, column: str, row_id: str,
-                   ciphertext: bytes | None) -> str | None:
+    def open_field(
+        self, session: Session, subject: Subject, table: str, column: str, row_id: str, ciphertext: bytes | None
+    ) -> str | None:
         """A field in the clear for the service's own use, NOT recorded: confirming a duplicate,
         re-indexing, rewriting a sealed field. Nothing opened here may reach a person; reads for
         people are `reveal_*`. Raises SubjectErased, or DamagedRecord (reported) when the key or
@@ -168,11 +183,14 @@ class Vault:
         try:
             return self.cipher.decrypt(key, ciphertext, FieldContext(table, column, row_id, subject.id))
         except DecryptionError as exc:
-            raise self._report(session, DamagedRecord(table=table, column=column, row_id=row_id,
-                                                      subject_id=subject.id, reason=str(exc))) from None
+            raise self._report(
+                session,
+                DamagedRecord(table=table, column=column, row_id=row_id, subject_id=subject.id, reason=str(exc)),
+            ) from None
 
-    def field_damage(self, session: Session, subject: Subject, table: str, column: str, row_id: str,
-                     ciphertext: bytes) -> Damage | None:
+    def field_damage(
+        self, session: Session, subject: Subject, table: str, column: str, row_id: str, ciphertext: bytes
+    ) -> Damage | None:
         """For `records check`: does this field open? The plaintext is dropped at once; nothing is
         recorded or reported. Raises SubjectErased/DamagedRecord when the subject's key does not open."""
         key = self._key(session, subject, report=False)
@@ -213,8 +231,14 @@ class Vault:
 
     # -- reading (every read of personal data for a person passes here) --------------------------
     def reveal_subject(
-        self, session: Session, subject: Subject, fields: Sequence[str], *, actor: Actor | None,
-        referral_id: str | None, action: str = "referral.read",
+        self,
+        session: Session,
+        subject: Subject,
+        fields: Sequence[str],
+        *,
+        actor: Actor | None,
+        referral_id: str | None,
+        action: str = "referral.read",
     ) -> dict[str, Any]:
         """The requested personal fields in the clear, with `erased` and `damaged` flags.
 
@@ -223,8 +247,7 @@ class Vault:
         that is every stored field. The other fields read as usual.
         """
         wanted = [f for f in fields if f in PERSONAL_SUBJECT_FIELDS]
-        self.access.record(actor=actor, action=action, referral_id=referral_id, subject_id=subject.id,
-                           fields=wanted)
+        self.access.record(actor=actor, action=action, referral_id=referral_id, subject_id=subject.id, fields=wanted)
         erased = {**dict.fromkeys(wanted), "erased": True, "damaged": False}
         if subject.erased_at is not None:  # also when every wanted field happened to be empty
             return erased
@@ -242,23 +265,45 @@ class Vault:
         return {**values, "erased": False, "damaged": False}
 
     def reveal_field(
-        self, session: Session, subject: Subject, table: str, column: str, row_id: str,
-        ciphertext: bytes | None, *, actor: Actor | None, referral_id: str | None,
+        self,
+        session: Session,
+        subject: Subject,
+        table: str,
+        column: str,
+        row_id: str,
+        ciphertext: bytes | None,
+        *,
+        actor: Actor | None,
+        referral_id: str | None,
     ) -> str | None:
         """One sealed field of another table (incident, notes); None when erased or damaged
         (`reveal_field_read` tells which)."""
-        return self.reveal_field_read(session, subject, table, column, row_id, ciphertext, actor=actor,
-                                      referral_id=referral_id).value
+        return self.reveal_field_read(
+            session, subject, table, column, row_id, ciphertext, actor=actor, referral_id=referral_id
+        ).value
 
     def reveal_field_read(
-        self, session: Session, subject: Subject, table: str, column: str, row_id: str,
-        ciphertext: bytes | None, *, actor: Actor | None, referral_id: str | None,
+        self,
+        session: Session,
+        subject: Subject,
+        table: str,
+        column: str,
+        row_id: str,
+        ciphertext: bytes | None,
+        *,
+        actor: Actor | None,
+        referral_id: str | None,
     ) -> FieldRead:
         """One sealed field of another table: its value, or erased, or damaged."""
         if ciphertext is None:
             return FieldRead(None)
-        self.access.record(actor=actor, action=f"{table}.{column}.read", referral_id=referral_id,
-                           subject_id=subject.id, fields=[column])
+        self.access.record(
+            actor=actor,
+            action=f"{table}.{column}.read",
+            referral_id=referral_id,
+            subject_id=subject.id,
+            fields=[column],
+        )
         try:
             return FieldRead(self.open_field(session, subject, table, column, row_id, ciphertext))
         except DamagedRecord:

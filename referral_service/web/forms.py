@@ -14,8 +14,17 @@ from werkzeug.datastructures import MultiDict
 
 from referral_service.web.i18n import translate_error
 
-SUBJECT_FIELDS = ("full_name", "date_of_birth", "sex", "cnic", "phone", "address", "province", "district",
-                  "preferred_language")
+SUBJECT_FIELDS = (
+    "full_name",
+    "date_of_birth",
+    "sex",
+    "cnic",
+    "phone",
+    "address",
+    "province",
+    "district",
+    "preferred_language",
+)
 INCIDENT_FIELDS = ("type", "date", "narrative")
 MULTI_FIELDS = ("needs", "consent.share")
 TEXT_MAX = 10_000  # far above every schema limit; stops absurd posts before they reach the schema
@@ -48,8 +57,14 @@ def _text(form: MultiDict[str, str], name: str) -> str | None:
 
 def referral_values(form: MultiDict[str, str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
-    for name in (*(f"subject.{f}" for f in SUBJECT_FIELDS), *(f"incident.{f}" for f in INCIDENT_FIELDS),
-                 "risk_level", "consent.given", "consent.method", "preferences.staff_sex"):
+    for name in (
+        *(f"subject.{f}" for f in SUBJECT_FIELDS),
+        *(f"incident.{f}" for f in INCIDENT_FIELDS),
+        "risk_level",
+        "consent.given",
+        "consent.method",
+        "preferences.staff_sex",
+    ):
         values[name] = (form.get(name) or "")[:TEXT_MAX]
     for name in MULTI_FIELDS:
         values[name] = [v for v in form.getlist(name) if v][:20]

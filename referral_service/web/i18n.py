@@ -55,8 +55,7 @@ def compile_catalogs(directory: Path = TRANSLATIONS_DIR) -> list[Path]:
                 write_mo(out, catalog)
             written.append(mo)
         except OSError as exc:
-            log.warning("could not compile %s (%s); that language falls back to English", po.name,
-                        type(exc).__name__)
+            log.warning("could not compile %s (%s); that language falls back to English", po.name, type(exc).__name__)
     return written
 
 
@@ -71,8 +70,7 @@ SERVICE_LABELS: dict[str, LazyString] = {
     "education": _l("Education"),
 }
 RISK_LABELS = {"critical": _l("Critical"), "high": _l("High"), "medium": _l("Medium"), "low": _l("Low")}
-SEX_LABELS = {"female": _l("Female"), "male": _l("Male"), "other": _l("Other"),
-              "undisclosed": _l("Prefers not to say")}
+SEX_LABELS = {"female": _l("Female"), "male": _l("Male"), "other": _l("Other"), "undisclosed": _l("Prefers not to say")}
 STAFF_SEX_LABELS = {"female": _l("Female staff"), "male": _l("Male staff"), "any": _l("No preference")}
 CONSENT_METHOD_LABELS = {"verbal": _l("Verbal"), "written": _l("Written")}
 SHARE_LABELS = {
@@ -81,9 +79,19 @@ SHARE_LABELS = {
     "incident": _l("Incident details"),
 }
 LANGUAGE_LABELS = {
-    "ur": _l("Urdu"), "en": _l("English"), "ps": _l("Pashto"), "pa": _l("Punjabi"), "sd": _l("Sindhi"),
-    "bal": _l("Balochi"), "skr": _l("Saraiki"), "hnd": _l("Hindko"), "bsk": _l("Burushaski"),
-    "shi": _l("Shina"), "kas": _l("Kashmiri"), "brh": _l("Brahui"), "other": _l("Other language"),
+    "ur": _l("Urdu"),
+    "en": _l("English"),
+    "ps": _l("Pashto"),
+    "pa": _l("Punjabi"),
+    "sd": _l("Sindhi"),
+    "bal": _l("Balochi"),
+    "skr": _l("Saraiki"),
+    "hnd": _l("Hindko"),
+    "bsk": _l("Burushaski"),
+    "shi": _l("Shina"),
+    "kas": _l("Kashmiri"),
+    "brh": _l("Brahui"),
+    "other": _l("Other language"),
 }
 DECLINE_LABELS = {
     "no_capacity": _l("No capacity"),
@@ -108,29 +116,58 @@ FOLLOWUP_LABELS = {
     "other": _l("Other (explain in the note)"),
 }
 REFERRAL_STATUS_LABELS = {
-    "submitted": _l("Submitted"), "routing": _l("Offered to a partner"), "assigned": _l("Accepted by a partner"),
-    "unroutable": _l("No partner found"), "withdrawn": _l("Withdrawn"), "closed": _l("Closed"),
+    "submitted": _l("Submitted"),
+    "routing": _l("Offered to a partner"),
+    "assigned": _l("Accepted by a partner"),
+    "unroutable": _l("No partner found"),
+    "withdrawn": _l("Withdrawn"),
+    "closed": _l("Closed"),
 }
 ASSIGNMENT_STATUS_LABELS = {
-    "offered": _l("Offered"), "accepted": _l("Accepted"), "declined": _l("Declined"), "expired": _l("Expired"),
-    "withdrawn": _l("Withdrawn"), "closed": _l("Closed"),
+    "offered": _l("Offered"),
+    "accepted": _l("Accepted"),
+    "declined": _l("Declined"),
+    "expired": _l("Expired"),
+    "withdrawn": _l("Withdrawn"),
+    "closed": _l("Closed"),
 }
-DEADLINE_KIND_LABELS = {"accept": _l("Accept the offer"), "first_contact": _l("First contact"),
-                        "followup": _l("Follow-up")}
-ROLE_LABELS = {"caseworker": _l("Caseworker"), "supervisor": _l("Supervisor"), "partner": _l("Partner staff"),
-               "auditor": _l("Auditor"), "admin": _l("Administrator")}
+DEADLINE_KIND_LABELS = {
+    "accept": _l("Accept the offer"),
+    "first_contact": _l("First contact"),
+    "followup": _l("Follow-up"),
+}
+ROLE_LABELS = {
+    "caseworker": _l("Caseworker"),
+    "supervisor": _l("Supervisor"),
+    "partner": _l("Partner staff"),
+    "auditor": _l("Auditor"),
+    "admin": _l("Administrator"),
+}
 PROVINCE_LABELS = {
-    "Punjab": _l("Punjab"), "Sindh": _l("Sindh"), "Khyber Pakhtunkhwa": _l("Khyber Pakhtunkhwa"),
-    "Balochistan": _l("Balochistan"), "Islamabad Capital Territory": _l("Islamabad Capital Territory"),
-    "Gilgit-Baltistan": _l("Gilgit-Baltistan"), "Azad Jammu and Kashmir": _l("Azad Jammu and Kashmir"),
+    "Punjab": _l("Punjab"),
+    "Sindh": _l("Sindh"),
+    "Khyber Pakhtunkhwa": _l("Khyber Pakhtunkhwa"),
+    "Balochistan": _l("Balochistan"),
+    "Islamabad Capital Territory": _l("Islamabad Capital Territory"),
+    "Gilgit-Baltistan": _l("Gilgit-Baltistan"),
+    "Azad Jammu and Kashmir": _l("Azad Jammu and Kashmir"),
 }
 
 LABELS: dict[str, dict[str, Any]] = {
-    "service": SERVICE_LABELS, "risk": RISK_LABELS, "sex": SEX_LABELS, "staff_sex": STAFF_SEX_LABELS,
-    "consent_method": CONSENT_METHOD_LABELS, "share": SHARE_LABELS, "language": LANGUAGE_LABELS,
-    "decline": DECLINE_LABELS, "close": CLOSE_LABELS, "followup": FOLLOWUP_LABELS,
+    "service": SERVICE_LABELS,
+    "risk": RISK_LABELS,
+    "sex": SEX_LABELS,
+    "staff_sex": STAFF_SEX_LABELS,
+    "consent_method": CONSENT_METHOD_LABELS,
+    "share": SHARE_LABELS,
+    "language": LANGUAGE_LABELS,
+    "decline": DECLINE_LABELS,
+    "close": CLOSE_LABELS,
+    "followup": FOLLOWUP_LABELS,
     "referral_status": REFERRAL_STATUS_LABELS,
-    "assignment_status": ASSIGNMENT_STATUS_LABELS, "deadline_kind": DEADLINE_KIND_LABELS, "role": ROLE_LABELS,
+    "assignment_status": ASSIGNMENT_STATUS_LABELS,
+    "deadline_kind": DEADLINE_KIND_LABELS,
+    "role": ROLE_LABELS,
     "province": PROVINCE_LABELS,
 }
 
@@ -158,34 +195,45 @@ _EXACT: dict[str, LazyString] = {
     "Unknown field.": _l("This field is not part of the form."),
     "must not be in the future": _l("The date must not be in the future."),
     "must not be blank": _l("This field is required."),
-    "must contain letters, not only spaces or invisible characters":
-        _l("Enter the name in letters: spaces or invisible characters alone are not a name."),
+    "must contain letters, not only spaces or invisible characters": _l(
+        "Enter the name in letters: spaces or invisible characters alone are not a name."
+    ),
     "must be after 1900": _l("The date must be after 1900."),
     "CNIC must be 13 digits as #####-#######-#": _l("A CNIC has 13 digits: #####-#######-#."),
-    "phone must be in international form, e.g. +923001234567":
-        _l("Enter the phone number in international form, e.g. +923001234567."),
-    "a Pakistani number is +92 followed by 9 or 10 digits":
-        _l("A Pakistani number is +92 followed by 9 or 10 digits."),
+    "phone must be in international form, e.g. +923001234567": _l(
+        "Enter the phone number in international form, e.g. +923001234567."
+    ),
+    "a Pakistani number is +92 followed by 9 or 10 digits": _l("A Pakistani number is +92 followed by 9 or 10 digits."),
     "unknown province": _l("Choose a province from the list."),
     "district is required": _l("This field is required."),
     "unknown district": _l("Choose a district from the list."),
-    "district exists in several provinces; name the province":
-        _l("This district exists in several provinces; choose the province."),
+    "district exists in several provinces; name the province": _l(
+        "This district exists in several provinces; choose the province."
+    ),
     "name at least one need": _l("Choose at least one need."),
     "say how consent was given: verbal or written": _l("Say how consent was given: verbal or written."),
     "explain 'other' in a note": _l("Explain 'other' in the note."),
 }
 _PATTERNS: list[tuple[re.Pattern[str], Any]] = [
     (re.compile(r"^Must be one of: "), lambda m: _l("Choose one of the options.")),
-    (re.compile(r"^Longer than maximum length (\d+)\.$"),
-     lambda m: _l("Too long: at most %(n)s characters.", n=m.group(1))),
+    (
+        re.compile(r"^Longer than maximum length (\d+)\.$"),
+        lambda m: _l("Too long: at most %(n)s characters.", n=m.group(1)),
+    ),
     (re.compile(r"^Shorter than minimum length 1\.$"), lambda m: _l("This field is required.")),
     # Length(min=1, max=n): the forms send an empty box as absent ("required"), so only "too long" is left.
-    (re.compile(r"^Length must be between 1 and (\d+)\.$"),
-     lambda m: _l("Too long: at most %(n)s characters.", n=m.group(1))),
-    (re.compile(r"^(.+) is not a district of (.+)$"),
-     lambda m: _l("%(district)s is not a district of %(province)s.", district=m.group(1),
-                  province=label("province", m.group(2)))),
+    (
+        re.compile(r"^Length must be between 1 and (\d+)\.$"),
+        lambda m: _l("Too long: at most %(n)s characters.", n=m.group(1)),
+    ),
+    (
+        re.compile(r"^(.+) is not a district of (.+)$"),
+        lambda m: _l(
+            "%(district)s is not a district of %(province)s.",
+            district=m.group(1),
+            province=label("province", m.group(2)),
+        ),
+    ),
 ]
 
 

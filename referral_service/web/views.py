@@ -78,8 +78,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # Where signing in leads: the first of these pages the person may open (supervision for supervisors,
 # their referrals for caseworkers, the inbox for partner staff; a plain page for everyone else).
-HOMES = ((Action.LIST_OVERDUE, "web.supervision"), (Action.LIST_REFERRALS, "web.referral_list"),
-         (Action.LIST_ASSIGNMENTS, "web.inbox"))
+HOMES = (
+    (Action.LIST_OVERDUE, "web.supervision"),
+    (Action.LIST_REFERRALS, "web.referral_list"),
+    (Action.LIST_ASSIGNMENTS, "web.inbox"),
+)
 PAGE_SIZE = 25
 ASSIGNMENT_STATUSES = [s.value for s in AssignmentStatus]
 
@@ -152,8 +155,13 @@ def _domain_error(exc: DomainError) -> Any:
     titles = {
         404: (_("Not found"), _("There is nothing here, or it was removed.")),
         403: (_("Not allowed"), _("You may not see or change this.")),
-        409: (_("Changed meanwhile"), _("This was changed at the same time by someone else, or is no longer "
-                                        "possible. Reload the page and try again.")),
+        409: (
+            _("Changed meanwhile"),
+            _(
+                "This was changed at the same time by someone else, or is no longer "
+                "possible. Reload the page and try again."
+            ),
+        ),
         401: (_("Please sign in"), _("Your session has ended. Sign in again.")),
     }
     title, message = titles.get(exc.status, (_("Something is wrong"), _("The request could not be completed.")))
@@ -162,9 +170,11 @@ def _domain_error(exc: DomainError) -> Any:
 
 @bp.errorhandler(CSRFError)
 def _csrf_error(exc: CSRFError) -> Any:
-    return error_page(400, _("Form expired"),
-                      _("This form has expired or was not sent from this site. Go back, reload the page and "
-                        "send it again."))
+    return error_page(
+        400,
+        _("Form expired"),
+        _("This form has expired or was not sent from this site. Go back, reload the page and send it again."),
+    )
 
 
 @bp.after_request
@@ -224,8 +234,12 @@ def login() -> Any:
                 actor = users.sign_in(services(), name, password)
             except Unauthenticated:
                 # One message for an unknown name, a wrong password and a paused account alike.
-                state.errors["_form"] = [_("Wrong name or password. After repeated failures, sign-in is paused "
-                                           "for a while; wait and try again.")]
+                state.errors["_form"] = [
+                    _(
+                        "Wrong name or password. After repeated failures, sign-in is paused "
+                        "for a while; wait and try again."
+                    )
+                ]
             else:
                 lang = session.get("lang")
                 session.clear()  # a fresh session on sign-in: no fixation of a pre-login cookie
@@ -242,8 +256,9 @@ def login() -> Any:
 def _too_many_sign_ins(exc: RateLimitExceeded) -> Any:
     state = FormState(values={"name": (request.form.get("name") or "").strip()[:200]})
     state.errors["_form"] = [_("Too many sign-in attempts from your network address. Wait a minute and try again.")]
-    response = make_response(render_template("login.html", form=state,
-                                             next_url=_safe_next(request.values.get("next"))), 429)
+    response = make_response(
+        render_template("login.html", form=state, next_url=_safe_next(request.values.get("next"))), 429
+    )
     response.headers["Retry-After"] = str(retry_after_seconds())
     return response
 
@@ -292,8 +307,9 @@ def _form_idempotency_key() -> str | None:
 @page(Action.SUBMIT_REFERRAL)
 def referral_new(actor: Actor) -> Any:
     if request.method == "GET":
-        state = FormState(values={"subject.sex": "undisclosed", "preferences.staff_sex": "any",
-                                  "needs": [], "consent.share": []})
+        state = FormState(
+            values={"subject.sex": "undisclosed", "preferences.staff_sex": "any", "needs": [], "consent.share": []}
+        )
         return render_template("referral_new.html", **_referral_form_context(state))
     state = FormState(values=referral_values(request.form))
     payload = referral_payload(state.values)
@@ -303,12 +319,18 @@ def referral_new(actor: Actor) -> Any:
         return render_template("referral_new.html", **_referral_form_context(state)), 422
     key = _form_idempotency_key()
     try:
-        outcome = referrals.submit_referral(services(), cmd, actor, idempotency_key=key,
-                                            mac=referrals.request_mac(services(), payload) if key else None)
+        outcome = referrals.submit_referral(
+            services(), cmd, actor, idempotency_key=key, mac=referrals.request_mac(services(), payload) if key else None
+        )
     except Conflict:
         # The same form sent again with other details: nothing is stored; a fresh form lets them decide.
-        flash(_("This form was already sent once with other details. Check them and send it again to make a "
-                "new referral."), "error")
+        flash(
+            _(
+                "This form was already sent once with other details. Check them and send it again to make a "
+                "new referral."
+            ),
+            "error",
+        )
         return render_template("referral_new.html", **_referral_form_context(state)), 409
     body = outcome.body
     if outcome.replayed:
@@ -318,13 +340,19 @@ def referral_new(actor: Actor) -> Any:
     for warning in body.get("warnings", []):
         if warning.get("code") == "possible_repeat_referral":
             # Only referrals this user may see are named (the service leaves the rest out).
-            flash(_("Possible repeat referral: the %(matched)s matches an earlier referral (%(earlier)s). "
+            flash(
+                _(
+                    "Possible repeat referral: the %(matched)s matches an earlier referral (%(earlier)s). "
                     "This referral is kept separate until a supervisor confirms they are the same person.",
                     matched=_matched_words(warning.get("matched_on") or []),
-                    earlier=", ".join(warning.get("earlier_references", []))), "warning")
+                    earlier=", ".join(warning.get("earlier_references", [])),
+                ),
+                "warning",
+            )
     if not cmd.consent_given:
-        flash(_("Not routed: consent was not given. The referral is stored but not shared with any partner."),
-              "warning")
+        flash(
+            _("Not routed: consent was not given. The referral is stored but not shared with any partner."), "warning"
+        )
     return redirect(url_for("web.referral_detail", referral_id=body["id"]))
 
 
@@ -340,23 +368,35 @@ def referral_list(actor: Actor) -> Any:
     status = request.args.get("status") or None
     if status not in (None, *(s.value for s in ReferralStatus)):
         status = None
-    result = referrals.list_referrals(services(), actor, status=status, limit=PAGE_SIZE,
-                                      cursor=request.args.get("cursor") or None)
-    return render_template("referrals.html", items=result["items"], next_cursor=result["next"], status=status,
-                           statuses=choices("referral_status", [s.value for s in ReferralStatus]))
+    result = referrals.list_referrals(
+        services(), actor, status=status, limit=PAGE_SIZE, cursor=request.args.get("cursor") or None
+    )
+    return render_template(
+        "referrals.html",
+        items=result["items"],
+        next_cursor=result["next"],
+        status=status,
+        statuses=choices("referral_status", [s.value for s in ReferralStatus]),
+    )
 
 
 def _partner_names() -> dict[str, str]:
     return partners.partner_names(services())
 
 
-def _render_referral(actor: Actor, referral_id: str, forms: dict[str, FormState] | None = None,
-                     status: int = 200) -> Any:
+def _render_referral(
+    actor: Actor, referral_id: str, forms: dict[str, FormState] | None = None, status: int = 200
+) -> Any:
     referral = referrals.get_referral(services(), referral_id, actor)
     return render_template(
-        "referral_detail.html", r=referral, actions=referrals.available_actions(services(), referral_id, actor),
-        partner_names=_partner_names(), forms=forms or {}, blank=FormState(),
-        decline_reasons=choices("decline", DECLINE_REASONS), close_outcomes=choices("close", CLOSE_OUTCOMES),
+        "referral_detail.html",
+        r=referral,
+        actions=referrals.available_actions(services(), referral_id, actor),
+        partner_names=_partner_names(),
+        forms=forms or {},
+        blank=FormState(),
+        decline_reasons=choices("decline", DECLINE_REASONS),
+        close_outcomes=choices("close", CLOSE_OUTCOMES),
         followup_outcomes=choices("followup", FOLLOWUP_OUTCOMES),
     ), status
 
@@ -369,15 +409,24 @@ def referral_detail(actor: Actor, referral_id: str) -> Any:
 
 # -- the caseworker's or a supervisor's own actions on a referral --------------------------------------------
 def _case_form_errors(actor: Actor, referral_id: str, kind: str, errors: dict[str, list[str]]) -> Any:
-    state = FormState(values={"note": (request.form.get("note") or "")[:TEXT_MAX],
-                              "confirm": request.form.get("confirm") or ""}, errors=errors)
+    state = FormState(
+        values={"note": (request.form.get("note") or "")[:TEXT_MAX], "confirm": request.form.get("confirm") or ""},
+        errors=errors,
+    )
     flash(_("Please correct the fields marked below."), "error")
     return _render_referral(actor, referral_id, {kind: state}, status=422)
 
 
-def _case_action(actor: Actor, referral_id: str, kind: str, schema: Schema, command: Callable[[str, Any], Any],
-                 action: Callable[[Any, Any, Actor], Any], done: str,
-                 extra_errors: dict[str, list[str]] | None = None) -> Any:
+def _case_action(
+    actor: Actor,
+    referral_id: str,
+    kind: str,
+    schema: Schema,
+    command: Callable[[str, Any], Any],
+    action: Callable[[Any, Any, Actor], Any],
+    done: str,
+    extra_errors: dict[str, list[str]] | None = None,
+) -> Any:
     """Validate the note form, make the one service call, and come back to the referral."""
     data, errors = load(schema, note_only_payload(request.form))
     errors = {**errors, **(extra_errors or {})}
@@ -395,26 +444,49 @@ def _case_action(actor: Actor, referral_id: str, kind: str, schema: Schema, comm
 @page(Action.WITHDRAW_CONSENT)
 def referral_withdraw_consent(actor: Actor, referral_id: str) -> Any:
     # Withdrawing consent cannot be undone (a new referral needs new consent), so one stray click must not do it.
-    unconfirmed = ({"confirm": [_("Tick the box to confirm that the person withdrew consent.")]}
-                   if request.form.get("confirm") != "yes" else None)
-    return _case_action(actor, referral_id, "withdraw_consent", WithdrawSchema(), WithdrawConsent,
-                        referrals.withdraw_consent,
-                        _("Consent withdrawn. Open offers were pulled back and partners no longer see this referral."),
-                        unconfirmed)
+    unconfirmed = (
+        {"confirm": [_("Tick the box to confirm that the person withdrew consent.")]}
+        if request.form.get("confirm") != "yes"
+        else None
+    )
+    return _case_action(
+        actor,
+        referral_id,
+        "withdraw_consent",
+        WithdrawSchema(),
+        WithdrawConsent,
+        referrals.withdraw_consent,
+        _("Consent withdrawn. Open offers were pulled back and partners no longer see this referral."),
+        unconfirmed,
+    )
 
 
 @bp.post("/referrals/<referral_id>/withdraw")
 @page(Action.WITHDRAW_REFERRAL)
 def referral_withdraw(actor: Actor, referral_id: str) -> Any:
-    return _case_action(actor, referral_id, "withdraw", WithdrawSchema(), WithdrawReferral, referrals.withdraw_referral,
-                        _("The referral was withdrawn. Open offers were pulled back."))
+    return _case_action(
+        actor,
+        referral_id,
+        "withdraw",
+        WithdrawSchema(),
+        WithdrawReferral,
+        referrals.withdraw_referral,
+        _("The referral was withdrawn. Open offers were pulled back."),
+    )
 
 
 @bp.post("/referrals/<referral_id>/reopen")
 @page(Action.REOPEN_REFERRAL)
 def referral_reopen(actor: Actor, referral_id: str) -> Any:
-    return _case_action(actor, referral_id, "reopen", ReopenSchema(), ReopenReferral, referrals.reopen_referral,
-                        _("The referral was re-opened and will be offered to partners again."))
+    return _case_action(
+        actor,
+        referral_id,
+        "reopen",
+        ReopenSchema(),
+        ReopenReferral,
+        referrals.reopen_referral,
+        _("The referral was re-opened and will be offered to partners again."),
+    )
 
 
 # -- partner side ------------------------------------------------------------------------------------
@@ -424,11 +496,17 @@ def inbox(actor: Actor) -> Any:
     status = request.args.get("status") or None
     if status not in (None, *ASSIGNMENT_STATUSES):
         status = None
-    result = assignments.inbox(services(), actor, status=status, limit=PAGE_SIZE,
-                               cursor=request.args.get("cursor") or None)
-    return render_template("inbox.html", items=result["items"], next_cursor=result["next"], status=status,
-                           statuses=choices("assignment_status", ASSIGNMENT_STATUSES),
-                           partner_names=_partner_names())
+    result = assignments.inbox(
+        services(), actor, status=status, limit=PAGE_SIZE, cursor=request.args.get("cursor") or None
+    )
+    return render_template(
+        "inbox.html",
+        items=result["items"],
+        next_cursor=result["next"],
+        status=status,
+        statuses=choices("assignment_status", ASSIGNMENT_STATUSES),
+        partner_names=_partner_names(),
+    )
 
 
 def _back_to(referral_id: str | None) -> Any:
@@ -442,11 +520,21 @@ def _back_to(referral_id: str | None) -> Any:
 
 def _conflict(exc: Conflict, referral_id: str | None = None) -> Any:
     if exc.code == "damaged_record":
-        flash(_("This person's record is damaged, so nothing new can be stored for them. "
-                "Ask an administrator to check it."), "error")
+        flash(
+            _(
+                "This person's record is damaged, so nothing new can be stored for them. "
+                "Ask an administrator to check it."
+            ),
+            "error",
+        )
     else:
-        flash(_("This was changed at the same time by someone else, or is no longer possible. "
-                "Reload the page and try again."), "error")
+        flash(
+            _(
+                "This was changed at the same time by someone else, or is no longer possible. "
+                "Reload the page and try again."
+            ),
+            "error",
+        )
     return _back_to(referral_id or request.form.get("referral_id"))
 
 
@@ -491,8 +579,7 @@ def assignment_followup(actor: Actor, assignment_id: str) -> Any:
     if errors:
         return _with_form(actor, "followup", assignment_id, errors)
     try:
-        assignments.record_followup(services(), RecordFollowUp(assignment_id, data["outcome"], data.get("note")),
-                                    actor)
+        assignments.record_followup(services(), RecordFollowUp(assignment_id, data["outcome"], data.get("note")), actor)
     except Conflict as exc:
         return _conflict(exc)
     flash(_("Follow-up recorded."), "success")
@@ -502,8 +589,10 @@ def assignment_followup(actor: Actor, assignment_id: str) -> Any:
 @bp.post("/assignments/<assignment_id>/close")
 @page(Action.CLOSE_ASSIGNMENT)
 def assignment_close(actor: Actor, assignment_id: str) -> Any:
-    payload = {**note_payload(request.form, "outcome"),
-               "services_delivered": request.form.getlist("services_delivered")[:20]}
+    payload = {
+        **note_payload(request.form, "outcome"),
+        "services_delivered": request.form.getlist("services_delivered")[:20],
+    }
     data, errors = load(CloseSchema(), payload)
     if errors:
         return _with_form(actor, "close", assignment_id, errors)
@@ -512,8 +601,13 @@ def assignment_close(actor: Actor, assignment_id: str) -> Any:
         view = assignments.close(services(), cmd, actor)
     except Conflict as exc:
         if "services_delivered" in exc.fields:  # the state machine's rule, shown next to the boxes
-            return _with_form(actor, "close", assignment_id, {"services_delivered": [
-                _("Only the service offered in this case can be marked as delivered.")]}, status=409)
+            return _with_form(
+                actor,
+                "close",
+                assignment_id,
+                {"services_delivered": [_("Only the service offered in this case can be marked as delivered.")]},
+                status=409,
+            )
         return _conflict(exc)
     flash(_("The case is closed."), "success")
     # Whoever sees every referral goes back to this one; a partner no longer holds the case, so it
@@ -528,17 +622,26 @@ def assignment_close(actor: Actor, assignment_id: str) -> Any:
 @page(Action.LIST_OVERDUE)
 def supervision(actor: Actor) -> Any:
     overdue = deadlines.overdue(services(), actor)["items"]
-    unroutable = referrals.list_referrals(services(), actor, status=ReferralStatus.UNROUTABLE.value,
-                                          limit=100, cursor=None)
-    pending = duplicates.list_duplicates(services(), actor, status=DuplicateStatus.PENDING.value,
-                                         limit=PAGE_SIZE, cursor=None)
-    return render_template("supervision.html", overdue=overdue, unroutable=unroutable["items"],
-                           unroutable_more=unroutable["next"] is not None, partner_names=_partner_names(),
-                           duplicates=pending["items"], duplicates_more=pending["next"] is not None)
+    unroutable = referrals.list_referrals(
+        services(), actor, status=ReferralStatus.UNROUTABLE.value, limit=100, cursor=None
+    )
+    pending = duplicates.list_duplicates(
+        services(), actor, status=DuplicateStatus.PENDING.value, limit=PAGE_SIZE, cursor=None
+    )
+    return render_template(
+        "supervision.html",
+        overdue=overdue,
+        unroutable=unroutable["items"],
+        unroutable_more=unroutable["next"] is not None,
+        partner_names=_partner_names(),
+        duplicates=pending["items"],
+        duplicates_more=pending["next"] is not None,
+    )
 
 
-def _decide_duplicate(actor: Actor, cmd: ConfirmDuplicate | DismissDuplicate,
-                      decide: Callable[[Any, Any, Actor], Any], done: str) -> Any:
+def _decide_duplicate(
+    actor: Actor, cmd: ConfirmDuplicate | DismissDuplicate, decide: Callable[[Any, Any, Actor], Any], done: str
+) -> Any:
     try:
         decide(services(), cmd, actor)
     except Conflict:
@@ -551,14 +654,20 @@ def _decide_duplicate(actor: Actor, cmd: ConfirmDuplicate | DismissDuplicate,
 @bp.post("/supervision/duplicates/<duplicate_id>/confirm")
 @page(Action.CONFIRM_DUPLICATE)
 def duplicate_confirm(actor: Actor, duplicate_id: str) -> Any:
-    return _decide_duplicate(actor, ConfirmDuplicate(duplicate_id), duplicates.confirm,
-                             _("Confirmed: the two referrals are now linked as one person. Each keeps its own "
-                               "details and consent."))
+    return _decide_duplicate(
+        actor,
+        ConfirmDuplicate(duplicate_id),
+        duplicates.confirm,
+        _("Confirmed: the two referrals are now linked as one person. Each keeps its own details and consent."),
+    )
 
 
 @bp.post("/supervision/duplicates/<duplicate_id>/dismiss")
 @page(Action.DISMISS_DUPLICATE)
 def duplicate_dismiss(actor: Actor, duplicate_id: str) -> Any:
-    return _decide_duplicate(actor, DismissDuplicate(duplicate_id), duplicates.dismiss,
-                             _("Dismissed: the two referrals stay separate people."))
-
+    return _decide_duplicate(
+        actor,
+        DismissDuplicate(duplicate_id),
+        duplicates.dismiss,
+        _("Dismissed: the two referrals stay separate people."),
+    )

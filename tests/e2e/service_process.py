@@ -19,10 +19,12 @@ from typing import Any
 CLI = [sys.executable, "-m", "referral_service"]
 
 
-def cli(env: dict[str, str], *args: str, input_text: str | None = None, check: bool = True,
-        timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, input=input_text,
-                            timeout=timeout, check=False)
+def cli(
+    env: dict[str, str], *args: str, input_text: str | None = None, check: bool = True, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [*CLI, *args], env=env, capture_output=True, text=True, input=input_text, timeout=timeout, check=False
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"{args} failed ({result.returncode}): {result.stderr[-2000:]}")
     return result
@@ -39,8 +41,9 @@ class Service:
 
     def __init__(self, env: dict[str, str], *args: str) -> None:
         # Its own session: a signal meant for the test run never reaches it, and vice versa.
-        self.proc = subprocess.Popen([*CLI, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [*CLI, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -79,8 +82,9 @@ class Service:
         return code
 
 
-def request(method: str, url: str, token: str | None = None, body: Any = None,
-            headers: dict[str, str] | None = None) -> tuple[int, Any]:
+def request(
+    method: str, url: str, token: str | None = None, body: Any = None, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - http://127.0.0.1 only
     if data is not None:

@@ -22,8 +22,17 @@ MEDICAL = "p-peshawar-medical"  # the factory partner: serves medical in Peshawa
 QUETTA = "p-quetta-legal"  # a partner elsewhere that never gets this case
 LEGAL = "p-peshawar-legal"  # a second Peshawar partner, for cases needing two services
 
-ROLES = ("owner", "other_cw", "supervisor", "partner_holding", "partner_other", "auditor", "admin",
-         "anonymous", "revoked")
+ROLES = (
+    "owner",
+    "other_cw",
+    "supervisor",
+    "partner_holding",
+    "partner_other",
+    "auditor",
+    "admin",
+    "anonymous",
+    "revoked",
+)
 
 
 @dataclass(frozen=True)
@@ -38,28 +47,35 @@ class Endpoint:
 
 
 ENDPOINTS: dict[str, Endpoint] = {
-    "submit_referral": Endpoint("POST", "/api/v1/referrals", lambda: referral_body(subject__cnic=None,
-                                                                                  subject__phone=None)),
+    "submit_referral": Endpoint(
+        "POST", "/api/v1/referrals", lambda: referral_body(subject__cnic=None, subject__phone=None)
+    ),
     "list_referrals": Endpoint("GET", "/api/v1/referrals"),
     "get_referral_offered": Endpoint("GET", "/api/v1/referrals/{referral_id}"),
     "get_referral_accepted": Endpoint("GET", "/api/v1/referrals/{referral_id}", state="accepted"),
     "inbox": Endpoint("GET", "/api/v1/assignments"),
     "accept": Endpoint("POST", "/api/v1/assignments/{assignment_id}/accept"),
     "decline": Endpoint("POST", "/api/v1/assignments/{assignment_id}/decline", lambda: {"reason": "no_capacity"}),
-    "followup": Endpoint("POST", "/api/v1/assignments/{assignment_id}/followups",
-                         lambda: {"outcome": "contacted", "note": "phoned, visit booked"}, state="accepted"),
-    "close": Endpoint("POST", "/api/v1/assignments/{assignment_id}/close",
-                      lambda: {"outcome": "services_delivered"}, state="accepted"),
+    "followup": Endpoint(
+        "POST",
+        "/api/v1/assignments/{assignment_id}/followups",
+        lambda: {"outcome": "contacted", "note": "phoned, visit booked"},
+        state="accepted",
+    ),
+    "close": Endpoint(
+        "POST", "/api/v1/assignments/{assignment_id}/close", lambda: {"outcome": "services_delivered"}, state="accepted"
+    ),
     "list_partners": Endpoint("GET", "/api/v1/partners"),
     "get_partner": Endpoint("GET", f"/api/v1/partners/{MEDICAL}"),
-    "upsert_partner": Endpoint("POST", "/api/v1/partners",
-                               lambda: partner(id="p-new-org", name="New Organisation")),
+    "upsert_partner": Endpoint("POST", "/api/v1/partners", lambda: partner(id="p-new-org", name="New Organisation")),
     "overdue": Endpoint("GET", "/api/v1/deadlines/overdue"),
     "withdraw_consent": Endpoint("POST", "/api/v1/referrals/{referral_id}/consent/withdraw", lambda: {}),
-    "withdraw_referral": Endpoint("POST", "/api/v1/referrals/{referral_id}/withdraw",
-                                  lambda: {"note": "family moved away"}),
-    "reopen_referral": Endpoint("POST", "/api/v1/referrals/{referral_id}/reopen",
-                                lambda: {"note": "family is back"}, state="withdrawn"),
+    "withdraw_referral": Endpoint(
+        "POST", "/api/v1/referrals/{referral_id}/withdraw", lambda: {"note": "family moved away"}
+    ),
+    "reopen_referral": Endpoint(
+        "POST", "/api/v1/referrals/{referral_id}/reopen", lambda: {"note": "family is back"}, state="withdrawn"
+    ),
     "audit_query": Endpoint("GET", "/api/v1/audit"),
     "audit_verify": Endpoint("GET", "/api/v1/audit/verify"),
     "list_duplicates": Endpoint("GET", "/api/v1/duplicates", duplicate=True),
@@ -94,8 +110,9 @@ MATRIX: dict[str, tuple[int, ...]] = {
 }
 # fmt: on
 
-CELLS = [(endpoint, role, expected) for endpoint, row in MATRIX.items() for role, expected in zip(ROLES, row,
-                                                                                                    strict=True)]
+CELLS = [
+    (endpoint, role, expected) for endpoint, row in MATRIX.items() for role, expected in zip(ROLES, row, strict=True)
+]
 
 
 def assert_json_error(resp: Any, status: int, code: str) -> dict[str, Any]:
@@ -124,30 +141,45 @@ class World:
         kwargs: dict[str, Any] = {"headers": self.headers[role]}
         if body is not None:
             kwargs["json"] = body
-        return self.client.open(path.format(referral_id=self.referral_id, assignment_id=self.assignment_id,
-                                            duplicate_id=self.duplicate_id), method=method, **kwargs)
+        return self.client.open(
+            path.format(referral_id=self.referral_id, assignment_id=self.assignment_id, duplicate_id=self.duplicate_id),
+            method=method,
+            **kwargs,
+        )
 
     def snapshot(self) -> tuple[Any, ...]:
         with self.services.uow() as uow:
             s = uow.session
             return (
                 s.scalar(select(func.count()).select_from(Referral)),
-                tuple(s.execute(select(Referral.id, Referral.status, Referral.consent_withdrawn_at)
-                                .order_by(Referral.id)).all()),
+                tuple(
+                    s.execute(
+                        select(Referral.id, Referral.status, Referral.consent_withdrawn_at).order_by(Referral.id)
+                    ).all()
+                ),
                 tuple(s.execute(select(Assignment.id, Assignment.status).order_by(Assignment.id)).all()),
                 tuple(s.execute(select(Partner.id, Partner.name, Partner.capacity).order_by(Partner.id)).all()),
-                tuple(s.execute(select(PossibleDuplicate.id, PossibleDuplicate.status)
-                                .order_by(PossibleDuplicate.id)).all()),
+                tuple(
+                    s.execute(
+                        select(PossibleDuplicate.id, PossibleDuplicate.status).order_by(PossibleDuplicate.id)
+                    ).all()
+                ),
                 tuple(s.execute(select(Subject.id, Subject.person_id).order_by(Subject.id)).all()),
             )
 
 
-
-def build_world(services: Any, client: Any, make_user: Any, add_partner: Any, *, state: str,
-                duplicate: bool = False) -> World:
+def build_world(
+    services: Any, client: Any, make_user: Any, add_partner: Any, *, state: str, duplicate: bool = False
+) -> World:
     add_partner()
-    add_partner(id=QUETTA, name="Quetta Legal Aid", services=["legal_aid"], provinces=["Balochistan"],
-                districts=["Quetta"], languages=["ur"])
+    add_partner(
+        id=QUETTA,
+        name="Quetta Legal Aid",
+        services=["legal_aid"],
+        provinces=["Balochistan"],
+        districts=["Quetta"],
+        languages=["ur"],
+    )
     handles = {
         "owner": make_user("caseworker"),
         "other_cw": make_user("caseworker"),
@@ -178,20 +210,30 @@ def build_world(services: Any, client: Any, make_user: Any, add_partner: Any, *,
         assert state == "offered", state
     duplicate_id = None
     if duplicate:  # the same CNIC again, without consent so nothing more is routed
-        resp = client.post("/api/v1/referrals", json=referral_body(subject__full_name="Z. Khattak",
-                                                                   consent={"given": False}),
-                           headers=headers["owner"])
+        resp = client.post(
+            "/api/v1/referrals",
+            json=referral_body(subject__full_name="Z. Khattak", consent={"given": False}),
+            headers=headers["owner"],
+        )
         assert resp.status_code == 201, resp.get_json()
         [pending] = client.get("/api/v1/duplicates", headers=headers["supervisor"]).get_json()["items"]
         duplicate_id = pending["id"]
-    return World(client, services, headers, {r: h.actor.user_id for r, h in handles.items()}, referral_id,
-                 assignment["id"], duplicate_id)
+    return World(
+        client,
+        services,
+        headers,
+        {r: h.actor.user_id for r, h in handles.items()},
+        referral_id,
+        assignment["id"],
+        duplicate_id,
+    )
 
 
 @pytest.fixture
 def world_factory(services: Any, client: Any, make_user: Any, add_partner: Any) -> Callable[..., World]:
-    return lambda state="offered", duplicate=False: build_world(services, client, make_user, add_partner,
-                                                                 state=state, duplicate=duplicate)
+    return lambda state="offered", duplicate=False: build_world(
+        services, client, make_user, add_partner, state=state, duplicate=duplicate
+    )
 
 
 def _check_success(endpoint: str, role: str, world: World, body: dict[str, Any]) -> None:
@@ -242,8 +284,9 @@ def _check_success(endpoint: str, role: str, world: World, body: dict[str, Any])
 
 
 @pytest.mark.parametrize(("endpoint", "role", "expected"), CELLS, ids=[f"{e}-{r}" for e, r, _ in CELLS])
-def test_role_endpoint_matrix(app: Any, world_factory: Callable[..., World], endpoint: str, role: str,
-                              expected: int) -> None:
+def test_role_endpoint_matrix(
+    app: Any, world_factory: Callable[..., World], endpoint: str, role: str, expected: int
+) -> None:
     spec = ENDPOINTS[endpoint]
     if not _route_exists(app, spec):
         pytest.skip(f"{spec.method} {spec.path} is in the contract but not built yet")
@@ -262,14 +305,21 @@ def test_role_endpoint_matrix(app: Any, world_factory: Callable[..., World], end
 
 
 def _rule(spec: Endpoint) -> tuple[str, str]:
-    return spec.method, (spec.path.replace("{referral_id}", "<referral_id>")
-                         .replace("{assignment_id}", "<assignment_id>").replace("{duplicate_id}", "<duplicate_id>")
-                         .replace(MEDICAL, "<partner_id>"))
+    return spec.method, (
+        spec.path.replace("{referral_id}", "<referral_id>")
+        .replace("{assignment_id}", "<assignment_id>")
+        .replace("{duplicate_id}", "<duplicate_id>")
+        .replace(MEDICAL, "<partner_id>")
+    )
 
 
 def _api_routes(app: Any) -> set[tuple[str, str]]:
-    return {(m, r.rule) for r in app.url_map.iter_rules() if r.rule.startswith("/api/v1/")
-            for m in r.methods - {"HEAD", "OPTIONS"}}
+    return {
+        (m, r.rule)
+        for r in app.url_map.iter_rules()
+        if r.rule.startswith("/api/v1/")
+        for m in r.methods - {"HEAD", "OPTIONS"}
+    }
 
 
 def _route_exists(app: Any, spec: Endpoint) -> bool:
@@ -291,14 +341,13 @@ def test_the_openapi_document_needs_no_token(client: Any) -> None:
 def test_unknown_ids_are_404_for_allowed_roles(world_factory: Callable[..., World]) -> None:
     world = world_factory()
     assert_json_error(world.call("GET", "/api/v1/referrals/no-such-id", "supervisor"), 404, "not_found")
-    assert_json_error(world.call("POST", "/api/v1/assignments/no-such-id/accept", "partner_holding"), 404,
-                      "not_found")
-    assert_json_error(world.call("POST", "/api/v1/referrals/no-such-id/consent/withdraw", "supervisor", {}), 404,
-                      "not_found")
+    assert_json_error(world.call("POST", "/api/v1/assignments/no-such-id/accept", "partner_holding"), 404, "not_found")
+    assert_json_error(
+        world.call("POST", "/api/v1/referrals/no-such-id/consent/withdraw", "supervisor", {}), 404, "not_found"
+    )
     assert_json_error(world.call("GET", "/api/v1/partners/no-such-partner", "auditor"), 404, "not_found")
     for verb in ("confirm", "dismiss"):
-        assert_json_error(world.call("POST", f"/api/v1/duplicates/no-such-id/{verb}", "supervisor"), 404,
-                          "not_found")
+        assert_json_error(world.call("POST", f"/api/v1/duplicates/no-such-id/{verb}", "supervisor"), 404, "not_found")
 
 
 def test_malformed_authorization_headers_are_401(client: Any, services: Any) -> None:
@@ -322,7 +371,8 @@ def _only_assignment_id(client: Any, referral_id: str, headers: dict[str, str]) 
 
 
 def test_partner_with_contact_consent_sees_contact_fields_only(
-        services: Any, client: Any, make_user: Any, add_partner: Any) -> None:
+    services: Any, client: Any, make_user: Any, add_partner: Any
+) -> None:
     add_partner()
     cw, staff = make_user("caseworker"), make_user("partner", partner_id=MEDICAL)
     rid = _submit_and_route(client, services, cw.headers, consent__share=["contact"])
@@ -348,7 +398,8 @@ def test_partner_with_contact_consent_sees_contact_fields_only(
 
 
 def test_partner_with_identity_and_incident_consent_sees_those_only(
-        services: Any, client: Any, make_user: Any, add_partner: Any) -> None:
+    services: Any, client: Any, make_user: Any, add_partner: Any
+) -> None:
     add_partner()
     cw, staff = make_user("caseworker"), make_user("partner", partner_id=MEDICAL)
     rid = _submit_and_route(client, services, cw.headers, consent__share=["identity", "incident"])
@@ -366,7 +417,8 @@ def test_partner_with_identity_and_incident_consent_sees_those_only(
 
 
 def test_partner_with_no_shared_scopes_sees_only_service_fields(
-        services: Any, client: Any, make_user: Any, add_partner: Any) -> None:
+    services: Any, client: Any, make_user: Any, add_partner: Any
+) -> None:
     add_partner()
     cw, staff = make_user("caseworker"), make_user("partner", partner_id=MEDICAL)
     rid = _submit_and_route(client, services, cw.headers, consent__share=[])
@@ -392,7 +444,8 @@ def test_partner_loses_access_after_declining(services: Any, client: Any, make_u
 
 
 def test_partner_loses_access_after_consent_withdrawal(
-        services: Any, client: Any, make_user: Any, add_partner: Any) -> None:
+    services: Any, client: Any, make_user: Any, add_partner: Any
+) -> None:
     add_partner()
     cw, staff = make_user("caseworker"), make_user("partner", partner_id=MEDICAL)
     rid = _submit_and_route(client, services, cw.headers)
@@ -407,7 +460,8 @@ def test_partner_loses_access_after_consent_withdrawal(
 
 
 def test_partner_never_sees_another_partners_assignment(
-        services: Any, client: Any, make_user: Any, add_partner: Any) -> None:
+    services: Any, client: Any, make_user: Any, add_partner: Any
+) -> None:
     add_partner()
     add_partner(id=LEGAL, name="Peshawar Legal Aid", services=["legal_aid"])
     cw = make_user("caseworker")
@@ -424,8 +478,11 @@ def test_partner_never_sees_another_partners_assignment(
         assert [a["id"] for a in inbox] == [by_partner[mine]]
         filtered = client.get("/api/v1/assignments?status=offered", headers=staff.headers).get_json()["items"]
         assert [a["partner_id"] for a in filtered] == [mine]
-        for action, body in (("accept", None), ("decline", {"reason": "no_capacity"}),
-                             ("followups", {"outcome": "contacted"}), ("close", {"outcome": "other", "note": "x"})):
-            resp = client.post(f"/api/v1/assignments/{by_partner[theirs]}/{action}", json=body,
-                               headers=staff.headers)
+        for action, body in (
+            ("accept", None),
+            ("decline", {"reason": "no_capacity"}),
+            ("followups", {"outcome": "contacted"}),
+            ("close", {"outcome": "other", "note": "x"}),
+        ):
+            resp = client.post(f"/api/v1/assignments/{by_partner[theirs]}/{action}", json=body, headers=staff.headers)
             assert_json_error(resp, 403, "forbidden")

@@ -47,23 +47,50 @@ def subject_row(services: Services, subject_id: str) -> tuple[Any, ...]:
     with services.uow() as uow:
         s = uow.session.get(Subject, subject_id)
         assert s is not None
-        indexes = sorted(uow.session.execute(select(BlindIndex.column, BlindIndex.version, BlindIndex.value)
-                                             .where(BlindIndex.subject_id == subject_id)).all())
-        return (s.full_name_ct, s.date_of_birth_ct, s.sex_ct, s.cnic_ct, s.phone_ct, s.address_ct, s.key_id,
-                tuple(indexes))
+        indexes = sorted(
+            uow.session.execute(
+                select(BlindIndex.column, BlindIndex.version, BlindIndex.value).where(
+                    BlindIndex.subject_id == subject_id
+                )
+            ).all()
+        )
+        return (
+            s.full_name_ct,
+            s.date_of_birth_ct,
+            s.sex_ct,
+            s.cnic_ct,
+            s.phone_ct,
+            s.address_ct,
+            s.key_id,
+            tuple(indexes),
+        )
 
 
 # -- each referral keeps its own person ------------------------------------------------------------------
 def test_caseworker_entering_only_a_known_phone_reads_back_their_own_client_and_learns_nothing(
-        client: Any, make_user: Any) -> None:
+    client: Any, make_user: Any
+) -> None:
     a, b = make_user("caseworker"), make_user("caseworker")
     first = submit(client, a.headers)
-    no_match = submit(client, b.headers, subject__full_name="Someone Else", subject__cnic=None,
-                      subject__phone="+923339998887", subject__address=None, subject__date_of_birth=None)
+    no_match = submit(
+        client,
+        b.headers,
+        subject__full_name="Someone Else",
+        subject__cnic=None,
+        subject__phone="+923339998887",
+        subject__address=None,
+        subject__date_of_birth=None,
+    )
 
     # B knows only the family phone; the name is B's own client's.
-    mine = submit(client, b.headers, subject__full_name="Gul Bano", subject__cnic=None, subject__address=None,
-                  subject__date_of_birth=None)
+    mine = submit(
+        client,
+        b.headers,
+        subject__full_name="Gul Bano",
+        subject__cnic=None,
+        subject__address=None,
+        subject__date_of_birth=None,
+    )
     assert mine["subject_id"] != first["subject_id"]
     assert set(mine) == set(no_match) and mine["warnings"] == no_match["warnings"] == []
     assert first["reference"] not in json.dumps(mine)
@@ -84,8 +111,13 @@ def test_a_match_writes_nothing_into_the_earlier_subject(services: Services, cli
     first = submit(client, a.headers, subject__phone=None, subject__address=None)
     before = subject_row(services, first["subject_id"])
 
-    b_referral = submit(client, b.headers, subject__full_name="Gul Bano", subject__phone="+923214445556",
-                        subject__address="Another house, Another street")
+    b_referral = submit(
+        client,
+        b.headers,
+        subject__full_name="Gul Bano",
+        subject__phone="+923214445556",
+        subject__address="Another house, Another street",
+    )
 
     assert subject_row(services, first["subject_id"]) == before  # no phone planted, no new index rows
     shown = client.get(f"/api/v1/referrals/{first['id']}", headers=a.headers).get_json()["subject"]
@@ -96,14 +128,21 @@ def test_a_match_writes_nothing_into_the_earlier_subject(services: Services, cli
 
 
 def test_consent_refused_on_the_earlier_referral_never_reaches_the_partner_of_the_later_one(
-        services: Services, client: Any, make_user: Any, add_partner: Any) -> None:
+    services: Services, client: Any, make_user: Any, add_partner: Any
+) -> None:
     add_partner()
     a, b, supervisor = make_user("caseworker"), make_user("caseworker"), make_user("supervisor")
     staff = make_user("partner", partner_id=MEDICAL)
     refused = submit(client, a.headers, consent={"given": False})
-    later = submit(client, b.headers, subject__full_name="Gul Bano", subject__phone="+923214445556",
-                   subject__address=None, subject__date_of_birth=None,
-                   consent__share=["contact", "identity", "incident"])
+    later = submit(
+        client,
+        b.headers,
+        subject__full_name="Gul Bano",
+        subject__phone="+923214445556",
+        subject__address=None,
+        subject__date_of_birth=None,
+        consent__share=["contact", "identity", "incident"],
+    )
     drain(services)
 
     def partner_view() -> tuple[dict[str, Any], str]:
@@ -137,21 +176,40 @@ def test_consent_refused_on_the_earlier_referral_never_reaches_the_partner_of_th
 def test_a_possible_duplicate_is_listed_for_supervisors_with_both_sides(client: Any, make_user: Any) -> None:
     a, b, supervisor = make_user("caseworker"), make_user("caseworker"), make_user("supervisor")
     first = submit(client, a.headers)
-    later = submit(client, b.headers, subject__full_name="Gul Bano", subject__date_of_birth="1991-02-03",
-                   subject__district="Mardan")
+    later = submit(
+        client,
+        b.headers,
+        subject__full_name="Gul Bano",
+        subject__date_of_birth="1991-02-03",
+        subject__district="Mardan",
+    )
     [dup] = pending(client, supervisor)
     assert dup["status"] == "pending" and dup["matched_on"] == ["cnic", "phone"]
     assert dup["decided_by"] is None and dup["decided_at"] is None and dup["created_at"]
     assert (dup["referral_id"], dup["earlier_referral_id"]) == (later["id"], first["id"])
     new, old = dup["referral"], dup["earlier_referral"]
     assert (new["id"], new["reference"], new["status"], new["caseworker_id"]) == (
-        later["id"], later["reference"], "submitted", b.actor.user_id)
+        later["id"],
+        later["reference"],
+        "submitted",
+        b.actor.user_id,
+    )
     assert (old["id"], old["reference"], old["caseworker_id"]) == (first["id"], first["reference"], a.actor.user_id)
     assert new["created_at"] and old["created_at"]
-    assert new["subject"] == {"full_name": "Gul Bano", "date_of_birth": "1991-02-03", "district": "Mardan",
-                              "erased": False, "damaged": False}
-    assert old["subject"] == {"full_name": "Zarmeena Khattak", "date_of_birth": "1990-04-12",
-                              "district": "Peshawar", "erased": False, "damaged": False}
+    assert new["subject"] == {
+        "full_name": "Gul Bano",
+        "date_of_birth": "1991-02-03",
+        "district": "Mardan",
+        "erased": False,
+        "damaged": False,
+    }
+    assert old["subject"] == {
+        "full_name": "Zarmeena Khattak",
+        "date_of_birth": "1990-04-12",
+        "district": "Peshawar",
+        "erased": False,
+        "damaged": False,
+    }
     # Nothing else: no CNIC or phone in the queue.
     assert "17301" not in json.dumps(dup) and "3001234567" not in json.dumps(dup)
     assert pending(client, supervisor, "confirmed") == [] and pending(client, supervisor, "dismissed") == []
@@ -159,7 +217,8 @@ def test_a_possible_duplicate_is_listed_for_supervisors_with_both_sides(client: 
 
 @pytest.mark.parametrize("role", ["caseworker", "partner", "auditor", "admin"])
 def test_the_duplicates_queue_and_decisions_are_for_supervisors_only(
-        services: Services, client: Any, make_user: Any, add_partner: Any, role: str) -> None:
+    services: Services, client: Any, make_user: Any, add_partner: Any, role: str
+) -> None:
     add_partner()
     a = make_user("caseworker")
     submit(client, a.headers)
@@ -179,14 +238,21 @@ def test_the_duplicates_queue_and_decisions_are_for_supervisors_only(
 
 
 def test_confirm_links_the_people_and_dismiss_keeps_them_apart_each_decided_once(
-        services: Services, client: Any, make_user: Any, clock: FakeClock) -> None:
+    services: Services, client: Any, make_user: Any, clock: FakeClock
+) -> None:
     a, b, supervisor = make_user("caseworker"), make_user("caseworker"), make_user("supervisor")
     first = submit(client, a.headers)
     clock.advance(minutes=1)
     second = submit(client, b.headers, subject__full_name="Gul Bano")
     clock.advance(minutes=1)
-    third = submit(client, b.headers, subject__full_name="Bibi Gul", subject__cnic=None, subject__phone=None,
-                   subject__date_of_birth=None)
+    third = submit(
+        client,
+        b.headers,
+        subject__full_name="Bibi Gul",
+        subject__cnic=None,
+        subject__phone=None,
+        subject__date_of_birth=None,
+    )
     assert third["warnings"] == []
     [dup] = pending(client, supervisor)
     # A fourth with the same CNIC gives two more questions (with the first and the second).
@@ -215,28 +281,32 @@ def test_confirm_links_the_people_and_dismiss_keeps_them_apart_each_decided_once
     # Supervisors see the link on both referrals; the caseworkers do not get it at all.
     for rid, other in ((first["id"], second), (second["id"], first)):
         shown = client.get(f"/api/v1/referrals/{rid}", headers=supervisor.headers).get_json()
-        assert shown["linked_referrals"] == [{"id": other["id"], "reference": other["reference"],
-                                              "status": "submitted"}]
+        assert shown["linked_referrals"] == [
+            {"id": other["id"], "reference": other["reference"], "status": "submitted"}
+        ]
     for handle, rid in ((a, first["id"]), (b, second["id"])):
         assert "linked_referrals" not in client.get(f"/api/v1/referrals/{rid}", headers=handle.headers).get_json()
     # The caseworkers' own referrals show their own people still.
-    assert client.get(f"/api/v1/referrals/{second['id']}",
-                      headers=b.headers).get_json()["subject"]["full_name"] == "Gul Bano"
+    assert (
+        client.get(f"/api/v1/referrals/{second['id']}", headers=b.headers).get_json()["subject"]["full_name"]
+        == "Gul Bano"
+    )
 
     # Dismissing keeps the fourth apart.
     to_dismiss = [d for d in pending(client, supervisor) if d["referral_id"] == fourth["id"]][0]
     resp = client.post(f"/api/v1/duplicates/{to_dismiss['id']}/dismiss", headers=supervisor.headers)
     assert resp.status_code == 200 and resp.get_json()["status"] == "dismissed"
     assert resp.get_json()["person_id"] is None
-    assert client.post(f"/api/v1/duplicates/{to_dismiss['id']}/confirm",
-                       headers=supervisor.headers).status_code == 409
+    assert client.post(f"/api/v1/duplicates/{to_dismiss['id']}/confirm", headers=supervisor.headers).status_code == 409
     assert [d["id"] for d in pending(client, supervisor, "dismissed")] == [to_dismiss["id"]]
-    assert client.get(f"/api/v1/referrals/{fourth['id']}", headers=supervisor.headers).get_json()[
-        "linked_referrals"] == []
+    assert (
+        client.get(f"/api/v1/referrals/{fourth['id']}", headers=supervisor.headers).get_json()["linked_referrals"] == []
+    )
 
 
 def test_confirming_a_pair_across_two_linked_groups_merges_them_into_one_person(
-        services: Services, client: Any, make_user: Any) -> None:
+    services: Services, client: Any, make_user: Any
+) -> None:
     cw, supervisor = make_user("caseworker"), make_user("supervisor")
     s1 = submit(client, cw.headers, subject__cnic="17301-1234567-2", subject__phone=None)
     s2 = submit(client, cw.headers, subject__cnic="17301-1234567-2", subject__phone="+923001234567")
@@ -295,8 +365,12 @@ def test_decision_bodies_must_be_empty_objects_when_sent(client: Any, make_user:
     [dup] = pending(client, supervisor)
     resp = client.post(f"/api/v1/duplicates/{dup['id']}/dismiss", json={"why": "x"}, headers=supervisor.headers)
     assert resp.status_code == 422
-    resp = client.post(f"/api/v1/duplicates/{dup['id']}/dismiss", data="[]", content_type="application/json",
-                       headers=supervisor.headers)
+    resp = client.post(
+        f"/api/v1/duplicates/{dup['id']}/dismiss",
+        data="[]",
+        content_type="application/json",
+        headers=supervisor.headers,
+    )
     assert resp.status_code == 400
     assert [d["id"] for d in pending(client, supervisor)] == [dup["id"]]
 
@@ -309,11 +383,17 @@ def test_an_erased_side_reads_as_erased(services: Services, client: Any, make_us
     second = submit(client, cw.headers, subject__full_name="Z. K.")
     subjects.erase_subject(services, first["subject_id"])
     [dup] = pending(client, supervisor)
-    assert dup["earlier_referral"]["subject"] == {"full_name": None, "date_of_birth": None,
-                                                  "district": "Peshawar", "erased": True, "damaged": False}
+    assert dup["earlier_referral"]["subject"] == {
+        "full_name": None,
+        "date_of_birth": None,
+        "district": "Peshawar",
+        "erased": True,
+        "damaged": False,
+    }
     # An erased subject is no longer matched at all (its blind indexes are gone).
     assert submit(client, cw.headers, subject__full_name="Z.")["warnings"][0]["earlier_references"] == [
-        second["reference"]]
+        second["reference"]
+    ]
 
 
 # -- decisions are recorded -----------------------------------------------------------------------------
@@ -321,10 +401,25 @@ def test_an_erased_side_reads_as_erased(services: Services, client: Any, make_us
 class Recorder:
     entries: list[dict[str, Any]] = field(default_factory=list)
 
-    def record(self, *, actor: Actor | None, action: str, referral_id: str | None, subject_id: str | None = None,
-               fields: Any = (), outcome: str = "allowed") -> None:
-        self.entries.append({"actor": actor.user_id if actor else None, "action": action,
-                             "referral_id": referral_id, "subject_id": subject_id, "outcome": outcome})
+    def record(
+        self,
+        *,
+        actor: Actor | None,
+        action: str,
+        referral_id: str | None,
+        subject_id: str | None = None,
+        fields: Any = (),
+        outcome: str = "allowed",
+    ) -> None:
+        self.entries.append(
+            {
+                "actor": actor.user_id if actor else None,
+                "action": action,
+                "referral_id": referral_id,
+                "subject_id": subject_id,
+                "outcome": outcome,
+            }
+        )
 
 
 @pytest.fixture
@@ -341,8 +436,10 @@ def test_decisions_and_reads_of_the_queue_go_to_the_access_recorder(recorded: tu
     from referral_service.services import users
 
     services, client, recorder = recorded
-    token = {r: {"Authorization": f"Bearer {users.create_user(services, name=r, role=r)['token']}"}
-             for r in ("caseworker", "supervisor")}
+    token = {
+        r: {"Authorization": f"Bearer {users.create_user(services, name=r, role=r)['token']}"}
+        for r in ("caseworker", "supervisor")
+    }
     supervisor_id = users.actor_for_token(services, token["supervisor"]["Authorization"][7:]).user_id
     first = client.post("/api/v1/referrals", json=referral_body(), headers=token["caseworker"]).get_json()
     later = client.post("/api/v1/referrals", json=referral_body(), headers=token["caseworker"]).get_json()
@@ -384,7 +481,8 @@ def _cnic_sharing_the_index_value_of(services: Services, cnic: str) -> str:
 
 
 def test_intake_still_works_when_a_matching_candidates_data_key_is_damaged(
-        services: Services, client: Any, make_user: Any, caplog: pytest.LogCaptureFixture) -> None:
+    services: Services, client: Any, make_user: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     cw = make_user("caseworker")
     damaged = submit(client, cw.headers, subject__phone=None)
     healthy = submit(client, cw.headers, subject__phone=None, subject__full_name="Z. Khattak")
@@ -392,8 +490,11 @@ def test_intake_still_works_when_a_matching_candidates_data_key_is_damaged(
     unrelated_cnic = _cnic_sharing_the_index_value_of(services, "17301-1234567-2")
 
     caplog.set_level(logging.WARNING)
-    unrelated = client.post("/api/v1/referrals", headers=cw.headers, json=referral_body(
-        subject__cnic=unrelated_cnic, subject__phone=None, subject__full_name="Unrelated Person"))
+    unrelated = client.post(
+        "/api/v1/referrals",
+        headers=cw.headers,
+        json=referral_body(subject__cnic=unrelated_cnic, subject__phone=None, subject__full_name="Unrelated Person"),
+    )
     assert unrelated.status_code == 201, unrelated.get_json()
     assert unrelated.get_json()["warnings"] == []
     same = client.post("/api/v1/referrals", headers=cw.headers, json=referral_body(subject__phone=None))
@@ -401,8 +502,9 @@ def test_intake_still_works_when_a_matching_candidates_data_key_is_damaged(
     # The healthy earlier referral is still found; the damaged one is skipped, not guessed at.
     assert same.get_json()["warnings"][0]["earlier_references"] == [healthy["reference"]]
     with services.uow() as uow:
-        earlier = uow.session.scalars(select(PossibleDuplicate.earlier_referral_id)
-                                      .where(PossibleDuplicate.referral_id == same.get_json()["id"])).all()
+        earlier = uow.session.scalars(
+            select(PossibleDuplicate.earlier_referral_id).where(PossibleDuplicate.referral_id == same.get_json()["id"])
+        ).all()
     assert earlier == [healthy["id"]]
 
     skipped = [r for r in caplog.records if "skipped subject" in r.getMessage()]
@@ -420,25 +522,25 @@ ARABIC_INDIC_DIGITS = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")  # U+0
 def test_a_cnic_or_phone_typed_in_urdu_digits_finds_the_duplicate(client: Any, make_user: Any) -> None:
     cw = make_user("caseworker")
     first = submit(client, cw.headers)
-    by_cnic = submit(client, cw.headers, subject__cnic="17301-1234567-2".translate(URDU_DIGITS),
-                     subject__phone=None)
+    by_cnic = submit(client, cw.headers, subject__cnic="17301-1234567-2".translate(URDU_DIGITS), subject__phone=None)
     assert by_cnic["warnings"][0]["matched_on"] == ["cnic"]
     assert by_cnic["warnings"][0]["earlier_references"] == [first["reference"]]
-    by_phone = submit(client, cw.headers, subject__cnic=DELETE,
-                      subject__phone="\u200e+92 300 1234567".translate(ARABIC_INDIC_DIGITS))
+    by_phone = submit(
+        client, cw.headers, subject__cnic=DELETE, subject__phone="\u200e+92 300 1234567".translate(ARABIC_INDIC_DIGITS)
+    )
     assert by_phone["warnings"][0]["matched_on"] == ["phone"]
     assert first["reference"] in by_phone["warnings"][0]["earlier_references"]
     shown = client.get(f"/api/v1/referrals/{by_cnic['id']}", headers=cw.headers).get_json()["subject"]
     assert shown["cnic"] == "17301-1234567-2"
     # And the other way round: ASCII now finds what was typed in Urdu digits.
-    urdu_first = submit(client, cw.headers, subject__cnic="42101-7654321-3".translate(URDU_DIGITS),
-                        subject__phone=None)
+    urdu_first = submit(client, cw.headers, subject__cnic="42101-7654321-3".translate(URDU_DIGITS), subject__phone=None)
     again = submit(client, cw.headers, subject__cnic="4210176543213", subject__phone=None)
     assert again["warnings"][0]["earlier_references"] == [urdu_first["reference"]]
 
 
 def test_a_damaged_side_reads_as_damaged_in_the_queue_and_the_rest_still_lists(
-        services: Services, client: Any, make_user: Any) -> None:
+    services: Services, client: Any, make_user: Any
+) -> None:
     cw, supervisor = make_user("caseworker"), make_user("supervisor")
     first = submit(client, cw.headers)
     submit(client, cw.headers, subject__full_name="Z. K.")

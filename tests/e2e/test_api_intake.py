@@ -26,7 +26,6 @@ def count(services: Any, model: Any) -> int:
         return int(uow.session.scalar(select(func.count()).select_from(model)) or 0)
 
 
-
 def submit(client: Any, headers: dict[str, str], status: int = 201, **overrides: Any) -> dict[str, Any]:
     resp = client.post("/api/v1/referrals", json=referral_body(**overrides), headers=headers)
     assert resp.status_code == status, resp.get_json()
@@ -35,7 +34,8 @@ def submit(client: Any, headers: dict[str, str], status: int = 201, **overrides:
 
 # -- Idempotency-Key ------------------------------------------------------------------------------
 def test_same_key_and_body_returns_the_first_answer_and_one_referral(
-        services: Any, client: Any, make_user: Any) -> None:
+    services: Any, client: Any, make_user: Any
+) -> None:
     cw = make_user("caseworker")
     headers = {**cw.headers, "Idempotency-Key": "form-7f3a"}
     first = client.post("/api/v1/referrals", json=referral_body(), headers=headers)
@@ -132,8 +132,11 @@ def pg_app(tmp_path: Path) -> Iterator[tuple[Any, Any]]:
     keyring = tmp_path / "keyring.json"
     create_keyring(keyring)
     with scratch_database("referral_api") as url:
-        services = bootstrap(Settings.from_env({"REFERRAL_HOME": str(tmp_path), "REFERRAL_DATABASE_URL": url,
-                                                "REFERRAL_KEYRING": str(keyring)}))
+        services = bootstrap(
+            Settings.from_env(
+                {"REFERRAL_HOME": str(tmp_path), "REFERRAL_DATABASE_URL": url, "REFERRAL_KEYRING": str(keyring)}
+            )
+        )
         try:
             upgrade_to_head(services.engine)
             yield create_app(services, {"TESTING": True}), services
@@ -154,7 +157,8 @@ def test_concurrent_double_submit_on_postgresql_creates_one_referral(pg_app: tup
 
 # -- consent ----------------------------------------------------------------------------------------
 def test_referral_without_consent_is_stored_but_never_routed(
-        services: Any, client: Any, make_user: Any, add_partner: Any) -> None:
+    services: Any, client: Any, make_user: Any, add_partner: Any
+) -> None:
     add_partner()
     cw, staff = make_user("caseworker"), make_user("partner", partner_id=MEDICAL)
     body = submit(client, cw.headers, consent={"given": False, "share": ["contact", "identity"]})
@@ -166,8 +170,9 @@ def test_referral_without_consent_is_stored_but_never_routed(
     assert shown["consent"]["given"] is False and shown["consent"]["share"] == []
     assert count(services, Assignment) == 0
     with services.uow() as uow:
-        to_partners = uow.session.scalar(select(func.count()).select_from(OutboxMessage)
-                                         .where(OutboxMessage.exchange == PARTNERS_EXCHANGE))
+        to_partners = uow.session.scalar(
+            select(func.count()).select_from(OutboxMessage).where(OutboxMessage.exchange == PARTNERS_EXCHANGE)
+        )
     assert to_partners == 0
     assert client.get("/api/v1/assignments", headers=staff.headers).get_json()["items"] == []
     assert client.get(f"/api/v1/referrals/{body['id']}", headers=staff.headers).status_code == 403
@@ -186,8 +191,9 @@ def _routed(services: Any, client: Any, headers: dict[str, str], **overrides: An
 
 
 @pytest.mark.parametrize("accepted", [False, True], ids=["offered", "accepted"])
-def test_consent_withdrawal_pulls_back_open_offers(services: Any, client: Any, make_user: Any, add_partner: Any,
-                                                   clock: Any, accepted: bool) -> None:
+def test_consent_withdrawal_pulls_back_open_offers(
+    services: Any, client: Any, make_user: Any, add_partner: Any, clock: Any, accepted: bool
+) -> None:
     add_partner()
     cw, staff = make_user("caseworker"), make_user("partner", partner_id=MEDICAL)
     supervisor = make_user("supervisor")
@@ -207,12 +213,14 @@ def test_consent_withdrawal_pulls_back_open_offers(services: Any, client: Any, m
     assert client.get(f"/api/v1/referrals/{rid}", headers=staff.headers).status_code == 403
 
     with services.uow() as uow:
-        new = uow.session.scalars(select(OutboxMessage).where(OutboxMessage.id > outbox_before)
-                                  .order_by(OutboxMessage.id)).all()
+        new = uow.session.scalars(
+            select(OutboxMessage).where(OutboxMessage.id > outbox_before).order_by(OutboxMessage.id)
+        ).all()
         sent = {(m.exchange, m.routing_key, m.type) for m in new}
         bodies = [json.dumps(m.body) for m in new]
-        pending = uow.session.scalar(select(func.count()).select_from(Deadline)
-                                     .where(Deadline.referral_id == rid, Deadline.status == "pending"))
+        pending = uow.session.scalar(
+            select(func.count()).select_from(Deadline).where(Deadline.referral_id == rid, Deadline.status == "pending")
+        )
     assert (EVENTS_EXCHANGE, "referral.consent_withdrawn", "referral.consent_withdrawn") in sent
     assert (EVENTS_EXCHANGE, "assignment.withdrawn", "assignment.withdrawn") in sent
     assert (PARTNERS_EXCHANGE, partner_routing_key(MEDICAL), "assignment.withdrawn") in sent
@@ -233,12 +241,17 @@ def test_consent_withdrawal_pulls_back_open_offers(services: Any, client: Any, m
 
 
 def test_consent_withdrawal_leaves_finished_assignments_alone(
-        services: Any, client: Any, make_user: Any, add_partner: Any) -> None:
+    services: Any, client: Any, make_user: Any, add_partner: Any
+) -> None:
     add_partner()
     cw, staff = make_user("caseworker"), make_user("partner", partner_id=MEDICAL)
     rid, aid = _routed(services, client, cw.headers)
-    assert client.post(f"/api/v1/assignments/{aid}/decline", json={"reason": "no_capacity"},
-                       headers=staff.headers).status_code == 200
+    assert (
+        client.post(
+            f"/api/v1/assignments/{aid}/decline", json={"reason": "no_capacity"}, headers=staff.headers
+        ).status_code
+        == 200
+    )
     assert client.post(f"/api/v1/referrals/{rid}/consent/withdraw", json={}, headers=cw.headers).status_code == 200
     shown = client.get(f"/api/v1/referrals/{rid}", headers=cw.headers).get_json()
     assert [a["status"] for a in shown["assignments"]] == ["declined"]
@@ -246,7 +259,8 @@ def test_consent_withdrawal_leaves_finished_assignments_alone(
 
 # -- repeat referrals --------------------------------------------------------------------------------
 def test_repeat_referral_by_cnic_or_phone_keeps_its_own_subject_and_names_only_visible_referrals(
-        client: Any, make_user: Any) -> None:
+    client: Any, make_user: Any
+) -> None:
     cw, other, supervisor = make_user("caseworker"), make_user("caseworker"), make_user("supervisor")
     first = submit(client, cw.headers)
     assert first["warnings"] == []
@@ -257,8 +271,9 @@ def test_repeat_referral_by_cnic_or_phone_keeps_its_own_subject_and_names_only_v
     assert by_cnic["warnings"] == []
 
     # The same caseworker again, by phone: warned, and told only of their own earlier referral.
-    by_phone = submit(client, cw.headers, subject__cnic=DELETE, subject__phone="0300-1234567",
-                      subject__full_name="Zarmina K.")
+    by_phone = submit(
+        client, cw.headers, subject__cnic=DELETE, subject__phone="0300-1234567", subject__full_name="Zarmina K."
+    )
     assert by_phone["subject_id"] not in (first["subject_id"], by_cnic["subject_id"])
     [warning] = by_phone["warnings"]
     assert warning["code"] == "possible_repeat_referral" and warning["matched_on"] == ["phone"]
@@ -307,7 +322,8 @@ def walk(client: Any, headers: dict[str, str], limit: int, query: str = "") -> l
 
 
 def test_pagination_walks_every_referral_exactly_once_newest_first(
-        services: Any, client: Any, make_user: Any, clock: Any) -> None:
+    services: Any, client: Any, make_user: Any, clock: Any
+) -> None:
     cw, other, supervisor = make_user("caseworker"), make_user("caseworker"), make_user("supervisor")
     mine: list[str] = []
     for i in range(7):
@@ -324,8 +340,13 @@ def test_pagination_walks_every_referral_exactly_once_newest_first(
         assert len(flat) == len(set(flat)) == 7
         assert all(len(page) == limit for page in pages[:-1]) and 1 <= len(pages[-1]) <= limit
     with services.uow() as uow:
-        order = list(uow.session.scalars(select(Referral.id).where(Referral.id.in_(mine))
-                                         .order_by(Referral.created_at.desc(), Referral.id.desc())))
+        order = list(
+            uow.session.scalars(
+                select(Referral.id)
+                .where(Referral.id.in_(mine))
+                .order_by(Referral.created_at.desc(), Referral.id.desc())
+            )
+        )
     assert [rid for page in walk(client, cw.headers, 3) for rid in page] == order
 
     everything = [rid for page in walk(client, supervisor.headers, 4) for rid in page]
@@ -334,7 +355,8 @@ def test_pagination_walks_every_referral_exactly_once_newest_first(
 
 
 def test_assignment_inbox_pagination_walks_every_offer_once(
-        services: Any, client: Any, make_user: Any, add_partner: Any) -> None:
+    services: Any, client: Any, make_user: Any, add_partner: Any
+) -> None:
     add_partner()
     add_partner(id="p-peshawar-legal", name="Peshawar Legal Aid", services=["legal_aid"])
     cw, supervisor = make_user("caseworker"), make_user("supervisor")
@@ -382,13 +404,26 @@ def test_status_filter_lists_only_that_status(services: Any, client: Any, make_u
     unconsented = submit(client, cw.headers, consent={"given": False}, subject__cnic=None, subject__phone=None)["id"]
     routed = submit(client, cw.headers, subject__cnic=None, subject__phone=None)["id"]
     withdrawn = submit(client, cw.headers, subject__cnic=None, subject__phone=None)["id"]
-    unroutable = submit(client, cw.headers, subject__cnic=None, subject__phone=None, subject__district="Quetta",
-                        subject__province="Balochistan")["id"]
+    unroutable = submit(
+        client,
+        cw.headers,
+        subject__cnic=None,
+        subject__phone=None,
+        subject__district="Quetta",
+        subject__province="Balochistan",
+    )["id"]
     drain(services)
-    assert client.post(f"/api/v1/referrals/{withdrawn}/consent/withdraw", json={},
-                       headers=cw.headers).status_code == 200
-    expected = {"submitted": [unconsented], "routing": [routed], "withdrawn": [withdrawn],
-                "unroutable": [unroutable], "assigned": [], "closed": []}
+    assert (
+        client.post(f"/api/v1/referrals/{withdrawn}/consent/withdraw", json={}, headers=cw.headers).status_code == 200
+    )
+    expected = {
+        "submitted": [unconsented],
+        "routing": [routed],
+        "withdrawn": [withdrawn],
+        "unroutable": [unroutable],
+        "assigned": [],
+        "closed": [],
+    }
     for headers in (cw.headers, supervisor.headers):
         for status, ids in expected.items():
             pages = walk(client, headers, 1, f"&status={status}")
@@ -423,11 +458,12 @@ LEAKY_BODIES: list[tuple[str, dict[str, Any], str]] = [
 ]
 
 
-@pytest.mark.parametrize(("overrides", "marker"), [(o, m) for _, o, m in LEAKY_BODIES],
-                         ids=[n for n, _, _ in LEAKY_BODIES])
-def test_errors_never_echo_what_was_submitted(services: Any, client: Any, make_user: Any,
-                                              caplog: pytest.LogCaptureFixture, overrides: dict[str, Any],
-                                              marker: str) -> None:
+@pytest.mark.parametrize(
+    ("overrides", "marker"), [(o, m) for _, o, m in LEAKY_BODIES], ids=[n for n, _, _ in LEAKY_BODIES]
+)
+def test_errors_never_echo_what_was_submitted(
+    services: Any, client: Any, make_user: Any, caplog: pytest.LogCaptureFixture, overrides: dict[str, Any], marker: str
+) -> None:
     cw = make_user("caseworker")
     caplog.set_level(logging.DEBUG)
     body = referral_body(**overrides)
@@ -453,8 +489,9 @@ def test_idempotency_conflict_does_not_echo_the_body(client: Any, make_user: Any
     assert "Gul Bibi" not in resp.get_data(as_text=True) and "Zarmeena" not in resp.get_data(as_text=True)
 
 
-def test_successful_intake_logs_no_personal_data(services: Any, client: Any, make_user: Any, add_partner: Any,
-                                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_successful_intake_logs_no_personal_data(
+    services: Any, client: Any, make_user: Any, add_partner: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     add_partner()
     cw, staff = make_user("caseworker"), make_user("partner", partner_id=MEDICAL)
     caplog.set_level(logging.DEBUG)
@@ -467,7 +504,8 @@ def test_successful_intake_logs_no_personal_data(services: Any, client: Any, mak
 
 
 def test_incident_type_is_sealed_at_rest_like_the_rest_of_the_incident(
-        services: Any, client: Any, make_user: Any) -> None:
+    services: Any, client: Any, make_user: Any
+) -> None:
     # The type is free text, so a caseworker may well write a name into it.
     cw = make_user("caseworker")
     rid = submit(client, cw.headers, incident__type="attack by Gul Khan")["id"]

@@ -25,8 +25,10 @@ TOMORROW = (datetime.now(PAKISTAN_TIME).date() + timedelta(days=1)).isoformat()
 
 def row_counts(services: Any) -> dict[str, int]:
     with services.uow() as uow:
-        return {model.__name__: int(uow.session.scalar(select(func.count()).select_from(model)) or 0)
-                for model in (Referral, Subject, BlindIndex, IdempotencyKey, OutboxMessage)}
+        return {
+            model.__name__: int(uow.session.scalar(select(func.count()).select_from(model)) or 0)
+            for model in (Referral, Subject, BlindIndex, IdempotencyKey, OutboxMessage)
+        }
 
 
 def error_of(resp: Any, status: int, code: str | None = None) -> dict[str, Any]:
@@ -75,8 +77,11 @@ REJECTED: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
     ("narrative_too_long", {"incident__narrative": "x" * (NARRATIVE_MAX + 1)}, ("incident", "narrative")),
     ("unknown_province", {"subject__province": "Atlantis"}, ("subject", "province")),
     ("unknown_district", {"subject__district": "Gotham"}, ("subject", "district")),
-    ("district_not_in_province", {"subject__province": "Punjab", "subject__district": "Peshawar"},
-     ("subject", "district")),
+    (
+        "district_not_in_province",
+        {"subject__province": "Punjab", "subject__district": "Peshawar"},
+        ("subject", "district"),
+    ),
     ("district_missing", {"subject__district": DELETE}, ("subject", "district")),
     ("full_name_missing", {"subject__full_name": DELETE}, ("subject", "full_name")),
     ("full_name_blank", {"subject__full_name": "   "}, ("subject", "full_name")),
@@ -116,7 +121,8 @@ REJECTED: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
 
 @pytest.mark.parametrize(("overrides", "path"), [(o, p) for _, o, p in REJECTED], ids=[n for n, _, _ in REJECTED])
 def test_invalid_referral_is_rejected_naming_the_field_and_writes_nothing(
-        services: Any, client: Any, caseworker: Any, overrides: dict[str, Any], path: tuple[str, ...]) -> None:
+    services: Any, client: Any, caseworker: Any, overrides: dict[str, Any], path: tuple[str, ...]
+) -> None:
     before = row_counts(services)
     resp = client.post("/api/v1/referrals", json=referral_body(**overrides), headers=caseworker.headers)
     error = error_of(resp, 422, "validation_failed")
@@ -145,20 +151,30 @@ ACCEPTED: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("cnic_in_arabic_indic_digits", {"subject__cnic": "١٧٣٠١١٢٣٤٥٦٧٢"}, {"cnic": "17301-1234567-2"}),
     ("phone_in_urdu_digits", {"subject__phone": "۰۳۰۰-۱۲۳۴۵۶۷"}, {"phone": "+923001234567"}),
     ("name_in_urdu_with_a_joiner", {"subject__full_name": "ثمینہ\u200c بی بی"}, {"full_name": "ثمینہ\u200c بی بی"}),
-    ("places_any_case", {"subject__province": "khyber PAKHTUNKHWA", "subject__district": "peshawar"},
-     {"province": "Khyber Pakhtunkhwa", "district": "Peshawar"}),
-    ("district_alone_finds_province", {"subject__province": DELETE, "subject__district": "Quetta"},
-     {"province": "Balochistan", "district": "Quetta"}),
+    (
+        "places_any_case",
+        {"subject__province": "khyber PAKHTUNKHWA", "subject__district": "peshawar"},
+        {"province": "Khyber Pakhtunkhwa", "district": "Peshawar"},
+    ),
+    (
+        "district_alone_finds_province",
+        {"subject__province": DELETE, "subject__district": "Quetta"},
+        {"province": "Balochistan", "district": "Quetta"},
+    ),
     ("dob_today", {"subject__date_of_birth": TODAY}, {"date_of_birth": TODAY, "is_minor": True}),
     ("no_cnic_no_phone", {"subject__cnic": None, "subject__phone": None}, {"cnic": None, "phone": None}),
-    ("minimal_subject", {"subject": {"full_name": "Bibi Gul", "district": "Swat"}},
-     {"full_name": "Bibi Gul", "district": "Swat", "province": "Khyber Pakhtunkhwa", "sex": "undisclosed"}),
+    (
+        "minimal_subject",
+        {"subject": {"full_name": "Bibi Gul", "district": "Swat"}},
+        {"full_name": "Bibi Gul", "district": "Swat", "province": "Khyber Pakhtunkhwa", "sex": "undisclosed"},
+    ),
 ]
 
 
 @pytest.mark.parametrize(("overrides", "expected"), [(o, e) for _, o, e in ACCEPTED], ids=[n for n, _, _ in ACCEPTED])
 def test_valid_forms_are_accepted_and_stored_normalised(
-        services: Any, client: Any, caseworker: Any, overrides: dict[str, Any], expected: dict[str, Any]) -> None:
+    services: Any, client: Any, caseworker: Any, overrides: dict[str, Any], expected: dict[str, Any]
+) -> None:
     resp = client.post("/api/v1/referrals", json=referral_body(**overrides), headers=caseworker.headers)
     assert resp.status_code == 201, resp.get_json()
     shown = client.get(f"/api/v1/referrals/{resp.get_json()['id']}", headers=caseworker.headers).get_json()
@@ -183,8 +199,12 @@ def test_consent_not_given_needs_no_method(client: Any, caseworker: Any) -> None
 # -- request-level rules ----------------------------------------------------------------------------
 def test_malformed_json_is_400(services: Any, client: Any, caseworker: Any) -> None:
     before = row_counts(services)
-    resp = client.post("/api/v1/referrals", data='{"subject": {"full_name": ', content_type="application/json",
-                       headers=caseworker.headers)
+    resp = client.post(
+        "/api/v1/referrals",
+        data='{"subject": {"full_name": ',
+        content_type="application/json",
+        headers=caseworker.headers,
+    )
     error_of(resp, 400, "malformed_json")
     assert row_counts(services) == before
 
@@ -198,8 +218,9 @@ def test_json_that_is_not_an_object_is_400(services: Any, client: Any, caseworke
 
 
 @pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
-def test_body_without_json_content_type_is_400(services: Any, client: Any, caseworker: Any,
-                                               content_type: str | None) -> None:
+def test_body_without_json_content_type_is_400(
+    services: Any, client: Any, caseworker: Any, content_type: str | None
+) -> None:
     before = row_counts(services)
     kwargs: dict[str, Any] = {"data": json.dumps(referral_body()), "headers": caseworker.headers}
     if content_type:
@@ -220,26 +241,37 @@ def test_body_too_large_is_413(services: Any, client: Any, caseworker: Any) -> N
     assert row_counts(services) == before
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer rs_unknown"}, {"Authorization": "Basic eDp5"}],
-                         ids=["missing", "unknown", "not_bearer"])
-def test_missing_or_bad_token_is_401_before_the_body_is_read(services: Any, client: Any,
-                                                             headers: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer rs_unknown"}, {"Authorization": "Basic eDp5"}],
+    ids=["missing", "unknown", "not_bearer"],
+)
+def test_missing_or_bad_token_is_401_before_the_body_is_read(
+    services: Any, client: Any, headers: dict[str, str]
+) -> None:
     before = row_counts(services)
     error_of(client.post("/api/v1/referrals", json=referral_body(), headers=headers), 401, "unauthenticated")
-    error_of(client.post("/api/v1/referrals", data="{", content_type="application/json", headers=headers), 401,
-             "unauthenticated")
+    error_of(
+        client.post("/api/v1/referrals", data="{", content_type="application/json", headers=headers),
+        401,
+        "unauthenticated",
+    )
     assert row_counts(services) == before
 
 
 @pytest.mark.parametrize("role", ["partner", "auditor", "admin"])
 def test_roles_that_may_not_submit_get_403_even_with_a_bad_body(
-        services: Any, client: Any, make_user: Any, add_partner: Any, role: str) -> None:
+    services: Any, client: Any, make_user: Any, add_partner: Any, role: str
+) -> None:
     add_partner()
     user = make_user(role, partner_id="p-peshawar-medical" if role == "partner" else None)
     before = row_counts(services)
     error_of(client.post("/api/v1/referrals", json={"needs": "x"}, headers=user.headers), 403, "forbidden")
-    error_of(client.post("/api/v1/referrals", data="{", content_type="application/json", headers=user.headers), 403,
-             "forbidden")
+    error_of(
+        client.post("/api/v1/referrals", data="{", content_type="application/json", headers=user.headers),
+        403,
+        "forbidden",
+    )
     assert row_counts(services) == before
 
 
@@ -248,10 +280,16 @@ def test_unknown_route_is_404_json(client: Any, caseworker: Any, path: str) -> N
     error_of(client.get(path, headers=caseworker.headers), 404, "not_found")
 
 
-@pytest.mark.parametrize(("method", "path"), [
-    ("DELETE", "/api/v1/referrals"), ("PUT", "/api/v1/referrals"), ("PATCH", "/api/v1/referrals/some-id"),
-    ("GET", "/api/v1/assignments/some-id/accept"), ("DELETE", "/api/v1/partners"),
-])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("DELETE", "/api/v1/referrals"),
+        ("PUT", "/api/v1/referrals"),
+        ("PATCH", "/api/v1/referrals/some-id"),
+        ("GET", "/api/v1/assignments/some-id/accept"),
+        ("DELETE", "/api/v1/partners"),
+    ],
+)
 def test_wrong_method_is_405_json(client: Any, caseworker: Any, method: str, path: str) -> None:
     resp = client.open(path, method=method, headers=caseworker.headers)
     error_of(resp, 405, "method_not_allowed")
@@ -263,10 +301,18 @@ def _cursor(value: Any) -> str:
 
 
 BAD_LIST_QUERIES = [
-    ("limit=abc", "limit"), ("limit=0", "limit"), ("limit=-1", "limit"), ("limit=201", "limit"),
-    ("limit=1.5", "limit"), ("limit=", "limit"), ("cursor=!!!", "cursor"), ("cursor=bm90LWpzb24", "cursor"),
-    (f"cursor={_cursor([1, 2])}", "cursor"), (f"cursor={_cursor({'a': 1})}", "cursor"),
-    (f"cursor={_cursor(['2026-01-01T00:00:00+00:00'])}", "cursor"), (f"cursor={_cursor('x')}", "cursor"),
+    ("limit=abc", "limit"),
+    ("limit=0", "limit"),
+    ("limit=-1", "limit"),
+    ("limit=201", "limit"),
+    ("limit=1.5", "limit"),
+    ("limit=", "limit"),
+    ("cursor=!!!", "cursor"),
+    ("cursor=bm90LWpzb24", "cursor"),
+    (f"cursor={_cursor([1, 2])}", "cursor"),
+    (f"cursor={_cursor({'a': 1})}", "cursor"),
+    (f"cursor={_cursor(['2026-01-01T00:00:00+00:00'])}", "cursor"),
+    (f"cursor={_cursor('x')}", "cursor"),
     ("status=lost", "status"),
 ]
 
@@ -292,7 +338,7 @@ FORGED_CURSORS = {
     "deeply-nested": _raw_cursor("[" * 5000 + "]" * 5000),
     "huge-integer": _raw_cursor('["2026-01-01T00:00:00+00:00", ' + "9" * 5000 + "]"),
     "huge-float": _raw_cursor("[1e999, 1e999]"),
-    "number-as-id": _cursor(["2026-01-01T00:00:00+00:00", 10 ** 30]),
+    "number-as-id": _cursor(["2026-01-01T00:00:00+00:00", 10**30]),
     "object-with-two-keys": _cursor({"2026-01-01T00:00:00+00:00": 1, "x": 2}),
     "two-character-string": _cursor("ab"),
     "three-items": _cursor(["2026-01-01T00:00:00+00:00", "x", "y"]),
@@ -302,35 +348,41 @@ FORGED_CURSORS = {
 
 
 @pytest.mark.parametrize("cursor", FORGED_CURSORS.values(), ids=FORGED_CURSORS.keys())
-@pytest.mark.parametrize("list_path", ["/api/v1/referrals", "/api/v1/assignments", "/api/v1/deadlines/overdue",
-                                       "/api/v1/partners"])
-def test_forged_cursors_are_refused_like_any_bad_cursor(client: Any, make_user: Any, cursor: str,
-                                                        list_path: str) -> None:
+@pytest.mark.parametrize(
+    "list_path", ["/api/v1/referrals", "/api/v1/assignments", "/api/v1/deadlines/overdue", "/api/v1/partners"]
+)
+def test_forged_cursors_are_refused_like_any_bad_cursor(
+    client: Any, make_user: Any, cursor: str, list_path: str
+) -> None:
     supervisor = make_user("supervisor")
-    error = error_of(client.get(f"{list_path}?cursor={cursor}", headers=supervisor.headers), 422,
-                     "validation_failed")
+    error = error_of(client.get(f"{list_path}?cursor={cursor}", headers=supervisor.headers), 422, "validation_failed")
     assert "cursor" in error["fields"]
 
 
 def test_idempotency_key_too_long_is_422_and_writes_nothing(services: Any, client: Any, caseworker: Any) -> None:
     before = row_counts(services)
-    resp = client.post("/api/v1/referrals", json=referral_body(),
-                       headers={**caseworker.headers, "Idempotency-Key": "k" * 201})
+    resp = client.post(
+        "/api/v1/referrals", json=referral_body(), headers={**caseworker.headers, "Idempotency-Key": "k" * 201}
+    )
     error = error_of(resp, 422, "validation_failed")
     assert "Idempotency-Key" in error["fields"]
     assert row_counts(services) == before
 
 
-@pytest.mark.parametrize(("path", "body", "field"), [
-    ("decline", {"reason": "busy"}, "reason"),
-    ("decline", {"reason": "other"}, "note"),
-    ("decline", {}, "reason"),
-    ("close", {"outcome": "done"}, "outcome"),
-    ("followups", {"outcome": ""}, "outcome"),
-    ("followups", {"outcome": "contacted", "extra": 1}, "extra"),
-])
-def test_partner_action_bodies_are_validated(services: Any, client: Any, make_user: Any, add_partner: Any,
-                                             path: str, body: dict[str, Any], field: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("decline", {"reason": "busy"}, "reason"),
+        ("decline", {"reason": "other"}, "note"),
+        ("decline", {}, "reason"),
+        ("close", {"outcome": "done"}, "outcome"),
+        ("followups", {"outcome": ""}, "outcome"),
+        ("followups", {"outcome": "contacted", "extra": 1}, "extra"),
+    ],
+)
+def test_partner_action_bodies_are_validated(
+    services: Any, client: Any, make_user: Any, add_partner: Any, path: str, body: dict[str, Any], field: str
+) -> None:
     from tests.pipeline import drain
 
     add_partner()
@@ -355,26 +407,27 @@ def test_partner_directory_entries_are_validated(services: Any, client: Any, mak
     assert client.get("/api/v1/partners", headers=admin.headers).get_json()["items"] == []
 
 
-@pytest.mark.parametrize("payload", ["[" * 100_000 + "]" * 100_000, '{"a": ' * 20_000 + "1" + "}" * 20_000],
-                         ids=["deep_list", "deep_object"])
+@pytest.mark.parametrize(
+    "payload", ["[" * 100_000 + "]" * 100_000, '{"a": ' * 20_000 + "1" + "}" * 20_000], ids=["deep_list", "deep_object"]
+)
 @pytest.mark.parametrize("path", ["/api/v1/referrals", "/api/v1/referrals/{rid}/consent/withdraw"])
-def test_deeply_nested_json_is_400_not_500(services: Any, client: Any, caseworker: Any, payload: str,
-                                           path: str) -> None:
+def test_deeply_nested_json_is_400_not_500(
+    services: Any, client: Any, caseworker: Any, payload: str, path: str
+) -> None:
     rid = client.post("/api/v1/referrals", json=referral_body(), headers=caseworker.headers).get_json()["id"]
     before = row_counts(services)
-    resp = client.post(path.format(rid=rid), data=payload, content_type="application/json",
-                       headers=caseworker.headers)
+    resp = client.post(path.format(rid=rid), data=payload, content_type="application/json", headers=caseworker.headers)
     error_of(resp, 400, "malformed_json")
     assert row_counts(services) == before
 
 
 @pytest.mark.parametrize("path", ["/api/v1/referrals/{rid}/consent/withdraw", "/api/v1/referrals/{rid}/withdraw"])
 @pytest.mark.parametrize("payload", ["[1]", '"note"', "{"], ids=["list", "string", "malformed"])
-def test_withdrawal_bodies_must_be_objects_when_sent(services: Any, client: Any, caseworker: Any, path: str,
-                                                     payload: str) -> None:
+def test_withdrawal_bodies_must_be_objects_when_sent(
+    services: Any, client: Any, caseworker: Any, path: str, payload: str
+) -> None:
     rid = client.post("/api/v1/referrals", json=referral_body(), headers=caseworker.headers).get_json()["id"]
-    resp = client.post(path.format(rid=rid), data=payload, content_type="application/json",
-                       headers=caseworker.headers)
+    resp = client.post(path.format(rid=rid), data=payload, content_type="application/json", headers=caseworker.headers)
     error_of(resp, 400, "malformed_json")
     shown = client.get(f"/api/v1/referrals/{rid}", headers=caseworker.headers).get_json()
     assert shown["status"] == "submitted"
@@ -394,8 +447,9 @@ def test_partner_capacity_must_be_a_whole_number(client: Any, make_user: Any, ca
 
     admin = make_user("admin")
     raw = json.dumps(partner()).replace('"capacity": 10', f'"capacity": {capacity}')
-    error = error_of(client.post("/api/v1/partners", data=raw, content_type="application/json",
-                                 headers=admin.headers), 422)
+    error = error_of(
+        client.post("/api/v1/partners", data=raw, content_type="application/json", headers=admin.headers), 422
+    )
     assert "capacity" in error["fields"]
 
 
@@ -403,32 +457,39 @@ def test_partner_capacity_must_be_a_whole_number(client: Any, make_user: Any, ca
 KARACHI_EVENING_UTC = datetime(2026, 11, 24, 20, 30, tzinfo=UTC)
 
 
-@pytest.mark.parametrize(("field", "path"), [("incident__date", ("incident", "date")),
-                                             ("subject__date_of_birth", ("subject", "date_of_birth"))])
-def test_todays_date_in_pakistan_is_not_in_the_future(client: Any, caseworker: Any, monkeypatch: Any,
-                                                      field: str, path: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(
+    ("field", "path"),
+    [("incident__date", ("incident", "date")), ("subject__date_of_birth", ("subject", "date_of_birth"))],
+)
+def test_todays_date_in_pakistan_is_not_in_the_future(
+    client: Any, caseworker: Any, monkeypatch: Any, field: str, path: tuple[str, ...]
+) -> None:
     import schemas.referrals
 
     monkeypatch.setattr(schemas.referrals, "utcnow", lambda: KARACHI_EVENING_UTC)
-    today_in_karachi = client.post("/api/v1/referrals", json=referral_body(**{field: "2026-11-25"}),
-                                   headers=caseworker.headers)
+    today_in_karachi = client.post(
+        "/api/v1/referrals", json=referral_body(**{field: "2026-11-25"}), headers=caseworker.headers
+    )
     assert today_in_karachi.status_code == 201, today_in_karachi.get_json()
-    tomorrow_in_karachi = client.post("/api/v1/referrals", json=referral_body(**{field: "2026-11-26"}),
-                                      headers=caseworker.headers)
+    tomorrow_in_karachi = client.post(
+        "/api/v1/referrals", json=referral_body(**{field: "2026-11-26"}), headers=caseworker.headers
+    )
     assert field_at(error_of(tomorrow_in_karachi, 422)["fields"], path)
 
 
 def test_every_subject_problem_is_reported_at_once(client: Any, make_user: Any) -> None:
     cw = make_user("caseworker")
-    body = referral_body(subject__cnic="12-34", subject__phone="call me", subject__district="Atlantis",
-                         subject__full_name="")
+    body = referral_body(
+        subject__cnic="12-34", subject__phone="call me", subject__district="Atlantis", subject__full_name=""
+    )
     resp = client.post("/api/v1/referrals", json=body, headers=cw.headers)
     assert resp.status_code == 422
     assert set(resp.get_json()["error"]["fields"]["subject"]) >= {"cnic", "phone", "district", "full_name"}
 
 
 def test_a_name_of_only_invisible_characters_is_refused_with_a_clear_message(
-        services: Any, client: Any, caseworker: Any) -> None:
+    services: Any, client: Any, caseworker: Any
+) -> None:
     before = row_counts(services)
     body = referral_body(subject__full_name="\u200b\u202e\u200f")
     error = error_of(client.post("/api/v1/referrals", json=body, headers=caseworker.headers), 422)

@@ -36,8 +36,14 @@ def _database_bytes(services: Services) -> bytes:
 def _init(services: Services) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("REFERRAL_")}
     env["REFERRAL_HOME"] = str(services.settings.home)
-    return subprocess.run([sys.executable, "-m", "referral_service", "init"], env=env, capture_output=True,
-                          text=True, timeout=120, check=True)
+    return subprocess.run(
+        [sys.executable, "-m", "referral_service", "init"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
 
 
 @pytest.fixture
@@ -55,57 +61,84 @@ def accepted(services: Services, client: FlaskClient, make_user: Any, add_partne
 
 # -- follow-up outcomes ---------------------------------------------------------------------------------
 def test_a_free_text_follow_up_outcome_is_refused(client: FlaskClient, accepted: dict[str, Any]) -> None:
-    resp = client.post(f"/api/v1/assignments/{accepted['assignment_id']}/followups", headers=accepted["staff"].headers,
-                       json={"outcome": FREE_TEXT, "note": NOTE})
+    resp = client.post(
+        f"/api/v1/assignments/{accepted['assignment_id']}/followups",
+        headers=accepted["staff"].headers,
+        json={"outcome": FREE_TEXT, "note": NOTE},
+    )
     assert resp.status_code == 422
     assert "outcome" in resp.get_json()["error"]["fields"]
     assert FREE_TEXT not in resp.get_data(as_text=True)
 
 
 def test_every_outcome_of_the_list_is_recorded_and_announced_as_its_code(
-        services: Services, client: FlaskClient, accepted: dict[str, Any]) -> None:
+    services: Services, client: FlaskClient, accepted: dict[str, Any]
+) -> None:
     for outcome in FOLLOWUP_OUTCOMES:
-        resp = client.post(f"/api/v1/assignments/{accepted['assignment_id']}/followups",
-                           headers=accepted["staff"].headers, json={"outcome": outcome, "note": NOTE})
+        resp = client.post(
+            f"/api/v1/assignments/{accepted['assignment_id']}/followups",
+            headers=accepted["staff"].headers,
+            json={"outcome": outcome, "note": NOTE},
+        )
         assert resp.status_code == 201, resp.get_json()
     with services.uow() as uow:
-        bodies = [m.body for m in uow.session.scalars(select(OutboxMessage).where(
-            OutboxMessage.type == "followup.recorded").order_by(OutboxMessage.id))]
+        bodies = [
+            m.body
+            for m in uow.session.scalars(
+                select(OutboxMessage).where(OutboxMessage.type == "followup.recorded").order_by(OutboxMessage.id)
+            )
+        ]
     assert [b["outcome"] for b in bodies] == list(FOLLOWUP_OUTCOMES)
     assert all(NOTE not in json.dumps(b) for b in bodies)
 
 
 @pytest.mark.parametrize(("lang", "label"), [("en", "Contacted the person"), ("ur", "فرد سے رابطہ ہو گیا")])
 def test_the_follow_up_form_offers_the_outcomes_as_a_translated_list(
-        client: FlaskClient, accepted: dict[str, Any], lang: str, label: str) -> None:
+    client: FlaskClient, accepted: dict[str, Any], lang: str, label: str
+) -> None:
     sign_in(client, accepted["staff"].actor.name)
     page = client.get(f"/referrals/{accepted['referral']['id']}?lang={lang}").get_data(as_text=True)
-    select_id = f'followup-{accepted["assignment_id"]}-outcome'
+    select_id = f"followup-{accepted['assignment_id']}-outcome"
     assert f'<select id="{select_id}" name="outcome"' in page
     assert f'<option value="contacted">{label}</option>' in page
     assert 'name="outcome" value=' not in page  # no free-text box any more
 
 
 def test_the_follow_up_form_records_the_chosen_outcome_and_shows_its_label(
-        services: Services, client: FlaskClient, accepted: dict[str, Any]) -> None:
+    services: Services, client: FlaskClient, accepted: dict[str, Any]
+) -> None:
     sign_in(client, accepted["staff"].actor.name)
     detail = f"/referrals/{accepted['referral']['id']}"
-    resp = client.post(f"/assignments/{accepted['assignment_id']}/followup",
-                       data={"csrf_token": csrf_token(client, detail), "referral_id": accepted["referral"]["id"],
-                             "outcome": "service_started", "note": NOTE})
+    resp = client.post(
+        f"/assignments/{accepted['assignment_id']}/followup",
+        data={
+            "csrf_token": csrf_token(client, detail),
+            "referral_id": accepted["referral"]["id"],
+            "outcome": "service_started",
+            "note": NOTE,
+        },
+    )
     assert resp.status_code == 302
     assert "Service started" in client.get(detail).get_data(as_text=True)
-    bad = client.post(f"/assignments/{accepted['assignment_id']}/followup",
-                      data={"csrf_token": csrf_token(client, detail), "referral_id": accepted["referral"]["id"],
-                            "outcome": FREE_TEXT})
+    bad = client.post(
+        f"/assignments/{accepted['assignment_id']}/followup",
+        data={
+            "csrf_token": csrf_token(client, detail),
+            "referral_id": accepted["referral"]["id"],
+            "outcome": FREE_TEXT,
+        },
+    )
     assert bad.status_code == 422
     assert "Choose one of the options." in bad.get_data(as_text=True)
 
 
 def _plant_old_free_text_outcome(services: Services, client: FlaskClient, accepted: dict[str, Any]) -> str:
     """A follow-up as an earlier version stored it: the outcome in the row and its event, in plaintext."""
-    resp = client.post(f"/api/v1/assignments/{accepted['assignment_id']}/followups", headers=accepted["staff"].headers,
-                       json={"outcome": "contacted", "note": NOTE})
+    resp = client.post(
+        f"/api/v1/assignments/{accepted['assignment_id']}/followups",
+        headers=accepted["staff"].headers,
+        json={"outcome": "contacted", "note": NOTE},
+    )
     followup_id: str = resp.get_json()["id"]
     with services.engine.begin() as conn:
         conn.execute(text("UPDATE followups SET outcome = :o WHERE id = :id"), {"o": FREE_TEXT, "id": followup_id})
@@ -124,14 +157,22 @@ def _note(services: Services, followup_id: str) -> tuple[str, str | None]:
         assert referral is not None
         subject = uow.session.get(Subject, referral.subject_id)
         assert subject is not None
-        note = services.vault.reveal_field(uow.session, subject, "followups", "note", followup.id,
-                                           followup.note_ct, actor=Actor("t", Role.SUPERVISOR),
-                                           referral_id=referral.id)
+        note = services.vault.reveal_field(
+            uow.session,
+            subject,
+            "followups",
+            "note",
+            followup.id,
+            followup.note_ct,
+            actor=Actor("t", Role.SUPERVISOR),
+            referral_id=referral.id,
+        )
         return followup.outcome, note
 
 
 def test_init_moves_an_old_free_text_outcome_into_the_sealed_note(
-        services: Services, client: FlaskClient, accepted: dict[str, Any]) -> None:
+    services: Services, client: FlaskClient, accepted: dict[str, Any]
+) -> None:
     followup_id = _plant_old_free_text_outcome(services, client, accepted)
 
     result = _init(services)
@@ -155,7 +196,8 @@ def test_init_moves_an_old_free_text_outcome_into_the_sealed_note(
 
 
 def test_init_drops_the_outcome_text_of_an_already_erased_subject(
-        services: Services, client: FlaskClient, accepted: dict[str, Any]) -> None:
+    services: Services, client: FlaskClient, accepted: dict[str, Any]
+) -> None:
     followup_id = _plant_old_free_text_outcome(services, client, accepted)
     erase_subject(services, accepted["referral"]["subject_id"])
     assert FREE_TEXT.encode() in _database_bytes(services)  # erasure alone left it in plaintext
@@ -169,8 +211,9 @@ def test_init_drops_the_outcome_text_of_an_already_erased_subject(
 CLIENT_KEY = "retry-Zarmeena-Khattak-2026-03-01"
 
 
-def test_an_idempotency_key_is_stored_only_as_its_keyed_digest(services: Services, client: FlaskClient,
-                                                                make_user: Any) -> None:
+def test_an_idempotency_key_is_stored_only_as_its_keyed_digest(
+    services: Services, client: FlaskClient, make_user: Any
+) -> None:
     cw = make_user("caseworker")
     headers = {**cw.headers, "Idempotency-Key": CLIENT_KEY}
     first = client.post("/api/v1/referrals", json=referral_body(), headers=headers)
@@ -183,14 +226,22 @@ def test_an_idempotency_key_is_stored_only_as_its_keyed_digest(services: Service
     assert b"Zarmeena-Khattak" not in _database_bytes(services)
 
 
-def test_init_deletes_plaintext_idempotency_keys_of_an_earlier_version(services: Services, client: FlaskClient,
-                                                                       make_user: Any) -> None:
+def test_init_deletes_plaintext_idempotency_keys_of_an_earlier_version(
+    services: Services, client: FlaskClient, make_user: Any
+) -> None:
     cw = make_user("caseworker")
     headers = {**cw.headers, "Idempotency-Key": CLIENT_KEY}
     current = client.post("/api/v1/referrals", json=referral_body(), headers=headers).get_json()
     with services.uow() as uow:
-        uow.session.add(IdempotencyKey(user_id=cw.actor.user_id, key="old-Gul-Meena-retry", request_mac="x",
-                                       status_code=201, response={"id": "old"}))
+        uow.session.add(
+            IdempotencyKey(
+                user_id=cw.actor.user_id,
+                key="old-Gul-Meena-retry",
+                request_mac="x",
+                status_code=201,
+                response={"id": "old"},
+            )
+        )
         uow.commit()
 
     report = prepare_database(services)

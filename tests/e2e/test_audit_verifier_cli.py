@@ -25,19 +25,39 @@ def test_the_verifier_runs_as_a_single_copied_file_without_the_service(log: Log,
         "import runpy, sys; sys.modules['referral_service'] = None; "
         f"sys.argv = ['verifier.py'] + sys.argv[1:]; runpy.run_path({str(copy)!r}, run_name='__main__')"
     )
-    help_run = subprocess.run([sys.executable, "-I", "-c", script, "--help"], capture_output=True, text=True,
-                              cwd=copy.parent, timeout=60)
+    help_run = subprocess.run(
+        [sys.executable, "-I", "-c", script, "--help"], capture_output=True, text=True, cwd=copy.parent, timeout=60
+    )
     assert help_run.returncode == 0, help_run.stderr
     for command in ("checkpoint", "tree", "inclusion", "consistency"):
         assert command in help_run.stdout
-    check = subprocess.run([sys.executable, "-I", "-c", script, "consistency", "--key", key, "--old",
-                            str(d / "old.checkpoint"), "--new", str(d / "new.checkpoint"), "--proof",
-                            str(d / "consistency.json")], capture_output=True, text=True, cwd=copy.parent, timeout=60)
+    check = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-c",
+            script,
+            "consistency",
+            "--key",
+            key,
+            "--old",
+            str(d / "old.checkpoint"),
+            "--new",
+            str(d / "new.checkpoint"),
+            "--proof",
+            str(d / "consistency.json"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=copy.parent,
+        timeout=60,
+    )
     assert check.returncode == 0, check.stderr
 
 
 def test_the_verifier_runs_as_a_module() -> None:
-    result = subprocess.run([sys.executable, "-m", "referral_service.audit.verifier", "--help"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "referral_service.audit.verifier", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert "consistency" in result.stdout

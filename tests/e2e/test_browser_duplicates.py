@@ -29,8 +29,10 @@ def _submit(client: Any, headers: dict[str, str], **overrides: Any) -> dict[str,
 def _pending_ids(driver: Any) -> list[str]:
     from selenium.webdriver.common.by import By
 
-    return [a.get_attribute("id").removeprefix("dup-")
-            for a in driver.find_elements(By.CSS_SELECTOR, "#duplicates article.duplicate")]
+    return [
+        a.get_attribute("id").removeprefix("dup-")
+        for a in driver.find_elements(By.CSS_SELECTOR, "#duplicates article.duplicate")
+    ]
 
 
 def _statuses(client: Any, headers: dict[str, str]) -> dict[str, str]:
@@ -42,7 +44,8 @@ def _statuses(client: Any, headers: dict[str, str]) -> dict[str, str]:
 
 
 def test_supervisor_confirms_one_duplicate_and_dismisses_another_in_english_then_urdu(
-        live_server: str, browser: Any, client: Any, make_user: Any) -> None:
+    live_server: str, browser: Any, client: Any, make_user: Any
+) -> None:
     from selenium.webdriver.common.by import By
 
     intake.OUTPUT.mkdir(exist_ok=True)

@@ -61,9 +61,19 @@ def browser() -> Iterator[Any]:
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={profile}", "--window-size=1280,1000", "--lang=en-GB"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--window-size=1280,1000",
+        "--lang=en-GB",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
     driver.set_page_load_timeout(30)
@@ -76,8 +86,10 @@ def browser() -> Iterator[Any]:
 
 def as_phone(driver: Any) -> None:
     """Render as a phone does (narrow viewport, overlay scrollbars, the page's viewport meta honoured)."""
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
-        "width": PHONE_WIDTH, "height": PHONE_HEIGHT, "deviceScaleFactor": 2, "mobile": True})
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": PHONE_WIDTH, "height": PHONE_HEIGHT, "deviceScaleFactor": 2, "mobile": True},
+    )
 
 
 def as_desktop(driver: Any) -> None:
@@ -145,8 +157,11 @@ def click_and_wait(driver: Any, css: str) -> None:
 
     def replaced(d: Any) -> bool:
         try:
-            return bool(d.execute_script(
-                "return document.readyState === 'complete' && !document.documentElement.dataset.leaving"))
+            return bool(
+                d.execute_script(
+                    "return document.readyState === 'complete' && !document.documentElement.dataset.leaving"
+                )
+            )
         except WebDriverException:  # mid-navigation: ask again
             return False
 
@@ -163,8 +178,7 @@ def flash_text(driver: Any) -> str:
     return " ".join(e.text for e in driver.find_elements(By.CSS_SELECTOR, ".flash"))
 
 
-def test_caseworker_submits_in_english_and_urdu_and_finds_both(live_server: str, browser: Any,
-                                                               make_user: Any) -> None:
+def test_caseworker_submits_in_english_and_urdu_and_finds_both(live_server: str, browser: Any, make_user: Any) -> None:
     from selenium.webdriver.common.by import By
 
     OUTPUT.mkdir(exist_ok=True)
@@ -238,8 +252,10 @@ def test_caseworker_submits_in_english_and_urdu_and_finds_both(live_server: str,
     click_and_wait(browser, 'nav.langs a[lang="en"]')
     click_and_wait(browser, 'nav.menu a[href="/referrals"]')
     assert browser.find_element(By.TAG_NAME, "h1").text == "My referrals"
-    rows = {row.find_element(By.CSS_SELECTOR, "a.ref").text: row.text
-            for row in browser.find_elements(By.CSS_SELECTOR, "tr.referral-row")}
+    rows = {
+        row.find_element(By.CSS_SELECTOR, "a.ref").text: row.text
+        for row in browser.find_elements(By.CSS_SELECTOR, "tr.referral-row")
+    }
     assert set(rows) == {english.group(1), urdu.group(1)}
     assert "Zarmeena Khattak" in rows[english.group(1)] and "Submitted" in rows[english.group(1)]
     assert "ثمینہ بی بی" in rows[urdu.group(1)] and "not routed: no consent" in rows[urdu.group(1)]

@@ -11,8 +11,9 @@ from tests.e2e.service_process import base_env, cli
 from tests.e2e.test_web_forms import PASSWORD, sign_in
 
 
-def test_revoke_ends_the_web_session_password_sign_in_and_the_token(client: FlaskClient, make_user: Any,
-                                                                    home: Path) -> None:
+def test_revoke_ends_the_web_session_password_sign_in_and_the_token(
+    client: FlaskClient, make_user: Any, home: Path
+) -> None:
     user = make_user("caseworker", password=PASSWORD)
     assert sign_in(client, user.actor.name).status_code == 302
     assert client.get("/referrals").status_code == 200
@@ -20,8 +21,10 @@ def test_revoke_ends_the_web_session_password_sign_in_and_the_token(client: Flas
 
     result = cli(base_env(home), "users", "revoke", user.actor.user_id)
 
-    assert result.stdout.strip() == (f"revoked user {user.actor.user_id}: deactivated (password sign-in refused), "
-                                     "1 API token(s) revoked, 1 web session(s) ended")
+    assert result.stdout.strip() == (
+        f"revoked user {user.actor.user_id}: deactivated (password sign-in refused), "
+        "1 API token(s) revoked, 1 web session(s) ended"
+    )
     assert client.get("/referrals").status_code == 302
     assert client.get("/api/v1/referrals", headers=user.headers).status_code == 401
     again = sign_in(client, user.actor.name)

@@ -32,24 +32,28 @@ def _submit(client: Any, headers: dict[str, str], **overrides: Any) -> dict[str,
 
 
 def _person(n: int) -> dict[str, Any]:
-    return {"subject__full_name": f"Person {n}", "subject__cnic": f"42101-{n:07d}-3",
-            "subject__phone": f"+92333{n:07d}"}
+    return {
+        "subject__full_name": f"Person {n}",
+        "subject__cnic": f"42101-{n:07d}-3",
+        "subject__phone": f"+92333{n:07d}",
+    }
 
 
 def _earlier(body: dict[str, Any]) -> list[str]:
     """The earlier referrals an intake answer says it matched (only ever the submitter's own, or all for
     supervisors)."""
-    return [ref for w in body["warnings"] if w["code"] == "possible_repeat_referral"
-            for ref in w["earlier_references"]]
+    return [ref for w in body["warnings"] if w["code"] == "possible_repeat_referral" for ref in w["earlier_references"]]
 
 
 def test_same_cnic_in_another_format_is_found_and_kept_as_its_own_subject_with_a_warning(
-        client: Any, make_user: Any) -> None:
+    client: Any, make_user: Any
+) -> None:
     cw = make_user("caseworker")
     first = _submit(client, cw.headers, subject__cnic="17301-1234567-2", subject__phone=None)
     assert first["warnings"] == []
-    second = _submit(client, cw.headers, subject__cnic="1730112345672", subject__phone=None,
-                     subject__full_name="Z. Khattak")
+    second = _submit(
+        client, cw.headers, subject__cnic="1730112345672", subject__phone=None, subject__full_name="Z. Khattak"
+    )
     assert second["subject_id"] != first["subject_id"]
     [warning] = second["warnings"]
     assert warning["code"] == "possible_repeat_referral" and warning["matched_on"] == ["cnic"]
@@ -87,8 +91,9 @@ def _meta(services: Services, name: str) -> str | None:
         return row.value if row else None
 
 
-def test_reindex_keeps_duplicate_detection_working_before_during_and_after(services: Services, client: Any,
-                                                                           make_user: Any) -> None:
+def test_reindex_keeps_duplicate_detection_working_before_during_and_after(
+    services: Services, client: Any, make_user: Any
+) -> None:
     cw = make_user("caseworker")
     people = [_submit(client, cw.headers, **_person(n)) for n in range(12)]
     assert _index_rows(services) == {1: 24}
@@ -102,8 +107,9 @@ def test_reindex_keeps_duplicate_detection_working_before_during_and_after(servi
     assert _index_rows(services) == {1: 28, 2: 14}
     # A writer that had not seen the transition: its subject has v1 rows only, behind the cursor.
     with services.uow() as uow:
-        uow.session.execute(delete(BlindIndex).where(BlindIndex.subject_id == newcomer["subject_id"],
-                                                     BlindIndex.version == 2))
+        uow.session.execute(
+            delete(BlindIndex).where(BlindIndex.subject_id == newcomer["subject_id"], BlindIndex.version == 2)
+        )
         uow.commit()
 
     done = _cli(services, "keys", "reindex", "--batch-size", "4")  # resumes from the cursor
@@ -120,8 +126,9 @@ def test_reindex_keeps_duplicate_detection_working_before_during_and_after(servi
     assert '"blind_index_versions": [2]' in status.stdout
 
 
-def test_reindex_from_the_command_line_then_again_rekeys_each_time(services: Services, client: Any,
-                                                                  make_user: Any) -> None:
+def test_reindex_from_the_command_line_then_again_rekeys_each_time(
+    services: Services, client: Any, make_user: Any
+) -> None:
     cw = make_user("caseworker")
     first = _submit(client, cw.headers, **_person(1))
     with services.uow() as uow:

@@ -42,8 +42,15 @@ def initialised(tmp_path: Path, migrated_template: Path) -> Path:
     return home
 
 
-@pytest.mark.parametrize("command", [("run", "--port", "0"), ("worker", "all"), ("keys", "rotate"),
-                                     ("users", "create", "--role", "admin", "--name", "x")])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("run", "--port", "0"),
+        ("worker", "all"),
+        ("keys", "rotate"),
+        ("users", "create", "--role", "admin", "--name", "x"),
+    ],
+)
 def test_missing_keyring_stops_every_command_with_one_line(initialised: Path, command: tuple[str, ...]) -> None:
     (initialised / "keyring.json").unlink()
     _assert_one_keyring_line(_run(initialised, *command), "no keyring at", "keys init")
@@ -75,8 +82,9 @@ def test_unhashable_active_entry_is_one_line_not_a_type_error(initialised: Path)
 def test_another_keyring_against_an_existing_database_stops_start_up(initialised: Path, tmp_path: Path) -> None:
     other = tmp_path / "other-keyring.json"
     create_keyring(other)
-    _assert_one_keyring_line(_run(initialised, "run", "--port", "0", keyring=other),
-                             "not the one this database was created with")
+    _assert_one_keyring_line(
+        _run(initialised, "run", "--port", "0", keyring=other), "not the one this database was created with"
+    )
 
 
 def test_keys_init_refuses_to_overwrite_and_creates_a_fresh_one(initialised: Path, tmp_path: Path) -> None:

@@ -34,15 +34,20 @@ def two_subjects(services: Services, client: Any, make_user: Any, add_partner: A
     cw = make_user("caseworker")
     share = {"given": True, "method": "written", "share": ["contact", "identity", "incident"]}
     a = client.post("/api/v1/referrals", json=referral_body(consent=share), headers=cw.headers).get_json()
-    b = client.post("/api/v1/referrals", json=referral_body(
-        subject__full_name="Gul Meena", subject__cnic="17301-7654321-8", subject__phone="+923451112223"),
-        headers=cw.headers).get_json()
+    b = client.post(
+        "/api/v1/referrals",
+        json=referral_body(
+            subject__full_name="Gul Meena", subject__cnic="17301-7654321-8", subject__phone="+923451112223"
+        ),
+        headers=cw.headers,
+    ).get_json()
     drain(services)
     return {"a": a, "b": b, "cw": cw}
 
 
 def test_erased_subject_reads_as_erased_everywhere_and_others_are_untouched(
-        services: Services, client: Any, make_user: Any, two_subjects: dict[str, Any]) -> None:
+    services: Services, client: Any, make_user: Any, two_subjects: dict[str, Any]
+) -> None:
     a, b, cw = two_subjects["a"], two_subjects["b"], two_subjects["cw"]
     before = client.get(f"/api/v1/referrals/{a['id']}", headers=cw.headers).get_json()
     assert before["subject"]["full_name"] == "Zarmeena Khattak" and before["subject"]["erased"] is False
@@ -77,7 +82,8 @@ def test_erased_subject_reads_as_erased_everywhere_and_others_are_untouched(
 
 
 def test_erasure_destroys_the_key_and_index_rows_and_announces_it(
-        services: Services, client: Any, two_subjects: dict[str, Any]) -> None:
+    services: Services, client: Any, two_subjects: dict[str, Any]
+) -> None:
     a, cw = two_subjects["a"], two_subjects["cw"]
     assert _cli(services, "subjects", "erase", a["subject_id"], "--yes").returncode == 0
 
@@ -102,7 +108,8 @@ def test_erasure_destroys_the_key_and_index_rows_and_announces_it(
 
 
 def test_erasing_twice_or_an_unknown_subject_fails_with_one_line(
-        services: Services, two_subjects: dict[str, Any]) -> None:
+    services: Services, two_subjects: dict[str, Any]
+) -> None:
     subject_id = two_subjects["a"]["subject_id"]
     assert _cli(services, "subjects", "erase", subject_id, "--yes").returncode == 0
     for target, expected in ((subject_id, "already erased"), ("no-such-id", "no such subject")):
@@ -118,13 +125,16 @@ def _database_files(services: Services) -> dict[str, bytes]:
 
 
 def test_erasure_leaves_the_old_wrapped_key_in_neither_the_database_file_nor_its_wal(
-        services: Services, two_subjects: dict[str, Any]) -> None:
+    services: Services, two_subjects: dict[str, Any]
+) -> None:
     a, b = two_subjects["a"], two_subjects["b"]
     with services.uow() as uow:
-        [erased_key] = uow.session.scalars(select(SubjectKey.wrapped).where(
-            SubjectKey.subject_id == a["subject_id"])).all()
-        [kept_key] = uow.session.scalars(select(SubjectKey.wrapped).where(
-            SubjectKey.subject_id == b["subject_id"])).all()
+        [erased_key] = uow.session.scalars(
+            select(SubjectKey.wrapped).where(SubjectKey.subject_id == a["subject_id"])
+        ).all()
+        [kept_key] = uow.session.scalars(
+            select(SubjectKey.wrapped).where(SubjectKey.subject_id == b["subject_id"])
+        ).all()
     assert erased_key and kept_key
     assert any(erased_key in raw for raw in _database_files(services).values())  # the scan can see it
 

@@ -27,8 +27,16 @@ MARKERS = {
 }
 CANARY = "Canarymarker Relief Organisation"
 # Other spellings of the same facts that a careless encoder or index might store.
-EXTRA_NEEDLES = ["6110198765437", "3219876543", "Qwertzmarker", "Vollbrechtkhan", "Xylomarker", "Quokkamarker",
-                 "Fennecmarker", "19831127"]
+EXTRA_NEEDLES = [
+    "6110198765437",
+    "3219876543",
+    "Qwertzmarker",
+    "Vollbrechtkhan",
+    "Xylomarker",
+    "Quokkamarker",
+    "Fennecmarker",
+    "19831127",
+]
 
 
 def needle_forms(value: str) -> dict[str, bytes]:
@@ -45,15 +53,16 @@ def needle_forms(value: str) -> dict[str, bytes]:
             # neighbouring bytes, keep the stable middle.
             for encoder in (base64.b64encode, base64.urlsafe_b64encode):
                 encoded = encoder(b"\0" * shift + raw)
-                stable = encoded[(shift * 4 + 2) // 3: -4]
+                stable = encoded[(shift * 4 + 2) // 3 : -4]
                 if len(stable) >= 8:
                     forms[f"{case_name}/{encoder.__name__}+{shift}"] = stable
     return forms
 
 
 def find_leaks(blob: bytes, values: list[str]) -> list[str]:
-    return [f"{value!r} as {form}" for value in values for form, needle in needle_forms(value).items()
-            if needle in blob]
+    return [
+        f"{value!r} as {form}" for value in values for form, needle in needle_forms(value).items() if needle in blob
+    ]
 
 
 def all_needles() -> list[str]:
@@ -62,25 +71,35 @@ def all_needles() -> list[str]:
 
 def test_needle_forms_find_what_they_should() -> None:
     secret = MARKERS["full_name"]
-    for blob in (b"..." + secret.upper().encode() + b"...",
-                 b"x" + base64.b64encode(b"ab" + secret.encode()) + b"y",
-                 secret.lower().encode("utf-16-le")):
+    for blob in (
+        b"..." + secret.upper().encode() + b"...",
+        b"x" + base64.b64encode(b"ab" + secret.encode()) + b"y",
+        secret.lower().encode("utf-16-le"),
+    ):
         assert find_leaks(blob, [secret])
     assert find_leaks(b"nothing personal here", all_needles()) == []
 
 
 def submit_marked_referrals(client: Any, cw_headers: dict[str, str]) -> list[dict[str, Any]]:
     marked = referral_body(
-        subject__full_name=MARKERS["full_name"], subject__cnic=MARKERS["cnic"], subject__phone=MARKERS["phone"],
-        subject__address=MARKERS["address"], subject__date_of_birth=MARKERS["date_of_birth"],
+        subject__full_name=MARKERS["full_name"],
+        subject__cnic=MARKERS["cnic"],
+        subject__phone=MARKERS["phone"],
+        subject__address=MARKERS["address"],
+        subject__date_of_birth=MARKERS["date_of_birth"],
         incident__narrative=MARKERS["narrative"],
-        consent={"given": True, "method": "written", "share": ["contact", "identity", "incident"]})
+        consent={"given": True, "method": "written", "share": ["contact", "identity", "incident"]},
+    )
     first = client.post("/api/v1/referrals", json=marked, headers=cw_headers)
     assert first.status_code == 201, first.get_json()
     # The same person again, CNIC without dashes and phone in local form: the duplicate path (a subject of
     # its own, and a possible duplicate for supervisors).
-    again = referral_body(subject__full_name=MARKERS["full_name"], subject__cnic="6110198765437",
-                          subject__phone="03219876543", incident__narrative=MARKERS["narrative"])
+    again = referral_body(
+        subject__full_name=MARKERS["full_name"],
+        subject__cnic="6110198765437",
+        subject__phone="03219876543",
+        incident__narrative=MARKERS["narrative"],
+    )
     second = client.post("/api/v1/referrals", json=again, headers=cw_headers)
     assert second.status_code == 201, second.get_json()
     assert second.get_json()["subject_id"] != first.get_json()["subject_id"]
@@ -88,8 +107,9 @@ def submit_marked_referrals(client: Any, cw_headers: dict[str, str]) -> list[dic
     return [first.get_json(), second.get_json()]
 
 
-def add_marked_followup(services: Services, client: Any, referral_id: str, cw_headers: dict[str, str],
-                        partner_headers: Any) -> None:
+def add_marked_followup(
+    services: Services, client: Any, referral_id: str, cw_headers: dict[str, str], partner_headers: Any
+) -> None:
     pipeline = InProcessPipeline(services)
     pipeline.drain()
     shown = client.get(f"/api/v1/referrals/{referral_id}", headers=cw_headers).get_json()
@@ -97,8 +117,11 @@ def add_marked_followup(services: Services, client: Any, referral_id: str, cw_he
     [assignment] = shown["assignments"]
     headers = partner_headers(assignment["partner_id"])
     assert client.post(f"/api/v1/assignments/{assignment['id']}/accept", headers=headers).status_code == 200
-    note = client.post(f"/api/v1/assignments/{assignment['id']}/followups", headers=headers,
-                       json={"outcome": "contacted", "note": MARKERS["note"]})
+    note = client.post(
+        f"/api/v1/assignments/{assignment['id']}/followups",
+        headers=headers,
+        json={"outcome": "contacted", "note": MARKERS["note"]},
+    )
     assert note.status_code in (200, 201), note.get_json()
     pipeline.drain()
     pipeline.close()
@@ -108,8 +131,9 @@ def _read_home(home: Path) -> bytes:
     return b"".join(p.read_bytes() for p in sorted(home.rglob("*")) if p.is_file())
 
 
-def test_no_marker_in_any_form_in_the_sqlite_files_or_logs(services: Services, client: Any, make_user: Any,
-                                                           add_partner: Any, caplog: pytest.LogCaptureFixture) -> None:
+def test_no_marker_in_any_form_in_the_sqlite_files_or_logs(
+    services: Services, client: Any, make_user: Any, add_partner: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     add_partner(name=CANARY)  # not personal, stored in the clear: proves the scan sees plain text
     cw = make_user("caseworker")
@@ -117,8 +141,13 @@ def test_no_marker_in_any_form_in_the_sqlite_files_or_logs(services: Services, c
     # A supervisor reads the duplicates queue (names revealed): its access log lines are scanned too.
     queue = client.get("/api/v1/duplicates", headers=make_user("supervisor").headers).get_json()["items"]
     assert [(d["referral_id"], d["earlier_referral_id"]) for d in queue] == [(second["id"], first["id"])]
-    add_marked_followup(services, client, first["id"], cw.headers,
-                        lambda partner_id: make_user("partner", partner_id=partner_id).headers)
+    add_marked_followup(
+        services,
+        client,
+        first["id"],
+        cw.headers,
+        lambda partner_id: make_user("partner", partner_id=partner_id).headers,
+    )
 
     home = services.settings.home
     before_checkpoint = _read_home(home)

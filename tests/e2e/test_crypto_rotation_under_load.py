@@ -32,8 +32,7 @@ def _env(services: Services) -> dict[str, str]:
 
 
 def _cli(services: Services, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], env=_env(services), capture_output=True, text=True, timeout=180,
-                          check=False)
+    return subprocess.run([*CLI, *args], env=_env(services), capture_output=True, text=True, timeout=180, check=False)
 
 
 def _usage(services: Services) -> dict[str, int]:
@@ -69,8 +68,11 @@ class Load:
         while not self.stop.is_set():
             n += 1
             name = f"Load Writer {worker} No {n}"
-            body = referral_body(subject__full_name=name, subject__cnic=f"3520{worker}-{n:07d}-1",
-                                 subject__phone=f"+92345{worker}{n:06d}")
+            body = referral_body(
+                subject__full_name=name,
+                subject__cnic=f"3520{worker}-{n:07d}-1",
+                subject__phone=f"+92345{worker}{n:06d}",
+            )
             resp = client.post("/api/v1/referrals", json=body, headers=self.headers)
             if resp.status_code != 201:
                 self.errors.append(f"submit {resp.status_code}: {resp.get_data(as_text=True)[:200]}")
@@ -96,9 +98,13 @@ def _seed(services: Services, client: Any, headers: dict[str, str]) -> tuple[dic
     readable: dict[str, str] = {}
     for n in range(10):
         name = f"Readable Person {n}"
-        resp = client.post("/api/v1/referrals", json=referral_body(
-            subject__full_name=name, subject__cnic=f"42201-{n:07d}-5", subject__phone=f"+92300{n:07d}"),
-            headers=headers)
+        resp = client.post(
+            "/api/v1/referrals",
+            json=referral_body(
+                subject__full_name=name, subject__cnic=f"42201-{n:07d}-5", subject__phone=f"+92300{n:07d}"
+            ),
+            headers=headers,
+        )
         assert resp.status_code == 201
         readable[resp.get_json()["id"]] = name
     names: dict[str, str] = {}
@@ -106,15 +112,18 @@ def _seed(services: Services, client: Any, headers: dict[str, str]) -> tuple[dic
         for n in range(SUBJECTS - len(readable)):
             name = f"Bulk Subject {n}"
             subject = services.vault.create_subject(
-                uow.session, SubjectInput(full_name=name, province="Punjab", district="Lahore",
-                                          cnic=f"35201-{n:07d}-9"), services.clock.now())
+                uow.session,
+                SubjectInput(full_name=name, province="Punjab", district="Lahore", cnic=f"35201-{n:07d}-9"),
+                services.clock.now(),
+            )
             names[subject.id] = name
         uow.commit()
     return readable, names
 
 
-def test_rotation_survives_load_and_a_kill_and_completes_on_resume(services: Services, app: Any,
-                                                                     make_user: Any) -> None:
+def test_rotation_survives_load_and_a_kill_and_completes_on_resume(
+    services: Services, app: Any, make_user: Any
+) -> None:
     rotate_under_load(services, app, make_user("supervisor").headers)
 
 
@@ -125,8 +134,13 @@ def rotate_under_load(services: Services, app: Any, headers: dict[str, str]) -> 
     assert _usage(services) == {old_kek: SUBJECTS}
 
     with Load(app, headers, readable) as load:
-        rotation = subprocess.Popen([*CLI, "keys", "rotate", "--batch-size", "5", "--pause", "0.05"],
-                                    env=_env(services), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        rotation = subprocess.Popen(
+            [*CLI, "keys", "rotate", "--batch-size", "5", "--pause", "0.05"],
+            env=_env(services),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         deadline = time.monotonic() + 60
         while True:  # kill it once some, but far from all, data keys have moved
             usage = _usage(services)
@@ -167,15 +181,15 @@ def rotate_under_load(services: Services, app: Any, headers: dict[str, str]) -> 
     expected = {**bulk}
     with services.uow() as uow:
         for subject in uow.session.scalars(select(Subject)):
-            shown = services.vault.reveal_subject(uow.session, subject, ["full_name"], actor=None,
-                                                  referral_id=None)
+            shown = services.vault.reveal_subject(uow.session, subject, ["full_name"], actor=None, referral_id=None)
             assert shown["erased"] is False and shown["full_name"]
             if subject.id in expected:
                 assert shown["full_name"] == expected[subject.id]
         assert uow.session.scalar(select(func.count()).select_from(Subject)) == total
     client = app.test_client()
     for referral_id, name in [*readable.items(), *load.submitted.items()]:
-        assert client.get(f"/api/v1/referrals/{referral_id}", headers=headers).get_json()["subject"][
-            "full_name"] == name
+        assert (
+            client.get(f"/api/v1/referrals/{referral_id}", headers=headers).get_json()["subject"]["full_name"] == name
+        )
     started = _cli(services, "keys", "status")  # a fresh process starts with the retired keyring
     assert started.returncode == 0 and f'"data_keys_per_kek": {{"{new_kek}": {total}}}' in started.stdout

@@ -42,7 +42,8 @@ def first_wrapped_key(services: Services) -> Any:
     with services.uow() as uow:
         return uow.session.execute(
             select(SubjectKey.id, SubjectKey.subject_id, SubjectKey.kek_id)
-            .where(SubjectKey.kek_id == services.keys.active_kek_id(), SubjectKey.wrapped.is_not(None)).limit(1)
+            .where(SubjectKey.kek_id == services.keys.active_kek_id(), SubjectKey.wrapped.is_not(None))
+            .limit(1)
         ).one()
 
 
@@ -60,8 +61,11 @@ def three(services: Services, client: Any, make_user: Any, add_partner: Any) -> 
     cw = make_user("caseworker", password=PASSWORD)
     made = []
     for name, cnic, phone in PEOPLE:
-        resp = client.post("/api/v1/referrals", headers=cw.headers, json=referral_body(
-            subject__full_name=name, subject__cnic=cnic, subject__phone=phone, consent=SHARE_ALL))
+        resp = client.post(
+            "/api/v1/referrals",
+            headers=cw.headers,
+            json=referral_body(subject__full_name=name, subject__cnic=cnic, subject__phone=phone, consent=SHARE_ALL),
+        )
         assert resp.status_code == 201, resp.get_json()
         made.append(resp.get_json())
     drain(services)
@@ -69,7 +73,8 @@ def three(services: Services, client: Any, make_user: Any, add_partner: Any) -> 
 
 
 def test_the_list_shows_the_other_rows_and_marks_only_the_damaged_one(
-        services: Services, client: Any, three: dict[str, Any]) -> None:
+    services: Services, client: Any, three: dict[str, Any]
+) -> None:
     cw, (a, b, c) = three["cw"], three["referrals"]
     damage_key_of(services, b["subject_id"])
 
@@ -78,13 +83,18 @@ def test_the_list_shows_the_other_rows_and_marks_only_the_damaged_one(
     subjects = {item["id"]: item["subject"] for item in resp.get_json()["items"]}
     assert subjects[b["id"]]["damaged"] is True and subjects[b["id"]]["full_name"] is None
     assert subjects[b["id"]]["erased"] is False
-    assert subjects[a["id"]] == {"full_name": "Zarmeena Khattak", "erased": False, "damaged": False,
-                                 "district": "Peshawar"}
+    assert subjects[a["id"]] == {
+        "full_name": "Zarmeena Khattak",
+        "erased": False,
+        "damaged": False,
+        "district": "Peshawar",
+    }
     assert subjects[c["id"]]["full_name"] == "Shazia Afridi" and subjects[c["id"]]["damaged"] is False
 
 
 def test_a_damaged_referral_reads_200_with_the_marker_for_its_caseworker_and_its_partner(
-        services: Services, client: Any, make_user: Any, three: dict[str, Any]) -> None:
+    services: Services, client: Any, make_user: Any, three: dict[str, Any]
+) -> None:
     cw, b = three["cw"], three["referrals"][1]
     damage_key_of(services, b["subject_id"])
 
@@ -126,15 +136,19 @@ def test_one_damaged_field_reads_damaged_alone(services: Services, client: Any, 
     assert body["subject"]["damaged"] is False and body["subject"]["cnic"] == "17301-7654321-8"
 
 
-def test_a_damaged_note_reads_null_with_a_flag(services: Services, client: Any, make_user: Any,
-                                               three: dict[str, Any]) -> None:
+def test_a_damaged_note_reads_null_with_a_flag(
+    services: Services, client: Any, make_user: Any, three: dict[str, Any]
+) -> None:
     cw, a = three["cw"], three["referrals"][0]
     with services.uow() as uow:
         offer = uow.session.scalars(select(Assignment).where(Assignment.referral_id == a["id"])).one()
         offer_id, partner_id = offer.id, offer.partner_id
     partner = make_user("partner", partner_id=partner_id)
-    declined = client.post(f"/api/v1/assignments/{offer_id}/decline", headers=partner.headers,
-                           json={"reason": "other", "note": "no female doctor this week"})
+    declined = client.post(
+        f"/api/v1/assignments/{offer_id}/decline",
+        headers=partner.headers,
+        json={"reason": "other", "note": "no female doctor this week"},
+    )
     assert declined.status_code == 200, declined.get_json()
     flip_byte(services.engine, "assignments", "note_ct", offer_id)
 
@@ -146,32 +160,35 @@ def test_a_damaged_note_reads_null_with_a_flag(services: Services, client: Any, 
 
 
 def test_nothing_new_is_sealed_into_a_damaged_person_and_it_is_a_409_not_a_500(
-        services: Services, client: Any, three: dict[str, Any]) -> None:
+    services: Services, client: Any, three: dict[str, Any]
+) -> None:
     cw, b = three["cw"], three["referrals"][1]
     damage_key_of(services, b["subject_id"])
     resp = client.post(f"/api/v1/referrals/{b['id']}/withdraw", headers=cw.headers, json={"note": "moved away"})
     assert resp.status_code == 409
     assert resp.get_json()["error"]["code"] == "damaged_record"
     # Without a note nothing needs the key: withdrawing (or withdrawing consent) still works.
-    assert client.post(f"/api/v1/referrals/{b['id']}/consent/withdraw", headers=cw.headers,
-                       json={}).status_code == 200
+    assert client.post(f"/api/v1/referrals/{b['id']}/consent/withdraw", headers=cw.headers, json={}).status_code == 200
 
 
 def test_an_intake_whose_cnic_matches_a_damaged_person_is_not_a_500(
-        services: Services, client: Any, three: dict[str, Any]) -> None:
+    services: Services, client: Any, three: dict[str, Any]
+) -> None:
     cw, b = three["cw"], three["referrals"][1]
     damage_key_of(services, b["subject_id"])
-    resp = client.post("/api/v1/referrals", headers=cw.headers,
-                       json=referral_body(subject__full_name="Someone Else", subject__cnic=PEOPLE[1][1],
-                                          subject__phone=None))
+    resp = client.post(
+        "/api/v1/referrals",
+        headers=cw.headers,
+        json=referral_body(subject__full_name="Someone Else", subject__cnic=PEOPLE[1][1], subject__phone=None),
+    )
     assert resp.status_code == 201, resp.get_json()
     assert resp.get_json()["subject_id"] != b["subject_id"]
 
 
 @pytest.mark.parametrize(("lang", "marker"), [("en", "damaged"), ("ur", "خراب شدہ")])
 def test_the_pages_mark_the_damaged_person_in_english_and_urdu(
-        services: Services, app: Any, client: Any, make_user: Any, three: dict[str, Any], lang: str,
-        marker: str) -> None:
+    services: Services, app: Any, client: Any, make_user: Any, three: dict[str, Any], lang: str, marker: str
+) -> None:
     cw, (a, b, _c) = three["cw"], three["referrals"]
     damage_key_of(services, b["subject_id"])
     mark = f'<em class="status damaged">{marker}</em>'
@@ -210,7 +227,8 @@ def test_supervision_marks_a_damaged_unroutable_referral(services: Services, cli
 
 
 def test_each_damaged_read_is_one_log_line_with_ids_only_and_counted_on_metrics(
-        services: Services, client: Any, three: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+    services: Services, client: Any, three: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
     cw, (a, b, _c) = three["cw"], three["referrals"]
     key_id = damage_key_of(services, b["subject_id"])
     flip_byte(services.engine, "subjects", "cnic_ct", a["subject_id"])
@@ -219,8 +237,10 @@ def test_each_damaged_read_is_one_log_line_with_ids_only_and_counted_on_metrics(
         assert client.get(f"/api/v1/referrals/{b['id']}", headers=cw.headers).status_code == 200
     lines = [r.getMessage() for r in caplog.records if r.name == "referral_service.damage"]
     # Six fields and the incident sit behind one key: one line, for the key.
-    assert lines == [f"damaged record: table=subject_keys column=wrapped row={key_id} subject={b['subject_id']} "
-                     "reason=the wrapped data key does not open"]
+    assert lines == [
+        f"damaged record: table=subject_keys column=wrapped row={key_id} subject={b['subject_id']} "
+        "reason=the wrapped data key does not open"
+    ]
     with caplog.at_level(logging.WARNING, logger="referral_service.damage"):
         assert client.get(f"/api/v1/referrals/{a['id']}", headers=cw.headers).status_code == 200
     logged = caplog.text

@@ -37,9 +37,11 @@ def damaged_template(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]
     client = create_app(services, {"TESTING": True}).test_client()
     made = []
     for name, cnic, phone in PEOPLE:
-        resp = client.post("/api/v1/referrals", headers={"Authorization": f"Bearer {cw['token']}"},
-                           json=referral_body(subject__full_name=name, subject__cnic=cnic, subject__phone=phone,
-                                              consent=SHARE_ALL))
+        resp = client.post(
+            "/api/v1/referrals",
+            headers={"Authorization": f"Bearer {cw['token']}"},
+            json=referral_body(subject__full_name=name, subject__cnic=cnic, subject__phone=phone, consent=SHARE_ALL),
+        )
         assert resp.status_code == 201
         made.append(resp.get_json())
     drain(services)
@@ -48,8 +50,14 @@ def damaged_template(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]
     services.dispose()
     damaged = next(r for r in made if r["subject_id"] == key.subject_id)
     others = [r for r in made if r is not damaged]
-    return {"home": home, "token": cw["token"], "key_id": key.id, "kek": key.kek_id, "damaged": damaged,
-            "others": others}
+    return {
+        "home": home,
+        "token": cw["token"],
+        "key_id": key.id,
+        "kek": key.kek_id,
+        "damaged": damaged,
+        "others": others,
+    }
 
 
 @pytest.fixture
@@ -64,8 +72,9 @@ def _no_traceback(result: Any) -> None:
     assert "does not open its data keys" not in result.stderr
 
 
-@pytest.mark.parametrize("command", [("init",), ("users", "create", "--role", "admin", "--name", "ops"),
-                                     ("keys", "status")])
+@pytest.mark.parametrize(
+    "command", [("init",), ("users", "create", "--role", "admin", "--name", "ops"), ("keys", "status")]
+)
 def test_commands_start_with_a_damaged_data_key(instance: dict[str, Any], command: tuple[str, ...]) -> None:
     result = cli(instance["env"], *command, check=False)
     _no_traceback(result)
@@ -95,10 +104,20 @@ def test_records_check_lists_the_damaged_key_and_field_without_anything_personal
     assert result.returncode == 1, result.stderr
     *lines, summary = [json.loads(line) for line in result.stdout.splitlines()]
     assert sorted(lines, key=lambda d: d["table"]) == [
-        {"table": "referrals", "row_id": other["id"], "column": "incident", "subject_id": other["subject_id"],
-         "error": "authentication failed: tampered or misplaced ciphertext"},
-        {"table": "subject_keys", "row_id": instance["key_id"], "column": "wrapped",
-         "subject_id": instance["damaged"]["subject_id"], "error": "the wrapped data key does not open"},
+        {
+            "table": "referrals",
+            "row_id": other["id"],
+            "column": "incident",
+            "subject_id": other["subject_id"],
+            "error": "authentication failed: tampered or misplaced ciphertext",
+        },
+        {
+            "table": "subject_keys",
+            "row_id": instance["key_id"],
+            "column": "wrapped",
+            "subject_id": instance["damaged"]["subject_id"],
+            "error": "the wrapped data key does not open",
+        },
     ]
     assert summary["summary"]["damaged"] == 2
     assert summary["summary"]["checked_keys"] == 3
@@ -128,7 +147,8 @@ def test_keys_rotate_passes_the_damaged_key_over_and_retire_says_why_it_refuses(
     assert refused.returncode == 2
     assert refused.stderr.strip() == (
         f"error: {old} still wraps 1 data key(s), 1 of them damaged: they do not open, so no rotation can move "
-        "them (restore them from a backup, or erase their subjects); 'referral-service records check' lists them")
+        "them (restore them from a backup, or erase their subjects); 'referral-service records check' lists them"
+    )
 
     assert cli(env, "subjects", "erase", instance["damaged"]["subject_id"], "--yes", check=False).returncode == 0
     retired = cli(env, "keys", "retire", old, check=False)
@@ -166,14 +186,16 @@ def test_a_wrong_keyring_still_stops_start_up_in_one_line(instance: dict[str, An
     result = cli(instance["env"], "run", "--port", "0", check=False)
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        f"error: REFERRAL_KEYRING: key-encryption key {data['active']} does not open its data keys (wrong keyring?)"]
+        f"error: REFERRAL_KEYRING: key-encryption key {data['active']} does not open its data keys (wrong keyring?)"
+    ]
 
 
 def _canaries(home: Path) -> list[str]:
     services = bootstrap(embedded_settings(home))
     with services.uow() as uow:
-        names = uow.session.scalars(select(CryptoMeta.name).where(CryptoMeta.name.startswith("kek_canary:"))
-                                    .order_by(CryptoMeta.name)).all()
+        names = uow.session.scalars(
+            select(CryptoMeta.name).where(CryptoMeta.name.startswith("kek_canary:")).order_by(CryptoMeta.name)
+        ).all()
     services.dispose()
     return list(names)
 

@@ -19,7 +19,8 @@ def _submit(client: Any, headers: dict[str, str], **overrides: Any) -> str:
 
 
 def test_an_unanswered_offer_expires_at_its_risk_deadline_and_goes_to_the_next_partner(
-        client: Any, services: Any, clock: Any, make_user: Any, add_partner: Any) -> None:
+    client: Any, services: Any, clock: Any, make_user: Any, add_partner: Any
+) -> None:
     add_partner(id="p-first", languages=["ps"])
     add_partner(id="p-second", languages=["ur"])
     cw = make_user("caseworker")
@@ -36,14 +37,17 @@ def test_an_unanswered_offer_expires_at_its_risk_deadline_and_goes_to_the_next_p
     drain(services)
     shown = client.get(f"/api/v1/referrals/{referral_id}", headers=cw.headers).get_json()
     assert [(a["partner_id"], a["status"]) for a in shown["assignments"]] == [
-        ("p-first", "expired"), ("p-second", "offered")]
+        ("p-first", "expired"),
+        ("p-second", "offered"),
+    ]
     with services.uow() as uow:
         keys = [m.routing_key for m in uow.session.scalars(select(OutboxMessage).order_by(OutboxMessage.id))]
     assert "assignment.expired" in keys
 
 
 def test_missed_first_contact_is_overdue_for_supervisors_riskiest_first(
-        client: Any, services: Any, clock: Any, make_user: Any, add_partner: Any) -> None:
+    client: Any, services: Any, clock: Any, make_user: Any, add_partner: Any
+) -> None:
     add_partner(capacity=10)
     cw, sup = make_user("caseworker"), make_user("supervisor")
     staff = make_user("partner", partner_id="p-peshawar-medical")
@@ -57,26 +61,31 @@ def test_missed_first_contact_is_overdue_for_supervisors_riskiest_first(
     assert fire_due_deadlines(services) == 2
     overdue = client.get("/api/v1/deadlines/overdue", headers=sup.headers).get_json()["items"]
     assert [(d["referral_id"], d["kind"], d["risk_level"]) for d in overdue] == [
-        (high, "first_contact", "high"), (low, "first_contact", "low")]
+        (high, "first_contact", "high"),
+        (low, "first_contact", "low"),
+    ]
     assert set(overdue[0]) >= {"referral_id", "assignment_id", "partner_id", "kind", "due_at", "risk_level"}
     assert client.get("/api/v1/deadlines/overdue", headers=cw.headers).status_code == 403
 
     # Recording contact meets the deadline and starts the follow-up clock.
     high_assignment = overdue[0]["assignment_id"]
-    resp = client.post(f"/api/v1/assignments/{high_assignment}/followups", json={"outcome": "contacted"},
-                       headers=staff.headers)
+    resp = client.post(
+        f"/api/v1/assignments/{high_assignment}/followups", json={"outcome": "contacted"}, headers=staff.headers
+    )
     assert resp.status_code == 201
     remaining = client.get("/api/v1/deadlines/overdue", headers=sup.headers).get_json()["items"]
     assert [d["referral_id"] for d in remaining] == [low]
     with services.uow() as uow:
-        pending = uow.session.scalars(select(Deadline).where(Deadline.assignment_id == high_assignment,
-                                                              Deadline.status == "pending")).one()
+        pending = uow.session.scalars(
+            select(Deadline).where(Deadline.assignment_id == high_assignment, Deadline.status == "pending")
+        ).one()
         assert pending.kind == "followup"
         assert (pending.due_at - clock.now()).days == 14  # high risk: follow up every 14 days
 
 
 def test_overdue_and_partner_lists_page_with_limit_and_cursor(
-        client: Any, services: Any, clock: Any, make_user: Any, add_partner: Any) -> None:
+    client: Any, services: Any, clock: Any, make_user: Any, add_partner: Any
+) -> None:
     for i in range(3):
         add_partner(id=f"p-page-{i}", capacity=10)
     cw, sup = make_user("caseworker"), make_user("supervisor")

@@ -27,16 +27,21 @@ def caseworker(make_user: Any) -> Any:
 
 
 # CR/LF and other control characters: a redirect header cannot carry them, so they once made a 500.
-UNSAFE_NEXT = ["/referrals\r\nSet-Cookie: session=forged", "/referrals\nX-Injected: 1", "/refer\trals",
-               "/referrals\x00", "/referrals\x7f"]
+UNSAFE_NEXT = [
+    "/referrals\r\nSet-Cookie: session=forged",
+    "/referrals\nX-Injected: 1",
+    "/refer\trals",
+    "/referrals\x00",
+    "/referrals\x7f",
+]
 
 
 @pytest.mark.parametrize("target", UNSAFE_NEXT, ids=["crlf", "lf", "tab", "nul", "del"])
-def test_sign_in_with_a_control_character_in_next_goes_home(client: FlaskClient, caseworker: Any,
-                                                            target: str) -> None:
+def test_sign_in_with_a_control_character_in_next_goes_home(client: FlaskClient, caseworker: Any, target: str) -> None:
     token = csrf_token(client, "/login")
-    resp = client.post("/login", data={"name": caseworker.actor.name, "password": PASSWORD, "csrf_token": token,
-                                       "next": target})
+    resp = client.post(
+        "/login", data={"name": caseworker.actor.name, "password": PASSWORD, "csrf_token": token, "next": target}
+    )
     assert resp.status_code == 302
     assert resp.headers["Location"] == "/"
     assert "X-Injected" not in resp.headers
@@ -45,7 +50,8 @@ def test_sign_in_with_a_control_character_in_next_goes_home(client: FlaskClient,
 
 
 def test_a_partner_form_with_a_control_character_in_next_comes_back_to_the_inbox(
-        client: FlaskClient, services: Any, make_user: Any, add_partner: Any) -> None:
+    client: FlaskClient, services: Any, make_user: Any, add_partner: Any
+) -> None:
     partner_id = add_partner()["id"]
     cw = make_user("caseworker")
     assert client.post("/api/v1/referrals", json=referral_body(), headers=cw.headers).status_code == 201
@@ -55,8 +61,10 @@ def test_a_partner_form_with_a_control_character_in_next_comes_back_to_the_inbox
     assert client.post(f"/api/v1/assignments/{offer['id']}/accept", headers=staff.headers).status_code == 200
     sign_in(client, staff.actor.name)
     # Accepting again is a conflict, which sends the partner back to `next`, or else to the inbox.
-    resp = client.post(f"/assignments/{offer['id']}/accept",
-                       data={"csrf_token": csrf_token(client, "/inbox"), "next": "/inbox\r\nX-Injected: 1"})
+    resp = client.post(
+        f"/assignments/{offer['id']}/accept",
+        data={"csrf_token": csrf_token(client, "/inbox"), "next": "/inbox\r\nX-Injected: 1"},
+    )
     assert resp.status_code == 302
     assert resp.headers["Location"] == "/inbox"
     assert "X-Injected" not in resp.headers
@@ -67,8 +75,9 @@ def _forged(value: Any) -> str:
 
 
 @pytest.mark.parametrize("path", ["/referrals", "/inbox"])
-def test_a_page_with_a_forged_cursor_shows_an_error_page_not_a_500(client: FlaskClient, make_user: Any,
-                                                                    path: str) -> None:
+def test_a_page_with_a_forged_cursor_shows_an_error_page_not_a_500(
+    client: FlaskClient, make_user: Any, path: str
+) -> None:
     supervisor = make_user("supervisor", password=PASSWORD)
     sign_in(client, supervisor.actor.name)
     resp = client.get(f"{path}?cursor={_forged(['2026-01-01T00:00:00', 'x'])}")
@@ -105,15 +114,26 @@ class _Unreadable(io.RawIOBase):
         raise AssertionError("the body was read")
 
 
-@pytest.mark.parametrize(("method", "path"), [
-    ("POST", "/api/v1/referrals"), ("POST", "/login"), ("GET", "/healthz"), ("POST", "/logout"),
-    ("POST", "/api/v1/assignments/x/accept"),
-])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/api/v1/referrals"),
+        ("POST", "/login"),
+        ("GET", "/healthz"),
+        ("POST", "/logout"),
+        ("POST", "/api/v1/assignments/x/accept"),
+    ],
+)
 def test_a_body_declared_over_the_limit_is_refused_unread_with_the_json_413(
-        client: FlaskClient, method: str, path: str) -> None:
+    client: FlaskClient, method: str, path: str
+) -> None:
     _Unreadable.reads = 0
-    resp = client.open(path, method=method, content_type="application/x-www-form-urlencoded",
-                       environ_overrides={"wsgi.input": _Unreadable(), "CONTENT_LENGTH": str(300 * 1024 * 1024)})
+    resp = client.open(
+        path,
+        method=method,
+        content_type="application/x-www-form-urlencoded",
+        environ_overrides={"wsgi.input": _Unreadable(), "CONTENT_LENGTH": str(300 * 1024 * 1024)},
+    )
     assert resp.status_code == 413
     assert resp.get_json()["error"]["code"] == "payload_too_large"
     assert _Unreadable.reads == 0
@@ -162,8 +182,9 @@ def test_metrics_are_not_served_when_no_token_is_configured(client: FlaskClient)
     assert b"http_requests_total" not in resp.data
 
 
-@pytest.mark.parametrize("authorization", [None, "Bearer wrong-token", f"Basic {METRICS_TOKEN}",
-                                           f"Bearer {METRICS_TOKEN}x", "Bearer "])
+@pytest.mark.parametrize(
+    "authorization", [None, "Bearer wrong-token", f"Basic {METRICS_TOKEN}", f"Bearer {METRICS_TOKEN}x", "Bearer "]
+)
 def test_metrics_need_the_configured_token(app_with: Callable[..., Any], authorization: str | None) -> None:
     client = app_with(REFERRAL_METRICS_TOKEN=METRICS_TOKEN).test_client()
     resp = client.get("/metrics", headers={"Authorization": authorization} if authorization else {})

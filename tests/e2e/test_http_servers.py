@@ -100,14 +100,19 @@ def _temp_files(pid: int, tmpdir: str) -> list[str]:
     return found
 
 
-def _post_huge(port: int, pid: int, tmpdir: str,
-               path: str = "/api/v1/referrals") -> tuple[float, int, bytes, list[str]]:
+def _post_huge(
+    port: int, pid: int, tmpdir: str, path: str = "/api/v1/referrals"
+) -> tuple[float, int, bytes, list[str]]:
     """Declare a 300 MB body, send a few MB of it while watching for an answer; never the whole body."""
     started = time.monotonic()
     spilled: list[str] = []
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall((f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                   f"Content-Length: {HUGE}\r\n\r\n").encode())
+        s.sendall(
+            (
+                f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {HUGE}\r\n\r\n"
+            ).encode()
+        )
         chunk, sent = b"x" * 65536, 0
         while sent < SENT_AT_MOST:
             if select.select([s], [], [], 0)[0]:
@@ -124,7 +129,8 @@ def _post_huge(port: int, pid: int, tmpdir: str,
 
 
 def test_waitress_refuses_a_huge_declared_body_at_once_without_buffering_it(
-        waitress: tuple[Service, int], env: dict[str, str]) -> None:
+    waitress: tuple[Service, int], env: dict[str, str]
+) -> None:
     service, port = waitress
     elapsed, status, body, spilled = _post_huge(port, service.proc.pid, env["TMPDIR"])
     assert status == 413, body[:300]
@@ -137,9 +143,12 @@ def test_waitress_refuses_a_huge_declared_body_at_once_without_buffering_it(
 def test_waitress_gives_the_json_413_for_a_body_over_the_app_limit(waitress: tuple[Service, int]) -> None:
     _service, port = waitress
     body = b"{" + b" " * (300 * 1024) + b"}"
-    status, headers, raw = _exchange(port, f"POST /api/v1/referrals HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                                           f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n",
-                                     body)
+    status, headers, raw = _exchange(
+        port,
+        f"POST /api/v1/referrals HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n",
+        body,
+    )
     assert status == 413
     assert headers["content-type"] == "application/json"
     assert b'"payload_too_large"' in raw
@@ -147,15 +156,18 @@ def test_waitress_gives_the_json_413_for_a_body_over_the_app_limit(waitress: tup
 
 def test_waitress_sends_no_server_banner(waitress: tuple[Service, int]) -> None:
     _service, port = waitress
-    for head in ("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
-                 f"POST /api/v1/referrals HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {HUGE}\r\n\r\n"):
+    for head in (
+        "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        f"POST /api/v1/referrals HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {HUGE}\r\n\r\n",
+    ):
         status, headers, body = _exchange(port, head)
         assert "server" not in headers and "via" not in headers, (status, headers)
         assert b"waitress" not in body
 
 
 def test_gunicorn_refuses_a_huge_declared_body_at_once_and_sends_no_banner(
-        gunicorn: tuple[Service, int], env: dict[str, str]) -> None:
+    gunicorn: tuple[Service, int], env: dict[str, str]
+) -> None:
     service, port = gunicorn
     status, headers, _body = _exchange(port, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     assert status == 200
@@ -167,7 +179,8 @@ def test_gunicorn_refuses_a_huge_declared_body_at_once_and_sends_no_banner(
 
 def test_gunicorn_does_not_take_a_clients_word_for_https(gunicorn: tuple[Service, int]) -> None:
     _service, port = gunicorn
-    status, headers, _body = _exchange(port, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                                             "X-Forwarded-Proto: https\r\n\r\n")
+    status, headers, _body = _exchange(
+        port, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Forwarded-Proto: https\r\n\r\n"
+    )
     assert status == 200
     assert "strict-transport-security" not in headers

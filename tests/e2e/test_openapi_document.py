@@ -43,12 +43,22 @@ def _documented(doc: dict[str, Any]) -> set[tuple[str, str]]:
 def test_every_api_and_ops_route_is_documented_and_nothing_else(app: Flask) -> None:
     routes = _routes(app)
     # The API itself and the ops endpoints are among them; the web pages are not API.
-    assert {("/api/v1/referrals/{referral_id}/withdraw", "POST"), ("/api/v1/referrals/{referral_id}/reopen", "POST"),
-            ("/api/v1/partners/{partner_id}", "GET"), ("/healthz", "GET"), ("/readyz", "GET"), ("/metrics", "GET"),
-            ("/api/v1/openapi.json", "GET")} <= routes
+    assert {
+        ("/api/v1/referrals/{referral_id}/withdraw", "POST"),
+        ("/api/v1/referrals/{referral_id}/reopen", "POST"),
+        ("/api/v1/partners/{partner_id}", "GET"),
+        ("/healthz", "GET"),
+        ("/readyz", "GET"),
+        ("/metrics", "GET"),
+        ("/api/v1/openapi.json", "GET"),
+    } <= routes
     assert all(path.startswith("/api/v1/") or path in ("/healthz", "/readyz", "/metrics") for path, _ in routes)
-    every_api_rule = {(openapi_path(r.rule), m) for r in app.url_map.iter_rules() if r.rule.startswith("/api/v1/")
-                      for m in documented_methods(r)}
+    every_api_rule = {
+        (openapi_path(r.rule), m)
+        for r in app.url_map.iter_rules()
+        if r.rule.startswith("/api/v1/")
+        for m in documented_methods(r)
+    }
     assert every_api_rule <= routes
     documented = _documented(build_spec(app))
     assert sorted(routes - documented) == [], "routes missing from the OpenAPI document"
@@ -108,12 +118,22 @@ class CheckedClient:
         self.openapi = OpenAPI.from_dict(build_spec(app))
         self.seen: set[tuple[str, str, int]] = set()
 
-    def call(self, method: str, path: str, status: int, *, user: UserHandle | None = None,
-             headers: dict[str, str] | None = None, check_request: bool = True, **kwargs: Any) -> Any:
+    def call(
+        self,
+        method: str,
+        path: str,
+        status: int,
+        *,
+        user: UserHandle | None = None,
+        headers: dict[str, str] | None = None,
+        check_request: bool = True,
+        **kwargs: Any,
+    ) -> Any:
         all_headers = {**(user.headers if user else {}), **(headers or {})}
         # The same request again, unread, for openapi-core (the test client's copy has been consumed).
-        request = WerkzeugOpenAPIRequest(EnvironBuilder(path=path, method=method, headers=all_headers,
-                                                        **kwargs).get_request())
+        request = WerkzeugOpenAPIRequest(
+            EnvironBuilder(path=path, method=method, headers=all_headers, **kwargs).get_request()
+        )
         if check_request:  # what the test sends must be what the document says the operation takes
             self.openapi.validate_request(request)
         resp = self.client.open(path, method=method, headers=all_headers, **kwargs)
@@ -136,13 +156,19 @@ def api(app: Flask) -> CheckedClient:
 
 
 def _successes(doc: dict[str, Any]) -> set[tuple[str, str, int]]:
-    return {(path, method.upper(), int(code)) for path, item in doc["paths"].items() for method, op in item.items()
-            if method != "parameters" for code in op["responses"] if code.startswith("2")}
+    return {
+        (path, method.upper(), int(code))
+        for path, item in doc["paths"].items()
+        for method, op in item.items()
+        if method != "parameters"
+        for code in op["responses"]
+        if code.startswith("2")
+    }
 
 
 def test_answers_of_every_operation_match_the_documented_schemas(
-        api: CheckedClient, app: Flask, services: Services, clock: FakeClock, make_user: Any,
-        add_partner: Any) -> None:
+    api: CheckedClient, app: Flask, services: Services, clock: FakeClock, make_user: Any, add_partner: Any
+) -> None:
     add_partner(capacity=10)
     cw, other_cw, sup = make_user("caseworker"), make_user("caseworker"), make_user("supervisor")
     staff, admin = make_user("partner", partner_id=MEDICAL), make_user("admin")
@@ -154,8 +180,7 @@ def test_answers_of_every_operation_match_the_documented_schemas(
     api.get("/metrics", 404, check_request=False)  # no REFERRAL_METRICS_TOKEN here: off
 
     # The partner directory.
-    created = api.post("/api/v1/partners", 201, user=admin, json=partner(id="p-peshawar-legal",
-                                                                         services=["legal_aid"]))
+    created = api.post("/api/v1/partners", 201, user=admin, json=partner(id="p-peshawar-legal", services=["legal_aid"]))
     assert created["id"] == "p-peshawar-legal"
     api.post("/api/v1/partners", 403, user=cw, json=partner(id="p-other"))
     api.post("/api/v1/partners", 422, user=admin, json=partner(capacity="ten"), check_request=False)
@@ -170,16 +195,29 @@ def test_answers_of_every_operation_match_the_documented_schemas(
     api.post("/api/v1/referrals", 409, user=cw, headers=key, json=referral_body(risk_level="low"))
     api.post("/api/v1/referrals", 403, user=staff, json=referral_body())
     api.post("/api/v1/referrals", 422, user=cw, json=referral_body(needs=[]), check_request=False)
-    api.post("/api/v1/referrals", 400, user=cw, data="{not json", content_type="application/json",
-             check_request=False)
-    api.post("/api/v1/referrals", 413, user=cw, data=b"x" * (MAX_BODY_BYTES + 1), content_type="application/json",
-             check_request=False)
+    api.post("/api/v1/referrals", 400, user=cw, data="{not json", content_type="application/json", check_request=False)
+    api.post(
+        "/api/v1/referrals",
+        413,
+        user=cw,
+        data=b"x" * (MAX_BODY_BYTES + 1),
+        content_type="application/json",
+        check_request=False,
+    )
     # The supervisor may see the earlier referral of the same CNIC: the answer warns of it.
     repeat = api.post("/api/v1/referrals", 201, user=sup, json=referral_body(subject__phone=None))
     assert repeat["warnings"][0]["matched_on"] == ["cnic"]
-    later = api.post("/api/v1/referrals", 201, user=cw, json=referral_body(
-        risk_level="low", needs=["medical", "legal_aid"], subject__cnic="17301-7654321-1",
-        consent__share=["contact", "identity", "incident"]))
+    later = api.post(
+        "/api/v1/referrals",
+        201,
+        user=cw,
+        json=referral_body(
+            risk_level="low",
+            needs=["medical", "legal_aid"],
+            subject__cnic="17301-7654321-1",
+            consent__share=["contact", "identity", "incident"],
+        ),
+    )
     drain(services)
 
     # Reading: the caseworker, a supervisor, a partner holding the case, and someone who may not.
@@ -208,16 +246,26 @@ def test_answers_of_every_operation_match_the_documented_schemas(
     api.post(f"/api/v1/assignments/{offer['id']}/accept", 409, user=staff)
     api.post(f"/api/v1/assignments/{offer['id']}/accept", 403, user=cw)
     api.post("/api/v1/assignments/no-such-assignment/accept", 404, user=staff)
-    api.post(f"/api/v1/assignments/{offer['id']}/followups", 201, user=staff,
-             json={"outcome": "contacted", "note": "spoke to her brother"})
+    api.post(
+        f"/api/v1/assignments/{offer['id']}/followups",
+        201,
+        user=staff,
+        json={"outcome": "contacted", "note": "spoke to her brother"},
+    )
     api.post(f"/api/v1/assignments/{other_offer['id']}/followups", 409, user=staff, json={"outcome": "contacted"})
-    api.post(f"/api/v1/assignments/{other_offer['id']}/decline", user=staff,
-             json={"reason": "no_capacity", "note": "full this week"})
+    api.post(
+        f"/api/v1/assignments/{other_offer['id']}/decline",
+        user=staff,
+        json={"reason": "no_capacity", "note": "full this week"},
+    )
     api.post(f"/api/v1/assignments/{other_offer['id']}/decline", 409, user=staff, json={"reason": "no_capacity"})
     with_notes = api.get(f"/api/v1/referrals/{first['id']}", user=staff)
     assert with_notes["assignments"][0]["followups"][0]["note"] == "spoke to her brother"
-    api.post(f"/api/v1/assignments/{offer['id']}/close", user=staff,
-             json={"outcome": "services_delivered", "services_delivered": ["medical"]})
+    api.post(
+        f"/api/v1/assignments/{offer['id']}/close",
+        user=staff,
+        json={"outcome": "services_delivered", "services_delivered": ["medical"]},
+    )
     api.post(f"/api/v1/assignments/{offer['id']}/close", 409, user=sup, json={"outcome": "other"})
     drain(services)
 
@@ -241,8 +289,9 @@ def test_answers_of_every_operation_match_the_documented_schemas(
 
     # Possible duplicates: the queue, confirming one pair, dismissing another.
     # Same phone as the first; no date of birth, so whether she is a minor is unknown (null).
-    undated = api.post("/api/v1/referrals", 201, user=cw, json=referral_body(subject__cnic=None,
-                                                                           subject__date_of_birth=None))
+    undated = api.post(
+        "/api/v1/referrals", 201, user=cw, json=referral_body(subject__cnic=None, subject__date_of_birth=None)
+    )
     assert api.get(f"/api/v1/referrals/{undated['id']}", user=cw)["subject"]["is_minor"] is None
     pairs = api.get("/api/v1/duplicates?limit=2", user=sup)["items"]
     assert len(pairs) == 2
@@ -301,8 +350,9 @@ def test_openapi_is_served_without_a_token(client: Any) -> None:
     assert resp.get_json()["info"]["title"] == "referral-service"
 
 
-def test_database_down_answers_match_the_document(api: CheckedClient, services: Services, home: Path,
-                                                  make_user: Any) -> None:
+def test_database_down_answers_match_the_document(
+    api: CheckedClient, services: Services, home: Path, make_user: Any
+) -> None:
     cw = make_user("caseworker")
     services.engine.dispose()
     for path in home.glob("referrals.sqlite3*"):
@@ -312,18 +362,27 @@ def test_database_down_answers_match_the_document(api: CheckedClient, services: 
     api.get("/api/v1/referrals", 503, user=cw)
 
 
-def test_damaged_record_answers_match_the_document(api: CheckedClient, services: Services, make_user: Any,
-                                                   add_partner: Any) -> None:
+def test_damaged_record_answers_match_the_document(
+    api: CheckedClient, services: Services, make_user: Any, add_partner: Any
+) -> None:
     add_partner()
     cw, sup, staff = make_user("caseworker"), make_user("supervisor"), make_user("partner", partner_id=MEDICAL)
-    referral = api.post("/api/v1/referrals", 201, user=cw, json=referral_body(
-        consent={"given": True, "method": "written", "share": ["contact", "identity", "incident"]}))
+    referral = api.post(
+        "/api/v1/referrals",
+        201,
+        user=cw,
+        json=referral_body(consent={"given": True, "method": "written", "share": ["contact", "identity", "incident"]}),
+    )
     api.post("/api/v1/referrals", 201, user=cw, json=referral_body(subject__phone=None))  # a possible duplicate
     drain(services)
     [offer] = [a for a in api.get("/api/v1/assignments", user=staff)["items"] if a["referral_id"] == referral["id"]]
     api.post(f"/api/v1/assignments/{offer['id']}/accept", user=staff)
-    api.post(f"/api/v1/assignments/{offer['id']}/followups", 201, user=staff,
-             json={"outcome": "contacted", "note": "met at the clinic"})
+    api.post(
+        f"/api/v1/assignments/{offer['id']}/followups",
+        201,
+        user=staff,
+        json={"outcome": "contacted", "note": "met at the clinic"},
+    )
     damage_key_of(services, referral["subject_id"])  # every sealed field of this person now fails to open
 
     shown = api.get(f"/api/v1/referrals/{referral['id']}", user=cw)

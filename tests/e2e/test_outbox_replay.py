@@ -11,8 +11,9 @@ from tests.factories import referral_body
 from tests.pipeline import InProcessPipeline
 
 
-def test_published_but_unconsumed_events_are_delivered_after_a_restart(services: Any, client: Any,
-                                                                       make_user: Any, add_partner: Any) -> None:
+def test_published_but_unconsumed_events_are_delivered_after_a_restart(
+    services: Any, client: Any, make_user: Any, add_partner: Any
+) -> None:
     add_partner()
     cw = make_user("caseworker")
     assert client.post("/api/v1/referrals", json=referral_body(), headers=cw.headers).status_code == 201
@@ -23,8 +24,12 @@ def test_published_but_unconsumed_events_are_delivered_after_a_restart(services:
     after_restart = InProcessPipeline(services)  # ...and the process "died": its queue is purged
 
     with services.uow() as uow:
-        assert uow.session.scalar(select(func.count()).select_from(OutboxMessage)
-                                  .where(OutboxMessage.published_at.is_(None))) == 0
+        assert (
+            uow.session.scalar(
+                select(func.count()).select_from(OutboxMessage).where(OutboxMessage.published_at.is_(None))
+            )
+            == 0
+        )
     assert after_restart.relay.replay_unconsumed() == 1
     after_restart.drain()
     # Replaying again after the router has processed it changes nothing.
@@ -35,8 +40,9 @@ def test_published_but_unconsumed_events_are_delivered_after_a_restart(services:
         assert uow.session.scalar(select(func.count()).select_from(Assignment)) == 1
 
 
-def test_published_rows_are_pruned_after_the_retention_period(services: Any, client: Any, clock: Any,
-                                                              make_user: Any) -> None:
+def test_published_rows_are_pruned_after_the_retention_period(
+    services: Any, client: Any, clock: Any, make_user: Any
+) -> None:
     from workers.relay import RETENTION
 
     cw = make_user("caseworker")
@@ -45,8 +51,9 @@ def test_published_rows_are_pruned_after_the_retention_period(services: Any, cli
     pipeline.drain()
     assert pipeline.relay.prune() == 0  # just published: kept
     with services.uow() as uow:
-        published = uow.session.scalar(select(func.count()).select_from(OutboxMessage)
-                                       .where(OutboxMessage.published_at.is_not(None)))
+        published = uow.session.scalar(
+            select(func.count()).select_from(OutboxMessage).where(OutboxMessage.published_at.is_not(None))
+        )
     assert published >= 2  # referral.submitted, then referral.unroutable (no partner exists)
     clock.advance(seconds=RETENTION.total_seconds() + 1)
     second = referral_body(subject__cnic="17301-0000000-1", subject__phone=None)

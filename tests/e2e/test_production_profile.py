@@ -23,8 +23,13 @@ pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 def production_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     require_rabbitmq()
     with scratch_database() as url:
-        env = base_env(tmp_path / "home", REFERRAL_DATABASE_URL=url, REFERRAL_BROKER_URL=AMQP_URL,
-                       REFERRAL_KEYRING=str(tmp_path / "keyring.json"), REFERRAL_INSECURE_COOKIES="1")
+        env = base_env(
+            tmp_path / "home",
+            REFERRAL_DATABASE_URL=url,
+            REFERRAL_BROKER_URL=AMQP_URL,
+            REFERRAL_KEYRING=str(tmp_path / "keyring.json"),
+            REFERRAL_INSECURE_COOKIES="1",
+        )
         yield env
 
 
@@ -34,8 +39,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_serve_and_workers_route_a_referral_into_the_partner_queue(production_env: dict[str, str],
-                                                                    tmp_path: Path) -> None:
+def test_serve_and_workers_route_a_referral_into_the_partner_queue(
+    production_env: dict[str, str], tmp_path: Path
+) -> None:
     env = production_env
     # Production keyrings are created on purpose, never implicitly by init.
     assert "keyring" in cli(env, "init", check=False).stderr

@@ -19,15 +19,17 @@ def _submit_and_route(client: Any, services: Any, headers: dict[str, str], **ove
 
 
 def test_withdrawn_referral_pulls_offers_and_reopening_routes_it_again(
-        client: Any, services: Any, make_user: Any, add_partner: Any) -> None:
+    client: Any, services: Any, make_user: Any, add_partner: Any
+) -> None:
     add_partner()
     cw = make_user("caseworker")
     referral = _submit_and_route(client, services, cw.headers)
     [offer] = referral["assignments"]
     assert offer["status"] == "offered"
 
-    resp = client.post(f"/api/v1/referrals/{referral['id']}/withdraw", json={"note": "family moved to Karachi"},
-                       headers=cw.headers)
+    resp = client.post(
+        f"/api/v1/referrals/{referral['id']}/withdraw", json={"note": "family moved to Karachi"}, headers=cw.headers
+    )
     assert resp.status_code == 200 and resp.get_json()["status"] == "withdrawn"
     shown = client.get(f"/api/v1/referrals/{referral['id']}", headers=cw.headers).get_json()
     assert [a["status"] for a in shown["assignments"]] == ["withdrawn"]
@@ -38,8 +40,9 @@ def test_withdrawn_referral_pulls_offers_and_reopening_routes_it_again(
     assert "referral.withdrawn" in keys and "partner.p-peshawar-medical" in keys
 
     assert client.post(f"/api/v1/referrals/{referral['id']}/reopen", json={}, headers=cw.headers).status_code == 422
-    resp = client.post(f"/api/v1/referrals/{referral['id']}/reopen", json={"note": "back in Peshawar"},
-                       headers=cw.headers)
+    resp = client.post(
+        f"/api/v1/referrals/{referral['id']}/reopen", json={"note": "back in Peshawar"}, headers=cw.headers
+    )
     assert resp.status_code == 200 and resp.get_json()["status"] == "submitted"
     drain(services)
     shown = client.get(f"/api/v1/referrals/{referral['id']}", headers=cw.headers).get_json()
@@ -48,7 +51,8 @@ def test_withdrawn_referral_pulls_offers_and_reopening_routes_it_again(
 
 
 def test_only_withdrawn_or_unroutable_referrals_reopen_and_only_for_their_caseworker(
-        client: Any, services: Any, make_user: Any, add_partner: Any) -> None:
+    client: Any, services: Any, make_user: Any, add_partner: Any
+) -> None:
     add_partner()
     cw, other = make_user("caseworker"), make_user("caseworker")
     referral = _submit_and_route(client, services, cw.headers)
@@ -60,19 +64,25 @@ def test_only_withdrawn_or_unroutable_referrals_reopen_and_only_for_their_casewo
 
 
 def test_partner_closes_with_the_services_delivered_and_the_referral_closes(
-        client: Any, services: Any, make_user: Any, add_partner: Any) -> None:
+    client: Any, services: Any, make_user: Any, add_partner: Any
+) -> None:
     add_partner()
     cw = make_user("caseworker")
     staff = make_user("partner", partner_id="p-peshawar-medical")
     referral = _submit_and_route(client, services, cw.headers)
     [offer] = referral["assignments"]
     assert client.post(f"/api/v1/assignments/{offer['id']}/accept", headers=staff.headers).status_code == 200
-    bad = client.post(f"/api/v1/assignments/{offer['id']}/close",
-                      json={"outcome": "services_delivered", "services_delivered": ["massage"]}, headers=staff.headers)
+    bad = client.post(
+        f"/api/v1/assignments/{offer['id']}/close",
+        json={"outcome": "services_delivered", "services_delivered": ["massage"]},
+        headers=staff.headers,
+    )
     assert bad.status_code == 422 and "services_delivered" in bad.get_json()["error"]["fields"]
-    resp = client.post(f"/api/v1/assignments/{offer['id']}/close",
-                       json={"outcome": "services_delivered", "services_delivered": ["medical"],
-                             "note": "surgery done"}, headers=staff.headers)
+    resp = client.post(
+        f"/api/v1/assignments/{offer['id']}/close",
+        json={"outcome": "services_delivered", "services_delivered": ["medical"], "note": "surgery done"},
+        headers=staff.headers,
+    )
     assert resp.status_code == 200, resp.get_json()
     assert resp.get_json()["services_delivered"] == ["medical"]
     shown = client.get(f"/api/v1/referrals/{referral['id']}", headers=cw.headers).get_json()
@@ -83,8 +93,9 @@ def test_partner_closes_with_the_services_delivered_and_the_referral_closes(
 # -- moves the state machine refuses (each was possible before: 200, and the case was changed) -------------
 def _snapshot(client: Any, referral_id: str, headers: dict[str, str]) -> tuple[Any, ...]:
     shown = client.get(f"/api/v1/referrals/{referral_id}", headers=headers).get_json()
-    return shown["status"], [(a["id"], a["status"], a["close_outcome"], a["services_delivered"])
-                             for a in shown["assignments"]]
+    return shown["status"], [
+        (a["id"], a["status"], a["close_outcome"], a["services_delivered"]) for a in shown["assignments"]
+    ]
 
 
 def _assert_conflict(resp: Any) -> dict[str, Any]:
@@ -95,7 +106,8 @@ def _assert_conflict(resp: Any) -> dict[str, Any]:
 
 
 def test_closing_an_offer_nobody_accepted_is_409_for_the_partner_and_a_supervisor(
-        client: Any, services: Any, make_user: Any, add_partner: Any) -> None:
+    client: Any, services: Any, make_user: Any, add_partner: Any
+) -> None:
     add_partner()
     cw, supervisor = make_user("caseworker"), make_user("supervisor")
     staff = make_user("partner", partner_id="p-peshawar-medical")
@@ -104,9 +116,11 @@ def test_closing_an_offer_nobody_accepted_is_409_for_the_partner_and_a_superviso
     before = _snapshot(client, referral["id"], cw.headers)
     assert before == ("routing", [(offer["id"], "offered", None, None)])
     for who in (staff, supervisor):
-        resp = client.post(f"/api/v1/assignments/{offer['id']}/close",
-                           json={"outcome": "services_delivered", "services_delivered": ["medical"]},
-                           headers=who.headers)
+        resp = client.post(
+            f"/api/v1/assignments/{offer['id']}/close",
+            json={"outcome": "services_delivered", "services_delivered": ["medical"]},
+            headers=who.headers,
+        )
         assert "accepted" in _assert_conflict(resp)["message"]
     drain(services)
     assert _snapshot(client, referral["id"], cw.headers) == before
@@ -115,7 +129,8 @@ def test_closing_an_offer_nobody_accepted_is_409_for_the_partner_and_a_superviso
 
 
 def test_claiming_a_service_the_assignment_did_not_offer_is_409(
-        client: Any, services: Any, make_user: Any, add_partner: Any) -> None:
+    client: Any, services: Any, make_user: Any, add_partner: Any
+) -> None:
     add_partner(services=["medical"])
     add_partner(id="p-peshawar-psy", name="Peshawar Counselling", services=["psychosocial"])
     cw = make_user("caseworker")
@@ -124,28 +139,38 @@ def test_claiming_a_service_the_assignment_did_not_offer_is_409(
     medical = next(a for a in referral["assignments"] if a["service"] == "medical")
     assert client.post(f"/api/v1/assignments/{medical['id']}/accept", headers=staff.headers).status_code == 200
     before = _snapshot(client, referral["id"], cw.headers)
-    resp = client.post(f"/api/v1/assignments/{medical['id']}/close",
-                       json={"outcome": "services_delivered", "services_delivered": ["medical", "psychosocial"]},
-                       headers=staff.headers)
+    resp = client.post(
+        f"/api/v1/assignments/{medical['id']}/close",
+        json={"outcome": "services_delivered", "services_delivered": ["medical", "psychosocial"]},
+        headers=staff.headers,
+    )
     assert "services_delivered" in _assert_conflict(resp)["fields"]
     assert _snapshot(client, referral["id"], cw.headers) == before
-    ok = client.post(f"/api/v1/assignments/{medical['id']}/close",
-                     json={"outcome": "services_delivered", "services_delivered": ["medical"]}, headers=staff.headers)
+    ok = client.post(
+        f"/api/v1/assignments/{medical['id']}/close",
+        json={"outcome": "services_delivered", "services_delivered": ["medical"]},
+        headers=staff.headers,
+    )
     assert ok.status_code == 200 and ok.get_json()["services_delivered"] == ["medical"]
     # The other need is still with its own partner: the referral is not closed by this one.
     assert client.get(f"/api/v1/referrals/{referral['id']}", headers=cw.headers).get_json()["status"] == "routing"
 
 
 def test_a_closed_referral_stays_closed_when_consent_is_withdrawn_and_cannot_be_withdrawn(
-        client: Any, services: Any, make_user: Any, add_partner: Any) -> None:
+    client: Any, services: Any, make_user: Any, add_partner: Any
+) -> None:
     add_partner()
     cw = make_user("caseworker")
     staff = make_user("partner", partner_id="p-peshawar-medical")
     referral = _submit_and_route(client, services, cw.headers)
     [offer] = referral["assignments"]
     assert client.post(f"/api/v1/assignments/{offer['id']}/accept", headers=staff.headers).status_code == 200
-    assert client.post(f"/api/v1/assignments/{offer['id']}/close", json={"outcome": "services_delivered"},
-                       headers=staff.headers).status_code == 200
+    assert (
+        client.post(
+            f"/api/v1/assignments/{offer['id']}/close", json={"outcome": "services_delivered"}, headers=staff.headers
+        ).status_code
+        == 200
+    )
     closed = _snapshot(client, referral["id"], cw.headers)
     assert closed[0] == "closed"
 
@@ -173,8 +198,9 @@ def test_withdrawing_consent_that_was_never_given_is_409(client: Any, services: 
     assert shown["status"] == "submitted" and shown["consent"]["withdrawn_at"] is None
 
 
-def test_a_withdrawn_referral_leaves_the_overdue_list(client: Any, services: Any, make_user: Any, add_partner: Any,
-                                                      clock: Any) -> None:
+def test_a_withdrawn_referral_leaves_the_overdue_list(
+    client: Any, services: Any, make_user: Any, add_partner: Any, clock: Any
+) -> None:
     from referral_service.services.deadlines import fire_due_deadlines
 
     add_partner()

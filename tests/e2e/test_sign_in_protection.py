@@ -70,8 +70,9 @@ def _signs_in(client: FlaskClient, name: str) -> bool:
 
 
 # -- the per-account pause -------------------------------------------------------------------------
-def test_five_wrong_passwords_pause_the_account_even_for_the_right_one(client: FlaskClient, caseworker: Any,
-                                                                        clock: FakeClock) -> None:
+def test_five_wrong_passwords_pause_the_account_even_for_the_right_one(
+    client: FlaskClient, caseworker: Any, clock: FakeClock
+) -> None:
     _fail(client, caseworker.actor.name, 5)
     assert not _signs_in(client, caseworker.actor.name)
     clock.advance(seconds=59)
@@ -80,25 +81,27 @@ def test_five_wrong_passwords_pause_the_account_even_for_the_right_one(client: F
     assert _signs_in(client, caseworker.actor.name)
 
 
-def test_four_wrong_passwords_do_not_pause_and_a_success_resets_the_count(client: FlaskClient, caseworker: Any,
-                                                                          clock: FakeClock) -> None:
+def test_four_wrong_passwords_do_not_pause_and_a_success_resets_the_count(
+    client: FlaskClient, caseworker: Any, clock: FakeClock
+) -> None:
     _fail(client, caseworker.actor.name, 4)
     assert _signs_in(client, caseworker.actor.name)
     _fail(client, caseworker.actor.name, 4)  # counting starts again from zero
     assert _signs_in(client, caseworker.actor.name)
 
 
-def test_the_pause_doubles_with_every_further_failure_up_to_an_hour(client: FlaskClient, caseworker: Any,
-                                                                    clock: FakeClock) -> None:
+def test_the_pause_doubles_with_every_further_failure_up_to_an_hour(
+    client: FlaskClient, caseworker: Any, clock: FakeClock
+) -> None:
     name = caseworker.actor.name
-    _fail(client, name, 5)             # paused 1 minute
+    _fail(client, name, 5)  # paused 1 minute
     clock.advance(minutes=1, seconds=1)
-    _fail(client, name, 1)             # 6th failure: 2 minutes
+    _fail(client, name, 1)  # 6th failure: 2 minutes
     clock.advance(minutes=1, seconds=30)
     assert not _signs_in(client, name)
     clock.advance(seconds=31)
     assert _signs_in(client, name)
-    _fail(client, name, 15)            # long past the cap
+    _fail(client, name, 15)  # long past the cap
     clock.advance(minutes=59)
     assert not _signs_in(client, name)
     clock.advance(minutes=1, seconds=1)
@@ -106,7 +109,8 @@ def test_the_pause_doubles_with_every_further_failure_up_to_an_hour(client: Flas
 
 
 def test_message_is_the_same_for_an_unknown_name_a_wrong_password_and_a_paused_account(
-        client: FlaskClient, caseworker: Any) -> None:
+    client: FlaskClient, caseworker: Any
+) -> None:
     def page(name: str, password: str) -> str:
         resp = sign_in(client, name, password)
         assert resp.status_code == 422
@@ -123,8 +127,9 @@ def test_message_is_the_same_for_an_unknown_name_a_wrong_password_and_a_paused_a
     assert unknown == wrong == paused_right_password
 
 
-def test_pause_holds_across_two_app_instances_on_one_database(home: Path, clock: FakeClock,
-                                                              caseworker: Any, client: FlaskClient) -> None:
+def test_pause_holds_across_two_app_instances_on_one_database(
+    home: Path, clock: FakeClock, caseworker: Any, client: FlaskClient
+) -> None:
     # A second process (another gunicorn worker or host) sharing the database.
     other_services = bootstrap(embedded_settings(home), clock=clock)
     try:
@@ -139,15 +144,15 @@ def test_pause_holds_across_two_app_instances_on_one_database(home: Path, clock:
         other_services.dispose()
 
 
-def test_failed_sign_ins_are_recorded_without_the_typed_name_or_password(client: FlaskClient, caseworker: Any,
-                                                                         recorder: RecordingAccess) -> None:
+def test_failed_sign_ins_are_recorded_without_the_typed_name_or_password(
+    client: FlaskClient, caseworker: Any, recorder: RecordingAccess
+) -> None:
     recorder.records.clear()
     sign_in(client, caseworker.actor.name, WRONG)
     sign_in(client, "someone-unknown", WRONG)
     sign_in(client, caseworker.actor.name)
     sign_ins = [r for r in recorder.records if r["action"] == "auth.sign_in"]
-    assert [(r["outcome"], r["actor"]) for r in sign_ins] == [("denied", None), ("denied", None),
-                                                              ("allowed", None)]
+    assert [(r["outcome"], r["actor"]) for r in sign_ins] == [("denied", None), ("denied", None), ("allowed", None)]
     assert sign_ins[0]["details"] == {"user_id": caseworker.actor.user_id, "reason": "wrong_password"}
     assert sign_ins[1]["details"] == {"reason": "unknown_name"}
     assert all(r["referral_id"] is None for r in sign_ins)
@@ -156,8 +161,9 @@ def test_failed_sign_ins_are_recorded_without_the_typed_name_or_password(client:
         assert typed not in text
 
 
-def test_failed_sign_in_log_line_names_no_typed_text(client: FlaskClient, caseworker: Any, home: Path,
-                                                     clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+def test_failed_sign_in_log_line_names_no_typed_text(
+    client: FlaskClient, caseworker: Any, home: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
     services = bootstrap(embedded_settings(home), clock=clock)  # the real (log) recorder
     try:
         with caplog.at_level("INFO", logger="referral_service.access"), pytest.raises(Exception):  # noqa: B017
@@ -169,8 +175,9 @@ def test_failed_sign_in_log_line_names_no_typed_text(client: FlaskClient, casewo
     assert WRONG not in line and caseworker.actor.name not in line
 
 
-def test_revoked_user_cannot_sign_in_with_the_right_password(client: FlaskClient, caseworker: Any,
-                                                             services: Services) -> None:
+def test_revoked_user_cannot_sign_in_with_the_right_password(
+    client: FlaskClient, caseworker: Any, services: Services
+) -> None:
     users.revoke_user(services, caseworker.actor.user_id)
     assert not _signs_in(client, caseworker.actor.name)
     assert client.get("/api/v1/referrals", headers=caseworker.headers).status_code == 401

@@ -6,8 +6,9 @@ from tests.factories import referral_body
 from tests.pipeline import drain
 
 
-def test_submitted_referral_is_offered_to_the_matching_partner(services: Any, client: Any, make_user: Any,
-                                                               add_partner: Any) -> None:
+def test_submitted_referral_is_offered_to_the_matching_partner(
+    services: Any, client: Any, make_user: Any, add_partner: Any
+) -> None:
     add_partner()
     cw = make_user("caseworker")
     resp = client.post("/api/v1/referrals", json=referral_body(), headers=cw.headers)

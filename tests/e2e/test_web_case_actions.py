@@ -46,10 +46,14 @@ def _state(services: Any, url: str) -> dict[str, Any]:
     with services.uow() as uow:
         referral = uow.session.get(Referral, _rid(url))
         assert referral is not None
-        rows = uow.session.scalars(select(Assignment).where(Assignment.referral_id == referral.id)
-                                   .order_by(Assignment.offered_at)).all()
-        return {"status": referral.status, "consent_withdrawn_at": referral.consent_withdrawn_at,
-                "assignments": [a.status for a in rows]}
+        rows = uow.session.scalars(
+            select(Assignment).where(Assignment.referral_id == referral.id).order_by(Assignment.offered_at)
+        ).all()
+        return {
+            "status": referral.status,
+            "consent_withdrawn_at": referral.consent_withdrawn_at,
+            "assignments": [a.status for a in rows],
+        }
 
 
 def _notes(services: Any, url: str) -> list[tuple[str, bytes | None, str | None]]:
@@ -60,11 +64,26 @@ def _notes(services: Any, url: str) -> list[tuple[str, bytes | None, str | None]
         assert referral is not None
         subject = uow.session.get(Subject, referral.subject_id)
         assert subject is not None
-        rows = uow.session.scalars(select(CaseNote).where(CaseNote.referral_id == referral.id)
-                                   .order_by(CaseNote.created_at)).all()
-        return [(n.kind, n.note_ct, services.vault.reveal_field(
-            uow.session, subject, "case_notes", "note", n.id, n.note_ct, actor=supervisor, referral_id=referral.id))
-            for n in rows]
+        rows = uow.session.scalars(
+            select(CaseNote).where(CaseNote.referral_id == referral.id).order_by(CaseNote.created_at)
+        ).all()
+        return [
+            (
+                n.kind,
+                n.note_ct,
+                services.vault.reveal_field(
+                    uow.session,
+                    subject,
+                    "case_notes",
+                    "note",
+                    n.id,
+                    n.note_ct,
+                    actor=supervisor,
+                    referral_id=referral.id,
+                ),
+            )
+            for n in rows
+        ]
 
 
 def _post(client: FlaskClient, url: str, action: str, **form: str) -> Any:
@@ -77,7 +96,8 @@ def _assert_sealed(ciphertext: bytes | None, note: str) -> None:
 
 
 def test_caseworker_withdraws_consent_offers_are_pulled_back_and_the_note_is_sealed(
-        client: FlaskClient, services: Any, offered: str) -> None:
+    client: FlaskClient, services: Any, offered: str
+) -> None:
     page = client.get(offered).get_data(as_text=True)
     assert f'action="{offered}/consent/withdraw"' in page and f'action="{offered}/withdraw"' in page
     assert f'action="{offered}/reopen"' not in page
@@ -98,42 +118,50 @@ def test_caseworker_withdraws_consent_offers_are_pulled_back_and_the_note_is_sea
     _assert_sealed(ciphertext, NOTE)
 
 
-def test_withdrawing_consent_needs_the_confirm_box_and_keeps_the_note(client: FlaskClient, services: Any,
-                                                                      offered: str) -> None:
+def test_withdrawing_consent_needs_the_confirm_box_and_keeps_the_note(
+    client: FlaskClient, services: Any, offered: str
+) -> None:
     resp = _post(client, offered, "consent/withdraw", note=NOTE)
     html = resp.get_data(as_text=True)
     assert resp.status_code == 422
     assert "Please correct the fields marked below." in html
-    block = html[html.index('id="withdraw_consent-confirm"'):]
+    block = html[html.index('id="withdraw_consent-confirm"') :]
     assert block.index("Tick the box to confirm that the person withdrew consent.") < block.index("</form>")
     assert f"{NOTE}</textarea>" in html
     assert _state(services, offered)["consent_withdrawn_at"] is None
     assert _state(services, offered)["assignments"] == ["offered"]
 
 
-def test_caseworker_withdraws_and_reopens_the_referral_which_is_routed_again(client: FlaskClient, services: Any,
-                                                                             offered: str) -> None:
+def test_caseworker_withdraws_and_reopens_the_referral_which_is_routed_again(
+    client: FlaskClient, services: Any, offered: str
+) -> None:
     resp = _post(client, offered, "withdraw", note="family moved away")
     assert resp.status_code == 302 and resp.headers["Location"] == offered
     page = client.get(offered).get_data(as_text=True)
     assert "The referral was withdrawn. Open offers were pulled back." in page
     assert f'action="{offered}/withdraw"' not in page
     assert f'action="{offered}/reopen"' in page and f'action="{offered}/consent/withdraw"' in page
-    assert _state(services, offered) == {"status": "withdrawn", "consent_withdrawn_at": None,
-                                         "assignments": ["withdrawn"]}
+    assert _state(services, offered) == {
+        "status": "withdrawn",
+        "consent_withdrawn_at": None,
+        "assignments": ["withdrawn"],
+    }
 
     resp = _post(client, offered, "reopen", note="family is back in Peshawar")
     assert resp.status_code == 302 and resp.headers["Location"] == offered
     assert "The referral was re-opened and will be offered to partners again." in client.get(offered).get_data(
-        as_text=True)
+        as_text=True
+    )
     assert _state(services, offered)["status"] == "submitted"
     _route(services)
     assert _state(services, offered)["assignments"] == ["withdrawn", "offered"]
 
     notes = _notes(services, offered)
-    assert [(kind, opened) for kind, _, opened in notes] == [("withdrawn", "family moved away"),
-                                                             ("reopened", "family is back in Peshawar")]
-    for (_, ciphertext, opened) in notes:
+    assert [(kind, opened) for kind, _, opened in notes] == [
+        ("withdrawn", "family moved away"),
+        ("reopened", "family is back in Peshawar"),
+    ]
+    for _, ciphertext, opened in notes:
         _assert_sealed(ciphertext, str(opened))
 
 
@@ -143,16 +171,17 @@ def test_withdrawing_without_a_note_is_allowed(client: FlaskClient, services: An
     assert kind == "withdrawn" and opened is None
 
 
-def test_reopen_without_a_note_shows_the_error_next_to_it_and_keeps_values(client: FlaskClient, services: Any,
-                                                                           offered: str) -> None:
+def test_reopen_without_a_note_shows_the_error_next_to_it_and_keeps_values(
+    client: FlaskClient, services: Any, offered: str
+) -> None:
     _post(client, offered, "withdraw")
     blank = _post(client, offered, "reopen", note="   ")
     html = blank.get_data(as_text=True)
     assert blank.status_code == 422
-    block = html[html.index('id="reopen-note"'):]
-    assert 'id="reopen-note-error"' in block[:block.index("</form>")]
-    assert "This field is required." in block[:block.index("</form>")]
-    assert 'aria-invalid="true"' in html[html.index('id="reopen-note"'):][:400]
+    block = html[html.index('id="reopen-note"') :]
+    assert 'id="reopen-note-error"' in block[: block.index("</form>")]
+    assert "This field is required." in block[: block.index("</form>")]
+    assert 'aria-invalid="true"' in html[html.index('id="reopen-note"') :][:400]
 
     too_long = "x" * 2001
     resp = _post(client, offered, "reopen", note=too_long)
@@ -164,15 +193,20 @@ def test_reopen_without_a_note_shows_the_error_next_to_it_and_keeps_values(clien
     assert [kind for kind, _, _ in _notes(services, offered)] == ["withdrawn"]
 
 
-def test_another_caseworker_may_not_act_on_the_referral(client: FlaskClient, services: Any, offered: str,
-                                                        make_user: Any) -> None:
+def test_another_caseworker_may_not_act_on_the_referral(
+    client: FlaskClient, services: Any, offered: str, make_user: Any
+) -> None:
     before = _state(services, offered)
     client.post("/logout", data={"csrf_token": csrf_token(client, offered)})
     other = make_user("caseworker", password=PASSWORD)
     sign_in(client, other.actor.name)
     token = csrf_token(client, "/referrals")
-    for action, form in (("consent/withdraw", {"confirm": "yes"}), ("withdraw", {}), ("reopen", {"note": "x"}),
-                         ("reopen", {})):
+    for action, form in (
+        ("consent/withdraw", {"confirm": "yes"}),
+        ("withdraw", {}),
+        ("reopen", {"note": "x"}),
+        ("reopen", {}),
+    ):
         resp = client.post(f"{offered}/{action}", data={"csrf_token": token, **form})
         html = resp.get_data(as_text=True)
         assert resp.status_code == 403, action
@@ -182,12 +216,14 @@ def test_another_caseworker_may_not_act_on_the_referral(client: FlaskClient, ser
     assert _notes(services, offered) == []
 
 
-def test_partner_sees_no_case_actions_and_posting_them_is_refused(client: FlaskClient, services: Any,
-                                                                  offered: str, make_user: Any) -> None:
+def test_partner_sees_no_case_actions_and_posting_them_is_refused(
+    client: FlaskClient, services: Any, offered: str, make_user: Any
+) -> None:
     client.post("/logout", data={"csrf_token": csrf_token(client, offered)})
     with services.uow() as uow:
-        partner_id = uow.session.scalars(select(Assignment.partner_id)
-                                         .where(Assignment.referral_id == _rid(offered))).one()
+        partner_id = uow.session.scalars(
+            select(Assignment.partner_id).where(Assignment.referral_id == _rid(offered))
+        ).one()
     staff = make_user("partner", partner_id=partner_id, password=PASSWORD)
     sign_in(client, staff.actor.name)
     page = client.get(offered)
@@ -224,22 +260,27 @@ def test_withdrawing_twice_says_it_changed_meanwhile(client: FlaskClient, servic
     assert [kind for kind, _, _ in _notes(services, offered)] == ["withdrawn"]
 
 
-def test_referral_without_consent_offers_no_consent_withdrawal_or_reopen(client: FlaskClient,
-                                                                          caseworker: Any) -> None:
+def test_referral_without_consent_offers_no_consent_withdrawal_or_reopen(client: FlaskClient, caseworker: Any) -> None:
     sign_in(client, caseworker.actor.name)
-    url = submit(client, valid_form(**{"consent.given": "no", "consent.method": "", "consent.share": []})) \
-        .headers["Location"]
+    url = submit(client, valid_form(**{"consent.given": "no", "consent.method": "", "consent.share": []})).headers[
+        "Location"
+    ]
     html = client.get(url).get_data(as_text=True)
     assert f'action="{url}/consent/withdraw"' not in html and f'action="{url}/reopen"' not in html
     assert f'action="{url}/withdraw"' in html
 
 
-def test_supervisor_reopens_an_unroutable_referral(client: FlaskClient, services: Any, caseworker: Any,
-                                                   make_user: Any, add_partner: Any) -> None:
+def test_supervisor_reopens_an_unroutable_referral(
+    client: FlaskClient, services: Any, caseworker: Any, make_user: Any, add_partner: Any
+) -> None:
     add_partner()
     sign_in(client, caseworker.actor.name)
-    url = submit(client, valid_form(**{"subject.district": "Quetta", "subject.province": "Balochistan",
-                                       "subject.cnic": "", "subject.phone": ""})).headers["Location"]
+    url = submit(
+        client,
+        valid_form(
+            **{"subject.district": "Quetta", "subject.province": "Balochistan", "subject.cnic": "", "subject.phone": ""}
+        ),
+    ).headers["Location"]
     client.post("/logout", data={"csrf_token": csrf_token(client, "/referrals")})
     _route(services)
     assert _state(services, url)["status"] == "unroutable"
@@ -258,8 +299,13 @@ def test_supervisor_reopens_an_unroutable_referral(client: FlaskClient, services
 def test_urdu_referral_page_translates_the_case_actions(client: FlaskClient, services: Any, offered: str) -> None:
     html = client.get(f"{offered}?lang=ur").get_data(as_text=True)
     assert '<html lang="ur" dir="rtl">' in html
-    for english in ("Withdraw consent", "Withdraw referral", "Actions on this referral", "Note (optional)",
-                    "The person has withdrawn their consent to share this referral."):
+    for english in (
+        "Withdraw consent",
+        "Withdraw referral",
+        "Actions on this referral",
+        "Note (optional)",
+        "The person has withdrawn their consent to share this referral.",
+    ):
         assert english not in html, english
     for urdu in ("رضامندی واپس لیں", "ریفرل واپس لیں", "اس ریفرل پر کارروائی"):
         assert urdu in html, urdu
@@ -269,8 +315,9 @@ def test_urdu_referral_page_translates_the_case_actions(client: FlaskClient, ser
     assert "تصدیق" in resp.get_data(as_text=True)
 
 
-def test_partner_closes_from_the_page_with_the_services_of_its_assignment(client: Any, services: Any, make_user: Any,
-                                                                  add_partner: Any) -> None:
+def test_partner_closes_from_the_page_with_the_services_of_its_assignment(
+    client: Any, services: Any, make_user: Any, add_partner: Any
+) -> None:
     from tests.factories import referral_body
 
     add_partner()
@@ -286,23 +333,37 @@ def test_partner_closes_from_the_page_with_the_services_of_its_assignment(client
     sign_in(client, staff.actor.name)
     assert "Which services were delivered?" in client.get(f"/referrals/{referral_id}?lang=en").get_data(as_text=True)
     token = csrf_token(client, f"/referrals/{referral_id}")
-    missing = client.post(f"/assignments/{medical['id']}/close",
-                          data={"csrf_token": token, "referral_id": referral_id, "services_delivered": "medical"})
+    missing = client.post(
+        f"/assignments/{medical['id']}/close",
+        data={"csrf_token": token, "referral_id": referral_id, "services_delivered": "medical"},
+    )
     assert missing.status_code == 422
     assert 'value="medical" checked' in missing.get_data(as_text=True)  # the ticked box stays ticked
     # The form offers only this assignment's service, and claiming another one is refused, with a message.
     assert 'value="psychosocial"' not in missing.get_data(as_text=True)
-    refused = client.post(f"/assignments/{medical['id']}/close?lang=en",
-                          data={"csrf_token": token, "referral_id": referral_id, "outcome": "services_delivered",
-                                "services_delivered": ["medical", "psychosocial"]})
+    refused = client.post(
+        f"/assignments/{medical['id']}/close?lang=en",
+        data={
+            "csrf_token": token,
+            "referral_id": referral_id,
+            "outcome": "services_delivered",
+            "services_delivered": ["medical", "psychosocial"],
+        },
+    )
     assert refused.status_code == 409
     assert "Only the service offered in this case can be marked as delivered." in refused.get_data(as_text=True)
     with services.uow() as uow:
         still = uow.session.get(Assignment, medical["id"])
         assert still is not None and (still.status, still.services_delivered) == ("accepted", None)
-    done = client.post(f"/assignments/{medical['id']}/close",
-                       data={"csrf_token": token, "referral_id": referral_id, "outcome": "services_delivered",
-                             "services_delivered": ["medical"]})
+    done = client.post(
+        f"/assignments/{medical['id']}/close",
+        data={
+            "csrf_token": token,
+            "referral_id": referral_id,
+            "outcome": "services_delivered",
+            "services_delivered": ["medical"],
+        },
+    )
     assert done.status_code == 302
     with services.uow() as uow:
         closed = uow.session.get(Assignment, medical["id"])

@@ -21,13 +21,17 @@ def _two_pairs(client: FlaskClient, make_user: Any) -> tuple[Any, list[dict[str,
     a, b = make_user("caseworker"), make_user("caseworker")
     supervisor = make_user("supervisor", password=PASSWORD)
     first = _api_submit(client, a.headers)
-    second = _api_submit(client, b.headers, subject__full_name="Gul Bano", subject__cnic=None,
-                         subject__date_of_birth="1991-02-03")
-    third = _api_submit(client, b.headers, subject__full_name="Bibi Zarmeena", subject__phone=None,
-                        subject__district="Mardan")
+    second = _api_submit(
+        client, b.headers, subject__full_name="Gul Bano", subject__cnic=None, subject__date_of_birth="1991-02-03"
+    )
+    third = _api_submit(
+        client, b.headers, subject__full_name="Bibi Zarmeena", subject__phone=None, subject__district="Mardan"
+    )
     pending = client.get("/api/v1/duplicates", headers=supervisor.headers).get_json()["items"]
     assert {(d["referral_id"], d["earlier_referral_id"]) for d in pending} == {
-        (second["id"], first["id"]), (third["id"], first["id"])}
+        (second["id"], first["id"]),
+        (third["id"], first["id"]),
+    }
     return supervisor, pending
 
 
@@ -36,16 +40,17 @@ def _decide(client: FlaskClient, duplicate_id: str, verb: str, token: str | None
     return client.post(f"/supervision/duplicates/{duplicate_id}/{verb}", data={"csrf_token": token})
 
 
-def test_supervisor_sees_pending_pairs_side_by_side_with_confirm_and_dismiss(client: FlaskClient,
-                                                                            make_user: Any) -> None:
+def test_supervisor_sees_pending_pairs_side_by_side_with_confirm_and_dismiss(
+    client: FlaskClient, make_user: Any
+) -> None:
     supervisor, pending = _two_pairs(client, make_user)
     sign_in(client, supervisor.actor.name)
     html = client.get("/supervision").get_data(as_text=True)
-    section = html[html.index('id="duplicates"'):]
+    section = html[html.index('id="duplicates"') :]
     assert "Possible duplicates" in section
     for d in pending:
-        pair = section[section.index(f'id="dup-{d["id"]}"'):]
-        pair = pair[:pair.index("</article>")]
+        pair = section[section.index(f'id="dup-{d["id"]}"') :]
+        pair = pair[: pair.index("</article>")]
         for side in (d["referral"], d["earlier_referral"]):
             assert f'href="/referrals/{side["id"]}"' in pair and side["reference"] in pair
             assert side["subject"]["full_name"] in pair and side["subject"]["district"] in pair
@@ -54,9 +59,9 @@ def test_supervisor_sees_pending_pairs_side_by_side_with_confirm_and_dismiss(cli
         assert f'action="/supervision/duplicates/{d["id"]}/dismiss"' in pair
         assert pair.count('name="csrf_token"') == 2
     by_referral = {d["referral"]["subject"]["full_name"]: d for d in pending}
-    gul = section[section.index(f'id="dup-{by_referral["Gul Bano"]["id"]}"'):]
+    gul = section[section.index(f'id="dup-{by_referral["Gul Bano"]["id"]}"') :]
     assert "<h3>Matched on: phone number</h3>" in gul[:400]
-    bibi = section[section.index(f'id="dup-{by_referral["Bibi Zarmeena"]["id"]}"'):]
+    bibi = section[section.index(f'id="dup-{by_referral["Bibi Zarmeena"]["id"]}"') :]
     assert "<h3>Matched on: CNIC</h3>" in bibi[:400] and "Mardan" in bibi
     # Nothing beyond what tells two people apart: no CNIC, phone or address on the page.
     for marker in ("17301", "3001234567", "Hayatabad"):
@@ -64,7 +69,8 @@ def test_supervisor_sees_pending_pairs_side_by_side_with_confirm_and_dismiss(cli
 
 
 def test_confirm_and_dismiss_from_the_page_decide_and_leave_the_pending_list(
-        client: FlaskClient, make_user: Any) -> None:
+    client: FlaskClient, make_user: Any
+) -> None:
     supervisor, pending = _two_pairs(client, make_user)
     sign_in(client, supervisor.actor.name)
     confirm_me, dismiss_me = pending
@@ -91,14 +97,12 @@ def test_confirm_and_dismiss_from_the_page_decide_and_leave_the_pending_list(
     # Deciding again (another supervisor's tab, say) says so instead of failing.
     resp = _decide(client, confirm_me["id"], "dismiss")
     assert resp.status_code == 302
-    assert "Another supervisor has already decided on this pair." in client.get("/supervision").get_data(
-        as_text=True)
+    assert "Another supervisor has already decided on this pair." in client.get("/supervision").get_data(as_text=True)
     assert status(confirm_me, "confirmed") == [confirm_me["id"]]
     assert _decide(client, "no-such-id", "confirm").status_code == 404
 
 
-def test_the_supervision_page_in_urdu_translates_the_duplicates_section(client: FlaskClient,
-                                                                        make_user: Any) -> None:
+def test_the_supervision_page_in_urdu_translates_the_duplicates_section(client: FlaskClient, make_user: Any) -> None:
     supervisor, pending = _two_pairs(client, make_user)
     sign_in(client, supervisor.actor.name)
     html = client.get("/supervision?lang=ur").get_data(as_text=True)
@@ -144,5 +148,5 @@ def test_a_name_of_invisible_characters_only_is_refused_on_the_form(client: Flas
     resp = submit(client, valid_form(**{"subject.full_name": "\u200b\u202e"}))
     assert resp.status_code == 422
     html = resp.get_data(as_text=True)
-    block = html[html.index('id="f-subject-full_name"'):]
+    block = html[html.index('id="f-subject-full_name"') :]
     assert "Enter the name in letters: spaces or invisible characters alone are not a name." in block[:2000]

@@ -72,6 +72,7 @@ def test_a_token_is_per_user(client: FlaskClient, make_user: Any) -> None:
     client.post("/logout", data={"csrf_token": hidden["csrf_token"]})
     sign_in(client, two.actor.name)
     csrf = _rendered_form(client)["csrf_token"]
-    client.post("/referrals/new", data={**valid_form(**{"subject.cnic": "", "subject.phone": ""}), **hidden,
-                                        "csrf_token": csrf})
+    client.post(
+        "/referrals/new", data={**valid_form(**{"subject.cnic": "", "subject.phone": ""}), **hidden, "csrf_token": csrf}
+    )
     assert _rows(client) == 1  # two's own referral, not one's

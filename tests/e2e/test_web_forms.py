@@ -88,15 +88,19 @@ def test_unauthenticated_page_redirects_to_login_and_back(client: FlaskClient, c
     assert resp.status_code == 302
     assert resp.headers["Location"].startswith("/login?next=")
     token = csrf_token(client, "/login")
-    after = client.post("/login", data={"name": caseworker.actor.name, "password": PASSWORD, "csrf_token": token,
-                                        "next": "/referrals/new"})
+    after = client.post(
+        "/login",
+        data={"name": caseworker.actor.name, "password": PASSWORD, "csrf_token": token, "next": "/referrals/new"},
+    )
     assert after.headers["Location"] == "/referrals/new"
 
 
 def test_sign_in_never_redirects_to_another_site(client: FlaskClient, caseworker: Any) -> None:
     token = csrf_token(client, "/login")
-    after = client.post("/login", data={"name": caseworker.actor.name, "password": PASSWORD, "csrf_token": token,
-                                        "next": "//evil.example/phish"})
+    after = client.post(
+        "/login",
+        data={"name": caseworker.actor.name, "password": PASSWORD, "csrf_token": token, "next": "//evil.example/phish"},
+    )
     assert after.headers["Location"] == "/"
 
 
@@ -120,11 +124,16 @@ def test_sign_in_over_https_passes_the_same_origin_referrer_check(client: FlaskC
     assert page.headers["Referrer-Policy"] == "same-origin"
     token = _TOKEN.search(page.get_data(as_text=True)).group(1)  # type: ignore[union-attr]
     form = {"name": caseworker.actor.name, "password": PASSWORD, "csrf_token": token}
-    foreign = client.post("/login", data=form, base_url="https://referrals.example",
-                          headers={"Referer": "https://evil.example/login"})
+    foreign = client.post(
+        "/login", data=form, base_url="https://referrals.example", headers={"Referer": "https://evil.example/login"}
+    )
     assert foreign.status_code == 400
-    same = client.post("/login", data=form, base_url="https://referrals.example",
-                       headers={"Referer": "https://referrals.example/login"})
+    same = client.post(
+        "/login",
+        data=form,
+        base_url="https://referrals.example",
+        headers={"Referer": "https://referrals.example/login"},
+    )
     assert same.status_code == 302
 
 
@@ -161,13 +170,16 @@ def test_repeat_referral_of_the_same_cnic_warns_its_own_caseworker(client: Flask
     first_reference = _submitted_reference(client.get(first.headers["Location"]).get_data(as_text=True))
     second = submit(client, valid_form(**{"subject.phone": "", "subject.full_name": "Zarmeena K."}))
     html = client.get(second.headers["Location"]).get_data(as_text=True)
-    assert (f"Possible repeat referral: the CNIC matches an earlier referral ({first_reference}). This referral "
-            "is kept separate until a supervisor confirms they are the same person.") in html
+    assert (
+        f"Possible repeat referral: the CNIC matches an earlier referral ({first_reference}). This referral "
+        "is kept separate until a supervisor confirms they are the same person."
+    ) in html
     assert "Zarmeena K." in html  # the referral shows the person as entered on it
 
 
 def test_repeat_of_another_caseworkers_client_flashes_nothing_about_them(
-        client: FlaskClient, caseworker: Any, make_user: Any, app: Any) -> None:
+    client: FlaskClient, caseworker: Any, make_user: Any, app: Any
+) -> None:
     sign_in(client, caseworker.actor.name)
     first = submit(client, valid_form())
     first_reference = _submitted_reference(client.get(first.headers["Location"]).get_data(as_text=True))
@@ -176,8 +188,12 @@ def test_repeat_of_another_caseworkers_client_flashes_nothing_about_them(
     b = app.test_client()
     sign_in(b, other.actor.name)
     # B knows only the family phone; name, CNIC and the rest are B's own client's.
-    resp = submit(b, valid_form(**{"subject.full_name": "Gul Bano", "subject.cnic": "", "subject.address": "",
-                                   "subject.date_of_birth": ""}))
+    resp = submit(
+        b,
+        valid_form(
+            **{"subject.full_name": "Gul Bano", "subject.cnic": "", "subject.address": "", "subject.date_of_birth": ""}
+        ),
+    )
     html = b.get(resp.headers["Location"]).get_data(as_text=True)
     assert "was submitted" in html and "Gul Bano" in html
     assert "Possible repeat" not in html and first_reference not in html
@@ -196,7 +212,7 @@ def test_invalid_field_shows_message_next_to_it_and_keeps_values(client: FlaskCl
     resp = submit(client, valid_form(**{"subject.cnic": "12345", "needs": [], "risk_level": ""}))
     html = resp.get_data(as_text=True)
     assert resp.status_code == 422
-    cnic_block = html[html.index('id="f-subject-cnic"'):]
+    cnic_block = html[html.index('id="f-subject-cnic"') :]
     assert cnic_block.index("A CNIC has 13 digits") < cnic_block.index('id="f-subject-phone"')
     assert 'value="12345"' in html
     assert 'value="Zarmeena Khattak"' in html
@@ -209,8 +225,7 @@ def test_invalid_field_shows_message_next_to_it_and_keeps_values(client: FlaskCl
     assert client.get("/referrals").get_data(as_text=True).count("referral-row") == 0
 
 
-def test_district_outside_the_chosen_province_is_flagged_on_the_district(client: FlaskClient,
-                                                                         caseworker: Any) -> None:
+def test_district_outside_the_chosen_province_is_flagged_on_the_district(client: FlaskClient, caseworker: Any) -> None:
     sign_in(client, caseworker.actor.name)
     resp = submit(client, valid_form(**{"subject.province": "Sindh"}))
     html = resp.get_data(as_text=True)
@@ -265,8 +280,9 @@ def test_wrong_role_gets_a_friendly_403_page(client: FlaskClient, make_user: Any
         assert "Your role does not give access to this page." in resp.get_data(as_text=True)
 
 
-def test_caseworker_cannot_open_the_inbox_or_someone_elses_referral(client: FlaskClient, caseworker: Any,
-                                                                    make_user: Any) -> None:
+def test_caseworker_cannot_open_the_inbox_or_someone_elses_referral(
+    client: FlaskClient, caseworker: Any, make_user: Any
+) -> None:
     other = make_user("caseworker", password=PASSWORD)
     sign_in(client, other.actor.name)
     referral_url = submit(client, valid_form()).headers["Location"]
@@ -307,14 +323,17 @@ def _partner_of_first_offer(client: FlaskClient, services: Any, make_user: Any) 
     return staff, offer
 
 
-def test_partner_accepts_an_offer_from_the_inbox(client: FlaskClient, services: Any, make_user: Any,
-                                                 add_partner: Any) -> None:
+def test_partner_accepts_an_offer_from_the_inbox(
+    client: FlaskClient, services: Any, make_user: Any, add_partner: Any
+) -> None:
     _offered_case(client, services, make_user, add_partner)
     _, offer = _partner_of_first_offer(client, services, make_user)
     inbox = client.get("/inbox").get_data(as_text=True)
     assert offer["reference"] in inbox
-    resp = client.post(f"/assignments/{offer['id']}/accept",
-                       data={"csrf_token": csrf_token(client, "/inbox"), "referral_id": offer["referral_id"]})
+    resp = client.post(
+        f"/assignments/{offer['id']}/accept",
+        data={"csrf_token": csrf_token(client, "/inbox"), "referral_id": offer["referral_id"]},
+    )
     assert resp.status_code == 302
     page = client.get(resp.headers["Location"]).get_data(as_text=True)
     assert "You accepted the case" in page
@@ -324,68 +343,96 @@ def test_partner_accepts_an_offer_from_the_inbox(client: FlaskClient, services: 
     assert 'action="/assignments/' + offer["id"] + '/followup"' in page
 
 
-def test_partner_declines_with_a_reason_and_loses_the_case(client: FlaskClient, services: Any, make_user: Any,
-                                                           add_partner: Any) -> None:
+def test_partner_declines_with_a_reason_and_loses_the_case(
+    client: FlaskClient, services: Any, make_user: Any, add_partner: Any
+) -> None:
     _offered_case(client, services, make_user, add_partner)
     _, offer = _partner_of_first_offer(client, services, make_user)
     detail = f"/referrals/{offer['referral_id']}"
     token = csrf_token(client, detail)
-    bad = client.post(f"/assignments/{offer['id']}/decline",
-                      data={"csrf_token": token, "referral_id": offer["referral_id"], "reason": "other"})
+    bad = client.post(
+        f"/assignments/{offer['id']}/decline",
+        data={"csrf_token": token, "referral_id": offer["referral_id"], "reason": "other"},
+    )
     assert bad.status_code == 422
     assert "Explain &#39;other&#39; in the note." in bad.get_data(as_text=True)
-    resp = client.post(f"/assignments/{offer['id']}/decline",
-                       data={"csrf_token": token, "referral_id": offer["referral_id"], "reason": "no_capacity",
-                             "note": "full this week"})
+    resp = client.post(
+        f"/assignments/{offer['id']}/decline",
+        data={
+            "csrf_token": token,
+            "referral_id": offer["referral_id"],
+            "reason": "no_capacity",
+            "note": "full this week",
+        },
+    )
     assert resp.status_code == 302 and resp.headers["Location"] == "/inbox"
     inbox = client.get("/inbox").get_data(as_text=True)
     assert "You declined the case" in inbox and "Declined" in inbox
     assert client.get(detail).status_code == 403
 
 
-def test_partner_records_followup_and_closes_with_outcome(client: FlaskClient, services: Any, make_user: Any,
-                                                          add_partner: Any) -> None:
+def test_partner_records_followup_and_closes_with_outcome(
+    client: FlaskClient, services: Any, make_user: Any, add_partner: Any
+) -> None:
     _offered_case(client, services, make_user, add_partner)
     _, offer = _partner_of_first_offer(client, services, make_user)
     detail = f"/referrals/{offer['referral_id']}"
-    client.post(f"/assignments/{offer['id']}/accept",
-                data={"csrf_token": csrf_token(client, "/inbox"), "referral_id": offer["referral_id"]})
+    client.post(
+        f"/assignments/{offer['id']}/accept",
+        data={"csrf_token": csrf_token(client, "/inbox"), "referral_id": offer["referral_id"]},
+    )
     token = csrf_token(client, detail)
-    resp = client.post(f"/assignments/{offer['id']}/followup",
-                       data={"csrf_token": token, "referral_id": offer["referral_id"], "outcome": "contacted",
-                             "note": "appointment on Monday"})
+    resp = client.post(
+        f"/assignments/{offer['id']}/followup",
+        data={
+            "csrf_token": token,
+            "referral_id": offer["referral_id"],
+            "outcome": "contacted",
+            "note": "appointment on Monday",
+        },
+    )
     assert resp.status_code == 302
     page = client.get(detail).get_data(as_text=True)
     assert "Follow-up recorded." in page and "Contacted the person" in page and "appointment on Monday" in page
-    resp = client.post(f"/assignments/{offer['id']}/close",
-                       data={"csrf_token": token, "referral_id": offer["referral_id"],
-                             "outcome": "services_delivered"})
+    resp = client.post(
+        f"/assignments/{offer['id']}/close",
+        data={"csrf_token": token, "referral_id": offer["referral_id"], "outcome": "services_delivered"},
+    )
     assert resp.headers["Location"] == "/inbox"
     assert "The case is closed." in client.get("/inbox").get_data(as_text=True)
 
 
-def test_partner_cannot_act_on_another_partners_assignment(client: FlaskClient, services: Any, make_user: Any,
-                                                           add_partner: Any) -> None:
+def test_partner_cannot_act_on_another_partners_assignment(
+    client: FlaskClient, services: Any, make_user: Any, add_partner: Any
+) -> None:
     _offered_case(client, services, make_user, add_partner)
     from referral_service.domain.model import Actor, Role
     from referral_service.services import assignments
 
-    offer = assignments.inbox(services, Actor("sup", Role.SUPERVISOR), status="offered", limit=10,
-                              cursor=None)["items"][0]
+    offer = assignments.inbox(services, Actor("sup", Role.SUPERVISOR), status="offered", limit=10, cursor=None)[
+        "items"
+    ][0]
     other_partner = "p-peshawar-legal" if offer["partner_id"] != "p-peshawar-legal" else "p-peshawar-medical"
     staff = make_user("partner", partner_id=other_partner, password=PASSWORD)
     sign_in(client, staff.actor.name)
-    resp = client.post(f"/assignments/{offer['id']}/accept",
-                       data={"csrf_token": csrf_token(client, "/inbox"), "referral_id": offer["referral_id"]})
+    resp = client.post(
+        f"/assignments/{offer['id']}/accept",
+        data={"csrf_token": csrf_token(client, "/inbox"), "referral_id": offer["referral_id"]},
+    )
     assert resp.status_code == 403
     assert client.get(f"/referrals/{offer['referral_id']}").status_code == 403
 
 
-def test_supervision_lists_unroutable_referrals(client: FlaskClient, services: Any, make_user: Any,
-                                                add_partner: Any) -> None:
-    _offered_case(client, services, make_user, add_partner, **{"subject.district": "Quetta",
-                                                               "subject.province": "Balochistan",
-                                                               "subject.cnic": "", "subject.phone": ""})
+def test_supervision_lists_unroutable_referrals(
+    client: FlaskClient, services: Any, make_user: Any, add_partner: Any
+) -> None:
+    _offered_case(
+        client,
+        services,
+        make_user,
+        add_partner,
+        **{"subject.district": "Quetta", "subject.province": "Balochistan", "subject.cnic": "", "subject.phone": ""},
+    )
     supervisor = make_user("supervisor", password=PASSWORD)
     sign_in(client, supervisor.actor.name)
     html = client.get("/supervision").get_data(as_text=True)
@@ -393,9 +440,9 @@ def test_supervision_lists_unroutable_referrals(client: FlaskClient, services: A
     assert "Nothing is overdue." in html
 
 
-
 def test_supervisor_sees_why_each_partner_was_chosen_and_can_close_an_accepted_case(
-        client: FlaskClient, services: Any, make_user: Any, add_partner: Any) -> None:
+    client: FlaskClient, services: Any, make_user: Any, add_partner: Any
+) -> None:
     from referral_service.domain.commands import AcceptAssignment
     from referral_service.domain.model import Actor, Role
     from referral_service.services import assignments
@@ -410,15 +457,21 @@ def test_supervisor_sees_why_each_partner_was_chosen_and_can_close_an_accepted_c
     assert "covers Peshawar" in page  # the routing reason, as stored with the decision
     # An offer nobody accepted yet cannot be closed: no form for it.
     assert not re.search(r'action="/assignments/[0-9a-f-]{36}/close"', page)
-    offer = assignments.inbox(services, Actor("sup", Role.SUPERVISOR), status="offered", limit=10,
-                              cursor=None)["items"][0]
+    offer = assignments.inbox(services, Actor("sup", Role.SUPERVISOR), status="offered", limit=10, cursor=None)[
+        "items"
+    ][0]
     assignments.accept(services, AcceptAssignment(offer["id"]), Actor("p", Role.PARTNER, offer["partner_id"]))
     page = client.get(referral_url).get_data(as_text=True)
     assignment_id = re.search(r'action="/assignments/([0-9a-f-]{36})/close"', page).group(1)  # type: ignore[union-attr]
     assert assignment_id == offer["id"]
-    resp = client.post(f"/assignments/{assignment_id}/close",
-                       data={"csrf_token": csrf_token(client, referral_url), "outcome": "referred_elsewhere",
-                             "referral_id": referral_url.rsplit("/", 1)[1]})
+    resp = client.post(
+        f"/assignments/{assignment_id}/close",
+        data={
+            "csrf_token": csrf_token(client, referral_url),
+            "outcome": "referred_elsewhere",
+            "referral_id": referral_url.rsplit("/", 1)[1],
+        },
+    )
     assert resp.headers["Location"] == referral_url
     assert "Referred elsewhere" in client.get(referral_url).get_data(as_text=True)
 

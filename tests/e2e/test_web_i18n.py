@@ -31,8 +31,23 @@ def test_every_message_has_an_urdu_translation_with_the_same_placeholders() -> N
 
 def test_catalogue_template_lists_every_message_in_the_sources(tmp_path: Path) -> None:
     fresh = tmp_path / "messages.pot"
-    subprocess.run([str(Path(sys.executable).parent / "pybabel"), "-q", "extract", "-F", "babel.cfg", "-k", "_l",
-                    "--no-location", "-o", str(fresh), "."], cwd=ROOT, check=True)
+    subprocess.run(
+        [
+            str(Path(sys.executable).parent / "pybabel"),
+            "-q",
+            "extract",
+            "-F",
+            "babel.cfg",
+            "-k",
+            "_l",
+            "--no-location",
+            "-o",
+            str(fresh),
+            ".",
+        ],
+        cwd=ROOT,
+        check=True,
+    )
     in_sources = set(_catalog(fresh))
     translated = set(_catalog(TRANSLATIONS_DIR / "ur" / "LC_MESSAGES" / "messages.po", "ur"))
     missing = in_sources - translated

@@ -53,8 +53,9 @@ def test_cookie_saved_before_logout_no_longer_opens_pages(app: Any, client: Flas
     assert replayed.headers["Location"].startswith("/login")
 
 
-def test_session_cookie_is_a_browser_session_cookie_holding_no_user_id(client: FlaskClient, caseworker: Any,
-                                                                        services: Services) -> None:
+def test_session_cookie_is_a_browser_session_cookie_holding_no_user_id(
+    client: FlaskClient, caseworker: Any, services: Services
+) -> None:
     resp = sign_in(client, caseworker.actor.name)
     cookie = resp.headers["Set-Cookie"]
     assert "Expires=" not in cookie and "Max-Age=" not in cookie
@@ -67,8 +68,9 @@ def test_session_cookie_is_a_browser_session_cookie_holding_no_user_id(client: F
     assert caseworker.actor.user_id not in _saved_cookie(client)
 
 
-def test_idle_session_ends_after_the_idle_timeout(client: FlaskClient, caseworker: Any, clock: FakeClock,
-                                                  services: Services) -> None:
+def test_idle_session_ends_after_the_idle_timeout(
+    client: FlaskClient, caseworker: Any, clock: FakeClock, services: Services
+) -> None:
     _signed_in(client, caseworker.actor.name)
     clock.advance(minutes=29)
     assert client.get("/referrals").status_code == 200  # activity keeps it alive
@@ -82,8 +84,9 @@ def test_idle_session_ends_after_the_idle_timeout(client: FlaskClient, caseworke
     assert row.ended_at == clock.now()
 
 
-def test_session_ends_at_its_absolute_lifetime_even_when_active(client: FlaskClient, caseworker: Any,
-                                                                clock: FakeClock) -> None:
+def test_session_ends_at_its_absolute_lifetime_even_when_active(
+    client: FlaskClient, caseworker: Any, clock: FakeClock
+) -> None:
     _signed_in(client, caseworker.actor.name)
     for _ in range(11 * 4):  # eleven hours of a request every quarter of an hour
         clock.advance(minutes=15)
@@ -92,8 +95,9 @@ def test_session_ends_at_its_absolute_lifetime_even_when_active(client: FlaskCli
     assert client.get("/referrals").status_code == 302
 
 
-def test_last_seen_is_written_at_most_once_a_minute(client: FlaskClient, caseworker: Any, clock: FakeClock,
-                                                    services: Services) -> None:
+def test_last_seen_is_written_at_most_once_a_minute(
+    client: FlaskClient, caseworker: Any, clock: FakeClock, services: Services
+) -> None:
     _signed_in(client, caseworker.actor.name)
     (row,) = _rows(services)
     started = row.last_seen_at
@@ -110,8 +114,9 @@ def test_timeouts_come_from_the_environment(home: Any, clock: FakeClock) -> None
     from referral_service.bootstrap import bootstrap
     from tests.conftest import embedded_settings
 
-    services = bootstrap(embedded_settings(home, REFERRAL_SESSION_IDLE_MINUTES="5", REFERRAL_SESSION_MAX_HOURS="1"),
-                         clock=clock)
+    services = bootstrap(
+        embedded_settings(home, REFERRAL_SESSION_IDLE_MINUTES="5", REFERRAL_SESSION_MAX_HOURS="1"), clock=clock
+    )
     try:
         users.create_user(services, name="short-sessions", role="caseworker", password=PASSWORD)
         client = create_app(services, {"TESTING": True}).test_client()
@@ -122,16 +127,18 @@ def test_timeouts_come_from_the_environment(home: Any, clock: FakeClock) -> None
         services.dispose()
 
 
-def test_revoking_the_user_ends_their_open_web_session(client: FlaskClient, caseworker: Any,
-                                                       services: Services) -> None:
+def test_revoking_the_user_ends_their_open_web_session(
+    client: FlaskClient, caseworker: Any, services: Services
+) -> None:
     _signed_in(client, caseworker.actor.name)
     done = users.revoke_user(services, caseworker.actor.user_id)
     assert done["sessions_ended"] == 1 and done["tokens_revoked"] == 1
     assert client.get("/referrals").status_code == 302
 
 
-def test_old_ended_sessions_are_pruned_on_sign_in(app: Any, caseworker: Any, clock: FakeClock,
-                                                  services: Services) -> None:
+def test_old_ended_sessions_are_pruned_on_sign_in(
+    app: Any, caseworker: Any, clock: FakeClock, services: Services
+) -> None:
     first = app.test_client()
     _signed_in(first, caseworker.actor.name)
     first.post("/logout", data={"csrf_token": csrf_token(first, "/referrals")})

@@ -62,8 +62,9 @@ def pg_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgDatabase
     keyring = home / "keyring.json"
     create_keyring(keyring)
     with scratch_database("referral_it") as url:
-        settings = Settings.from_env({"REFERRAL_HOME": str(home), "REFERRAL_DATABASE_URL": url,
-                                      "REFERRAL_KEYRING": str(keyring)})
+        settings = Settings.from_env(
+            {"REFERRAL_HOME": str(home), "REFERRAL_DATABASE_URL": url, "REFERRAL_KEYRING": str(keyring)}
+        )
         services = bootstrap(settings)
         prepare_database(services)
         services.dispose()
@@ -85,8 +86,12 @@ def _settings(db: PgDatabase, broker_url: str) -> Settings:
 
 
 def _env(db: PgDatabase, broker_url: str) -> dict[str, str]:
-    return {"REFERRAL_HOME": str(db.home), "REFERRAL_DATABASE_URL": db.url, "REFERRAL_BROKER_URL": broker_url,
-            "REFERRAL_KEYRING": str(db.keyring)}
+    return {
+        "REFERRAL_HOME": str(db.home),
+        "REFERRAL_DATABASE_URL": db.url,
+        "REFERRAL_BROKER_URL": broker_url,
+        "REFERRAL_KEYRING": str(db.keyring),
+    }
 
 
 @pytest.fixture
@@ -105,8 +110,9 @@ def pg_savepoint_services(pg_database: PgDatabase, amqp_url: str) -> Iterator[Se
     connection = engine.connect()
     outer = connection.begin()
     services = bootstrap(_settings(pg_database, amqp_url), engine=engine)
-    services.session_factory = sessionmaker(bind=connection, expire_on_commit=False,
-                                            join_transaction_mode="create_savepoint")
+    services.session_factory = sessionmaker(
+        bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint"
+    )
     try:
         yield services
     finally:
@@ -160,8 +166,9 @@ def worker_env(pg_database: PgDatabase, amqp_url: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def start_worker(worker_env: dict[str, str], pg_services: Services, broker: Connection) \
-        -> Iterator[Callable[..., WorkerProcess]]:
+def start_worker(
+    worker_env: dict[str, str], pg_services: Services, broker: Connection
+) -> Iterator[Callable[..., WorkerProcess]]:
     """Start `referral-service worker NAME` subprocesses; all are stopped after the test."""
     started: list[WorkerProcess] = []
 

@@ -118,8 +118,9 @@ class PartnerQueues:
             message.ack()
         return got
 
-    def wait_for(self, partner_id: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 20,
-                 count: int = 1) -> list[dict[str, Any]]:
+    def wait_for(
+        self, partner_id: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 20, count: int = 1
+    ) -> list[dict[str, Any]]:
         def found() -> list[dict[str, Any]] | None:
             hits = [m for m in self.drain(partner_id) if predicate(m)]
             return hits if len(hits) >= count else None

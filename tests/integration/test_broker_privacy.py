@@ -37,38 +37,66 @@ SUBJECT = {
     "address": "Flat 7, Gulshan-e-Iqbal Block 13, near the Safari Park gate",
 }
 NARRATIVE = "Hurt at the Saddar checkpoint explosion, lost her brother Faizan"
-NOTES = ("declined: she called from her cousin Rubina's number", "met her at her sister's home in Kohat",
-         "closed: moved to her aunt Shabnam in Mardan")
+NOTES = (
+    "declined: she called from her cousin Rubina's number",
+    "met her at her sister's home in Kohat",
+    "closed: moved to her aunt Shabnam in Mardan",
+)
 
 FORBIDDEN = [
-    SUBJECT["full_name"], "Gulalai", "Yousafzai", SUBJECT["date_of_birth"], "1987-11", "23/11/1987",
-    SUBJECT["cnic"], SUBJECT["cnic"].replace("-", ""), SUBJECT["phone"], "03331112233", "3331112233",
-    SUBJECT["address"], "Gulshan-e-Iqbal", "Safari Park", NARRATIVE, "Saddar checkpoint", "Faizan",
-    *NOTES, "Rubina", "Shabnam",
+    SUBJECT["full_name"],
+    "Gulalai",
+    "Yousafzai",
+    SUBJECT["date_of_birth"],
+    "1987-11",
+    "23/11/1987",
+    SUBJECT["cnic"],
+    SUBJECT["cnic"].replace("-", ""),
+    SUBJECT["phone"],
+    "03331112233",
+    "3331112233",
+    SUBJECT["address"],
+    "Gulshan-e-Iqbal",
+    "Safari Park",
+    NARRATIVE,
+    "Saddar checkpoint",
+    "Faizan",
+    *NOTES,
+    "Rubina",
+    "Shabnam",
 ]
 
 
 def test_no_message_on_the_broker_carries_personal_data(
-        world: World, runtime: Runtime, broker: Connection, partner_queues: PartnerQueues,
-        pg_services: Services) -> None:
+    world: World, runtime: Runtime, broker: Connection, partner_queues: PartnerQueues, pg_services: Services
+) -> None:
     tap = Queue(f"tap-{uuid.uuid4().hex[:8]}", exchange=EVENTS, routing_key="#", auto_delete=True, durable=False)
     tap(broker.default_channel).declare()
     first = world.add_partner(services=["medical", "psychosocial"], languages=["ps"])
     second = world.add_partner(services=["medical", "psychosocial"], languages=["en"])
     caseworker = world.caseworker()
     overrides = {f"subject__{k}": v for k, v in SUBJECT.items()}
-    referral_id = world.submit(caseworker, needs=["medical", "psychosocial"], incident__narrative=NARRATIVE,
-                               consent__share=["contact", "identity", "incident"], **overrides)
+    referral_id = world.submit(
+        caseworker,
+        needs=["medical", "psychosocial"],
+        incident__narrative=NARRATIVE,
+        consent__share=["contact", "identity", "incident"],
+        **overrides,
+    )
     # The same person again (CNIC match) and a third referral whose consent is withdrawn.
     repeat_id = world.submit(caseworker, needs=["medical"], **overrides)
     withdrawn_id = world.submit(caseworker, needs=["psychosocial"], **overrides)
 
     def open_offers(rid: str) -> list[tuple[str, str, str]]:
         with pg_services.uow() as uow:
-            return [(a.id, a.partner_id, a.service) for a in uow.session.scalars(
-                select(Assignment).where(Assignment.referral_id == rid, Assignment.status == "offered"))]
+            return [
+                (a.id, a.partner_id, a.service)
+                for a in uow.session.scalars(
+                    select(Assignment).where(Assignment.referral_id == rid, Assignment.status == "offered")
+                )
+            ]
 
-    placed = wait_until(lambda: (o if len(o := open_offers(referral_id)) == 2 else None), what="two offers")
+    placed = wait_until(lambda: o if len(o := open_offers(referral_id)) == 2 else None, what="two offers")
     wait_until(lambda: open_offers(repeat_id) and open_offers(withdrawn_id), what="the other offers")
     staff = {pid: world.partner_staff(pid)[0] for pid in (first, second)}
     medical = next(a for a in placed if a[2] == "medical")
@@ -104,9 +132,20 @@ def test_no_message_on_the_broker_carries_personal_data(
         return "subject.erased" in types
 
     wait_until(drain_tap, what="the whole scenario on the tap queue")
-    expected = {"referral.submitted", "referral.routed", "assignment.offered", "assignment.declined",
-                "assignment.accepted", "followup.recorded", "assignment.closed", "assignment.withdrawn",
-                "referral.consent_withdrawn", "assignment.expired", "followup.overdue", "subject.erased"}
+    expected = {
+        "referral.submitted",
+        "referral.routed",
+        "assignment.offered",
+        "assignment.declined",
+        "assignment.accepted",
+        "followup.recorded",
+        "assignment.closed",
+        "assignment.withdrawn",
+        "referral.consent_withdrawn",
+        "assignment.expired",
+        "followup.overdue",
+        "subject.erased",
+    }
     assert expected <= types, expected - types
     for pid in (first, second):
         partner_queues.drain(pid)

@@ -48,10 +48,12 @@ def scratch_database() -> Iterator[str]:
 
 @pytest.fixture
 def pg_services(scratch_database: str, tmp_path: Path) -> Iterator[Services]:
-    settings = Settings.from_env({
-        "REFERRAL_HOME": str(tmp_path / "home"),
-        "REFERRAL_DATABASE_URL": f"postgresql+psycopg://{PG_USER}@{PG_HOST}:5432/{scratch_database}",
-    })
+    settings = Settings.from_env(
+        {
+            "REFERRAL_HOME": str(tmp_path / "home"),
+            "REFERRAL_DATABASE_URL": f"postgresql+psycopg://{PG_USER}@{PG_HOST}:5432/{scratch_database}",
+        }
+    )
     create_keyring(settings.keyring_path)
     services = bootstrap(settings)
     prepare_database(services)
@@ -72,11 +74,16 @@ def test_no_marker_in_any_form_in_a_pg_dump(pg_services: Services, scratch_datab
     client: Any = create_app(pg_services, {"TESTING": True}).test_client()
     cw = _headers(pg_services, "caseworker")
     first, _ = submit_marked_referrals(client, cw)
-    add_marked_followup(pg_services, client, first["id"], cw,
-                        lambda partner_id: _headers(pg_services, "partner", partner_id))
+    add_marked_followup(
+        pg_services, client, first["id"], cw, lambda partner_id: _headers(pg_services, "partner", partner_id)
+    )
 
-    dump = subprocess.run([str(pg_dump), "-h", PG_HOST, "-U", PG_USER, "--no-owner", scratch_database],
-                          capture_output=True, timeout=120, check=True).stdout
+    dump = subprocess.run(
+        [str(pg_dump), "-h", PG_HOST, "-U", PG_USER, "--no-owner", scratch_database],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    ).stdout
     assert b"CREATE TABLE public.subjects" in dump
     assert find_leaks(dump, [CANARY])  # plain text in the dump is found: the scan is real
     assert find_leaks(dump, all_needles()) == []

@@ -20,8 +20,7 @@ from tests.integration.test_crypto_pg_leak_scan import pg_services, scratch_data
 pytestmark = pytest.mark.integration
 
 
-def test_rotation_on_postgresql_survives_load_and_a_kill_and_completes_on_resume(
-        pg_services: Services) -> None:  # noqa: F811
+def test_rotation_on_postgresql_survives_load_and_a_kill_and_completes_on_resume(pg_services: Services) -> None:  # noqa: F811
     token = users.create_user(pg_services, name="rotation-supervisor", role="supervisor")["token"]
     app = create_app(pg_services, {"TESTING": True})
     rotate_under_load(pg_services, app, {"Authorization": f"Bearer {token}"})
@@ -33,8 +32,9 @@ def test_blind_index_reindex_on_postgresql_keeps_finding_possible_duplicates(pg_
     headers = {"Authorization": f"Bearer {token}"}
 
     def submit(n: int, cnic_form: str = "{:05d}-{:07d}-3") -> str:
-        body = referral_body(subject__full_name=f"Person {n}", subject__cnic=cnic_form.format(42101, n),
-                             subject__phone=None)
+        body = referral_body(
+            subject__full_name=f"Person {n}", subject__cnic=cnic_form.format(42101, n), subject__phone=None
+        )
         resp = client.post("/api/v1/referrals", json=body, headers=headers)
         assert resp.status_code == 201, resp.get_json()
         return str(resp.get_json()["subject_id"])
@@ -49,8 +49,14 @@ def test_blind_index_reindex_on_postgresql_keeps_finding_possible_duplicates(pg_
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("REFERRAL_")}
     env.update(REFERRAL_HOME=str(pg_services.settings.home), REFERRAL_DATABASE_URL=pg_services.settings.database_url)
-    done = subprocess.run([sys.executable, "-m", "referral_service", "keys", "reindex", "--batch-size", "3"],
-                          env=env, capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "referral_service", "keys", "reindex", "--batch-size", "3"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert "version 2 is active" in done.stdout
     with pg_services.uow() as uow:
@@ -59,6 +65,7 @@ def test_blind_index_reindex_on_postgresql_keeps_finding_possible_duplicates(pg_
     for n, subject_id in [*enumerate(subjects), (50, late)]:
         repeat = submit(n, "{:05d}{:07d}3")  # undashed CNIC, found through version 2
         with pg_services.uow() as uow:
-            earlier = uow.session.scalars(select(PossibleDuplicate.earlier_subject_id)
-                                          .where(PossibleDuplicate.subject_id == repeat)).all()
+            earlier = uow.session.scalars(
+                select(PossibleDuplicate.earlier_subject_id).where(PossibleDuplicate.subject_id == repeat)
+            ).all()
         assert repeat != subject_id and earlier == [subject_id]

@@ -56,15 +56,17 @@ def _subjects(services: Services, referral_ids: list[str]) -> list[str]:
     from referral_service.db.models import Referral
 
     with services.uow() as uow:
-        by_referral = dict(uow.session.execute(select(Referral.id, Referral.subject_id)
-                                               .where(Referral.id.in_(referral_ids))).all())
+        by_referral = dict(
+            uow.session.execute(select(Referral.id, Referral.subject_id).where(Referral.id.in_(referral_ids))).all()
+        )
         return [by_referral[r] for r in referral_ids]
 
 
 def _people(services: Services, subject_ids: list[str]) -> list[str | None]:
     with services.uow() as uow:
-        people = dict(uow.session.execute(select(Subject.id, Subject.person_id)
-                                          .where(Subject.id.in_(subject_ids))).all())
+        people = dict(
+            uow.session.execute(select(Subject.id, Subject.person_id).where(Subject.id.in_(subject_ids))).all()
+        )
         return [people[s] for s in subject_ids]
 
 
@@ -78,8 +80,10 @@ def test_two_confirmations_sharing_a_subject_at_once_make_one_person(pg_services
         three = world.submit(cw, subject__cnic=None, subject__phone=phone)
         s1, s2, s3 = _subjects(pg_services, [one, two, three])
         pairs = _pairs(pg_services)
-        results = _at_once(partial(duplicates.confirm, pg_services, ConfirmDuplicate(pairs[(s2, s1)]), supervisor),
-                           partial(duplicates.confirm, pg_services, ConfirmDuplicate(pairs[(s3, s2)]), supervisor))
+        results = _at_once(
+            partial(duplicates.confirm, pg_services, ConfirmDuplicate(pairs[(s2, s1)]), supervisor),
+            partial(duplicates.confirm, pg_services, ConfirmDuplicate(pairs[(s3, s2)]), supervisor),
+        )
         assert all(isinstance(r, dict) and r["status"] == "confirmed" for r in results), results
         people = _people(pg_services, [s1, s2, s3])
         assert people[0] is not None and people.count(people[0]) == 3, people
@@ -91,8 +95,10 @@ def test_the_same_pair_decided_twice_at_once_is_decided_once(pg_services: Servic
     world.submit(cw)
     world.submit(cw)
     [dup_id] = _pairs(pg_services).values()
-    results = _at_once(lambda: duplicates.confirm(pg_services, ConfirmDuplicate(dup_id), supervisor),
-                       lambda: duplicates.dismiss(pg_services, DismissDuplicate(dup_id), supervisor))
+    results = _at_once(
+        lambda: duplicates.confirm(pg_services, ConfirmDuplicate(dup_id), supervisor),
+        lambda: duplicates.dismiss(pg_services, DismissDuplicate(dup_id), supervisor),
+    )
     decided = [r for r in results if isinstance(r, dict)]
     refused = [r for r in results if isinstance(r, Conflict)]
     assert len(decided) == 1 and len(refused) == 1, results

@@ -58,8 +58,13 @@ def _wrapped_key(services: Services, subject_id: str) -> bytes:
 def test_erasure_removes_the_old_key_and_index_rows_from_the_tables_data_files(pg_services: Services) -> None:
     created = users.create_user(pg_services, name="cw-erasure-purge", role="caseworker")
     actor = Actor(created["id"], Role.CASEWORKER)
-    kept = _submit(pg_services, actor, subject__full_name="Gul Meena", subject__cnic="17301-7654321-8",
-                   subject__phone="+923451112223")
+    kept = _submit(
+        pg_services,
+        actor,
+        subject__full_name="Gul Meena",
+        subject__cnic="17301-7654321-8",
+        subject__phone="+923451112223",
+    )
     erased = _submit(pg_services, actor)  # the newest rows: lowest on their pages, where freed space stays as is
     erased_key = _wrapped_key(pg_services, erased["subject_id"])
     kept_key = _wrapped_key(pg_services, kept["subject_id"])
@@ -85,7 +90,8 @@ FREE_TEXT = "Met Zarmeena at her sister's house in Hayatabad"
 
 
 def test_init_seals_old_free_text_outcomes_and_purges_them_and_plaintext_idempotency_keys(
-        pg_services: Services) -> None:
+    pg_services: Services,
+) -> None:
     world = World(pg_services)
     partner_id = world.add_partner()
     referral_id = world.submit(world.caseworker())
@@ -98,8 +104,13 @@ def test_init_seals_old_free_text_outcomes_and_purges_them_and_plaintext_idempot
     followup_id = assignments.record_followup(pg_services, note, staff)["id"]
     with pg_services.engine.begin() as conn:  # as an earlier version stored them
         conn.execute(text("UPDATE followups SET outcome = :o WHERE id = :id"), {"o": FREE_TEXT, "id": followup_id})
-        conn.execute(text("INSERT INTO idempotency_keys (user_id, key, request_mac, status_code, response, created_at) "
-                          "VALUES (:u, 'old-Gul-Meena-retry', 'x', 201, '{}', now())"), {"u": staff.user_id})
+        conn.execute(
+            text(
+                "INSERT INTO idempotency_keys (user_id, key, request_mac, status_code, response, created_at) "
+                "VALUES (:u, 'old-Gul-Meena-retry', 'x', 201, '{}', now())"
+            ),
+            {"u": staff.user_id},
+        )
     assert FREE_TEXT.encode() in _data_file(pg_services, "followups")
 
     report = run_upgrades(pg_services)
@@ -107,7 +118,9 @@ def test_init_seals_old_free_text_outcomes_and_purges_them_and_plaintext_idempot
     with pg_services.uow() as uow:
         followup = uow.session.get(FollowUp, followup_id)
         assert followup is not None and followup.outcome == "other"
-    left = {"followups": FREE_TEXT.encode() in _data_file(pg_services, "followups"),
-            "idempotency_keys": b"Gul-Meena" in _data_file(pg_services, "idempotency_keys")}
+    left = {
+        "followups": FREE_TEXT.encode() in _data_file(pg_services, "followups"),
+        "idempotency_keys": b"Gul-Meena" in _data_file(pg_services, "idempotency_keys"),
+    }
     assert left == {"followups": False, "idempotency_keys": False}, "old row versions still in the data files"
     assert run_upgrades(pg_services).changed is False

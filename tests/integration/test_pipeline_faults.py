@@ -56,8 +56,9 @@ class Submitter(threading.Thread):
     def run(self) -> None:
         try:
             for i in range(self.n):
-                self.ids.append(self.world.submit(self.caseworker, needs=needs_for(i),
-                                                  subject__cnic=None, subject__phone=None))
+                self.ids.append(
+                    self.world.submit(self.caseworker, needs=needs_for(i), subject__cnic=None, subject__phone=None)
+                )
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             self.error = exc
 
@@ -69,9 +70,12 @@ def partners_for_batch(world: World) -> list[str]:
 def assert_every_referral_has_exactly_its_assignments(services: Services, referral_ids: list[str]) -> None:
     with services.uow() as uow:
         session = uow.session
-        doubled = session.execute(text(
-            "SELECT referral_id, service, count(*) FROM assignments WHERE status IN ('offered', 'accepted') "
-            "GROUP BY referral_id, service HAVING count(*) > 1")).all()
+        doubled = session.execute(
+            text(
+                "SELECT referral_id, service, count(*) FROM assignments WHERE status IN ('offered', 'accepted') "
+                "GROUP BY referral_id, service HAVING count(*) > 1"
+            )
+        ).all()
         assert doubled == [], f"offered twice: {doubled[:5]}"
         rows = session.execute(select(Assignment.referral_id, Assignment.service, Assignment.status)).all()
         by_referral: dict[str, list[str]] = {}
@@ -85,14 +89,17 @@ def assert_every_referral_has_exactly_its_assignments(services: Services, referr
         assert set(by_referral) == set(referral_ids)
         statuses = set(session.scalars(select(Referral.status).where(Referral.id.in_(referral_ids))))
         assert statuses == {"routing"}
-        processed = session.scalar(select(func.count()).select_from(ProcessedMessage)
-                                   .where(ProcessedMessage.consumer == "router"))
+        processed = session.scalar(
+            select(func.count()).select_from(ProcessedMessage).where(ProcessedMessage.consumer == "router")
+        )
         assert processed == len(referral_ids)  # one referral.submitted each, handled once
 
 
-def offers_in_queues(queues: PartnerQueues, partner_ids: list[str], expected: int,
-                     timeout: float = 60) -> dict[str, int]:
+def offers_in_queues(
+    queues: PartnerQueues, partner_ids: list[str], expected: int, timeout: float = 60
+) -> dict[str, int]:
     """Assignment id → how many offer messages carried it, once every expected offer has arrived."""
+
     def read() -> dict[str, int] | None:
         counts: dict[str, int] = {}
         for pid in partner_ids:
@@ -118,14 +125,19 @@ def run_batch_with_fault(world: World, fault: Callable[[], None], *, after: int 
     submitter.join(120)
     assert submitter.error is None, repr(submitter.error)
     assert len(submitter.ids) == BATCH
-    wait_until(lambda: assignment_count(world.services) >= expected_assignments(BATCH), timeout=90, interval=0.2,
-               what="every referral routed")
+    wait_until(
+        lambda: assignment_count(world.services) >= expected_assignments(BATCH),
+        timeout=90,
+        interval=0.2,
+        what="every referral routed",
+    )
     time.sleep(0.5)  # anything routed twice would show up now
     return submitter.ids
 
 
 def test_router_killed_mid_batch_and_restarted_routes_each_referral_once(
-        world: World, start_worker: Callable[..., WorkerProcess], partner_queues: PartnerQueues) -> None:
+    world: World, start_worker: Callable[..., WorkerProcess], partner_queues: PartnerQueues
+) -> None:
     partner_ids = partners_for_batch(world)
     start_worker("relay")
     router = start_worker("router")
@@ -144,7 +156,8 @@ def test_router_killed_mid_batch_and_restarted_routes_each_referral_once(
 
 
 def test_relay_killed_mid_batch_and_restarted_loses_and_doubles_nothing(
-        world: World, start_worker: Callable[..., WorkerProcess], partner_queues: PartnerQueues) -> None:
+    world: World, start_worker: Callable[..., WorkerProcess], partner_queues: PartnerQueues
+) -> None:
     partner_ids = partners_for_batch(world)
     relay = start_worker("relay")
     start_worker("router")
@@ -161,12 +174,17 @@ def test_relay_killed_mid_batch_and_restarted_loses_and_doubles_nothing(
     counts = offers_in_queues(partner_queues, partner_ids, expected_assignments(BATCH))
     assert set(counts) == db_assignment_ids(world.services)
     with world.services.uow() as uow:
-        assert uow.session.scalar(select(func.count()).select_from(OutboxMessage)
-                                  .where(OutboxMessage.published_at.is_(None))) == 0
+        assert (
+            uow.session.scalar(
+                select(func.count()).select_from(OutboxMessage).where(OutboxMessage.published_at.is_(None))
+            )
+            == 0
+        )
 
 
 def test_rabbitmq_stopped_and_started_mid_batch_workers_reconnect_and_nothing_is_lost(
-        world: World, start_worker: Callable[..., WorkerProcess], amqp_url: str) -> None:
+    world: World, start_worker: Callable[..., WorkerProcess], amqp_url: str
+) -> None:
     try:
         rabbitmqctl("status", timeout=30)
     except (FileNotFoundError, subprocess.CalledProcessError) as exc:
@@ -196,29 +214,51 @@ def test_rabbitmq_stopped_and_started_mid_batch_workers_reconnect_and_nothing_is
 
 
 def _publish_raw(conn: Connection, body: Any, **kwargs: Any) -> None:
-    Producer(conn.default_channel).publish(body, exchange=EVENTS, routing_key="referral.submitted",
-                                           delivery_mode=2, **kwargs)
+    Producer(conn.default_channel).publish(
+        body, exchange=EVENTS, routing_key="referral.submitted", delivery_mode=2, **kwargs
+    )
 
 
 def test_poison_messages_are_dead_lettered_with_a_reason_while_the_rest_flows(
-        world: World, runtime: Runtime, broker: Connection, partner_queues: PartnerQueues) -> None:
+    world: World, runtime: Runtime, broker: Connection, partner_queues: PartnerQueues
+) -> None:
     pid = world.add_partner(services=["medical", "legal_aid"], capacity=100)
     caseworker = world.caseworker()
     good: list[str] = []
     poison: list[tuple[dict[str, Any], str]] = [
-        (dict(body=b"\x00\xff not json {", content_type="application/json", content_encoding="binary"),
-         "undecodable: "),
+        (
+            dict(body=b"\x00\xff not json {", content_type="application/json", content_encoding="binary"),
+            "undecodable: ",
+        ),
         (dict(body="plain text", content_type="text/plain", content_encoding="utf-8"), "undecodable: "),
         (dict(body={"type": "referral.submitted", "referral_id": "x"}, serializer="json"), "malformed: KeyError"),
-        (dict(body={"event_id": str(uuid.uuid4()), "type": "referral.exploded", "referral_id": "x"},
-              serializer="json"), "malformed: PoisonMessage"),
-        (dict(body={"event_id": str(uuid.uuid4()), "type": "referral.submitted", "referral_id": str(uuid.uuid4())},
-              serializer="json"), "rejected: unknown referral"),
-        (dict(body={"event_id": str(uuid.uuid4()), "type": "referral.submitted", "referral_id": 7},
-              serializer="json"), "rejected: no referral_id"),
+        (
+            dict(
+                body={"event_id": str(uuid.uuid4()), "type": "referral.exploded", "referral_id": "x"}, serializer="json"
+            ),
+            "malformed: PoisonMessage",
+        ),
+        (
+            dict(
+                body={"event_id": str(uuid.uuid4()), "type": "referral.submitted", "referral_id": str(uuid.uuid4())},
+                serializer="json",
+            ),
+            "rejected: unknown referral",
+        ),
+        (
+            dict(
+                body={"event_id": str(uuid.uuid4()), "type": "referral.submitted", "referral_id": 7}, serializer="json"
+            ),
+            "rejected: no referral_id",
+        ),
         # Makes the handler itself fail every time (PostgreSQL refuses NUL in text): retried, then parked.
-        (dict(body={"event_id": str(uuid.uuid4()), "type": "referral.submitted", "referral_id": "a\x00b"},
-              serializer="json"), "failed 5 times: DataError"),
+        (
+            dict(
+                body={"event_id": str(uuid.uuid4()), "type": "referral.submitted", "referral_id": "a\x00b"},
+                serializer="json",
+            ),
+            "failed 5 times: DataError",
+        ),
     ]
     for i, (kwargs, _) in enumerate(poison):
         good.append(world.submit(caseworker))
@@ -243,25 +283,34 @@ def test_poison_messages_are_dead_lettered_with_a_reason_while_the_rest_flows(
     # Parked as they came, bytes and all, for an operator to look at.
     assert b"\x00\xff not json {" in [m.body for m in dead]
 
-    wait_until(lambda: assignment_count(world.services) >= sum(
-        len(needs_for(i)) + 1 for i in range(len(poison))), what="the good referrals routed")
+    wait_until(
+        lambda: assignment_count(world.services) >= sum(len(needs_for(i)) + 1 for i in range(len(poison))),
+        what="the good referrals routed",
+    )
     assert_every_referral_has_exactly_its_assignments(world.services, good)
     assert runtime.threads and all(t.is_alive() for t in runtime.threads), "a poison message stopped a worker"
     assert pid
 
 
-def test_redelivered_event_does_nothing_twice(
-        world: World, runtime: Runtime, broker: Connection) -> None:
+def test_redelivered_event_does_nothing_twice(world: World, runtime: Runtime, broker: Connection) -> None:
     first, second = world.add_partner(languages=["ps"]), world.add_partner(languages=["en"])
     caseworker = world.caseworker()
     referral_id = world.submit(caseworker)
     wait_until(lambda: assignment_count(world.services) == 1, what="offer")
     with world.services.uow() as uow:
-        submitted = uow.session.scalars(select(OutboxMessage).where(
-            OutboxMessage.aggregate_id == referral_id, OutboxMessage.type == "referral.submitted")).one().body
+        submitted = (
+            uow.session.scalars(
+                select(OutboxMessage).where(
+                    OutboxMessage.aggregate_id == referral_id, OutboxMessage.type == "referral.submitted"
+                )
+            )
+            .one()
+            .body
+        )
         # Free the first partner's slot behind the router's back: a second routing would now offer again.
-        uow.session.execute(text("UPDATE assignments SET status = 'expired' WHERE referral_id = :r"),
-                            {"r": referral_id})
+        uow.session.execute(
+            text("UPDATE assignments SET status = 'expired' WHERE referral_id = :r"), {"r": referral_id}
+        )
         uow.commit()
 
     _publish_raw(broker, body=submitted, serializer="json")  # the same event, delivered again
@@ -271,13 +320,20 @@ def test_redelivered_event_does_nothing_twice(
     with world.services.uow() as uow:
         statuses = list(uow.session.scalars(select(Assignment.status).where(Assignment.referral_id == referral_id)))
         assert statuses == ["expired"]
-        assert uow.session.scalar(select(func.count()).select_from(ProcessedMessage).where(
-            ProcessedMessage.event_id == submitted["event_id"])) == 1
+        assert (
+            uow.session.scalar(
+                select(func.count())
+                .select_from(ProcessedMessage)
+                .where(ProcessedMessage.event_id == submitted["event_id"])
+            )
+            == 1
+        )
     assert marker and first and second
 
 
 def test_two_relays_keep_each_referrals_events_in_order_and_lose_none(
-        world: World, start_worker: Callable[..., WorkerProcess], broker: Connection) -> None:
+    world: World, start_worker: Callable[..., WorkerProcess], broker: Connection
+) -> None:
     tap = Queue(f"tap-{uuid.uuid4().hex[:8]}", exchange=EVENTS, routing_key="#", auto_delete=True, durable=False)
     tap(broker.default_channel).declare()
     referrals = [str(uuid.uuid4()) for _ in range(60)]
@@ -289,8 +345,9 @@ def test_two_relays_keep_each_referrals_events_in_order_and_lose_none(
     for step in range(6):
         for r in referrals:
             with world.services.uow() as uow:
-                event = FollowUpRecorded(referral_id=r, assignment_id=str(uuid.uuid4()),
-                                         followup_id=str(step), outcome="contacted")
+                event = FollowUpRecorded(
+                    referral_id=r, assignment_id=str(uuid.uuid4()), followup_id=str(step), outcome="contacted"
+                )
                 uow.emit(event)
                 uow.commit()
             expected[r].append(event.event_id)
@@ -327,7 +384,8 @@ def test_competing_routers_never_overfill_a_partner(world: World, pg_services: S
     finally:
         runtime.shutdown()
     with world.services.uow() as uow:
-        per_partner = dict(uow.session.execute(select(Assignment.partner_id, func.count())
-                                               .group_by(Assignment.partner_id)).all())
+        per_partner = dict(
+            uow.session.execute(select(Assignment.partner_id, func.count()).group_by(Assignment.partner_id)).all()
+        )
     assert per_partner == {small: 5, big: 35}
     assert_every_referral_has_exactly_its_assignments(world.services, ids)

@@ -33,14 +33,23 @@ class Offer:
 
 def offers(services: Services, referral_id: str, status: str = "offered") -> list[Offer]:
     with services.uow() as uow:
-        return [Offer(a.id, a.partner_id, a.service, a.status, list(a.reasons)) for a in uow.session.scalars(
-            select(Assignment).where(Assignment.referral_id == referral_id, Assignment.status == status)
-            .order_by(Assignment.offered_at))]
+        return [
+            Offer(a.id, a.partner_id, a.service, a.status, list(a.reasons))
+            for a in uow.session.scalars(
+                select(Assignment)
+                .where(Assignment.referral_id == referral_id, Assignment.status == status)
+                .order_by(Assignment.offered_at)
+            )
+        ]
 
 
 def wait_offer(services: Services, referral_id: str, count: int = 1) -> list[Offer]:
-    return list(wait_until(lambda: (o if len(o := offers(services, referral_id)) >= count else None),
-                           what=f"{count} offer(s) for {referral_id}"))
+    return list(
+        wait_until(
+            lambda: o if len(o := offers(services, referral_id)) >= count else None,
+            what=f"{count} offer(s) for {referral_id}",
+        )
+    )
 
 
 def referral_status(services: Services, referral_id: str) -> str:
@@ -59,7 +68,8 @@ def is_offer_of(assignment: Offer) -> Any:
 
 
 def test_submitted_referral_is_offered_to_the_right_partner_and_lands_in_its_queue(
-        world: World, runtime: Runtime, partner_queues: PartnerQueues) -> None:
+    world: World, runtime: Runtime, partner_queues: PartnerQueues
+) -> None:
     right = world.add_partner(districts=["Peshawar"])
     elsewhere = world.add_partner(provinces=["Balochistan"], districts=["Quetta"])
     referral_id = world.submit(world.caseworker())
@@ -76,7 +86,8 @@ def test_submitted_referral_is_offered_to_the_right_partner_and_lands_in_its_que
 
 
 def test_each_needed_service_is_offered_to_its_own_partner(
-        world: World, runtime: Runtime, partner_queues: PartnerQueues) -> None:
+    world: World, runtime: Runtime, partner_queues: PartnerQueues
+) -> None:
     medical = world.add_partner(services=["medical"])
     legal = world.add_partner(services=["legal_aid"])
     referral_id = world.submit(world.caseworker(), needs=["medical", "legal_aid"])
@@ -88,7 +99,8 @@ def test_each_needed_service_is_offered_to_its_own_partner(
 
 
 def test_minor_is_offered_only_to_a_partner_that_accepts_minors(
-        world: World, runtime: Runtime, partner_queues: PartnerQueues) -> None:
+    world: World, runtime: Runtime, partner_queues: PartnerQueues
+) -> None:
     # The adults-only partner speaks the subject's language and would otherwise win.
     adults = world.add_partner(accepts_minors=False, languages=["ps"])
     youth = world.add_partner(accepts_minors=True, languages=["en"])
@@ -109,8 +121,9 @@ def test_female_staff_preference_is_honoured(world: World, runtime: Runtime, par
     assert offer.partner_id == women and "has female staff" in offer.reasons
     partner_queues.wait_for(women, is_offer_of(offer))
     assert partner_queues.drain(men_only) == []
-    skipped = {c["partner_id"]: c["reasons"] for c in decision(world.services, referral_id)[1]
-               if c["verdict"] == "skipped"}
+    skipped = {
+        c["partner_id"]: c["reasons"] for c in decision(world.services, referral_id)[1] if c["verdict"] == "skipped"
+    }
     assert skipped == {men_only: ["no female staff"]}
 
 
@@ -125,12 +138,14 @@ def test_partner_at_capacity_is_passed_over(world: World, runtime: Runtime, part
     (offer,) = wait_offer(world.services, second)
     assert offer.partner_id == big
     partner_queues.wait_for(big, is_offer_of(offer))
-    assert {"partner_id": small, "verdict": "skipped", "reasons": ["at capacity 1/1"], "score": None} \
-        in decision(world.services, second)[1]
+    assert {"partner_id": small, "verdict": "skipped", "reasons": ["at capacity 1/1"], "score": None} in decision(
+        world.services, second
+    )[1]
 
 
 def test_district_falls_back_to_a_partner_covering_the_province(
-        world: World, runtime: Runtime, partner_queues: PartnerQueues) -> None:
+    world: World, runtime: Runtime, partner_queues: PartnerQueues
+) -> None:
     mardan = world.add_partner(districts=["Mardan"])
     referral_id = world.submit(world.caseworker(), subject__district="Peshawar")
 
@@ -141,7 +156,8 @@ def test_district_falls_back_to_a_partner_covering_the_province(
 
 
 def test_no_partner_left_makes_the_referral_unroutable(
-        world: World, runtime: Runtime, partner_queues: PartnerQueues, broker: Connection) -> None:
+    world: World, runtime: Runtime, partner_queues: PartnerQueues, broker: Connection
+) -> None:
     peshawar = world.add_partner()
     referral_id = world.submit(world.caseworker(), subject__province="Balochistan", subject__district="Quetta")
 
@@ -149,13 +165,15 @@ def test_no_partner_left_makes_the_referral_unroutable(
     assert offers(world.services, referral_id) == []
     chosen, considered = decision(world.services, referral_id)
     assert chosen is None
-    assert considered == [{"partner_id": peshawar, "verdict": "skipped",
-                                    "reasons": ["does not cover Quetta"], "score": None}]
+    assert considered == [
+        {"partner_id": peshawar, "verdict": "skipped", "reasons": ["does not cover Quetta"], "score": None}
+    ]
     assert partner_queues.drain(peshawar) == []
 
 
 def test_referral_without_consent_is_never_routed(
-        world: World, runtime: Runtime, partner_queues: PartnerQueues) -> None:
+    world: World, runtime: Runtime, partner_queues: PartnerQueues
+) -> None:
     pid = world.add_partner()
     withheld = world.submit(world.caseworker(), consent__given=False, consent__share=[])
     consented = world.submit(world.caseworker())
@@ -166,7 +184,8 @@ def test_referral_without_consent_is_never_routed(
 
 
 def test_decline_routes_to_next_partner_and_then_unroutable(
-        world: World, runtime: Runtime, partner_queues: PartnerQueues) -> None:
+    world: World, runtime: Runtime, partner_queues: PartnerQueues
+) -> None:
     first_choice = world.add_partner(languages=["ps"])
     second_choice = world.add_partner(languages=["en"])
     referral_id = world.submit(world.caseworker())
@@ -187,7 +206,8 @@ def test_decline_routes_to_next_partner_and_then_unroutable(
 
 
 def test_two_staff_accepting_at_once_get_one_200_and_one_409(
-        world: World, runtime: Runtime, pg_services: Services) -> None:
+    world: World, runtime: Runtime, pg_services: Services
+) -> None:
     pid = world.add_partner()
     caseworker = world.caseworker()
     referral_ids = [world.submit(caseworker) for _ in range(5)]
@@ -201,8 +221,9 @@ def test_two_staff_accepting_at_once_get_one_200_and_one_409(
         def accept(token: str) -> None:
             client = app.test_client()  # each request runs on its own pooled connection
             barrier.wait()
-            response = client.post(f"/api/v1/assignments/{assignment_id}/accept",
-                                    headers={"Authorization": f"Bearer {token}"})
+            response = client.post(
+                f"/api/v1/assignments/{assignment_id}/accept", headers={"Authorization": f"Bearer {token}"}
+            )
             codes.append(response.status_code)
 
         threads = [threading.Thread(target=accept, args=(t,)) for t in tokens]
@@ -221,7 +242,8 @@ def test_two_staff_accepting_at_once_get_one_200_and_one_409(
 
 
 def test_withdrawing_consent_pulls_back_offers_and_tells_the_partner(
-        world: World, runtime: Runtime, partner_queues: PartnerQueues) -> None:
+    world: World, runtime: Runtime, partner_queues: PartnerQueues
+) -> None:
     medical = world.add_partner(services=["medical"])
     legal = world.add_partner(services=["legal_aid"])
     caseworker = world.caseworker()
@@ -234,7 +256,8 @@ def test_withdrawing_consent_pulls_back_offers_and_tells_the_partner(
 
     for a in placed:
         (pulled,) = partner_queues.wait_for(
-            a.partner_id, lambda m, a=a: m["type"] == "assignment.withdrawn" and m["assignment_id"] == a.id)
+            a.partner_id, lambda m, a=a: m["type"] == "assignment.withdrawn" and m["assignment_id"] == a.id
+        )
         assert pulled["reason"] == "consent_withdrawn" and pulled["referral_id"] == referral_id
     assert offers(world.services, referral_id) == []
     assert {o.partner_id for o in offers(world.services, referral_id, "withdrawn")} == {medical, legal}

@@ -36,8 +36,9 @@ def test_routing_twice_offers_each_service_once(pg_savepoint_services: Services)
         assert s.scalar(select(func.count()).select_from(Assignment)) == 2
         assert s.scalar(select(func.count()).select_from(Deadline).where(Deadline.kind == "accept")) == 2
         assert s.scalar(select(func.count()).select_from(RoutingDecision)) == 2
-        partner_rows = s.scalars(select(OutboxMessage.routing_key).where(
-            OutboxMessage.exchange == "referrals.partners")).all()
+        partner_rows = s.scalars(
+            select(OutboxMessage.routing_key).where(OutboxMessage.exchange == "referrals.partners")
+        ).all()
         assert len(partner_rows) == 2 and all(k.startswith("partner.p-") for k in partner_rows)
 
 
@@ -47,8 +48,9 @@ def test_database_refuses_a_second_open_offer_for_one_service(pg_savepoint_servi
     referral_id = world.submit(world.caseworker())
     route(pg_savepoint_services, referral_id)
     with pg_savepoint_services.uow() as uow, pytest.raises(IntegrityError):
-        uow.session.add(Assignment(referral_id=referral_id, partner_id=pid, service="medical", status="offered",
-                                   reasons=[]))
+        uow.session.add(
+            Assignment(referral_id=referral_id, partner_id=pid, service="medical", status="offered", reasons=[])
+        )
         uow.session.flush()
 
 

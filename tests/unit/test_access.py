@@ -22,8 +22,13 @@ from referral_service.domain.model import (
 
 C, S, P, AUD, ADM = Role.CASEWORKER, Role.SUPERVISOR, Role.PARTNER, Role.AUDITOR, Role.ADMIN
 OWN, HOLDING = Relation.OWN_CASEWORKER, Relation.HOLDING_PARTNER
-OWNER_OR_SUPERVISOR = (Action.READ_REFERRAL, Action.LEARN_OF_MATCH, Action.WITHDRAW_CONSENT,
-                       Action.WITHDRAW_REFERRAL, Action.REOPEN_REFERRAL)
+OWNER_OR_SUPERVISOR = (
+    Action.READ_REFERRAL,
+    Action.LEARN_OF_MATCH,
+    Action.WITHDRAW_CONSENT,
+    Action.WITHDRAW_REFERRAL,
+    Action.REOPEN_REFERRAL,
+)
 
 
 def expected(role: Role, action: Action, rel: Relation, con: Consent) -> bool:
@@ -53,9 +58,13 @@ def expected(role: Role, action: Action, rel: Relation, con: Consent) -> bool:
 
 @pytest.mark.parametrize("action", list(Action))
 def test_every_cell_of_the_policy(action: Action) -> None:
-    wrong = [(role.value, rel.value, con.value)
-             for role in Role for rel in Relation for con in Consent
-             if (access.rule_for(role, action, rel, con) is not None) is not expected(role, action, rel, con)]
+    wrong = [
+        (role.value, rel.value, con.value)
+        for role in Role
+        for rel in Relation
+        for con in Consent
+        if (access.rule_for(role, action, rel, con) is not None) is not expected(role, action, rel, con)
+    ]
     assert wrong == [], f"{action}: cells that disagree with the contract"
 
 
@@ -67,37 +76,48 @@ def test_every_action_has_a_refusal_in_words_and_every_command_an_action() -> No
 
 # -- relation and consent ------------------------------------------------------------------------------------
 def _case(**overrides: object) -> Case:
-    fields: dict[str, object] = {"caseworker_id": "cw-a", "consent_given": True, "consent_withdrawn": False,
-                                 "consent_share": ["contact"], "assignments": [("p1", "offered"), ("p2", "declined")]}
+    fields: dict[str, object] = {
+        "caseworker_id": "cw-a",
+        "consent_given": True,
+        "consent_withdrawn": False,
+        "consent_share": ["contact"],
+        "assignments": [("p1", "offered"), ("p2", "declined")],
+    }
     fields.update(overrides)
     return Case.of_referral(**fields)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("actor", "relation"), [
-    (Actor("cw-a", C), OWN),
-    (Actor("cw-b", C), Relation.OTHER),
-    (Actor("sup", S), Relation.OTHER),
-    (Actor("u1", P, "p1"), HOLDING),  # an open offer
-    (Actor("u2", P, "p2"), Relation.OTHER),  # declined: it no longer holds the case
-    (Actor("u3", P, "p3"), Relation.OTHER),
-    (Actor("u4", P), Relation.OTHER),  # a partner account without an organisation holds nothing
-])
+@pytest.mark.parametrize(
+    ("actor", "relation"),
+    [
+        (Actor("cw-a", C), OWN),
+        (Actor("cw-b", C), Relation.OTHER),
+        (Actor("sup", S), Relation.OTHER),
+        (Actor("u1", P, "p1"), HOLDING),  # an open offer
+        (Actor("u2", P, "p2"), Relation.OTHER),  # declined: it no longer holds the case
+        (Actor("u3", P, "p3"), Relation.OTHER),
+        (Actor("u4", P), Relation.OTHER),  # a partner account without an organisation holds nothing
+    ],
+)
 def test_relation_to_a_referral(actor: Actor, relation: Relation) -> None:
     assert access.relation(actor, _case()) is relation
     assert access.relation(actor, None) is Relation.NO_CASE
 
 
 def test_for_acting_on_an_assignment_its_partner_holds_it_whatever_its_state() -> None:
-    declined = Case.of_assignment(caseworker_id="cw-a", consent_given=True, consent_withdrawn=True, consent_share=[],
-                                  partner_id="p2")
+    declined = Case.of_assignment(
+        caseworker_id="cw-a", consent_given=True, consent_withdrawn=True, consent_share=[], partner_id="p2"
+    )
     assert access.relation(Actor("u2", P, "p2"), declined) is HOLDING
     # So a finished assignment is the state machine's 409, not the policy's 403.
     assert access.decide(Actor("u2", P, "p2"), Action.RECORD_FOLLOWUP, declined).allowed
     assert not access.decide(Actor("u1", P, "p1"), Action.RECORD_FOLLOWUP, declined).allowed
 
 
-@pytest.mark.parametrize(("given", "withdrawn", "consent"), [
-    (True, False, Consent.GIVEN), (True, True, Consent.WITHDRAWN), (False, False, Consent.NOT_GIVEN)])
+@pytest.mark.parametrize(
+    ("given", "withdrawn", "consent"),
+    [(True, False, Consent.GIVEN), (True, True, Consent.WITHDRAWN), (False, False, Consent.NOT_GIVEN)],
+)
 def test_consent_of_a_case(given: bool, withdrawn: bool, consent: Consent) -> None:
     assert access.consent(_case(consent_given=given, consent_withdrawn=withdrawn)) is consent
     assert access.consent(None) is Consent.NO_CASE
@@ -119,24 +139,30 @@ def _seen(actor: Actor, case: Case) -> access.Visibility:
 
 
 def test_supervisors_see_everything_and_the_persons_other_referrals() -> None:
-    assert _seen(Actor("sup", S), _case()) == access.Visibility(PERSONAL_SUBJECT_FIELDS, incident=True,
-                                                                case_file=True, linked_referrals=True)
+    assert _seen(Actor("sup", S), _case()) == access.Visibility(
+        PERSONAL_SUBJECT_FIELDS, incident=True, case_file=True, linked_referrals=True
+    )
 
 
 def test_the_own_caseworker_sees_the_whole_case_file() -> None:
-    assert _seen(Actor("cw-a", C), _case()) == access.Visibility(PERSONAL_SUBJECT_FIELDS, incident=True,
-                                                                 case_file=True, linked_referrals=False)
+    assert _seen(Actor("cw-a", C), _case()) == access.Visibility(
+        PERSONAL_SUBJECT_FIELDS, incident=True, case_file=True, linked_referrals=False
+    )
 
 
-@pytest.mark.parametrize(("share", "fields", "incident"), [
-    ([], ("sex",), False),
-    (["contact"], ("sex", "full_name", "phone", "address"), False),
-    (["identity"], ("sex", "cnic", "date_of_birth"), False),
-    (["incident"], ("sex",), True),
-    (["contact", "identity", "incident"], ("sex", "full_name", "phone", "address", "cnic", "date_of_birth"), True),
-])
+@pytest.mark.parametrize(
+    ("share", "fields", "incident"),
+    [
+        ([], ("sex",), False),
+        (["contact"], ("sex", "full_name", "phone", "address"), False),
+        (["identity"], ("sex", "cnic", "date_of_birth"), False),
+        (["incident"], ("sex",), True),
+        (["contact", "identity", "incident"], ("sex", "full_name", "phone", "address", "cnic", "date_of_birth"), True),
+    ],
+)
 def test_a_holding_partner_sees_the_consented_scopes_and_its_own_assignments(
-        share: list[str], fields: tuple[str, ...], incident: bool) -> None:
+    share: list[str], fields: tuple[str, ...], incident: bool
+) -> None:
     seen = _seen(Actor("u1", P, "p1"), _case(consent_share=share))
     assert seen == access.Visibility(fields, incident, case_file=False, linked_referrals=False, partner_id="p1")
 
@@ -149,26 +175,65 @@ def test_sight_per_reader() -> None:
 
 
 # -- lists and pages ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("role", "action", "scope"), [
-    (C, Action.LIST_REFERRALS, Scope.OWN), (S, Action.LIST_REFERRALS, Scope.ALL), (P, Action.LIST_REFERRALS, None),
-    (P, Action.LIST_ASSIGNMENTS, Scope.OWN), (S, Action.LIST_ASSIGNMENTS, Scope.ALL),
-    (C, Action.LIST_ASSIGNMENTS, None),
-])
+@pytest.mark.parametrize(
+    ("role", "action", "scope"),
+    [
+        (C, Action.LIST_REFERRALS, Scope.OWN),
+        (S, Action.LIST_REFERRALS, Scope.ALL),
+        (P, Action.LIST_REFERRALS, None),
+        (P, Action.LIST_ASSIGNMENTS, Scope.OWN),
+        (S, Action.LIST_ASSIGNMENTS, Scope.ALL),
+        (C, Action.LIST_ASSIGNMENTS, None),
+    ],
+)
 def test_whose_rows_a_list_shows(role: Role, action: Action, scope: Scope | None) -> None:
     assert access.scope(role, action) is scope
     assert access.decide(Actor("x", role, "p1" if role is P else None), action).scope is scope
 
 
-@pytest.mark.parametrize(("role", "actions"), [
-    (C, {Action.SUBMIT_REFERRAL, Action.LIST_REFERRALS, Action.READ_REFERRAL, Action.LEARN_OF_MATCH,
-         Action.WITHDRAW_CONSENT, Action.WITHDRAW_REFERRAL, Action.REOPEN_REFERRAL, Action.READ_PARTNERS}),
-    (P, {Action.READ_REFERRAL, Action.LIST_ASSIGNMENTS, Action.ACCEPT_ASSIGNMENT, Action.DECLINE_ASSIGNMENT,
-         Action.RECORD_FOLLOWUP, Action.CLOSE_ASSIGNMENT, Action.READ_PARTNERS}),
-    (AUD, {Action.READ_PARTNERS, Action.READ_AUDIT}),
-    (ADM, {Action.READ_PARTNERS, Action.WRITE_PARTNERS}),
-    (S, set(Action) - {Action.ACCEPT_ASSIGNMENT, Action.DECLINE_ASSIGNMENT, Action.RECORD_FOLLOWUP,
-                       Action.WRITE_PARTNERS, Action.READ_AUDIT}),
-])
+@pytest.mark.parametrize(
+    ("role", "actions"),
+    [
+        (
+            C,
+            {
+                Action.SUBMIT_REFERRAL,
+                Action.LIST_REFERRALS,
+                Action.READ_REFERRAL,
+                Action.LEARN_OF_MATCH,
+                Action.WITHDRAW_CONSENT,
+                Action.WITHDRAW_REFERRAL,
+                Action.REOPEN_REFERRAL,
+                Action.READ_PARTNERS,
+            },
+        ),
+        (
+            P,
+            {
+                Action.READ_REFERRAL,
+                Action.LIST_ASSIGNMENTS,
+                Action.ACCEPT_ASSIGNMENT,
+                Action.DECLINE_ASSIGNMENT,
+                Action.RECORD_FOLLOWUP,
+                Action.CLOSE_ASSIGNMENT,
+                Action.READ_PARTNERS,
+            },
+        ),
+        (AUD, {Action.READ_PARTNERS, Action.READ_AUDIT}),
+        (ADM, {Action.READ_PARTNERS, Action.WRITE_PARTNERS}),
+        (
+            S,
+            set(Action)
+            - {
+                Action.ACCEPT_ASSIGNMENT,
+                Action.DECLINE_ASSIGNMENT,
+                Action.RECORD_FOLLOWUP,
+                Action.WRITE_PARTNERS,
+                Action.READ_AUDIT,
+            },
+        ),
+    ],
+)
 def test_what_each_role_may_attempt_before_any_case_is_looked_at(role: Role, actions: set[Action]) -> None:
     assert {a for a in Action if access.role_may(role, a)} == actions
 
@@ -177,26 +242,40 @@ def test_what_each_role_may_attempt_before_any_case_is_looked_at(role: Role, act
 AT = datetime(2026, 10, 1, tzinfo=UTC)
 
 
-def _state(status: ReferralStatus, *assignments: tuple[str, str, AssignmentStatus],
-           withdrawn: bool = False) -> lifecycle.ReferralState:
+def _state(
+    status: ReferralStatus, *assignments: tuple[str, str, AssignmentStatus], withdrawn: bool = False
+) -> lifecycle.ReferralState:
     return lifecycle.ReferralState(
-        id="r1", status=status, needs=("medical", "legal_aid"), risk_level="high", consent_given=True,
+        id="r1",
+        status=status,
+        needs=("medical", "legal_aid"),
+        risk_level="high",
+        consent_given=True,
         consent_withdrawn_at=AT if withdrawn else None,
-        assignments=tuple(lifecycle.AssignmentState(aid, partner, "medical" if aid == "a1" else "legal_aid", st,
-                                                    offered_at=AT - timedelta(hours=1))
-                          for aid, partner, st in assignments))
+        assignments=tuple(
+            lifecycle.AssignmentState(
+                aid, partner, "medical" if aid == "a1" else "legal_aid", st, offered_at=AT - timedelta(hours=1)
+            )
+            for aid, partner, st in assignments
+        ),
+    )
 
 
 def _available(actor: Actor, state: lifecycle.ReferralState) -> access.Available:
-    case = Case.of_referral(caseworker_id="cw-a", consent_given=state.consent_given,
-                            consent_withdrawn=state.consent_withdrawn_at is not None, consent_share=["contact"],
-                            assignments=[(a.partner_id, a.status) for a in state.assignments])
+    case = Case.of_referral(
+        caseworker_id="cw-a",
+        consent_given=state.consent_given,
+        consent_withdrawn=state.consent_withdrawn_at is not None,
+        consent_share=["contact"],
+        assignments=[(a.partner_id, a.status) for a in state.assignments],
+    )
     return access.available(actor, state, case)
 
 
 def test_a_page_offers_each_person_only_the_moves_they_may_make_now() -> None:
-    live = _state(ReferralStatus.ASSIGNED, ("a1", "p1", AssignmentStatus.OFFERED),
-                  ("a2", "p2", AssignmentStatus.ACCEPTED))
+    live = _state(
+        ReferralStatus.ASSIGNED, ("a1", "p1", AssignmentStatus.OFFERED), ("a2", "p2", AssignmentStatus.ACCEPTED)
+    )
     partner1, partner2 = _available(Actor("u1", P, "p1"), live), _available(Actor("u2", P, "p2"), live)
     assert partner1.on("a1") == {Action.ACCEPT_ASSIGNMENT, Action.DECLINE_ASSIGNMENT}
     assert partner1.on("a2") == frozenset()  # another partner's
@@ -211,12 +290,15 @@ def test_a_page_offers_each_person_only_the_moves_they_may_make_now() -> None:
     assert _available(Actor("cw-b", C), live).case == frozenset()
 
 
-@pytest.mark.parametrize(("status", "withdrawn", "offered"), [
-    (ReferralStatus.WITHDRAWN, False, {Action.WITHDRAW_CONSENT, Action.REOPEN_REFERRAL}),
-    (ReferralStatus.WITHDRAWN, True, set()),
-    (ReferralStatus.UNROUTABLE, False, {Action.WITHDRAW_CONSENT, Action.WITHDRAW_REFERRAL, Action.REOPEN_REFERRAL}),
-    (ReferralStatus.CLOSED, False, {Action.WITHDRAW_CONSENT}),  # recorded; the case stays closed
-    (ReferralStatus.CLOSED, True, set()),
-])
+@pytest.mark.parametrize(
+    ("status", "withdrawn", "offered"),
+    [
+        (ReferralStatus.WITHDRAWN, False, {Action.WITHDRAW_CONSENT, Action.REOPEN_REFERRAL}),
+        (ReferralStatus.WITHDRAWN, True, set()),
+        (ReferralStatus.UNROUTABLE, False, {Action.WITHDRAW_CONSENT, Action.WITHDRAW_REFERRAL, Action.REOPEN_REFERRAL}),
+        (ReferralStatus.CLOSED, False, {Action.WITHDRAW_CONSENT}),  # recorded; the case stays closed
+        (ReferralStatus.CLOSED, True, set()),
+    ],
+)
 def test_case_actions_follow_the_state_machine(status: ReferralStatus, withdrawn: bool, offered: set[Action]) -> None:
     assert _available(Actor("cw-a", C), _state(status, withdrawn=withdrawn)).case == offered

@@ -38,13 +38,11 @@ GO_SKEY = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iU
 GO_VKEY = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"
 GO_TEXT = "If you think cryptography is the answer to your problem,\nthen you don't know what your problem is.\n"
 GO_SIGNATURE = (
-    "\u2014 PeterNeumann "
-    "x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n"
+    "\u2014 PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n"
 )
 GO_ENOCH_VKEY = "EnochRoot+af0cfe78+ATtqJ7zOtqQtYqOo0CpvDXNlMhV3HeJDpjrASKGLWdop"
 GO_ENOCH_SIGNATURE = (
-    "\u2014 EnochRoot "
-    "rwz+eBzmZa0SO3NbfRGzPCpDckykFXSdeX+MNtCOXm2/5n2tiOHp+vAF1aGrQ5ovTG01oOTGwnWLox33WWd1RvMc+QQ=\n"
+    "\u2014 EnochRoot rwz+eBzmZa0SO3NbfRGzPCpDckykFXSdeX+MNtCOXm2/5n2tiOHp+vAF1aGrQ5ovTG01oOTGwnWLox33WWd1RvMc+QQ=\n"
 )
 
 
@@ -169,29 +167,32 @@ def test_at_least_sixteen_signatures_are_accepted_and_too_many_refused() -> None
 # -- malformed notes -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("message", "why"), [
-    (SPEC_NOTE.replace("\n", "\r\n"), "CRLF line endings"),
-    (SPEC_TEXT + "\r\n" + SPEC_SIGNATURE, "CR in the blank line"),
-    (SPEC_TEXT + SPEC_SIGNATURE, "no blank line before the signatures"),
-    (SPEC_TEXT + "\n" + SPEC_SIGNATURE.rstrip("\n"), "no newline after the last signature"),
-    (SPEC_TEXT + "\n", "no signature lines"),
-    (SPEC_TEXT + "\n" + SPEC_SIGNATURE + "\n", "a blank line after the signatures"),
-    (SPEC_TEXT.rstrip("\n") + "\n" + SPEC_SIGNATURE, "text not ending in a newline"),
-    (SPEC_TEXT + "\n" + SPEC_SIGNATURE.replace("\u2014", "-"), "hyphen instead of em dash"),
-    (SPEC_TEXT + "\n" + SPEC_SIGNATURE.replace("\u2014", "\u2013"), "en dash instead of em dash"),
-    (SPEC_TEXT + "\n" + SPEC_SIGNATURE.replace("\u2014 ", "\u2014"), "no space after the em dash"),
-    (SPEC_TEXT + "\n" + SPEC_SIGNATURE.replace("foo ", "foo  "), "two spaces before the signature"),
-    (SPEC_TEXT + "\n" + SPEC_SIGNATURE.replace("foo ", "foo\t"), "tab before the signature"),
-    (SPEC_TEXT + "\n" + SPEC_SIGNATURE.replace("=\n", "\n"), "signature without its base64 padding"),
-    (SPEC_TEXT + "\n" + SPEC_SIGNATURE.replace("M=\n", "N=\n"), "non-canonical base64 (padding bits set)"),
-    (SPEC_TEXT + "\n" + SPEC_SIGNATURE + "\u2014 example.com/foo AAAA\n", "signature shorter than 5 bytes"),
-    (SPEC_TEXT + "\n" + SPEC_SIGNATURE.replace("example.com/foo", "example.com/f+o"), "plus in the key name"),
-    ("This is an\texample message.\n\n" + SPEC_SIGNATURE, "tab in the text"),
-    (SPEC_NOTE.encode("utf-8").replace(b"example message", b"example \xffmessage"), "not UTF-8"),
-    (SPEC_NOTE.encode("utf-8").replace(b"\xe2\x80\x94", b"\xe2\x80"), "truncated em dash"),
-    ("This is an example message.\ud800\n\n" + SPEC_SIGNATURE, "lone surrogate"),
-    ("", "empty"),
-])
+@pytest.mark.parametrize(
+    ("message", "why"),
+    [
+        (SPEC_NOTE.replace("\n", "\r\n"), "CRLF line endings"),
+        (SPEC_TEXT + "\r\n" + SPEC_SIGNATURE, "CR in the blank line"),
+        (SPEC_TEXT + SPEC_SIGNATURE, "no blank line before the signatures"),
+        (SPEC_TEXT + "\n" + SPEC_SIGNATURE.rstrip("\n"), "no newline after the last signature"),
+        (SPEC_TEXT + "\n", "no signature lines"),
+        (SPEC_TEXT + "\n" + SPEC_SIGNATURE + "\n", "a blank line after the signatures"),
+        (SPEC_TEXT.rstrip("\n") + "\n" + SPEC_SIGNATURE, "text not ending in a newline"),
+        (SPEC_TEXT + "\n" + SPEC_SIGNATURE.replace("\u2014", "-"), "hyphen instead of em dash"),
+        (SPEC_TEXT + "\n" + SPEC_SIGNATURE.replace("\u2014", "\u2013"), "en dash instead of em dash"),
+        (SPEC_TEXT + "\n" + SPEC_SIGNATURE.replace("\u2014 ", "\u2014"), "no space after the em dash"),
+        (SPEC_TEXT + "\n" + SPEC_SIGNATURE.replace("foo ", "foo  "), "two spaces before the signature"),
+        (SPEC_TEXT + "\n" + SPEC_SIGNATURE.replace("foo ", "foo\t"), "tab before the signature"),
+        (SPEC_TEXT + "\n" + SPEC_SIGNATURE.replace("=\n", "\n"), "signature without its base64 padding"),
+        (SPEC_TEXT + "\n" + SPEC_SIGNATURE.replace("M=\n", "N=\n"), "non-canonical base64 (padding bits set)"),
+        (SPEC_TEXT + "\n" + SPEC_SIGNATURE + "\u2014 example.com/foo AAAA\n", "signature shorter than 5 bytes"),
+        (SPEC_TEXT + "\n" + SPEC_SIGNATURE.replace("example.com/foo", "example.com/f+o"), "plus in the key name"),
+        ("This is an\texample message.\n\n" + SPEC_SIGNATURE, "tab in the text"),
+        (SPEC_NOTE.encode("utf-8").replace(b"example message", b"example \xffmessage"), "not UTF-8"),
+        (SPEC_NOTE.encode("utf-8").replace(b"\xe2\x80\x94", b"\xe2\x80"), "truncated em dash"),
+        ("This is an example message.\ud800\n\n" + SPEC_SIGNATURE, "lone surrogate"),
+        ("", "empty"),
+    ],
+)
 def test_malformed_notes_are_rejected(spec_key: VerifierKey, message: str | bytes, why: str) -> None:
     with pytest.raises(NoteError):
         open_note(message, spec_key)
@@ -204,19 +205,22 @@ def test_the_text_is_separated_at_the_last_blank_line() -> None:
     assert note.text == text
 
 
-@pytest.mark.parametrize("vkey", [
-    SPEC_VKEY.replace("530d903a", "530d903b"),  # wrong key ID
-    SPEC_VKEY.replace("530d903a", "530D903A"),  # key IDs are lowercase hex
-    SPEC_VKEY.replace("+530d903a+", "+530d903+"),
-    SPEC_VKEY.replace("example.com/foo", "example.com/bar"),  # name does not give that key ID
-    SPEC_VKEY.replace("+Aeky", "+Aiky"),  # signature type 0x02
-    SPEC_VKEY + "AA",  # wrong length
-    SPEC_VKEY[:-1] + "l",  # non-canonical base64 of the same bytes
-    "example.com/foo+530d903a",
-    "example com+530d903a+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k",
-    "+530d903a+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k",
-    "",
-])
+@pytest.mark.parametrize(
+    "vkey",
+    [
+        SPEC_VKEY.replace("530d903a", "530d903b"),  # wrong key ID
+        SPEC_VKEY.replace("530d903a", "530D903A"),  # key IDs are lowercase hex
+        SPEC_VKEY.replace("+530d903a+", "+530d903+"),
+        SPEC_VKEY.replace("example.com/foo", "example.com/bar"),  # name does not give that key ID
+        SPEC_VKEY.replace("+Aeky", "+Aiky"),  # signature type 0x02
+        SPEC_VKEY + "AA",  # wrong length
+        SPEC_VKEY[:-1] + "l",  # non-canonical base64 of the same bytes
+        "example.com/foo+530d903a",
+        "example com+530d903a+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k",
+        "+530d903a+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k",
+        "",
+    ],
+)
 def test_malformed_verifier_keys_are_rejected(vkey: str) -> None:
     with pytest.raises(NoteError):
         VerifierKey.parse(vkey)
@@ -287,22 +291,25 @@ def test_the_specification_example_checkpoint_body_parses_and_formats_back() -> 
 ROOT64 = base64.b64encode(EMPTY_ROOT).decode()
 
 
-@pytest.mark.parametrize("body", [
-    f"log.example\n0\n{ROOT64}",  # no final newline
-    "log.example\n0\n",
-    f"\n0\n{ROOT64}\n",
-    f"log.example\n007\n{ROOT64}\n",
-    f"log.example\n+5\n{ROOT64}\n",
-    f"log.example\n-1\n{ROOT64}\n",
-    f"log.example\n 5\n{ROOT64}\n",
-    f"log.example\n5 \n{ROOT64}\n",
-    f"log.example\n\u0665\n{ROOT64}\n",  # an Arabic-Indic digit is not ASCII decimal
-    f"log.example\n{MAX_TREE_SIZE + 1}\n{ROOT64}\n",
-    "log.example\n0\nAAAA\n",
-    f"log.example\n0\n{ROOT64.rstrip('=')}\n",
-    f"log.example\n0\n{ROOT64}\n\n",  # empty extension line
-    f"log.example\n0\n{ROOT64}\n\nsomething\n",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        f"log.example\n0\n{ROOT64}",  # no final newline
+        "log.example\n0\n",
+        f"\n0\n{ROOT64}\n",
+        f"log.example\n007\n{ROOT64}\n",
+        f"log.example\n+5\n{ROOT64}\n",
+        f"log.example\n-1\n{ROOT64}\n",
+        f"log.example\n 5\n{ROOT64}\n",
+        f"log.example\n5 \n{ROOT64}\n",
+        f"log.example\n\u0665\n{ROOT64}\n",  # an Arabic-Indic digit is not ASCII decimal
+        f"log.example\n{MAX_TREE_SIZE + 1}\n{ROOT64}\n",
+        "log.example\n0\nAAAA\n",
+        f"log.example\n0\n{ROOT64.rstrip('=')}\n",
+        f"log.example\n0\n{ROOT64}\n\n",  # empty extension line
+        f"log.example\n0\n{ROOT64}\n\nsomething\n",
+    ],
+)
 def test_malformed_checkpoint_bodies_are_rejected(body: str) -> None:
     with pytest.raises(CheckpointError):
         Checkpoint.from_text(body)

@@ -11,10 +11,20 @@ from referral_service.domain.auth import SessionPolicy, locked_until
 NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
 
-@pytest.mark.parametrize(("failures", "pause"), [
-    (0, None), (4, None), (5, timedelta(minutes=1)), (6, timedelta(minutes=2)), (7, timedelta(minutes=4)),
-    (10, timedelta(minutes=32)), (11, timedelta(hours=1)), (12, timedelta(hours=1)), (10_000, timedelta(hours=1)),
-])
+@pytest.mark.parametrize(
+    ("failures", "pause"),
+    [
+        (0, None),
+        (4, None),
+        (5, timedelta(minutes=1)),
+        (6, timedelta(minutes=2)),
+        (7, timedelta(minutes=4)),
+        (10, timedelta(minutes=32)),
+        (11, timedelta(hours=1)),
+        (12, timedelta(hours=1)),
+        (10_000, timedelta(hours=1)),
+    ],
+)
 def test_pause_starts_at_five_failures_and_doubles_up_to_an_hour(failures: int, pause: timedelta | None) -> None:
     until = locked_until(failures, NOW)
     assert (until - NOW if until else None) == pause

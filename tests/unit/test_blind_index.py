@@ -36,12 +36,15 @@ def test_truncation_keeps_several_subjects_per_index_value_at_the_planned_scale(
     assert bounds_hold()
 
 
-@pytest.mark.parametrize(("rows", "bits", "holds"), [
-    (1_000_000, 16, True),
-    (1_000_000, 20, False),  # under 1 match per value: an index value would pin down a person
-    (1_000_000, 8, False),   # ~3,906 per value > sqrt(R): lookups degrade to a scan
-    (10_000, 12, True),
-])
+@pytest.mark.parametrize(
+    ("rows", "bits", "holds"),
+    [
+        (1_000_000, 16, True),
+        (1_000_000, 20, False),  # under 1 match per value: an index value would pin down a person
+        (1_000_000, 8, False),  # ~3,906 per value > sqrt(R): lookups degrade to a scan
+        (10_000, 12, True),
+    ],
+)
 def test_bounds_check_rejects_too_many_and_too_few_bits(rows: int, bits: int, holds: bool) -> None:
     assert bounds_hold(rows, bits) is holds
 
@@ -65,35 +68,56 @@ def test_cnic_with_or_without_dashes_gives_the_same_index(keys: FileKeyring, for
     assert indexer.index("cnic", form) == indexer.index("cnic", "17301-1234567-2")
 
 
-@pytest.mark.parametrize("form", ["03001234567", "+923001234567", "00923001234567", "+92 300 1234567",
-                                  "0300-1234567", "(0300) 123 4567", "0092 300 1234567"])
+@pytest.mark.parametrize(
+    "form",
+    [
+        "03001234567",
+        "+923001234567",
+        "00923001234567",
+        "+92 300 1234567",
+        "0300-1234567",
+        "(0300) 123 4567",
+        "0092 300 1234567",
+    ],
+)
 def test_phone_in_local_international_or_00_form_gives_the_same_index(keys: FileKeyring, form: str) -> None:
     indexer = BlindIndexer(keys)
     assert normalise_phone(form) == "+923001234567"
     assert indexer.index("phone", form) == indexer.index("phone", "+923001234567")
 
 
-@pytest.mark.parametrize(("column", "form", "normal"), [
-    ("cnic", "۱۷۳۰۱-۱۲۳۴۵۶۷-۲", "1730112345672"),  # Urdu (Extended Arabic-Indic) digits, U+06F0..U+06F9
-    ("cnic", "١٧٣٠١١٢٣٤٥٦٧٢", "1730112345672"),  # Arabic-Indic digits, U+0660..U+0669
-    ("cnic", "17301-１２３４５６７-2", "1730112345672"),  # full-width digits among ASCII ones
-    ("cnic", "\u200e17301-1234567-2\u200f", "1730112345672"),  # direction marks from a right-to-left paste
-    ("phone", "+۹۲ ۳۰۰ ۱۲۳۴۵۶۷", "+923001234567"),
-    ("phone", "٠٣٠٠-١٢٣٤٥٦٧", "+923001234567"),
-    ("phone", "\u202a+92 300 1234567\u202c", "+923001234567"),
-])
-def test_digits_of_any_script_are_read_as_ascii_and_index_alike(keys: FileKeyring, column: str, form: str,
-                                                                 normal: str) -> None:
+@pytest.mark.parametrize(
+    ("column", "form", "normal"),
+    [
+        ("cnic", "۱۷۳۰۱-۱۲۳۴۵۶۷-۲", "1730112345672"),  # Urdu (Extended Arabic-Indic) digits, U+06F0..U+06F9
+        ("cnic", "١٧٣٠١١٢٣٤٥٦٧٢", "1730112345672"),  # Arabic-Indic digits, U+0660..U+0669
+        ("cnic", "17301-１２３４５６７-2", "1730112345672"),  # full-width digits among ASCII ones
+        ("cnic", "\u200e17301-1234567-2\u200f", "1730112345672"),  # direction marks from a right-to-left paste
+        ("phone", "+۹۲ ۳۰۰ ۱۲۳۴۵۶۷", "+923001234567"),
+        ("phone", "٠٣٠٠-١٢٣٤٥٦٧", "+923001234567"),
+        ("phone", "\u202a+92 300 1234567\u202c", "+923001234567"),
+    ],
+)
+def test_digits_of_any_script_are_read_as_ascii_and_index_alike(
+    keys: FileKeyring, column: str, form: str, normal: str
+) -> None:
     normalise = normalise_cnic if column == "cnic" else normalise_phone
     assert normalise(form) == normal
     indexer = BlindIndexer(keys)
     assert indexer.index(column, form) == indexer.index(column, normal)
 
 
-@pytest.mark.parametrize(("column", "bad"), [
-    ("cnic", "1234"), ("cnic", "17301-1234567-22"), ("cnic", "abcde-fghijkl-m"),
-    ("phone", "99999"), ("phone", "+92777"), ("phone", "call me"),
-])
+@pytest.mark.parametrize(
+    ("column", "bad"),
+    [
+        ("cnic", "1234"),
+        ("cnic", "17301-1234567-22"),
+        ("cnic", "abcde-fghijkl-m"),
+        ("phone", "99999"),
+        ("phone", "+92777"),
+        ("phone", "call me"),
+    ],
+)
 def test_malformed_values_are_refused_before_hashing(keys: FileKeyring, column: str, bad: str) -> None:
     with pytest.raises(ValueError) as caught:
         BlindIndexer(keys).index(column, bad)

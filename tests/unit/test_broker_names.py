@@ -21,9 +21,18 @@ from workers.handlers import CONSUMER_GROUPS, group_queue
 ROOT = Path(__file__).resolve().parents[2]
 NAMES_MODULE = ROOT / "referral_service" / "messaging" / "names.py"
 EVENTS_MODULE = ROOT / "referral_service" / "domain" / "events.py"
-BROKER_NAMES = {names.EVENTS_EXCHANGE, names.PARTNERS_EXCHANGE, names.DEAD_EXCHANGE, names.DEAD_LETTER_QUEUE,
-                names.DEAD_ROUTING_KEY, names.OUTBOX_CHANNEL, names.DEAD_REASON_HEADER, names.CONSUMER_HEADER,
-                names.ATTEMPTS_HEADER, names.ORIGINAL_ROUTING_KEY_HEADER}
+BROKER_NAMES = {
+    names.EVENTS_EXCHANGE,
+    names.PARTNERS_EXCHANGE,
+    names.DEAD_EXCHANGE,
+    names.DEAD_LETTER_QUEUE,
+    names.DEAD_ROUTING_KEY,
+    names.OUTBOX_CHANNEL,
+    names.DEAD_REASON_HEADER,
+    names.CONSUMER_HEADER,
+    names.ATTEMPTS_HEADER,
+    names.ORIGINAL_ROUTING_KEY_HEADER,
+}
 NAME_PREFIXES = ("partner.", "referrals.")
 
 
@@ -36,8 +45,11 @@ def memory() -> Iterator[Connection]:
 
 def _event_classes() -> list[type[events.Event]]:
     """Every concrete event class defined in domain/events.py (the abstract AssignmentEvent aside)."""
-    found = [obj for obj in vars(events).values()
-             if isinstance(obj, type) and issubclass(obj, events.Event) and obj.__module__ == events.__name__]
+    found = [
+        obj
+        for obj in vars(events).values()
+        if isinstance(obj, type) and issubclass(obj, events.Event) and obj.__module__ == events.__name__
+    ]
     return [cls for cls in found if cls not in (events.Event, events.AssignmentEvent)]
 
 
@@ -50,7 +62,8 @@ def test_every_event_class_is_registered_under_its_own_distinct_routing_key() ->
 
 @pytest.mark.parametrize("group", sorted(CONSUMER_GROUPS))
 def test_each_consumed_event_class_has_one_handler_and_one_binding_of_its_routing_key(
-        group: str, memory: Connection) -> None:
+    group: str, memory: Connection
+) -> None:
     handlers = CONSUMER_GROUPS[group]
     assert handlers, group
     queue = group_queue(memory, group)

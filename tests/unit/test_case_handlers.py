@@ -40,8 +40,17 @@ MEDICAL, OTHER = "p-peshawar-medical", "p-peshawar-other"
 class Recorder:
     entries: list[tuple[str, str | None, str | None, str]] = field(default_factory=list)
 
-    def record(self, *, actor: Actor | None, action: str, referral_id: str | None, subject_id: str | None = None,
-               fields: Any = (), outcome: str = "allowed", details: Any = None) -> None:
+    def record(
+        self,
+        *,
+        actor: Actor | None,
+        action: str,
+        referral_id: str | None,
+        subject_id: str | None = None,
+        fields: Any = (),
+        outcome: str = "allowed",
+        details: Any = None,
+    ) -> None:
         self.entries.append((action, actor.user_id if actor else None, referral_id, outcome))
 
     def decisions(self, action: str) -> list[tuple[str | None, str | None, str]]:
@@ -73,46 +82,72 @@ class Case:
 
     def outbox(self) -> list[str]:
         with self.services.uow() as uow:
-            return list(uow.session.scalars(select(OutboxMessage.type).where(
-                OutboxMessage.exchange == "referrals.events").order_by(OutboxMessage.id)))
+            return list(
+                uow.session.scalars(
+                    select(OutboxMessage.type)
+                    .where(OutboxMessage.exchange == "referrals.events")
+                    .order_by(OutboxMessage.id)
+                )
+            )
 
     def deadlines(self) -> list[tuple[str, str]]:
         with self.services.uow() as uow:
-            return [(d.kind, d.status) for d in uow.session.scalars(
-                select(Deadline).where(Deadline.referral_id == self.referral_id).order_by(Deadline.due_at))]
+            return [
+                (d.kind, d.status)
+                for d in uow.session.scalars(
+                    select(Deadline).where(Deadline.referral_id == self.referral_id).order_by(Deadline.due_at)
+                )
+            ]
 
     def snapshot(self) -> tuple[Any, ...]:
         with self.services.uow() as uow:
             s = uow.session
-            return (self.status(), self.deadlines(), s.scalar(select(func.count()).select_from(OutboxMessage)),
-                    tuple(s.execute(select(Partner.id, Partner.responses, Partner.offers_accepted)
-                                    .order_by(Partner.id))))
+            return (
+                self.status(),
+                self.deadlines(),
+                s.scalar(select(func.count()).select_from(OutboxMessage)),
+                tuple(s.execute(select(Partner.id, Partner.responses, Partner.offers_accepted).order_by(Partner.id))),
+            )
 
 
 @pytest.fixture
 def case(home: Path, clock: FakeClock) -> Iterator[Case]:
     recorder = Recorder()
     services = bootstrap(embedded_settings(home), clock=clock, access=recorder)
-    partners.upsert_partners(services, [PartnerSchema().load(partner()),
-                                        PartnerSchema().load(partner(id=OTHER, name="Other Relief", capacity=5))])
+    partners.upsert_partners(
+        services,
+        [PartnerSchema().load(partner()), PartnerSchema().load(partner(id=OTHER, name="Other Relief", capacity=5))],
+    )
 
     def person(role: Role, partner_id: str | None = None) -> Actor:
         made = users.create_user(services, name=f"{role}-{partner_id}", role=role, partner_id=partner_id)
         return Actor(made["id"], role, partner_id, made["name"])
 
-    c = Case(services, recorder, clock, person(Role.CASEWORKER), person(Role.SUPERVISOR),
-             person(Role.PARTNER, MEDICAL), person(Role.PARTNER, OTHER))
-    c.referral_id = referrals.submit_referral(services, ReferralInputSchema().load(referral_body()),
-                                              c.caseworker).body["id"]
+    c = Case(
+        services,
+        recorder,
+        clock,
+        person(Role.CASEWORKER),
+        person(Role.SUPERVISOR),
+        person(Role.PARTNER, MEDICAL),
+        person(Role.PARTNER, OTHER),
+    )
+    c.referral_id = referrals.submit_referral(services, ReferralInputSchema().load(referral_body()), c.caseworker).body[
+        "id"
+    ]
     yield c
     services.dispose()
 
 
 def _offer_of(case: Case, partner_id: str) -> str:
     with case.services.uow() as uow:
-        return uow.session.scalars(select(Assignment.id).where(Assignment.referral_id == case.referral_id,
-                                                               Assignment.partner_id == partner_id,
-                                                               Assignment.status == "offered")).one()
+        return uow.session.scalars(
+            select(Assignment.id).where(
+                Assignment.referral_id == case.referral_id,
+                Assignment.partner_id == partner_id,
+                Assignment.status == "offered",
+            )
+        ).one()
 
 
 def test_routing_offers_the_need_and_the_referral_is_routing(case: Case) -> None:
@@ -146,8 +181,9 @@ def test_claiming_a_service_the_assignment_did_not_offer_is_refused(case: Case) 
     assignments.accept(case.services, AcceptAssignment(offered), case.medical)
     before = case.snapshot()
     with pytest.raises(Conflict) as refused:
-        assignments.close(case.services, CloseAssignment(offered, "services_delivered", None, ["shelter"]),
-                          case.medical)
+        assignments.close(
+            case.services, CloseAssignment(offered, "services_delivered", None, ["shelter"]), case.medical
+        )
     assert "services_delivered" in refused.value.fields
     assert case.snapshot() == before
     assignments.close(case.services, CloseAssignment(offered, "services_delivered", "done", ["medical"]), case.medical)
@@ -218,8 +254,10 @@ def test_every_access_decision_is_recorded_allowed_or_denied(case: Case) -> None
     with pytest.raises(Forbidden):
         assignments.accept(case.services, AcceptAssignment(offered), case.other)
     assignments.accept(case.services, AcceptAssignment(offered), case.medical)
-    assert case.recorder.decisions("assignment.accept") == [(case.other.user_id, case.referral_id, "denied"),
-                                                            (case.medical.user_id, case.referral_id, "allowed")]
+    assert case.recorder.decisions("assignment.accept") == [
+        (case.other.user_id, case.referral_id, "denied"),
+        (case.medical.user_id, case.referral_id, "allowed"),
+    ]
     outsider = Actor(case.caseworker.user_id + "-not", Role.CASEWORKER)
     with pytest.raises(Forbidden):
         referrals.get_referral(case.services, case.referral_id, outsider)

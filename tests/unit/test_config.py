@@ -19,11 +19,13 @@ def test_embedded_profile_is_the_default(tmp_path: Path) -> None:
 
 
 def test_production_profile_from_urls(tmp_path: Path) -> None:
-    settings = Settings.from_env({
-        "REFERRAL_HOME": str(tmp_path),
-        "REFERRAL_DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:5432/test",
-        "REFERRAL_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//",
-    })
+    settings = Settings.from_env(
+        {
+            "REFERRAL_HOME": str(tmp_path),
+            "REFERRAL_DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+            "REFERRAL_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//",
+        }
+    )
     assert not settings.embedded
     assert settings.broker_is_durable
 
@@ -60,8 +62,9 @@ def test_metrics_are_off_and_no_proxy_is_trusted_by_default(tmp_path: Path) -> N
 
 def test_metrics_token_and_trusted_proxies_are_read_from_the_environment(tmp_path: Path) -> None:
     token = "0123456789abcdef" * 4
-    settings = Settings.from_env({"REFERRAL_HOME": str(tmp_path), "REFERRAL_METRICS_TOKEN": token,
-                                  "REFERRAL_TRUSTED_PROXIES": "2"})
+    settings = Settings.from_env(
+        {"REFERRAL_HOME": str(tmp_path), "REFERRAL_METRICS_TOKEN": token, "REFERRAL_TRUSTED_PROXIES": "2"}
+    )
     assert settings.metrics_token == token
     assert settings.trusted_proxies == 2
 
@@ -76,8 +79,16 @@ def test_deadline_policy_file_overrides_only_the_levels_it_names(tmp_path: Path)
     assert policy.for_risk("low") == default.for_risk("low")
 
 
-@pytest.mark.parametrize("content", ['{"urgent": {"accept": "PT1H"}}', '{"high": {"accept": "1 hour"}}',
-                                     '{"high": {"respond": "PT1H"}}', "[1, 2]", "{not json"])
+@pytest.mark.parametrize(
+    "content",
+    [
+        '{"urgent": {"accept": "PT1H"}}',
+        '{"high": {"accept": "1 hour"}}',
+        '{"high": {"respond": "PT1H"}}',
+        "[1, 2]",
+        "{not json",
+    ],
+)
 def test_bad_deadline_policy_is_rejected_with_a_reason(tmp_path: Path, content: str) -> None:
     path = tmp_path / "policy.json"
     path.write_text(content)
@@ -85,8 +96,10 @@ def test_bad_deadline_policy_is_rejected_with_a_reason(tmp_path: Path, content: 
         DeadlinePolicy.load(path)
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("PT1H", 3600), ("P7D", 7 * 86400), ("PT4H30M", 16200),
-                                               ("P1DT1S", 86401), ("P2W", 14 * 86400)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("PT1H", 3600), ("P7D", 7 * 86400), ("PT4H30M", 16200), ("P1DT1S", 86401), ("P2W", 14 * 86400)],
+)
 def test_iso_durations(text: str, seconds: int) -> None:
     assert parse_duration(text).total_seconds() == seconds
 
@@ -105,11 +118,17 @@ def test_session_and_rate_limit_defaults(tmp_path: Path) -> None:
 
 
 def test_session_and_rate_limit_settings_from_the_environment(tmp_path: Path) -> None:
-    settings = Settings.from_env({
-        "REFERRAL_HOME": str(tmp_path), "REFERRAL_SESSION_IDLE_MINUTES": "15", "REFERRAL_SESSION_MAX_HOURS": "8",
-        "REFERRAL_RATELIMIT_ENABLED": "false", "REFERRAL_RATELIMIT_STORAGE_URL": "redis://127.0.0.1:6379/0",
-        "REFERRAL_RATELIMIT_LOGIN": "5/minute", "REFERRAL_RATELIMIT_API_AUTH_FAILURES": "100 per hour",
-    })
+    settings = Settings.from_env(
+        {
+            "REFERRAL_HOME": str(tmp_path),
+            "REFERRAL_SESSION_IDLE_MINUTES": "15",
+            "REFERRAL_SESSION_MAX_HOURS": "8",
+            "REFERRAL_RATELIMIT_ENABLED": "false",
+            "REFERRAL_RATELIMIT_STORAGE_URL": "redis://127.0.0.1:6379/0",
+            "REFERRAL_RATELIMIT_LOGIN": "5/minute",
+            "REFERRAL_RATELIMIT_API_AUTH_FAILURES": "100 per hour",
+        }
+    )
     assert (settings.session_idle_minutes, settings.session_max_hours) == (15, 8)
     assert not settings.ratelimit_enabled
     assert settings.ratelimit_storage_url == "redis://127.0.0.1:6379/0"

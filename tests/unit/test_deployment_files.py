@@ -60,8 +60,8 @@ def test_dockerfile_runs_serve_as_a_non_root_user_from_a_slim_image() -> None:
     assert re.search(r"^FROM python:3\.1[1-9]-slim", text, re.M)
     users = re.findall(r"^USER (\S+)", text, re.M)
     assert users and users[-1] not in ("root", "0")
-    entry = shlex.split(re.search(r'^ENTRYPOINT \[(.*)\]', text, re.M).group(1).replace(",", " "))
-    cmd = shlex.split(re.search(r'^CMD \[(.*)\]', text, re.M).group(1).replace(",", " "))
+    entry = shlex.split(re.search(r"^ENTRYPOINT \[(.*)\]", text, re.M).group(1).replace(",", " "))
+    cmd = shlex.split(re.search(r"^CMD \[(.*)\]", text, re.M).group(1).replace(",", " "))
     assert entry == ["referral-service"]
     assert _command_exists(cmd) and cmd[0] == "serve"
     for folder in ("referral_service", "workers", "schemas", "migrations"):

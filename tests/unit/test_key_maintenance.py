@@ -27,8 +27,10 @@ def _subjects(services: Services, n: int) -> dict[str, str]:
         for i in range(n):
             cnic = f"35202-{i:07d}-1"
             subject = services.vault.create_subject(
-                uow.session, SubjectInput(full_name=f"Person {i}", province="Punjab", district="Lahore", cnic=cnic),
-                services.clock.now())
+                uow.session,
+                SubjectInput(full_name=f"Person {i}", province="Punjab", district="Lahore", cnic=cnic),
+                services.clock.now(),
+            )
             services.matcher.index_subject(uow.session, subject, cnic, None)
             made[subject.id] = cnic
         uow.commit()
@@ -46,9 +48,12 @@ def _interrupt_after(batches: int, seen: list[int]) -> Any:
 
 def _names(services: Services) -> dict[str, str | None]:
     with services.uow() as uow:
-        return {s.id: services.vault.reveal_subject(uow.session, s, ["full_name"], actor=None,
-                                                    referral_id=None)["full_name"]
-                for s in uow.session.scalars(select(Subject))}
+        return {
+            s.id: services.vault.reveal_subject(uow.session, s, ["full_name"], actor=None, referral_id=None)[
+                "full_name"
+            ]
+            for s in uow.session.scalars(select(Subject))
+        }
 
 
 class FailingWraps:
@@ -119,7 +124,8 @@ def test_retire_refuses_a_kek_that_still_wraps_keys_and_changes_nothing(services
 
 
 def test_reindex_interrupted_after_a_batch_resumes_from_its_cursor_and_keeps_finding_matches(
-        services: Services) -> None:
+    services: Services,
+) -> None:
     people = _subjects(services, 7)
     plan = keys.begin_reindex(services)
     assert (plan.old, plan.new, plan.remaining) == (1, 2, 7)
@@ -143,15 +149,18 @@ def test_reindex_interrupted_after_a_batch_resumes_from_its_cursor_and_keeps_fin
         assert set(uow.session.scalars(select(BlindIndex.version))) == {2}
         for sid, cnic in people.items():
             undashed = cnic.replace("-", "")
-            assert [m.subject.id for m in services.matcher.find_matching_subjects(uow.session, undashed, None)] \
-                == [sid]
+            assert [m.subject.id for m in services.matcher.find_matching_subjects(uow.session, undashed, None)] == [sid]
 
 
 def test_status_names_the_active_kek_its_data_keys_and_the_index_versions(services: Services) -> None:
     _subjects(services, 3)
     status = keys.status(services)
     active = services.keys.active_kek_id()
-    assert status == {"active_kek": active, "keks": services.keys.kek_ids(), "data_keys_per_kek": {active: 3},
-                      "blind_index_versions": [1]}
+    assert status == {
+        "active_kek": active,
+        "keks": services.keys.kek_ids(),
+        "data_keys_per_kek": {active: 3},
+        "blind_index_versions": [1],
+    }
     with services.uow() as uow:
         assert len(uow.session.scalars(select(SubjectKey)).all()) == 3

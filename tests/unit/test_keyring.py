@@ -65,8 +65,10 @@ def test_keyring_that_is_not_json_is_refused(keyring_path: Path) -> None:
     assert "not a readable JSON keyring" in _one_line_error(keyring_path)
 
 
-@pytest.mark.parametrize("content", ["[]", '"text"', '{"format": "other", "version": 1}',
-                                     '{"format": "referral-service-keyring", "version": 2}'])
+@pytest.mark.parametrize(
+    "content",
+    ["[]", '"text"', '{"format": "other", "version": 1}', '{"format": "referral-service-keyring", "version": 2}'],
+)
 def test_json_that_is_not_a_keyring_is_refused(keyring_path: Path, content: str) -> None:
     keyring_path.write_text(content)
     assert "not a referral-service keyring" in _one_line_error(keyring_path)
@@ -164,8 +166,9 @@ def test_wrong_kek_fails_clearly_instead_of_yielding_a_key(keyring_path: Path, t
     _edit(impostor_path, replace_material)
     with pytest.raises(KeyringError) as caught:
         FileKeyring(impostor_path).unwrap_dek(kek_id, wrapped, subject_id="s1", key_id=key_id)
-    assert str(caught.value) == (f"REFERRAL_KEYRING: key-encryption key {kek_id} does not open its data keys "
-                                 "(wrong keyring?)")
+    assert str(caught.value) == (
+        f"REFERRAL_KEYRING: key-encryption key {kek_id} does not open its data keys (wrong keyring?)"
+    )
 
 
 def test_unknown_kek_id_is_named(keyring_path: Path) -> None:
@@ -216,8 +219,10 @@ def test_derived_secrets_are_stable_and_distinct_per_purpose(keyring_path: Path)
 def _add_subject(services: Services) -> str:
     with services.uow() as uow:
         subject = services.vault.create_subject(
-            uow.session, SubjectInput(full_name="Nasreen Bibi", province="Punjab", district="Lahore",
-                                      cnic="35202-1234567-1"), services.clock.now())
+            uow.session,
+            SubjectInput(full_name="Nasreen Bibi", province="Punjab", district="Lahore", cnic="35202-1234567-1"),
+            services.clock.now(),
+        )
         uow.commit()
         return subject.id
 
@@ -267,10 +272,8 @@ def test_right_keyring_opens_what_it_sealed(services: Services) -> None:
     with services.uow() as uow:
         subject = uow.session.get(Subject, subject_id)
         assert subject is not None
-        shown = services.vault.reveal_subject(uow.session, subject, ["full_name", "cnic"], actor=None,
-                                                      referral_id=None)
-    assert shown == {"full_name": "Nasreen Bibi", "cnic": "35202-1234567-1", "erased": False,
-                     "damaged": False}
+        shown = services.vault.reveal_subject(uow.session, subject, ["full_name", "cnic"], actor=None, referral_id=None)
+    assert shown == {"full_name": "Nasreen Bibi", "cnic": "35202-1234567-1", "erased": False, "damaged": False}
 
 
 def test_data_key_cannot_open_a_field_sealed_for_another_subject(services: Services) -> None:
@@ -289,18 +292,24 @@ def test_data_key_cannot_open_a_field_sealed_for_another_subject(services: Servi
 def _flip_first_key(services: Services) -> str:
     """Flip a bit of the first wrapped data key (the row the start-up check used to sample)."""
     with services.engine.begin() as conn:
-        key_id, wrapped = conn.execute(text(
-            "SELECT id, wrapped FROM subject_keys WHERE kek_id = :k AND wrapped IS NOT NULL LIMIT 1"),
-            {"k": services.keys.active_kek_id()}).one()
-        conn.execute(text("UPDATE subject_keys SET wrapped = :w WHERE id = :id"),
-                     {"w": bytes(wrapped[:-1]) + bytes([wrapped[-1] ^ 1]), "id": key_id})
+        key_id, wrapped = conn.execute(
+            text("SELECT id, wrapped FROM subject_keys WHERE kek_id = :k AND wrapped IS NOT NULL LIMIT 1"),
+            {"k": services.keys.active_kek_id()},
+        ).one()
+        conn.execute(
+            text("UPDATE subject_keys SET wrapped = :w WHERE id = :id"),
+            {"w": bytes(wrapped[:-1]) + bytes([wrapped[-1] ^ 1]), "id": key_id},
+        )
     return str(key_id)
 
 
 def _canaries(services: Services) -> dict[str, str]:
     with services.uow() as uow:
-        return dict(uow.session.execute(
-            select(CryptoMeta.name, CryptoMeta.value).where(CryptoMeta.name.startswith("kek_canary:"))).all())
+        return dict(
+            uow.session.execute(
+                select(CryptoMeta.name, CryptoMeta.value).where(CryptoMeta.name.startswith("kek_canary:"))
+            ).all()
+        )
 
 
 def _forget_canaries(services: Services) -> None:
@@ -328,7 +337,8 @@ def test_the_active_kek_has_a_canary_that_opens_under_the_canary_context_only(se
 
 
 def test_a_database_from_before_canaries_gets_one_at_the_next_start_even_with_a_damaged_first_key(
-        services: Services) -> None:
+    services: Services,
+) -> None:
     _forget_canaries(services)
     _add_subject(services)
     _add_subject(services)
@@ -354,8 +364,10 @@ def test_a_damaged_canary_is_rewritten_when_its_kek_opens_its_data_keys(services
     [(name, value)] = _canaries(services).items()
     raw = base64.b64decode(value)
     with services.engine.begin() as conn:
-        conn.execute(text("UPDATE crypto_meta SET value = :v WHERE name = :n"),
-                     {"v": base64.b64encode(raw[:-1] + bytes([raw[-1] ^ 1])).decode(), "n": name})
+        conn.execute(
+            text("UPDATE crypto_meta SET value = :v WHERE name = :n"),
+            {"v": base64.b64encode(raw[:-1] + bytes([raw[-1] ^ 1])).decode(), "n": name},
+        )
     _verify(services)
     assert _canaries(services)[name] not in (value, base64.b64encode(raw[:-1] + bytes([raw[-1] ^ 1])).decode())
     _verify(services)

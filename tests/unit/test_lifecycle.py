@@ -58,17 +58,24 @@ POLICY = DeadlinePolicy.default()
 ALL_KINDS = frozenset(DeadlineKind)
 
 
-def assignment(status: AssignmentStatus, aid: str = "a1", service: str = "medical", partner: str = "p1",
-               **kw: Any) -> AssignmentState:
+def assignment(
+    status: AssignmentStatus, aid: str = "a1", service: str = "medical", partner: str = "p1", **kw: Any
+) -> AssignmentState:
     return AssignmentState(id=aid, partner_id=partner, service=service, status=status, offered_at=OFFERED_AT, **kw)
 
 
-def referral(status: ReferralStatus, *assignments: AssignmentState, needs: tuple[str, ...] = ("medical",),
-             consent: str = "live") -> ReferralState:
-    return ReferralState(id="r1", status=status, needs=needs, risk_level="high",
-                         consent_given=consent != "never",
-                         consent_withdrawn_at=AT - timedelta(days=1) if consent == "withdrawn" else None,
-                         assignments=assignments)
+def referral(
+    status: ReferralStatus, *assignments: AssignmentState, needs: tuple[str, ...] = ("medical",), consent: str = "live"
+) -> ReferralState:
+    return ReferralState(
+        id="r1",
+        status=status,
+        needs=needs,
+        risk_level="high",
+        consent_given=consent != "never",
+        consent_withdrawn_at=AT - timedelta(days=1) if consent == "withdrawn" else None,
+        assignments=assignments,
+    )
 
 
 def kinds(change: lifecycle.Change) -> list[type]:
@@ -110,8 +117,9 @@ def expected_referral_move(name: str, status: ReferralStatus, consent: str) -> R
 REFERRAL_CELLS = [(n, s, c) for n in REFERRAL_COMMANDS for s in ReferralStatus for c in CONSENTS]
 
 
-@pytest.mark.parametrize(("name", "status", "consent"), REFERRAL_CELLS,
-                         ids=[f"{n}-{s}-{c}" for n, s, c in REFERRAL_CELLS])
+@pytest.mark.parametrize(
+    ("name", "status", "consent"), REFERRAL_CELLS, ids=[f"{n}-{s}-{c}" for n, s, c in REFERRAL_CELLS]
+)
 def test_every_referral_move_and_every_refusal(name: str, status: ReferralStatus, consent: str) -> None:
     state = referral(status, *CASE_IN[status], consent=consent)
     cmd = REFERRAL_COMMANDS[name]
@@ -133,10 +141,12 @@ def test_every_referral_move_and_every_refusal(name: str, status: ReferralStatus
     # Withdrawing the referral or the consent pulls back every open assignment, and only those.
     last = events.ReferralWithdrawn if name == "withdraw" else events.ConsentWithdrawn
     assert kinds(change) == [events.AssignmentWithdrawn] * len(was_open) + [last]
-    assert all(a.status is A.WITHDRAWN and a.closed_at == AT for a in after.assignments if a.id in
-               {w.id for w in was_open})
-    assert [a for a in after.assignments if a.id not in {w.id for w in was_open}] == \
-        [a for a in state.assignments if not a.is_open]
+    assert all(
+        a.status is A.WITHDRAWN and a.closed_at == AT for a in after.assignments if a.id in {w.id for w in was_open}
+    )
+    assert [a for a in after.assignments if a.id not in {w.id for w in was_open}] == [
+        a for a in state.assignments if not a.is_open
+    ]
     assert change.deadlines == tuple(ResolveDeadlines(a.id, CancelDeadline, ALL_KINDS) for a in was_open)
     reason = "referral_withdrawn" if name == "withdraw" else "consent_withdrawn"
     assert all(e.reason == reason for e in change.events if isinstance(e, events.AssignmentWithdrawn))
@@ -147,8 +157,9 @@ def test_every_referral_move_and_every_refusal(name: str, status: ReferralStatus
 
 
 def test_withdrawing_consent_on_a_closed_case_records_it_and_keeps_it_closed() -> None:
-    closed = referral(R.CLOSED, assignment(A.CLOSED, close_outcome="services_delivered",
-                                           services_delivered=("medical",)))
+    closed = referral(
+        R.CLOSED, assignment(A.CLOSED, close_outcome="services_delivered", services_delivered=("medical",))
+    )
     change = lifecycle.handle(closed, WithdrawConsent("r1"), at=AT, policy=POLICY)
     assert change.referral == replace(closed, consent_withdrawn_at=AT)
     assert kinds(change) == [events.ConsentWithdrawn]
@@ -166,15 +177,25 @@ def test_routing_only_a_live_referral_with_live_consent(status: ReferralStatus, 
 
 
 def test_submitting_starts_a_referral_as_submitted() -> None:
-    cmd = SubmitReferral(subject=SubjectInput("N. Bibi", "Punjab", "Lahore"), needs=["medical", "medical", "legal_aid"],
-                         risk_level="critical", consent_given=True)
+    cmd = SubmitReferral(
+        subject=SubjectInput("N. Bibi", "Punjab", "Lahore"),
+        needs=["medical", "medical", "legal_aid"],
+        risk_level="critical",
+        consent_given=True,
+    )
     change = lifecycle.submit("r1", "s1", cmd, at=AT)
-    assert change.referral == ReferralState(id="r1", status=R.SUBMITTED, needs=("medical", "legal_aid"),
-                                            risk_level="critical", consent_given=True)
+    assert change.referral == ReferralState(
+        id="r1", status=R.SUBMITTED, needs=("medical", "legal_aid"), risk_level="critical", consent_given=True
+    )
     [event] = change.events
     assert isinstance(event, events.ReferralSubmitted)
     assert (event.referral_id, event.subject_id, event.risk_level, event.consent_given, event.occurred_at) == (
-        "r1", "s1", "critical", True, AT)
+        "r1",
+        "s1",
+        "critical",
+        True,
+        AT,
+    )
 
 
 # -- routing ---------------------------------------------------------------------------------------------
@@ -187,7 +208,12 @@ def test_an_offer_adds_an_offered_assignment_with_its_accept_deadline() -> None:
     [event] = change.events
     assert isinstance(event, events.AssignmentOffered)
     assert (event.assignment_id, event.partner_id, event.service, event.risk_level, event.accept_by) == (
-        "a1", "p1", "medical", "high", accept_by.isoformat())
+        "a1",
+        "p1",
+        "medical",
+        "high",
+        accept_by.isoformat(),
+    )
     assert change.deadlines == (ScheduleDeadline("a1", "p1", K.ACCEPT, accept_by),)
 
 
@@ -208,18 +234,36 @@ def test_a_need_whose_assignment_ended_is_routed_again_but_not_to_one_that_said_
     assert need.tried == (frozenset() if ended is A.WITHDRAWN else frozenset({"p1"}))
 
 
-@pytest.mark.parametrize(("assignments", "offered", "unroutable", "status", "told"), [
-    ((assignment(A.OFFERED),), ["a1"], [], R.ROUTING, [events.ReferralRouted]),
-    ((), [], ["medical"], R.UNROUTABLE, [events.ReferralUnroutable]),
-    ((assignment(A.OFFERED, "a1"),), ["a1"], ["legal_aid"], R.ROUTING,
-     [events.ReferralRouted, events.ReferralUnroutable]),
-    ((assignment(A.ACCEPTED, "a1"), assignment(A.OFFERED, "a2", "legal_aid")), ["a2"], [], R.ASSIGNED,
-     [events.ReferralRouted]),
-    ((assignment(A.ACCEPTED),), [], [], R.ASSIGNED, []),  # nothing left to route: as it was
-], ids=["offered", "unroutable", "partly", "assigned-and-offered", "nothing-to-do"])
-def test_a_routing_pass_ends_in_the_derived_status(assignments: tuple[AssignmentState, ...], offered: list[str],
-                                                   unroutable: list[str], status: ReferralStatus,
-                                                   told: list[type]) -> None:
+@pytest.mark.parametrize(
+    ("assignments", "offered", "unroutable", "status", "told"),
+    [
+        ((assignment(A.OFFERED),), ["a1"], [], R.ROUTING, [events.ReferralRouted]),
+        ((), [], ["medical"], R.UNROUTABLE, [events.ReferralUnroutable]),
+        (
+            (assignment(A.OFFERED, "a1"),),
+            ["a1"],
+            ["legal_aid"],
+            R.ROUTING,
+            [events.ReferralRouted, events.ReferralUnroutable],
+        ),
+        (
+            (assignment(A.ACCEPTED, "a1"), assignment(A.OFFERED, "a2", "legal_aid")),
+            ["a2"],
+            [],
+            R.ASSIGNED,
+            [events.ReferralRouted],
+        ),
+        ((assignment(A.ACCEPTED),), [], [], R.ASSIGNED, []),  # nothing left to route: as it was
+    ],
+    ids=["offered", "unroutable", "partly", "assigned-and-offered", "nothing-to-do"],
+)
+def test_a_routing_pass_ends_in_the_derived_status(
+    assignments: tuple[AssignmentState, ...],
+    offered: list[str],
+    unroutable: list[str],
+    status: ReferralStatus,
+    told: list[type],
+) -> None:
     state = referral(R.SUBMITTED, *assignments, needs=("medical", "legal_aid"))
     change = lifecycle.conclude_routing(state, offered, unroutable, at=AT)
     assert change.referral.status is status and kinds(change) == told
@@ -236,20 +280,40 @@ ASSIGNMENT_COMMANDS = {
     "withdraw": WithdrawAssignment("a1", "referral_withdrawn"),
 }
 # command -> (the states it starts from, where it ends, its event, deadlines met, cancelled, scheduled)
-EXPECTED_ASSIGNMENT_MOVES: dict[str, tuple[set[AssignmentStatus], AssignmentStatus, type, frozenset[DeadlineKind],
-                                           frozenset[DeadlineKind], DeadlineKind | None]] = {
-    "accept": ({A.OFFERED}, A.ACCEPTED, events.AssignmentAccepted, frozenset({K.ACCEPT}), frozenset(),
-               K.FIRST_CONTACT),
+EXPECTED_ASSIGNMENT_MOVES: dict[
+    str,
+    tuple[
+        set[AssignmentStatus],
+        AssignmentStatus,
+        type,
+        frozenset[DeadlineKind],
+        frozenset[DeadlineKind],
+        DeadlineKind | None,
+    ],
+] = {
+    "accept": ({A.OFFERED}, A.ACCEPTED, events.AssignmentAccepted, frozenset({K.ACCEPT}), frozenset(), K.FIRST_CONTACT),
     "decline": ({A.OFFERED, A.ACCEPTED}, A.DECLINED, events.AssignmentDeclined, ALL_KINDS, frozenset(), None),
-    "followup": ({A.ACCEPTED}, A.ACCEPTED, events.FollowUpRecorded, frozenset({K.FIRST_CONTACT, K.FOLLOWUP}),
-                 frozenset(), K.FOLLOWUP),
+    "followup": (
+        {A.ACCEPTED},
+        A.ACCEPTED,
+        events.FollowUpRecorded,
+        frozenset({K.FIRST_CONTACT, K.FOLLOWUP}),
+        frozenset(),
+        K.FOLLOWUP,
+    ),
     "close": ({A.ACCEPTED}, A.CLOSED, events.AssignmentClosed, ALL_KINDS, frozenset(), None),
     "expire": ({A.OFFERED}, A.EXPIRED, events.AssignmentExpired, frozenset(), frozenset(), None),
     "withdraw": ({A.OFFERED, A.ACCEPTED}, A.WITHDRAWN, events.AssignmentWithdrawn, frozenset(), ALL_KINDS, None),
 }
 # The referral around the assignment, by the assignment's status (what it would be).
-AROUND = {A.OFFERED: R.ROUTING, A.ACCEPTED: R.ASSIGNED, A.DECLINED: R.ROUTING, A.EXPIRED: R.ROUTING,
-          A.WITHDRAWN: R.WITHDRAWN, A.CLOSED: R.CLOSED}
+AROUND = {
+    A.OFFERED: R.ROUTING,
+    A.ACCEPTED: R.ASSIGNED,
+    A.DECLINED: R.ROUTING,
+    A.EXPIRED: R.ROUTING,
+    A.WITHDRAWN: R.WITHDRAWN,
+    A.CLOSED: R.CLOSED,
+}
 ASSIGNMENT_CELLS = [(n, s) for n in ASSIGNMENT_COMMANDS for s in AssignmentStatus]
 
 
@@ -279,20 +343,25 @@ def test_every_assignment_move_and_every_refusal(name: str, status: AssignmentSt
     assert list(change.deadlines) == expected_orders
     # An answer to an offer counts towards the partner's figures; nothing else does.
     answered = status is A.OFFERED and name in ("accept", "decline")
-    assert change.responses == ((lifecycle.PartnerResponse("p1", 7200, accepted=name == "accept"),)
-                                if answered else ())
+    assert change.responses == ((lifecycle.PartnerResponse("p1", 7200, accepted=name == "accept"),) if answered else ())
 
 
 def test_each_move_writes_what_it_is_about() -> None:
     offered, accepted = referral(R.ROUTING, assignment(A.OFFERED)), referral(R.ASSIGNED, assignment(A.ACCEPTED))
-    got = {name: lifecycle.handle(offered if name in ("accept", "expire") else accepted, cmd, at=AT,
-                                  policy=POLICY).referral.assignments[0]
-           for name, cmd in ASSIGNMENT_COMMANDS.items()}
+    got = {
+        name: lifecycle.handle(
+            offered if name in ("accept", "expire") else accepted, cmd, at=AT, policy=POLICY
+        ).referral.assignments[0]
+        for name, cmd in ASSIGNMENT_COMMANDS.items()
+    }
     assert got["accept"].responded_at == AT
     assert (got["decline"].responded_at, got["decline"].decline_reason) == (AT, "no_capacity")
     assert got["followup"] == accepted.assignments[0]
     assert (got["close"].closed_at, got["close"].close_outcome, got["close"].services_delivered) == (
-        AT, "services_delivered", ("medical",))
+        AT,
+        "services_delivered",
+        ("medical",),
+    )
     assert got["expire"].responded_at == AT
     assert got["withdraw"].closed_at == AT
     followup = lifecycle.handle(accepted, ASSIGNMENT_COMMANDS["followup"], at=AT, policy=POLICY).events[0]
@@ -303,17 +372,25 @@ def test_each_move_writes_what_it_is_about() -> None:
 def test_closing_an_offer_nobody_accepted_is_refused() -> None:
     state = referral(R.ROUTING, assignment(A.OFFERED))
     with pytest.raises(Conflict, match="only an accepted assignment can be closed"):
-        lifecycle.handle(state, CloseAssignment("a1", "services_delivered", services_delivered=["medical"]), at=AT,
-                         policy=POLICY)
+        lifecycle.handle(
+            state, CloseAssignment("a1", "services_delivered", services_delivered=["medical"]), at=AT, policy=POLICY
+        )
 
 
-@pytest.mark.parametrize(("delivered", "allowed"), [
-    ([], True), (["medical"], True), (["medical", "medical"], True),
-    (["psychosocial"], False), (["medical", "legal_aid"], False),
-])
+@pytest.mark.parametrize(
+    ("delivered", "allowed"),
+    [
+        ([], True),
+        (["medical"], True),
+        (["medical", "medical"], True),
+        (["psychosocial"], False),
+        (["medical", "legal_aid"], False),
+    ],
+)
 def test_services_delivered_must_be_the_assignments_own(delivered: list[str], allowed: bool) -> None:
-    state = referral(R.ASSIGNED, assignment(A.ACCEPTED), assignment(A.ACCEPTED, "a2", "legal_aid"),
-                     needs=("medical", "legal_aid"))
+    state = referral(
+        R.ASSIGNED, assignment(A.ACCEPTED), assignment(A.ACCEPTED, "a2", "legal_aid"), needs=("medical", "legal_aid")
+    )
     cmd = CloseAssignment("a1", "services_delivered", services_delivered=delivered)
     if allowed:
         assert lifecycle.handle(state, cmd, at=AT, policy=POLICY).referral.assignments[0].status is A.CLOSED
@@ -324,26 +401,29 @@ def test_services_delivered_must_be_the_assignments_own(delivered: list[str], al
 
 
 # -- the referral's status, derived ---------------------------------------------------------------------------
-@pytest.mark.parametrize(("before", "assignments", "needs", "derived"), [
-    (R.ROUTING, [A.OFFERED], ("medical",), R.ROUTING),
-    (R.ROUTING, [A.ACCEPTED], ("medical",), R.ASSIGNED),
-    (R.ASSIGNED, [A.CLOSED], ("medical",), R.CLOSED),
-    (R.ASSIGNED, [A.CLOSED, A.ACCEPTED], ("medical", "legal_aid"), R.ASSIGNED),
-    (R.ASSIGNED, [A.CLOSED, A.OFFERED], ("medical", "legal_aid"), R.ROUTING),
-    (R.ASSIGNED, [A.CLOSED, A.CLOSED], ("medical", "legal_aid"), R.CLOSED),
-    # The last open offer ended: routing onward, until the router says what came of it.
-    (R.ASSIGNED, [A.DECLINED], ("medical",), R.ROUTING),
-    (R.ROUTING, [A.EXPIRED], ("medical",), R.ROUTING),
-    (R.SUBMITTED, [], ("medical",), R.SUBMITTED),
-    (R.SUBMITTED, [A.WITHDRAWN], ("medical",), R.SUBMITTED),  # re-opened, not routed yet
-    (R.UNROUTABLE, [A.DECLINED], ("medical",), R.UNROUTABLE),
-    # Withdrawn and closed are held whatever the assignments say.
-    (R.WITHDRAWN, [A.CLOSED], ("medical",), R.WITHDRAWN),
-    (R.CLOSED, [A.CLOSED], ("medical", "legal_aid"), R.CLOSED),
-])
+@pytest.mark.parametrize(
+    ("before", "assignments", "needs", "derived"),
+    [
+        (R.ROUTING, [A.OFFERED], ("medical",), R.ROUTING),
+        (R.ROUTING, [A.ACCEPTED], ("medical",), R.ASSIGNED),
+        (R.ASSIGNED, [A.CLOSED], ("medical",), R.CLOSED),
+        (R.ASSIGNED, [A.CLOSED, A.ACCEPTED], ("medical", "legal_aid"), R.ASSIGNED),
+        (R.ASSIGNED, [A.CLOSED, A.OFFERED], ("medical", "legal_aid"), R.ROUTING),
+        (R.ASSIGNED, [A.CLOSED, A.CLOSED], ("medical", "legal_aid"), R.CLOSED),
+        # The last open offer ended: routing onward, until the router says what came of it.
+        (R.ASSIGNED, [A.DECLINED], ("medical",), R.ROUTING),
+        (R.ROUTING, [A.EXPIRED], ("medical",), R.ROUTING),
+        (R.SUBMITTED, [], ("medical",), R.SUBMITTED),
+        (R.SUBMITTED, [A.WITHDRAWN], ("medical",), R.SUBMITTED),  # re-opened, not routed yet
+        (R.UNROUTABLE, [A.DECLINED], ("medical",), R.UNROUTABLE),
+        # Withdrawn and closed are held whatever the assignments say.
+        (R.WITHDRAWN, [A.CLOSED], ("medical",), R.WITHDRAWN),
+        (R.CLOSED, [A.CLOSED], ("medical", "legal_aid"), R.CLOSED),
+    ],
+)
 def test_the_referral_status_is_derived_from_its_assignments(
-        before: ReferralStatus, assignments: list[AssignmentStatus], needs: tuple[str, ...],
-        derived: ReferralStatus) -> None:
+    before: ReferralStatus, assignments: list[AssignmentStatus], needs: tuple[str, ...], derived: ReferralStatus
+) -> None:
     services = list(needs) + ["medical"] * len(assignments)
     state = referral(before, *(assignment(s, f"a{i}", services[i]) for i, s in enumerate(assignments)), needs=needs)
     assert lifecycle.derive_status(state) is derived
@@ -357,20 +437,25 @@ def test_unroutable_only_when_nothing_is_open() -> None:
 
 
 def test_closing_the_last_need_closes_the_referral_and_says_so_once() -> None:
-    state = referral(R.ASSIGNED, assignment(A.CLOSED, "a0", "legal_aid"), assignment(A.ACCEPTED),
-                     needs=("medical", "legal_aid"))
+    state = referral(
+        R.ASSIGNED, assignment(A.CLOSED, "a0", "legal_aid"), assignment(A.ACCEPTED), needs=("medical", "legal_aid")
+    )
     change = lifecycle.handle(state, CloseAssignment("a1", "services_delivered"), at=AT, policy=POLICY)
     assert change.referral.status is R.CLOSED
     assert kinds(change) == [events.AssignmentClosed, events.ReferralClosed]
-    one_of_two = referral(R.ASSIGNED, assignment(A.ACCEPTED), assignment(A.ACCEPTED, "a2", "legal_aid"),
-                          needs=("medical", "legal_aid"))
+    one_of_two = referral(
+        R.ASSIGNED, assignment(A.ACCEPTED), assignment(A.ACCEPTED, "a2", "legal_aid"), needs=("medical", "legal_aid")
+    )
     change = lifecycle.handle(one_of_two, CloseAssignment("a1", "other"), at=AT, policy=POLICY)
     assert change.referral.status is R.ASSIGNED and kinds(change) == [events.AssignmentClosed]
 
 
 def test_partner_notices_are_the_offer_its_expiry_and_its_withdrawal() -> None:
-    assert set(lifecycle.PARTNER_NOTICES) == {events.AssignmentOffered, events.AssignmentExpired,
-                                              events.AssignmentWithdrawn}
+    assert set(lifecycle.PARTNER_NOTICES) == {
+        events.AssignmentOffered,
+        events.AssignmentExpired,
+        events.AssignmentWithdrawn,
+    }
 
 
 # -- deadlines ----------------------------------------------------------------------------------------------
@@ -384,12 +469,18 @@ DEADLINE_CELLS = [(n, s, k) for n in DEADLINE_COMMANDS for s in DeadlineStatus f
 
 
 def deadline(status: DeadlineStatus, kind: DeadlineKind) -> DeadlineState:
-    return DeadlineState(id="d1", referral_id="r1", assignment_id="a1", kind=kind, risk_level="high",
-                         status=status, due_at=AT - timedelta(minutes=1))
+    return DeadlineState(
+        id="d1",
+        referral_id="r1",
+        assignment_id="a1",
+        kind=kind,
+        risk_level="high",
+        status=status,
+        due_at=AT - timedelta(minutes=1),
+    )
 
 
-@pytest.mark.parametrize(("name", "status", "kind"), DEADLINE_CELLS,
-                         ids=[f"{n}-{s}-{k}" for n, s, k in DEADLINE_CELLS])
+@pytest.mark.parametrize(("name", "status", "kind"), DEADLINE_CELLS, ids=[f"{n}-{s}-{k}" for n, s, k in DEADLINE_CELLS])
 def test_every_deadline_move_and_every_refusal(name: str, status: DeadlineStatus, kind: DeadlineKind) -> None:
     state, cmd = deadline(status, kind), DEADLINE_COMMANDS[name]
     if status not in EXPECTED_DEADLINE_MOVES[name]:
@@ -407,8 +498,13 @@ def test_every_deadline_move_and_every_refusal(name: str, status: DeadlineStatus
         assert change.deadline == replace(state, status=D.OVERDUE, fired_at=AT) and change.expires is None
         [overdue] = change.events
         assert isinstance(overdue, events.FollowUpOverdue)
-        assert (overdue.deadline_id, overdue.assignment_id, overdue.kind, overdue.risk_level, overdue.occurred_at) \
-            == ("d1", "a1", kind.value, "high", AT)
+        assert (overdue.deadline_id, overdue.assignment_id, overdue.kind, overdue.risk_level, overdue.occurred_at) == (
+            "d1",
+            "a1",
+            kind.value,
+            "high",
+            AT,
+        )
 
 
 def test_meeting_and_cancelling_apply_to_outstanding_deadlines_only() -> None:
@@ -417,8 +513,10 @@ def test_meeting_and_cancelling_apply_to_outstanding_deadlines_only() -> None:
 
 # -- possible duplicates ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("status", list(DuplicateStatus))
-@pytest.mark.parametrize(("cmd", "target"), [(ConfirmDuplicate("x"), DuplicateStatus.CONFIRMED),
-                                            (DismissDuplicate("x"), DuplicateStatus.DISMISSED)])
+@pytest.mark.parametrize(
+    ("cmd", "target"),
+    [(ConfirmDuplicate("x"), DuplicateStatus.CONFIRMED), (DismissDuplicate("x"), DuplicateStatus.DISMISSED)],
+)
 def test_a_possible_duplicate_is_decided_once(status: DuplicateStatus, cmd: Any, target: DuplicateStatus) -> None:
     if status is DuplicateStatus.PENDING:
         assert lifecycle.decide_duplicate(status, cmd) is target
@@ -433,17 +531,26 @@ def _pairs(table: tuple[lifecycle.Move, ...]) -> set[tuple[type, str]]:
 
 
 def test_the_tables_allow_exactly_the_moves_tested_here() -> None:
-    referral_pairs = {(WithdrawReferral, str(s)) for s in LIVE} | {(WithdrawConsent, str(s)) for s in ReferralStatus} \
-        | {(ReopenReferral, str(s)) for s in (R.WITHDRAWN, R.UNROUTABLE)} \
-        | {(RouteReferral, str(s)) for s in LIVE} | {(OfferAssignment, str(s)) for s in LIVE} \
+    referral_pairs = (
+        {(WithdrawReferral, str(s)) for s in LIVE}
+        | {(WithdrawConsent, str(s)) for s in ReferralStatus}
+        | {(ReopenReferral, str(s)) for s in (R.WITHDRAWN, R.UNROUTABLE)}
+        | {(RouteReferral, str(s)) for s in LIVE}
+        | {(OfferAssignment, str(s)) for s in LIVE}
         | {(SubmitReferral, lifecycle.NEW)}
+    )
     assert _pairs(lifecycle.REFERRAL_MOVES) == referral_pairs
-    by_command = {type(cmd): sources for name, cmd in ASSIGNMENT_COMMANDS.items()
-                  for sources in [EXPECTED_ASSIGNMENT_MOVES[name][0]]}
+    by_command = {
+        type(cmd): sources
+        for name, cmd in ASSIGNMENT_COMMANDS.items()
+        for sources in [EXPECTED_ASSIGNMENT_MOVES[name][0]]
+    }
     assignment_pairs = {(c, str(s)) for c, sources in by_command.items() for s in sources} | {
-        (OfferAssignment, lifecycle.NEW)}
+        (OfferAssignment, lifecycle.NEW)
+    }
     assert _pairs(lifecycle.ASSIGNMENT_MOVES) == assignment_pairs
-    deadline_pairs = {(type(DEADLINE_COMMANDS[n]), str(s)) for n, sources in EXPECTED_DEADLINE_MOVES.items()
-                      for s in sources}
+    deadline_pairs = {
+        (type(DEADLINE_COMMANDS[n]), str(s)) for n, sources in EXPECTED_DEADLINE_MOVES.items() for s in sources
+    }
     assert _pairs(lifecycle.DEADLINE_MOVES) == deadline_pairs
     assert _pairs(lifecycle.DUPLICATE_MOVES) == {(ConfirmDuplicate, "pending"), (DismissDuplicate, "pending")}

@@ -46,10 +46,17 @@ def test_response_schemas_say_which_fields_are_always_there_and_which_may_be_nul
     schemas = spec["components"]["schemas"]
     assignment = schemas["Assignment"]
     assert {"id", "referral_id", "partner_id", "service", "status", "offered_at", "reasons"} <= set(
-        assignment["required"])
+        assignment["required"]
+    )
     assert assignment["properties"]["responded_at"]["nullable"] is True
-    assert assignment["properties"]["status"]["enum"] == ["offered", "accepted", "declined", "expired", "withdrawn",
-                                                           "closed"]
+    assert assignment["properties"]["status"]["enum"] == [
+        "offered",
+        "accepted",
+        "declined",
+        "expired",
+        "withdrawn",
+        "closed",
+    ]
     subject = schemas["SubjectView"]
     # A partner sees only the consented personal fields: they are optional, never required.
     assert "full_name" not in subject["required"] and {"district", "erased", "damaged"} <= set(subject["required"])
@@ -60,8 +67,16 @@ def test_response_schemas_say_which_fields_are_always_there_and_which_may_be_nul
 def test_openapi_documents_the_possible_duplicates_queue(spec: dict[str, Any]) -> None:
     schemas = spec["components"]["schemas"]
     item = schemas["Duplicate"]["properties"]
-    assert {"id", "status", "matched_on", "created_at", "decided_by", "decided_at", "referral",
-            "earlier_referral"} <= set(item)
+    assert {
+        "id",
+        "status",
+        "matched_on",
+        "created_at",
+        "decided_by",
+        "decided_at",
+        "referral",
+        "earlier_referral",
+    } <= set(item)
     side = schemas["DuplicateSide"]["properties"]
     assert {"id", "reference", "status", "caseworker_id", "created_at", "subject"} <= set(side)
     listing = spec["paths"]["/api/v1/duplicates"]["get"]

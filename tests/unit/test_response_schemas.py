@@ -34,8 +34,13 @@ def _app(view: Any, rule: str = "/x") -> Flask:
 def test_a_field_the_schema_does_not_name_never_reaches_the_client() -> None:
     @operation("x", response=ReferralStateSchema)
     def view() -> Any:
-        return {"id": "r1", "reference": "VAN-2026-000001", "status": "routing", "subject_id": "s1",
-                "consent_share": ["medical"]}
+        return {
+            "id": "r1",
+            "reference": "VAN-2026-000001",
+            "status": "routing",
+            "subject_id": "s1",
+            "consent_share": ["medical"],
+        }
 
     body = _app(view).test_client().get("/x").get_json()
     assert body == {"id": "r1", "reference": "VAN-2026-000001", "status": "routing"}
@@ -50,8 +55,12 @@ def test_a_view_returns_plain_data_and_datetimes_are_iso_8601_with_their_offset(
 
     answer = _app(view).test_client().get("/x")
     assert answer.status_code == 201
-    assert answer.get_json() == {"id": "r1", "reference": "VAN-2026-000001", "status": "closed",
-                                 "consent_withdrawn_at": "2026-03-01T09:30:15.120000+05:00"}
+    assert answer.get_json() == {
+        "id": "r1",
+        "reference": "VAN-2026-000001",
+        "status": "closed",
+        "consent_withdrawn_at": "2026-03-01T09:30:15.120000+05:00",
+    }
 
 
 def test_another_declared_status_is_dumped_by_its_own_schema_and_an_undeclared_one_is_refused() -> None:

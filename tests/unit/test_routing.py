@@ -9,16 +9,32 @@ from referral_service.domain.routing import CaseProfile, PartnerProfile, Routing
 
 
 def case(**overrides: Any) -> CaseProfile:
-    base = CaseProfile(referral_id="r-1", service="medical", province="Khyber Pakhtunkhwa", district="Peshawar",
-                       language="ps", is_minor=False, staff_sex_preference="any")
+    base = CaseProfile(
+        referral_id="r-1",
+        service="medical",
+        province="Khyber Pakhtunkhwa",
+        district="Peshawar",
+        language="ps",
+        is_minor=False,
+        staff_sex_preference="any",
+    )
     return replace(base, **overrides)
 
 
 def partner(pid: str, **overrides: Any) -> PartnerProfile:
-    base = PartnerProfile(id=pid, name=pid.title(), services=("medical", "psychosocial"),
-                          provinces=("Khyber Pakhtunkhwa",), districts=("Peshawar",), languages=("ps", "ur"),
-                          capacity=10, open_assignments=0, accepts_minors=True, staff_sex=("female", "male"),
-                          active=True)
+    base = PartnerProfile(
+        id=pid,
+        name=pid.title(),
+        services=("medical", "psychosocial"),
+        provinces=("Khyber Pakhtunkhwa",),
+        districts=("Peshawar",),
+        languages=("ps", "ur"),
+        capacity=10,
+        open_assignments=0,
+        accepts_minors=True,
+        staff_sex=("female", "male"),
+        active=True,
+    )
     return replace(base, **overrides)
 
 
@@ -86,8 +102,10 @@ def test_district_partner_beats_province_fallback() -> None:
 
 
 def test_province_fallback_when_no_partner_covers_the_district() -> None:
-    partners = [partner("p-mardan", districts=("Mardan",)), partner("p-quetta", provinces=("Balochistan",),
-                                                                    districts=("Quetta",))]
+    partners = [
+        partner("p-mardan", districts=("Mardan",)),
+        partner("p-quetta", provinces=("Balochistan",), districts=("Quetta",)),
+    ]
     result = route_referral(case(), partners, set())
     assert result.chosen is not None and result.chosen.id == "p-mardan"
     assert "covers Khyber Pakhtunkhwa (not Peshawar itself)" in result.chosen_reasons
@@ -129,8 +147,10 @@ def test_partner_already_tried_for_this_referral_is_skipped() -> None:
 
 
 def test_language_match_outweighs_a_little_spare_capacity() -> None:
-    partners = [partner("p-urdu-only", languages=("ur",), open_assignments=0),
-                partner("p-pashto", languages=("ps",), open_assignments=3)]
+    partners = [
+        partner("p-urdu-only", languages=("ur",), open_assignments=0),
+        partner("p-pashto", languages=("ps",), open_assignments=3),
+    ]
     result = route_referral(case(language="ps"), partners, set())
     assert result.chosen is not None and result.chosen.id == "p-pashto"
     assert "speaks Pashto" in result.chosen_reasons
@@ -143,8 +163,10 @@ def test_lower_load_wins_when_all_else_is_equal() -> None:
 
 
 def test_past_acceptance_rate_counts_and_is_explained() -> None:
-    partners = [partner("p-rarely", offers_made=10, offers_accepted=1),
-                partner("p-usually", offers_made=10, offers_accepted=9)]
+    partners = [
+        partner("p-rarely", offers_made=10, offers_accepted=1),
+        partner("p-usually", offers_made=10, offers_accepted=9),
+    ]
     result = route_referral(case(), partners, set())
     assert result.chosen is not None and result.chosen.id == "p-usually"
     assert "accepts 90% of offers" in result.chosen_reasons
@@ -159,12 +181,17 @@ def test_ties_are_broken_by_partner_id_whatever_the_input_order() -> None:
 
 
 def test_no_eligible_partner_gives_no_choice_and_a_reason_for_each() -> None:
-    partners = [partner("p-closed", active=False), partner("p-full", capacity=1, open_assignments=1),
-                partner("p-far", provinces=("Sindh",), districts=("Karachi",))]
+    partners = [
+        partner("p-closed", active=False),
+        partner("p-full", capacity=1, open_assignments=1),
+        partner("p-far", provinces=("Sindh",), districts=("Karachi",)),
+    ]
     result = route_referral(case(), partners, set())
     assert result.chosen is None and result.chosen_reasons == []
     assert {c.partner_id: c.reasons for c in result.considered} == {
-        "p-closed": ("inactive",), "p-full": ("at capacity 1/1",), "p-far": ("does not cover Peshawar",),
+        "p-closed": ("inactive",),
+        "p-full": ("at capacity 1/1",),
+        "p-far": ("does not cover Peshawar",),
     }
 
 
@@ -184,11 +211,20 @@ def test_reasons_name_no_personal_data_only_places_services_and_load() -> None:
 
 
 def test_policy_weights_are_data() -> None:
-    partners = [partner("p-speaks", languages=("ps",), open_assignments=9),
-                partner("p-spare", languages=("ur",), open_assignments=0)]
+    partners = [
+        partner("p-speaks", languages=("ps",), open_assignments=9),
+        partner("p-spare", languages=("ur",), open_assignments=0),
+    ]
     default = route_referral(case(), partners, set())
-    capacity_first = RoutingPolicy(weights={"exact_district": 2.0, "language": 0.0, "spare_capacity": 10.0,
-                                            "acceptance_rate": 0.0, "fast_response": 0.0})
+    capacity_first = RoutingPolicy(
+        weights={
+            "exact_district": 2.0,
+            "language": 0.0,
+            "spare_capacity": 10.0,
+            "acceptance_rate": 0.0,
+            "fast_response": 0.0,
+        }
+    )
     reweighted = route_referral(case(), partners, set(), capacity_first)
     assert default.chosen is not None and default.chosen.id == "p-speaks"
     assert reweighted.chosen is not None and reweighted.chosen.id == "p-spare"
