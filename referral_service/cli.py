@@ -131,7 +131,9 @@ def run(host: str, port: int, threads: int) -> None:
     runtime = Runtime(services)
     runtime.start()
     server = waitress_server(create_app(services), host=host, port=port, threads=threads)
-    _on_stop_signal(server.close)
+    # Only interrupt the loop: waitress then lets its request threads finish (they still signal the loop's
+    # trigger as they end), and the server is closed after that, not under them.
+    _on_stop_signal(lambda: None)
     click.echo(
         f"referral-service listening on http://{host}:{server.effective_port} "
         f"({'embedded' if services.settings.embedded else 'custom'} profile)"
@@ -139,6 +141,7 @@ def run(host: str, port: int, threads: int) -> None:
     try:
         server.run()
     finally:
+        server.close()
         runtime.shutdown()
         services.dispose()
         click.echo("stopped")
