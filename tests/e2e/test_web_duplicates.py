@@ -150,3 +150,13 @@ def test_a_name_of_invisible_characters_only_is_refused_on_the_form(client: Flas
     html = resp.get_data(as_text=True)
     block = html[html.index('id="f-subject-full_name"') :]
     assert "Enter the name in letters: spaces or invisible characters alone are not a name." in block[:2000]
+
+
+def test_the_duplicates_section_is_on_the_page_once_and_not_in_the_title(client: FlaskClient, make_user: Any) -> None:
+    supervisor, _pending = _two_pairs(client, make_user)
+    sign_in(client, supervisor.actor.name)
+    html = client.get("/supervision").get_data(as_text=True)
+    title = html[html.index("<title>") : html.index("</title>")]
+    assert "<" not in title[len("<title>") :] and title.startswith("<title>Supervision")
+    assert html.count('id="duplicates"') == 1
+    assert html.index("<h1>") < html.index('id="duplicates"')
