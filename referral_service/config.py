@@ -47,6 +47,11 @@ class Settings:
     # REFERRAL_TRUSTED_PROXIES: how many reverse proxies in front set X-Forwarded-For/-Proto; 0
     # (default) believes no such header, so a client cannot claim HTTPS or another address.
     trusted_proxies: int = 0
+    # REFERRAL_AUDIT_ORIGIN: the audit log's name, first line of every checkpoint and its key's name
+    # (C2SP tlog-checkpoint: a schema-less URL naming this log, unique among the logs auditors follow).
+    audit_origin: str = "referral-service.local/audit"
+    # How often an idle integrator looks for new audit entries (seconds).
+    audit_integrate_every: float = 1.0
 
     @property
     def embedded(self) -> bool:
@@ -92,6 +97,7 @@ class Settings:
             ratelimit_api_auth_failures=_rate(env, "REFERRAL_RATELIMIT_API_AUTH_FAILURES", "20 per minute"),
             metrics_token=_metrics_token(env.get("REFERRAL_METRICS_TOKEN") or None),
             trusted_proxies=_trusted_proxies(env.get("REFERRAL_TRUSTED_PROXIES") or "0"),
+            audit_origin=_audit_origin(env.get("REFERRAL_AUDIT_ORIGIN") or "referral-service.local/audit"),
         )
 
 
@@ -179,3 +185,13 @@ def _trusted_proxies(raw: str) -> int:
             f"0 to {MAX_TRUSTED_PROXIES}; got {raw!r}"
         )
     return int(raw)
+
+
+def _audit_origin(origin: str) -> str:
+    # A note key name: no spaces, no '+', printable (c2sp.org/signed-note).
+    if not origin.isascii() or not origin.isprintable() or " " in origin or "+" in origin or len(origin) > 200:
+        raise ConfigError(
+            "REFERRAL_AUDIT_ORIGIN: the audit log's name, e.g. van.example.org/audit "
+            "(printable ASCII, no spaces or '+', at most 200 characters)"
+        )
+    return origin

@@ -313,7 +313,9 @@ def get_referral(services: Services, referral_id: str, actor: Actor) -> dict[str
         referral = load_referral(uow.session, referral_id)
         case = cases.case_for_reading(referral)
         decision = authorize(services, actor, Action.READ_REFERRAL, case, referral_id=referral.id)
-        return referral_view(uow.session, services, referral, actor, access.visibility(decision, actor, case))
+        view = referral_view(uow.session, services, referral, actor, access.visibility(decision, actor, case))
+        uow.commit()  # the read is on record before anyone sees it
+        return view
 
 
 def available_actions(services: Services, referral_id: str, actor: Actor) -> Available:
@@ -365,6 +367,7 @@ def list_referrals(
                 }
             )
         nxt = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
+        uow.commit()  # the reveals' audit entries
         return {"items": items, "next": nxt}
 
 

@@ -1,0 +1,568 @@
+"""The audit log: sealed entries, a Merkle tree over them, signed checkpoints.
+
+Three steps, as in transparency-dev/tessera:
+
+1. **Append** (`AuditLog.append`): an action's entry is sealed and added to the action's own
+   transaction, so the entry exists exactly when the action does. Nothing is sequenced here: on
+   PostgreSQL an earlier id may commit later, and a counter would make every request wait on one row.
+2. **Integrate** (`AuditLog.integrate`): in its own transaction, one integrator at a time (a lock on
+   the single `audit_head` row; others skip) gives the committed, unsequenced entries the next
+   indexes, stores the leaf hashes and every node they complete, moves the head and signs a
+   checkpoint of the new size. Any number of integrators may run; each step has one winner, and the
+   tree only ever grows, so no two checkpoints are inconsistent.
+3. **Verify** (`AuditLog.verify`): recompute every leaf from the stored ciphertexts, compare with the
+   stored leaves and the signed checkpoint, name the first bad entry.
+
+What an entry holds, and under which key (all derived from the keyring, `AuditKeys`):
+
+* the record (who: actor, role, organisation; what: action, referral, subject, outcome; request id,
+  purpose of use), sealed with AES-256-GCM under the audit key;
+* the details (which fields were seen, fixed codes), sealed under the subject's own data key when
+  the entry is about a subject, so `subjects erase` erases them too, else under the audit key;
+* blind indexes of actor, action, referral and subject (HMAC-SHA256 under the audit search key) for
+  the auditors' queries, and a keyed commitment (HMAC) to the plaintext;
+* `at`, in the clear, for time ranges.
+
+The leaf is SHA-256(0x00 ‖ canonical bytes) of these stored values (`verifier.entry_bytes`): never a
+hash of guessable plaintext, and erasure changes no stored byte of the entry.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import and_, func, insert, or_, select, tuple_, update
+from sqlalchemy.orm import Session
+
+from referral_service.audit import merkle
+from referral_service.audit.note import Signer, sign_checkpoint
+from referral_service.audit.verifier import (
+    EMPTY_ROOT,
+    Checkpoint,
+    VerificationError,
+    VerifierKey,
+    entry_bytes,
+    leaf_hash,
+    node_hash,
+    open_checkpoint,
+)
+from referral_service.crypto.keyring import KeyProvider
+from referral_service.db.models import AuditCheckpoint, AuditEntry, AuditHead, AuditNode
+
+SYSTEM = "system"
+HEAD_ID = 1
+_BLIND_SIZE = 16
+
+
+def uuid7(now: datetime) -> str:
+    """A UUIDv7 (RFC 9562): 48-bit Unix milliseconds, then random bits; ids sort by time."""
+    millis = int(now.timestamp() * 1000) & ((1 << 48) - 1)
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (millis << 80) | (0x7 << 76) | ((rand >> 62) & 0xFFF) << 64 | (0b10 << 62) | (rand & ((1 << 62) - 1))
+    return str(uuid.UUID(int=value))
+
+
+def format_at(at: datetime) -> str:
+    """`at` as it goes into the canonical bytes: RFC 3339, UTC, always with microseconds."""
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """What one entry records, shaped after FHIR AuditEvent: agent (actor, role, organisation),
+    entity (referral, subject, the fields), action, outcome, purpose of use."""
+
+    action: str
+    outcome: str = "allowed"
+    actor_id: str = SYSTEM
+    role: str = SYSTEM
+    partner_id: str | None = None
+    referral_id: str | None = None
+    subject_id: str | None = None
+    request_id: str | None = None
+    purpose: str | None = None
+    fields: tuple[str, ...] = ()
+    details: Mapping[str, str] = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "actor_id": self.actor_id,
+            "role": self.role,
+            "partner_id": self.partner_id,
+            "action": self.action,
+            "referral_id": self.referral_id,
+            "subject_id": self.subject_id,
+            "outcome": self.outcome,
+            "request_id": self.request_id,
+            "purpose": self.purpose,
+        }
+
+    def details_document(self) -> dict[str, Any]:
+        return {"fields": list(self.fields), **dict(self.details)}
+
+
+def _json(value: Mapping[str, Any]) -> bytes:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
+
+
+def _parts(*parts: bytes) -> bytes:
+    return b"".join(len(p).to_bytes(4, "big") + p for p in parts)
+
+
+class AuditKeys:
+    """The log's keys, derived from the keyring's root (so a KMS adapter holds them too)."""
+
+    def __init__(self, keys: KeyProvider, origin: str) -> None:
+        self._search = keys.derive_secret("audit/search/v1")
+        self._seal = AESGCM(keys.derive_secret("audit/seal/v1"))
+        self._commit = keys.derive_secret("audit/commitment/v1")
+        self.signer = Signer.from_seed(origin, keys.derive_secret("audit/checkpoint-signing/v1"))
+
+    @property
+    def verifier_key(self) -> VerifierKey:
+        return self.signer.verifier_key
+
+    def blind(self, kind: str, value: str) -> bytes:
+        return hmac.new(self._search, _parts(kind.encode(), value.encode()), hashlib.sha256).digest()[:_BLIND_SIZE]
+
+    def seal(self, purpose: str, entry_id: str, plaintext: bytes) -> bytes:
+        nonce = os.urandom(12)
+        return nonce + self._seal.encrypt(nonce, plaintext, _parts(b"audit/" + purpose.encode(), entry_id.encode()))
+
+    def open(self, purpose: str, entry_id: str, sealed: bytes) -> bytes:
+        """Raises `InvalidTag` when the ciphertext or its binding to the entry was changed."""
+        sealed = bytes(sealed)
+        return self._seal.decrypt(sealed[:12], sealed[12:], _parts(b"audit/" + purpose.encode(), entry_id.encode()))
+
+    def commit(self, entry_id: str, record: bytes, details: bytes) -> bytes:
+        return hmac.new(self._commit, _parts(entry_id.encode(), record, details), hashlib.sha256).digest()
+
+
+class SubjectSealer(Protocol):
+    """Seals and opens an entry's details under the subject's own data key (the vault)."""
+
+    def seal_audit_details(self, session: Session, subject_id: str, entry_id: str, plaintext: str) -> bytes | None:
+        """The sealed details, or None when the subject's key is gone or damaged (then the audit key seals)."""
+        ...
+
+    def open_audit_details(self, session: Session, subject_id: str, entry_id: str, sealed: bytes) -> str | None:
+        """The details, or None when the subject was erased; raises DamagedRecord when they do not open."""
+        ...
+
+
+@dataclass(frozen=True)
+class OpenedEntry:
+    """An entry as an auditor reads it."""
+
+    id: str
+    at: datetime
+    index: int | None
+    leaf_hash: bytes
+    record: dict[str, Any] | None  # None: the sealed record does not open (a damaged or tampered row)
+    details: dict[str, Any] | None
+    details_state: str  # "ok", "erased" (the subject's key was destroyed) or "damaged"
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    referral_id: str | None = None
+    subject_id: str | None = None
+    actor_id: str | None = None
+    action: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@dataclass
+class VerifyReport:
+    ok: bool
+    entries: int
+    head: str | None  # the signed checkpoint the log was checked against
+    size: int
+    root: bytes
+    first_bad: int | None = None
+    first_bad_id: str | None = None
+    problem: str | None = None
+    unsequenced: int = 0
+    extends: bool | None = None  # given an earlier checkpoint: does today's log extend it?
+
+    def line(self) -> str:
+        if self.ok:
+            tail = "; extends the given checkpoint" if self.extends else ""
+            return f"audit log intact: {self.entries} entries, root {_b64(self.root)}{tail}"
+        where = f"first bad entry: index {self.first_bad}" if self.first_bad is not None else "no entry named"
+        ident = f" (id {self.first_bad_id})" if self.first_bad_id else ""
+        return f"audit log FAILED verification: {self.problem}; {where}{ident}"
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+ENTRY_COLUMNS = (
+    AuditEntry.id,
+    AuditEntry.at,
+    AuditEntry.actor_bi,
+    AuditEntry.action_bi,
+    AuditEntry.referral_bi,
+    AuditEntry.subject_bi,
+    AuditEntry.record_ct,
+    AuditEntry.details_key,
+    AuditEntry.details_ct,
+    AuditEntry.commitment,
+)
+
+
+def row_leaf(row: Any) -> bytes:
+    """The leaf hash of a stored entry (a model or a row of `ENTRY_COLUMNS`)."""
+    return leaf_hash(
+        entry_bytes(
+            entry_id=row.id,
+            at=format_at(row.at),
+            actor_bi=row.actor_bi,
+            action_bi=row.action_bi,
+            referral_bi=row.referral_bi,
+            subject_bi=row.subject_bi,
+            record_ct=row.record_ct,
+            details_key=row.details_key,
+            details_ct=row.details_ct,
+            commitment=row.commitment,
+        )
+    )
+
+
+class _DbNodes:
+    """`merkle.NodeReader` over `audit_nodes`, with the nodes of one step added in memory."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.cache: dict[tuple[int, int], bytes] = {}
+
+    def load(self, ids: Sequence[tuple[int, int]]) -> None:
+        wanted = [i for i in ids if i not in self.cache]
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            rows = self.session.execute(
+                select(AuditNode.level, AuditNode.idx, AuditNode.hash).where(
+                    tuple_(AuditNode.level, AuditNode.idx).in_(chunk)
+                )
+            )
+            for level, index, value in rows:
+                self.cache[(level, index)] = bytes(value)
+
+    def get(self, level: int, index: int) -> bytes:
+        if (level, index) not in self.cache:
+            self.load([(level, index)])
+        return self.cache[(level, index)]
+
+
+class AuditLog:
+    def __init__(
+        self,
+        keys: AuditKeys,
+        clock: Callable[[], datetime],
+        subjects: SubjectSealer | None = None,
+    ) -> None:
+        self.keys = keys
+        self.clock = clock
+        self.subjects = subjects
+
+    @property
+    def origin(self) -> str:
+        return self.keys.signer.name
+
+    # -- 1. append (in the action's transaction) ------------------------------------------------
+    def append(self, session: Session, event: AuditEvent) -> AuditEntry:
+        now = self.clock()
+        entry_id = uuid7(now)
+        record = _json(event.record())
+        details = _json(event.details_document())
+        details_key, details_ct = "audit", None
+        if event.subject_id is not None and self.subjects is not None:
+            details_ct = self.subjects.seal_audit_details(session, event.subject_id, entry_id, details.decode())
+            if details_ct is not None:
+                details_key = "subject"
+        if details_ct is None:
+            details_ct = self.keys.seal("details", entry_id, details)
+        blind = self.keys.blind
+        entry = AuditEntry(
+            id=entry_id,
+            at=now,
+            actor_bi=blind("actor", event.actor_id),
+            action_bi=blind("action", event.action),
+            referral_bi=blind("referral", event.referral_id) if event.referral_id else None,
+            subject_bi=blind("subject", event.subject_id) if event.subject_id else None,
+            record_ct=self.keys.seal("record", entry_id, record),
+            details_key=details_key,
+            details_ct=details_ct,
+            commitment=self.keys.commit(entry_id, record, details),
+        )
+        session.add(entry)
+        return entry
+
+    # -- reading (auditors) -------------------------------------------------------------------
+    def open_entry(self, session: Session, row: AuditEntry) -> OpenedEntry:
+        """An entry in the clear; a row that does not open fails alone (record None, details damaged)."""
+        try:
+            record_raw = self.keys.open("record", row.id, row.record_ct)
+            record: dict[str, Any] | None = json.loads(record_raw)
+        except (InvalidTag, ValueError):
+            return OpenedEntry(row.id, row.at, row.idx, row_leaf(row), None, None, "damaged")
+        details: dict[str, Any] | None = None
+        state = "ok"
+        try:
+            if row.details_key == "subject":
+                subject_id = record.get("subject_id") if isinstance(record, dict) else None
+                text = (
+                    self.subjects.open_audit_details(session, subject_id, row.id, row.details_ct)
+                    if self.subjects is not None and subject_id
+                    else None
+                )
+                if text is None:
+                    state = "erased"
+                else:
+                    details = json.loads(text)
+            else:
+                details_raw = self.keys.open("details", row.id, row.details_ct)
+                details = json.loads(details_raw)
+        except Exception:  # noqa: BLE001 - a detail that does not open is one damaged entry, never a failed page
+            details, state = None, "damaged"
+        if (
+            state == "ok"
+            and details is not None
+            and not hmac.compare_digest(row.commitment, self.keys.commit(row.id, record_raw, _json(details)))
+        ):
+            state = "damaged"
+        return OpenedEntry(row.id, row.at, row.idx, row_leaf(row), record, details, state)
+
+    def query(
+        self, session: Session, where: AuditFilter, *, limit: int, after: tuple[datetime, str] | None = None
+    ) -> list[AuditEntry]:
+        """Newest first; `after` is the (at, id) of the last entry of the previous page."""
+        blind = self.keys.blind
+        conditions = []
+        if where.referral_id:
+            conditions.append(AuditEntry.referral_bi == blind("referral", where.referral_id))
+        if where.subject_id:
+            conditions.append(AuditEntry.subject_bi == blind("subject", where.subject_id))
+        if where.actor_id:
+            conditions.append(AuditEntry.actor_bi == blind("actor", where.actor_id))
+        if where.action:
+            conditions.append(AuditEntry.action_bi == blind("action", where.action))
+        if where.since:
+            conditions.append(AuditEntry.at >= where.since)
+        if where.until:
+            conditions.append(AuditEntry.at < where.until)
+        if after is not None:
+            at, entry_id = after
+            conditions.append(or_(AuditEntry.at < at, and_(AuditEntry.at == at, AuditEntry.id < entry_id)))
+        stmt = select(AuditEntry).where(*conditions).order_by(AuditEntry.at.desc(), AuditEntry.id.desc()).limit(limit)
+        return list(session.scalars(stmt))
+
+    # -- 2. integrate (its own transaction) ------------------------------------------------------
+    def integrate(self, session: Session, *, batch: int = 5000) -> int:
+        """One integration step in `session`'s transaction (the caller commits). Returns how many
+        entries it sequenced: 0 when there was nothing to do or another integrator holds the head."""
+        head = session.execute(
+            select(AuditHead).where(AuditHead.id == HEAD_ID).with_for_update(skip_locked=True)
+        ).scalar_one_or_none()
+        if head is None:
+            return 0
+        rows = session.execute(
+            select(*ENTRY_COLUMNS).where(AuditEntry.idx.is_(None)).order_by(AuditEntry.at, AuditEntry.id).limit(batch)
+        ).all()
+        if not rows:
+            return 0
+        size = int(head.size)
+        nodes = _DbNodes(session)
+        nodes.load(merkle.compact_range(0, size))
+        leaves = [row_leaf(row) for row in rows]
+        new_nodes = merkle.append_nodes(nodes, size, leaves)
+        session.execute(insert(AuditNode), [{"level": lv, "idx": ix, "hash": h} for (lv, ix), h in new_nodes.items()])
+        session.execute(
+            update(AuditEntry),
+            [{"id": row.id, "idx": size + offset} for offset, row in enumerate(rows)],
+        )
+        nodes.cache.update(new_nodes)
+        new_size = size + len(rows)
+        root = merkle.root(nodes, new_size)
+        now = self.clock()
+        head.size, head.root, head.updated_at = new_size, root, now
+        note = sign_checkpoint(Checkpoint(self.origin, new_size, root), self.keys.signer)
+        session.add(AuditCheckpoint(size=new_size, root=root, note=note, signed_at=now))
+        return len(rows)
+
+    # -- the head, checkpoints and proofs --------------------------------------------------------
+    def head(self, session: Session) -> tuple[int, bytes]:
+        row = session.get(AuditHead, HEAD_ID)
+        return (int(row.size), bytes(row.root)) if row is not None else (0, EMPTY_ROOT)
+
+    def latest_checkpoint(self, session: Session) -> str:
+        """The newest signed checkpoint; the empty log's when nothing has been integrated yet."""
+        note = session.scalars(select(AuditCheckpoint.note).order_by(AuditCheckpoint.size.desc()).limit(1)).first()
+        return note or sign_checkpoint(Checkpoint(self.origin, 0, EMPTY_ROOT), self.keys.signer)
+
+    def inclusion_proof(self, session: Session, index: int, size: int) -> tuple[bytes, list[bytes]]:
+        """(leaf hash, proof) of entry `index` in the tree of `size`. ValueError when out of range."""
+        self._check_size(session, size)
+        if not 0 <= index < size:
+            raise ValueError(f"index {index} is not in a tree of size {size}")
+        plan = merkle.inclusion_plan(index, size)
+        nodes = _DbNodes(session)
+        nodes.load([(0, index), *plan.node_ids])
+        return nodes.get(0, index), plan.fetch(nodes)
+
+    def consistency_proof(self, session: Session, first: int, second: int) -> list[bytes]:
+        self._check_size(session, second)
+        if not 0 < first <= second:
+            raise ValueError(f"no consistency proof from size {first} to size {second} (needs 0 < first <= second)")
+        plan = merkle.consistency_plan(first, second)
+        nodes = _DbNodes(session)
+        nodes.load(plan.node_ids)
+        return plan.fetch(nodes)
+
+    def _check_size(self, session: Session, size: int) -> None:
+        current, _ = self.head(session)
+        if not 0 < size <= current:
+            raise ValueError(f"the log has {current} entries; a tree size is from 1 to {current}")
+
+    # -- 3. verify -------------------------------------------------------------------------------
+    def verify(
+        self,
+        session: Session,
+        *,
+        earlier: str | bytes | None = None,
+        key: VerifierKey | None = None,
+        chunk: int = 20000,
+    ) -> VerifyReport:
+        """Recompute the whole log from the stored entries and check it against the latest signed
+        checkpoint (signed by `key`, default the log's own) and, given `earlier` (a checkpoint kept
+        outside the database), that the log extends it."""
+        key = key or self.keys.verifier_key
+        note = session.scalars(select(AuditCheckpoint.note).order_by(AuditCheckpoint.size.desc()).limit(1)).first()
+        unsequenced = session.scalar(select(func.count()).select_from(AuditEntry).where(AuditEntry.idx.is_(None))) or 0
+        stored_size, stored_root = self.head(session)
+        report = VerifyReport(True, 0, note, 0, EMPTY_ROOT, unsequenced=int(unsequenced))
+        if note is None:
+            checkpoint = Checkpoint(self.origin, 0, EMPTY_ROOT)
+        else:
+            try:
+                checkpoint = open_checkpoint(note, key, self.origin)
+            except VerificationError as exc:
+                return self._fail(report, f"the latest checkpoint is not signed by the log's key ({exc})")
+        old: Checkpoint | None = None
+        if earlier is not None:
+            try:
+                old = open_checkpoint(earlier, key, self.origin)
+            except VerificationError as exc:
+                return self._fail(report, f"the given checkpoint does not verify ({exc})")
+
+        # One pass over the entries in index order: leaf by leaf against the stored leaves, the
+        # running root (compact range) captured at the earlier checkpoint's size.
+        stack: list[tuple[int, bytes]] = []
+        count = 0
+        old_root: bytes | None = None
+        for index, entry_id, recomputed, stored in self._leaves(session, chunk):
+            if index != count:
+                problem = (
+                    f"entry {count} is missing (the next stored index is {index})"
+                    if index > count
+                    else f"index {index} is held by more than one entry"
+                )
+                return self._fail(report, problem, count, None if index > count else entry_id)
+            if stored is None or recomputed != stored:
+                return self._fail(
+                    report, "the entry's stored bytes do not give the leaf hash the tree holds", index, entry_id
+                )
+            count += 1
+            stack.append((0, recomputed))
+            while len(stack) > 1 and stack[-1][0] == stack[-2][0]:
+                level, right = stack.pop()
+                _, left = stack.pop()
+                stack.append((level + 1, node_hash(left, right)))
+            if old is not None and count == old.size:
+                old_root = _fold(stack)
+        root = _fold(stack) if stack else EMPTY_ROOT
+        report.entries, report.size, report.root = count, count, root
+        if count < checkpoint.size:
+            return self._fail(
+                report, f"the log holds {count} entries but its checkpoint was signed at {checkpoint.size}", count
+            )
+        if count == checkpoint.size and root != checkpoint.root_hash:
+            return self._fail(report, "the entries do not give the root of the signed checkpoint", None)
+        if count > checkpoint.size:
+            return self._fail(
+                report, f"{count - checkpoint.size} entries are beyond the signed checkpoint", checkpoint.size
+            )
+        if (stored_size, stored_root) != (count, root):
+            return self._fail(report, "the tree head does not match the entries", None)
+        if old is not None:
+            if old.size > count:
+                return self._fail(
+                    report, f"the log holds {count} entries, fewer than the given checkpoint's {old.size}"
+                )
+            given_root = EMPTY_ROOT if old.size == 0 else old_root
+            if given_root != old.root_hash:
+                return self._fail(
+                    report,
+                    "the log does not extend the given checkpoint: "
+                    f"an entry before index {old.size} was changed or removed",
+                )
+            report.extends = True
+        return report
+
+    @staticmethod
+    def _fail(
+        report: VerifyReport, problem: str, index: int | None = None, entry_id: str | None = None
+    ) -> VerifyReport:
+        report.ok, report.problem, report.first_bad, report.first_bad_id = False, problem, index, entry_id
+        return report
+
+    def _leaves(self, session: Session, chunk: int) -> Iterator[tuple[int, str, bytes, bytes | None]]:
+        """(index, id, recomputed leaf, stored leaf) in index order, in keyset pages."""
+        last = -1
+        while True:
+            rows = session.execute(
+                select(AuditEntry.idx, *ENTRY_COLUMNS, AuditNode.hash)
+                .outerjoin(AuditNode, and_(AuditNode.level == 0, AuditNode.idx == AuditEntry.idx))
+                .where(AuditEntry.idx > last)
+                .order_by(AuditEntry.idx)
+                .limit(chunk)
+            ).all()
+            if not rows:
+                return
+            for row in rows:
+                yield int(row.idx), row.id, row_leaf(row), (bytes(row.hash) if row.hash is not None else None)
+            last = int(rows[-1].idx)
+
+
+def _fold(stack: Sequence[tuple[int, bytes]]) -> bytes:
+    value = stack[-1][1]
+    for _, left in reversed(stack[:-1]):
+        value = node_hash(left, value)
+    return value
+
+
+__all__ = [
+    "AuditEvent",
+    "AuditFilter",
+    "AuditKeys",
+    "AuditLog",
+    "OpenedEntry",
+    "SubjectSealer",
+    "VerifyReport",
+    "format_at",
+    "row_leaf",
+    "uuid7",
+]
