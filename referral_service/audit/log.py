@@ -371,11 +371,12 @@ class AuditLog:
         return list(session.scalars(stmt))
 
     # -- 2. integrate (its own transaction) ------------------------------------------------------
-    def integrate(self, session: Session, *, batch: int = 5000) -> int:
+    def integrate(self, session: Session, *, batch: int = 5000, wait: bool = False) -> int:
         """One integration step in `session`'s transaction (the caller commits). Returns how many
-        entries it sequenced: 0 when there was nothing to do or another integrator holds the head."""
+        entries it sequenced: 0 when there was nothing to do or (unless `wait`) another integrator
+        holds the head, which workers skip and commands that must see everything sequenced wait for."""
         head = session.execute(
-            select(AuditHead).where(AuditHead.id == HEAD_ID).with_for_update(skip_locked=True)
+            select(AuditHead).where(AuditHead.id == HEAD_ID).with_for_update(skip_locked=not wait)
         ).scalar_one_or_none()
         if head is None:
             return 0
