@@ -66,9 +66,10 @@ def edit_timestamp(conn: Connection) -> None:
 
 
 def edit_actor(conn: Connection) -> None:
-    # Another entry's actor, blind index and sealed record both: a well-formed lie about who did it.
-    other = _entry(conn, TARGET + 1)
-    _set(conn, TARGET, actor_bi=other["actor_bi"])
+    # Another actor's blind index, copied from one of their entries: a well-formed lie about who did it.
+    mine = _entry(conn, TARGET)["actor_bi"]
+    other = conn.execute(select(AuditEntry.actor_bi).where(AuditEntry.actor_bi != mine).limit(1)).scalar_one()
+    _set(conn, TARGET, actor_bi=other)
 
 
 def edit_record(conn: Connection) -> None:

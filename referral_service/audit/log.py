@@ -30,12 +30,13 @@ hash of guessable plaintext, and erasure changes no stored byte of the entry.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import json
+import multiprocessing
 import os
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -46,6 +47,7 @@ from sqlalchemy import and_, func, insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from referral_service.audit import merkle
+from referral_service.audit.leaves import leaves_from_cursor, leaves_of_range
 from referral_service.audit.note import Signer, sign_checkpoint
 from referral_service.audit.verifier import (
     EMPTY_ROOT,
@@ -61,6 +63,8 @@ from referral_service.crypto.keyring import KeyProvider
 from referral_service.db.models import AuditCheckpoint, AuditEntry, AuditHead, AuditNode
 
 SYSTEM = "system"
+#: From this many entries, a full verify recomputes the leaves in several processes.
+PARALLEL_VERIFY_FROM = 200_000
 HEAD_ID = 1
 _BLIND_SIZE = 16
 
@@ -134,7 +138,7 @@ class AuditKeys:
         return self.signer.verifier_key
 
     def blind(self, kind: str, value: str) -> bytes:
-        return hmac.new(self._search, _parts(kind.encode(), value.encode()), hashlib.sha256).digest()[:_BLIND_SIZE]
+        return hmac.digest(self._search, _parts(kind.encode(), value.encode()), "sha256")[:_BLIND_SIZE]
 
     def seal(self, purpose: str, entry_id: str, plaintext: bytes) -> bytes:
         nonce = os.urandom(12)
@@ -146,7 +150,7 @@ class AuditKeys:
         return self._seal.decrypt(sealed[:12], sealed[12:], _parts(b"audit/" + purpose.encode(), entry_id.encode()))
 
     def commit(self, entry_id: str, record: bytes, details: bytes) -> bytes:
-        return hmac.new(self._commit, _parts(entry_id.encode(), record, details), hashlib.sha256).digest()
+        return hmac.digest(self._commit, _parts(entry_id.encode(), record, details), "sha256")
 
 
 class SubjectSealer(Protocol):
@@ -267,6 +271,9 @@ class _DbNodes:
         return self.cache[(level, index)]
 
 
+_INSERT_ENTRY = insert(AuditEntry)
+
+
 class AuditLog:
     def __init__(
         self,
@@ -283,33 +290,38 @@ class AuditLog:
         return self.keys.signer.name
 
     # -- 1. append (in the action's transaction) ------------------------------------------------
-    def append(self, session: Session, event: AuditEvent) -> AuditEntry:
+    def append(self, session: Session, event: AuditEvent) -> str:
+        """Seal the entry and insert it in `session`'s transaction; returns its id. Straight on the
+        connection: no ORM object, and no autoflush of the caller's half-built rows."""
         now = self.clock()
         entry_id = uuid7(now)
         record = _json(event.record())
         details = _json(event.details_document())
         details_key, details_ct = "audit", None
         if event.subject_id is not None and self.subjects is not None:
-            details_ct = self.subjects.seal_audit_details(session, event.subject_id, entry_id, details.decode())
+            with session.no_autoflush:
+                details_ct = self.subjects.seal_audit_details(session, event.subject_id, entry_id, details.decode())
             if details_ct is not None:
                 details_key = "subject"
         if details_ct is None:
             details_ct = self.keys.seal("details", entry_id, details)
         blind = self.keys.blind
-        entry = AuditEntry(
-            id=entry_id,
-            at=now,
-            actor_bi=blind("actor", event.actor_id),
-            action_bi=blind("action", event.action),
-            referral_bi=blind("referral", event.referral_id) if event.referral_id else None,
-            subject_bi=blind("subject", event.subject_id) if event.subject_id else None,
-            record_ct=self.keys.seal("record", entry_id, record),
-            details_key=details_key,
-            details_ct=details_ct,
-            commitment=self.keys.commit(entry_id, record, details),
+        session.connection().execute(
+            _INSERT_ENTRY,
+            {
+                "id": entry_id,
+                "at": now,
+                "actor_bi": blind("actor", event.actor_id),
+                "action_bi": blind("action", event.action),
+                "referral_bi": blind("referral", event.referral_id) if event.referral_id else None,
+                "subject_bi": blind("subject", event.subject_id) if event.subject_id else None,
+                "record_ct": self.keys.seal("record", entry_id, record),
+                "details_key": details_key,
+                "details_ct": details_ct,
+                "commitment": self.keys.commit(entry_id, record, details),
+            },
         )
-        session.add(entry)
-        return entry
+        return entry_id
 
     # -- reading (auditors) -------------------------------------------------------------------
     def open_entry(self, session: Session, row: AuditEntry) -> OpenedEntry:
@@ -445,12 +457,17 @@ class AuditLog:
         *,
         earlier: str | bytes | None = None,
         key: VerifierKey | None = None,
-        chunk: int = 20000,
+        workers: int | None = None,
     ) -> VerifyReport:
         """Recompute the whole log from the stored entries and check it against every signed checkpoint
         in the database (signed by `key`, default the log's own) and, given `earlier` (a checkpoint kept
         outside the database), that the log extends it. Stops at the first problem and names the first
-        entry it concerns."""
+        entry it concerns.
+
+        Every leaf is recomputed from the entry's stored bytes and compared with the stored leaf, every
+        stored node with the one recomputed from the leaves, every checkpoint's signature and root with
+        the recomputed tree. Holds the recomputed tree in memory (about 130 MB per million entries).
+        `workers`: processes that recompute leaves for a large log (default: one per CPU, at most 4)."""
         key = key or self.keys.verifier_key
         unsequenced = session.scalar(select(func.count()).select_from(AuditEntry).where(AuditEntry.idx.is_(None))) or 0
         stored_size, stored_root = self.head(session)
@@ -474,7 +491,6 @@ class AuditLog:
                 return self._fail(report, f"the checkpoint of size {size} was altered", first)
             signed.append((checkpoint.size, checkpoint.root_hash))
             report.head = note
-        old: Checkpoint | None = None
         if earlier is not None:
             try:
                 old = open_checkpoint(earlier, key, self.origin)
@@ -482,65 +498,107 @@ class AuditLog:
                 return self._fail(report, f"the given checkpoint does not verify ({exc})")
             signed.append((old.size, old.root_hash))
             signed.sort()
-        expected = iter(signed)
-        due = next(expected, None)
-        previous = 0
 
-        # One pass over the entries in index order: leaf by leaf against the stored leaves, and the
-        # running root (its compact range) against each checkpoint as the pass reaches its size.
-        stack: list[tuple[int, bytes]] = []
-        count = 0
-        while due is not None and due[0] == 0:
-            if due[1] != EMPTY_ROOT:
-                return self._fail(report, "a checkpoint of size 0 does not have the empty tree's root", 0)
-            due = next(expected, None)
-        for index, entry_id, recomputed, stored in self._leaves(session, chunk):
-            if index != count:
-                problem = (
-                    f"entry {count} is missing (the next stored index is {index})"
-                    if index > count
-                    else f"index {index} is held by more than one entry"
-                )
-                return self._fail(report, problem, count, None if index > count else entry_id)
-            if stored is None or recomputed != stored:
-                return self._fail(
-                    report, "the entry's stored bytes do not give the leaf hash the tree holds", index, entry_id
-                )
-            count += 1
-            stack.append((0, recomputed))
-            while len(stack) > 1 and stack[-1][0] == stack[-2][0]:
-                level, right = stack.pop()
-                _, left = stack.pop()
-                stack.append((level + 1, node_hash(left, right)))
-            while due is not None and due[0] == count:
-                if _fold(stack) != due[1]:
-                    return self._fail(
-                        report,
-                        f"the entries from index {previous} to {count - 1} do not give the root signed at size "
-                        f"{count}: one of them was changed, inserted or removed",
-                        previous,
-                    )
-                previous = count
-                due = next(expected, None)
-        root = _fold(stack) if stack else EMPTY_ROOT
-        report.entries, report.size, report.root = count, count, root
-        if due is not None:
+        # 1. Every leaf from the entry's stored bytes, in index order; indexes must run 0, 1, 2, ...
+        lowest, highest, held, distinct = session.execute(
+            select(
+                func.min(AuditEntry.idx),
+                func.max(AuditEntry.idx),
+                func.count(AuditEntry.idx),
+                func.count(AuditEntry.idx.distinct()),
+            )
+        ).one()
+        held = int(held or 0)
+        if lowest is not None and lowest < 0:
             return self._fail(
                 report,
-                f"the log holds {count} entries but a checkpoint was signed at size {due[0]}: "
-                f"entries from index {count} on were removed",
-                count,
+                f"an entry holds the index {lowest}, which is no position in a log",
+                0,
+                self._id_at(session, lowest),
             )
+        if held != int(distinct or 0):
+            doubled = session.scalar(
+                select(AuditEntry.idx).group_by(AuditEntry.idx).having(func.count() > 1).order_by(AuditEntry.idx)
+            )
+            return self._fail(
+                report, f"index {doubled} is held by more than one entry", doubled, self._id_at(session, doubled)
+            )
+        joined, missing = self._recompute_leaves(session, held, workers)
+        if missing is not None:
+            after = session.scalar(select(func.min(AuditEntry.idx)).where(AuditEntry.idx > missing))
+            return self._fail(report, f"entry {missing} is missing (the next stored index is {after})", missing)
+        if highest is not None and highest != held - 1:  # pragma: no cover - implied by the two checks above
+            return self._fail(report, f"entry {held} is missing", held)
+        leaves = [joined[i : i + 32] for i in range(0, len(joined), 32)]
+        count = len(leaves)
+        report.entries = report.size = count
+
+        # 2. The leaves the tree holds must be these (one comparison, then a search only on a mismatch).
+        stored = self._stored_leaves(session)
+        if b"".join(stored) != joined:
+            for index in range(count):
+                if index >= len(stored) or stored[index] != leaves[index]:
+                    return self._fail(
+                        report,
+                        "the entry's stored bytes do not give the leaf hash the tree holds",
+                        index,
+                        self._id_at(session, index),
+                    )
+            return self._fail(report, f"the tree holds {len(stored) - count} leaves with no entry", count)
+
+        # 3. The tree, level by level: complete nodes only, as stored.
+        levels = [leaves]
+        while len(levels[-1]) > 1:
+            below = levels[-1]
+            pairs = iter(below[: len(below) & ~1])
+            levels.append([node_hash(left, right) for left, right in zip(pairs, pairs, strict=True)])
+        reader = _Levels(levels)
+        report.root = merkle.root(reader, count)
+
+        # 4. Each signed checkpoint is the root of the entries up to its size.
+        previous = 0
+        for size, root in signed:
+            if size > count:
+                return self._fail(
+                    report,
+                    f"the log holds {count} entries but a checkpoint was signed at size {size}: "
+                    f"entries from index {count} on were removed",
+                    count,
+                )
+            if merkle.root(reader, size) != root:
+                return self._fail(
+                    report,
+                    f"the entries from index {previous} to {size - 1} do not give the root signed at size "
+                    f"{size}: one of them was changed, inserted or removed",
+                    previous,
+                )
+            previous = size
         last_signed = signed[-1][0] if signed else 0
         if count > last_signed:
             return self._fail(
                 report, f"{count - last_signed} entries are beyond the last signed checkpoint", last_signed
             )
-        if (stored_size, stored_root) != (count, root):
+        if (stored_size, stored_root) != (count, report.root):
             return self._fail(report, "the tree head does not match the entries", None)
-        if old is not None:
+
+        # 5. Every stored node above the leaves, as recomputed (proofs are served from them).
+        for level, index, value in session.execute(
+            select(AuditNode.level, AuditNode.idx, AuditNode.hash).where(AuditNode.level > 0)
+        ):
+            if level >= len(levels) or index >= len(levels[level]) or levels[level][index] != bytes(value):
+                return self._fail(report, f"the stored tree node ({level}, {index}) is not the recomputed one")
+        if earlier is not None:
             report.extends = True
         return report
+
+    def _stored_leaves(self, session: Session) -> list[bytes]:
+        connection = session.connection()
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute("SELECT hash FROM audit_nodes WHERE level = 0 ORDER BY idx")
+            return [bytes(h) for (h,) in cursor.fetchall()]
+        finally:
+            cursor.close()
 
     @staticmethod
     def _fail(
@@ -549,29 +607,42 @@ class AuditLog:
         report.ok, report.problem, report.first_bad, report.first_bad_id = False, problem, index, entry_id
         return report
 
-    def _leaves(self, session: Session, chunk: int) -> Iterator[tuple[int, str, bytes, bytes | None]]:
-        """(index, id, recomputed leaf, stored leaf) in index order, in keyset pages."""
-        last = -1
-        while True:
-            rows = session.execute(
-                select(AuditEntry.idx, *ENTRY_COLUMNS, AuditNode.hash)
-                .outerjoin(AuditNode, and_(AuditNode.level == 0, AuditNode.idx == AuditEntry.idx))
-                .where(AuditEntry.idx > last)
-                .order_by(AuditEntry.idx)
-                .limit(chunk)
-            ).all()
-            if not rows:
-                return
-            for row in rows:
-                yield int(row.idx), row.id, row_leaf(row), (bytes(row.hash) if row.hash is not None else None)
-            last = int(rows[-1].idx)
+    def _id_at(self, session: Session, index: int | None) -> str | None:
+        return session.scalar(select(AuditEntry.id).where(AuditEntry.idx == index).limit(1))
+
+    def _recompute_leaves(self, session: Session, size: int, workers: int | None) -> tuple[bytes, int | None]:
+        """The leaves of entries 0..size-1 from their stored bytes, concatenated, and the first index no
+        entry holds. A large log is split over processes, each reading its range on its own connection
+        (entries below the head never change, so each sees the same rows)."""
+        workers = min(4, os.cpu_count() or 1) if workers is None else workers
+        if workers <= 1 or size < PARALLEL_VERIFY_FROM:
+            connection = session.connection()
+            mark = "?" if connection.dialect.name == "sqlite" else "%s"
+            cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            try:
+                return leaves_from_cursor(cursor, mark, 0, size)
+            finally:
+                cursor.close()
+        url = session.get_bind().engine.url.render_as_string(hide_password=False)
+        bounds = [size * k // workers for k in range(workers + 1)]
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            parts = list(pool.map(leaves_of_range, [url] * workers, bounds[:-1], bounds[1:]))
+        done: list[bytes] = []
+        for joined, missing in parts:  # up to the first index no entry holds
+            done.append(joined)
+            if missing is not None:
+                return b"".join(done), missing
+        return b"".join(done), None
 
 
-def _fold(stack: Sequence[tuple[int, bytes]]) -> bytes:
-    value = stack[-1][1]
-    for _, left in reversed(stack[:-1]):
-        value = node_hash(left, value)
-    return value
+class _Levels:
+    """`merkle.NodeReader` over a tree recomputed in memory."""
+
+    def __init__(self, levels: list[list[bytes]]) -> None:
+        self.levels = levels
+
+    def get(self, level: int, index: int) -> bytes:
+        return self.levels[level][index]
 
 
 __all__ = [

@@ -315,3 +315,26 @@ def test_a_process_killed_between_a_change_and_its_commit_leaves_neither_the_cha
     assert integrate_once(services) > 0
     with services.uow() as uow:
         assert services.audit.verify(uow.session).ok
+
+
+@pytest.mark.parametrize(
+    "tampering",
+    [t for t in TAMPERINGS if t.name in ("edit a detail", "delete an entry", "truncate the tail")],
+    ids=lambda t: t.name,
+)
+def test_a_verify_split_over_processes_finds_what_one_process_finds(
+    services: Services, tampering: Tampering, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from referral_service.audit import log
+
+    monkeypatch.setattr(log, "PARALLEL_VERIFY_FROM", 0)
+    fill_log(services)
+    with services.uow() as uow:
+        assert services.audit.verify(uow.session, workers=3).ok
+    with services.engine.begin() as conn:
+        tampering.apply(conn)
+    with services.uow() as uow:
+        split = services.audit.verify(uow.session, workers=3)
+        single = services.audit.verify(uow.session, workers=1)
+    assert not split.ok and (split.first_bad, split.problem) == (single.first_bad, single.problem)
+    assert split.first_bad == tampering.first_bad
