@@ -6,6 +6,7 @@ import functools
 import re
 import secrets
 from collections.abc import Callable
+from datetime import UTC
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -694,7 +695,12 @@ def _audit_filters() -> tuple[FormState, Any]:
     """The filter form as entered, and the log's filter (None when a field is invalid)."""
     values = {name: (request.args.get(name) or "").strip()[:200] for name in FILTER_NAMES}
     data, errors = load(AuditFilterSchema(), {k: v for k, v in values.items() if v})
-    return FormState(values=values, errors=errors), (audit_filter(data) if data is not None else None)
+    if data is None:
+        return FormState(values=values, errors=errors), None
+    for name in ("since", "until"):  # as a datetime-local box shows it (UTC), whatever form the link gave
+        if data.get(name) is not None:
+            values[name] = data[name].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return FormState(values=values), audit_filter(data)
 
 
 def _filter_args(state: FormState) -> dict[str, str]:

@@ -89,6 +89,18 @@ def test_filters_narrow_the_table_and_keep_the_export_link_to_the_same_result_se
     assert subject_rows and all(story.subject_id[:8] in r for r in subject_rows)
 
 
+def test_a_time_range_given_with_an_offset_shows_in_the_boxes_as_utc(story: Story) -> None:
+    sign_in(story.client, story.auditor.actor.name)
+    resp = story.client.get("/audit?since=2026-12-01T15:30:00%2B05:00&until=2026-12-02")
+    assert resp.status_code == 200
+    html = resp.get_data(as_text=True)
+    assert 'name="since" value="2026-12-01T10:30:00"' in html
+    assert 'name="until" value="2026-12-02T00:00:00"' in html
+    assert re.findall(r"href=\"(/audit/export.csv[^\"]*)\"", html) == [
+        "/audit/export.csv?since=2026-12-01T10:30:00&amp;until=2026-12-02T00:00:00"
+    ]
+
+
 def test_a_bad_time_range_is_shown_next_to_the_field_in_english_and_urdu(story: Story) -> None:
     sign_in(story.client, story.auditor.actor.name)
     resp = story.client.get("/audit?since=2026-12-02T10:00&until=2026-12-01T10:00&lang=en")
