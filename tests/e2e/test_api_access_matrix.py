@@ -77,7 +77,7 @@ ENDPOINTS: dict[str, Endpoint] = {
     "reopen_referral": Endpoint(
         "POST", "/api/v1/referrals/{referral_id}/reopen", lambda: {"note": "family is back"}, state="withdrawn"
     ),
-    "audit_query": Endpoint("GET", "/api/v1/audit"),
+    "audit_query": Endpoint("GET", "/api/v1/audit?referral_id={referral_id}&action=referral.submit"),
     "audit_verify": Endpoint("GET", "/api/v1/audit/verify"),
     "audit_checkpoint": Endpoint("GET", "/api/v1/audit/checkpoint"),
     "audit_inclusion": Endpoint("GET", "/api/v1/audit/proof/inclusion?index=0&size=2"),
@@ -291,7 +291,13 @@ def _check_success(endpoint: str, role: str, world: World, body: dict[str, Any])
     elif endpoint == "reopen_referral":
         assert body["status"] == "submitted"
     elif endpoint == "audit_query":
-        assert isinstance(body["items"], list) and "next" in body
+        [submitted] = body["items"]
+        assert (submitted["actor_id"], submitted["role"], submitted["outcome"]) == (
+            world.user_ids["owner"],
+            "caseworker",
+            "allowed",
+        )
+        assert submitted["referral_id"] == world.referral_id and body["next"] is None
     elif endpoint == "audit_verify":
         assert body["ok"] is True and body["entries"] == body["size"] >= 2 and isinstance(body["head"], str)
     elif endpoint == "audit_checkpoint":

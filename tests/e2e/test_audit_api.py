@@ -20,6 +20,7 @@ from referral_service.audit.verifier import (
     Checkpoint,
     VerificationError,
     open_checkpoint,
+    root_from_inclusion_proof,
     verify_consistency,
     verify_inclusion,
 )
@@ -220,15 +221,15 @@ def test_a_consistency_proof_between_two_checkpoints_verifies(story: Story) -> N
     proof = story.audit("/api/v1/audit/proof/consistency", first=old.size, second=new.size)
     assert (proof["first"], proof["second"]) == (old.size, new.size)
     verify_consistency(old.size, new.size, [_b64(h) for h in proof["hashes"]], old.root_hash, new.root_hash)
-    # Every earlier size is consistent with today's tree too.
+    # Every earlier size is consistent with today's tree too: the root of each earlier tree comes
+    # from the inclusion proof of its last entry, and today's signed root from the checkpoint.
     for first in range(1, new.size + 1):
-        hashes = [
-            _b64(h) for h in story.audit("/api/v1/audit/proof/consistency", first=first, second=new.size)["hashes"]
-        ]
-        older = story.audit("/api/v1/audit/proof/inclusion", index=0, size=first)  # the tree of that size exists
-        assert older["size"] == first
+        last = story.audit("/api/v1/audit/proof/inclusion", index=first - 1, size=first)
+        root = root_from_inclusion_proof(first - 1, first, _b64(last["leaf_hash"]), [_b64(h) for h in last["hashes"]])
         if first == old.size:
-            verify_consistency(first, new.size, hashes, old.root_hash, new.root_hash)
+            assert root == old.root_hash
+        served = story.audit("/api/v1/audit/proof/consistency", first=first, second=new.size)
+        verify_consistency(first, new.size, [_b64(h) for h in served["hashes"]], root, new.root_hash)
 
 
 def _flips(hashes: list[bytes]) -> list[list[bytes]]:
