@@ -75,16 +75,13 @@ def bootstrap(
     session_factory = sessionmaker(engine, expire_on_commit=False)
     damage = damage or DamageLog()
     clock = clock or SystemClock()
-    outbox_signal = threading.Event()
-
-    def uow() -> UnitOfWork:
-        return UnitOfWork(session_factory, on_commit=outbox_signal.set)
-
+    built: list[Services] = []
     audit = AuditLog(AuditKeys(keys, settings.audit_origin), clock.now)
-    access = access or AuditRecorder(audit, uow)
+    # Entries outside any unit of work get one of their own, from the services' current factory.
+    access = access or AuditRecorder(audit, lambda: built[0].uow())
     vault = Vault(keys, FieldCipher(), access, damage)
     audit.subjects = vault  # details about a subject are sealed under the subject's own key
-    return Services(
+    services = Services(
         settings=settings,
         engine=engine,
         session_factory=session_factory,
@@ -96,8 +93,9 @@ def bootstrap(
         clock=clock,
         deadline_policy=policy,
         damage=damage,
-        outbox_signal=outbox_signal,
     )
+    built.append(services)
+    return services
 
 
 def prepare_database(services: Services) -> UpgradeReport:

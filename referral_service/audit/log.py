@@ -371,11 +371,12 @@ class AuditLog:
         return list(session.scalars(stmt))
 
     # -- 2. integrate (its own transaction) ------------------------------------------------------
-    def integrate(self, session: Session, *, batch: int = 5000) -> int:
+    def integrate(self, session: Session, *, batch: int = 5000, wait: bool = False) -> int:
         """One integration step in `session`'s transaction (the caller commits). Returns how many
-        entries it sequenced: 0 when there was nothing to do or another integrator holds the head."""
+        entries it sequenced: 0 when there was nothing to do or (unless `wait`) another integrator
+        holds the head, which workers skip and commands that must see everything sequenced wait for."""
         head = session.execute(
-            select(AuditHead).where(AuditHead.id == HEAD_ID).with_for_update(skip_locked=True)
+            select(AuditHead).where(AuditHead.id == HEAD_ID).with_for_update(skip_locked=not wait)
         ).scalar_one_or_none()
         if head is None:
             return 0
@@ -446,33 +447,53 @@ class AuditLog:
         key: VerifierKey | None = None,
         chunk: int = 20000,
     ) -> VerifyReport:
-        """Recompute the whole log from the stored entries and check it against the latest signed
-        checkpoint (signed by `key`, default the log's own) and, given `earlier` (a checkpoint kept
-        outside the database), that the log extends it."""
+        """Recompute the whole log from the stored entries and check it against every signed checkpoint
+        in the database (signed by `key`, default the log's own) and, given `earlier` (a checkpoint kept
+        outside the database), that the log extends it. Stops at the first problem and names the first
+        entry it concerns."""
         key = key or self.keys.verifier_key
-        note = session.scalars(select(AuditCheckpoint.note).order_by(AuditCheckpoint.size.desc()).limit(1)).first()
         unsequenced = session.scalar(select(func.count()).select_from(AuditEntry).where(AuditEntry.idx.is_(None))) or 0
         stored_size, stored_root = self.head(session)
-        report = VerifyReport(True, 0, note, 0, EMPTY_ROOT, unsequenced=int(unsequenced))
-        if note is None:
-            checkpoint = Checkpoint(self.origin, 0, EMPTY_ROOT)
-        else:
+        report = VerifyReport(True, 0, None, 0, EMPTY_ROOT, unsequenced=int(unsequenced))
+
+        # Every checkpoint the log signed, oldest first: each must carry the log's signature and be the
+        # root of the entries up to its size, so a rewrite is placed between two checkpoints.
+        signed: list[tuple[int, bytes]] = []
+        for size, root, note in session.execute(
+            select(AuditCheckpoint.size, AuditCheckpoint.root, AuditCheckpoint.note).order_by(AuditCheckpoint.size)
+        ):
             try:
                 checkpoint = open_checkpoint(note, key, self.origin)
             except VerificationError as exc:
-                return self._fail(report, f"the latest checkpoint is not signed by the log's key ({exc})")
+                first = signed[-1][0] if signed else 0
+                return self._fail(
+                    report, f"the checkpoint of size {size} is not signed by the log's key ({exc})", first
+                )
+            if (checkpoint.size, checkpoint.root_hash) != (int(size), bytes(root)):
+                first = signed[-1][0] if signed else 0
+                return self._fail(report, f"the checkpoint of size {size} was altered", first)
+            signed.append((checkpoint.size, checkpoint.root_hash))
+            report.head = note
         old: Checkpoint | None = None
         if earlier is not None:
             try:
                 old = open_checkpoint(earlier, key, self.origin)
             except VerificationError as exc:
                 return self._fail(report, f"the given checkpoint does not verify ({exc})")
+            signed.append((old.size, old.root_hash))
+            signed.sort()
+        expected = iter(signed)
+        due = next(expected, None)
+        previous = 0
 
-        # One pass over the entries in index order: leaf by leaf against the stored leaves, the
-        # running root (compact range) captured at the earlier checkpoint's size.
+        # One pass over the entries in index order: leaf by leaf against the stored leaves, and the
+        # running root (its compact range) against each checkpoint as the pass reaches its size.
         stack: list[tuple[int, bytes]] = []
         count = 0
-        old_root: bytes | None = None
+        while due is not None and due[0] == 0:
+            if due[1] != EMPTY_ROOT:
+                return self._fail(report, "a checkpoint of size 0 does not have the empty tree's root", 0)
+            due = next(expected, None)
         for index, entry_id, recomputed, stored in self._leaves(session, chunk):
             if index != count:
                 problem = (
@@ -491,34 +512,33 @@ class AuditLog:
                 level, right = stack.pop()
                 _, left = stack.pop()
                 stack.append((level + 1, node_hash(left, right)))
-            if old is not None and count == old.size:
-                old_root = _fold(stack)
+            while due is not None and due[0] == count:
+                if _fold(stack) != due[1]:
+                    return self._fail(
+                        report,
+                        f"the entries from index {previous} to {count - 1} do not give the root signed at size "
+                        f"{count}: one of them was changed, inserted or removed",
+                        previous,
+                    )
+                previous = count
+                due = next(expected, None)
         root = _fold(stack) if stack else EMPTY_ROOT
         report.entries, report.size, report.root = count, count, root
-        if count < checkpoint.size:
+        if due is not None:
             return self._fail(
-                report, f"the log holds {count} entries but its checkpoint was signed at {checkpoint.size}", count
+                report,
+                f"the log holds {count} entries but a checkpoint was signed at size {due[0]}: "
+                f"entries from index {count} on were removed",
+                count,
             )
-        if count == checkpoint.size and root != checkpoint.root_hash:
-            return self._fail(report, "the entries do not give the root of the signed checkpoint", None)
-        if count > checkpoint.size:
+        last_signed = signed[-1][0] if signed else 0
+        if count > last_signed:
             return self._fail(
-                report, f"{count - checkpoint.size} entries are beyond the signed checkpoint", checkpoint.size
+                report, f"{count - last_signed} entries are beyond the last signed checkpoint", last_signed
             )
         if (stored_size, stored_root) != (count, root):
             return self._fail(report, "the tree head does not match the entries", None)
         if old is not None:
-            if old.size > count:
-                return self._fail(
-                    report, f"the log holds {count} entries, fewer than the given checkpoint's {old.size}"
-                )
-            given_root = EMPTY_ROOT if old.size == 0 else old_root
-            if given_root != old.root_hash:
-                return self._fail(
-                    report,
-                    "the log does not extend the given checkpoint: "
-                    f"an entry before index {old.size} was changed or removed",
-                )
             report.extends = True
         return report
 

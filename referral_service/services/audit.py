@@ -202,17 +202,19 @@ def consistency_proof(services: Services, actor: Actor, first: int, second: int)
     return {"first": first, "second": second, "hashes": [b64(h) for h in proof]}
 
 
-def integrate_once(services: Services, *, batch: int = 5000) -> int:
-    """One integrator step in its own transaction; returns the number of entries sequenced."""
+def integrate_once(services: Services, *, batch: int = 5000, wait: bool = False) -> int:
+    """One integrator step in its own transaction; returns the number of entries sequenced (0 also when
+    another integrator holds the step and `wait` is not set)."""
     with services.uow() as uow:
-        done = services.audit.integrate(uow.session, batch=batch)
+        done = services.audit.integrate(uow.session, batch=batch, wait=wait)
         uow.commit()
     return done
 
 
 def integrate_all(services: Services, *, batch: int = 5000) -> int:
+    """Sequence everything committed so far, waiting for any integrator that is mid-step."""
     total = 0
-    while n := integrate_once(services, batch=batch):
+    while n := integrate_once(services, batch=batch, wait=True):
         total += n
     return total
 
