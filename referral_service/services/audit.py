@@ -133,7 +133,9 @@ def access_report(
         rows = services.audit.query(uow.session, where, limit=limit)
         opened = [services.audit.open_entry(uow.session, row) for row in rows]
         ids = {e.record.get("actor_id") for e in opened if e.record}
-        names = dict(uow.session.execute(select(User.id, User.name).where(User.id.in_(ids)))) if ids else {}
+        names: dict[str, str] = {}
+        if ids:  # (a Result has keys(), so dict() would take it for a mapping)
+            names = {uid: name for uid, name in uow.session.execute(select(User.id, User.name).where(User.id.in_(ids)))}
         uow.commit()
     report = []
     for e in opened:
