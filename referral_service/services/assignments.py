@@ -100,6 +100,7 @@ def _move(services: Services, cmd: Any, actor: Actor, extra: Extra | None = None
             access.COMMAND_ACTIONS[type(cmd)],
             cases.case_for_assignment(referral, a),
             referral_id=referral.id,
+            subject_id=referral.subject_id,
         )
         now = services.clock.now()
         change = lifecycle.handle(cases.state_of(referral), cmd, at=now, policy=services.deadline_policy)

@@ -113,13 +113,17 @@ def test_allowed_and_denied_reads_are_both_in_the_log_with_actor_role_action_out
         assert isinstance(entry["index"], int) and entry["index"] >= 0
         assert len(_b64(entry["leaf_hash"])) == 32
         assert entry["damaged"] is False and entry["details_erased"] is False
-    # The supervisor's reveal of personal fields names which fields, decrypted for the auditor.
-    [reveal] = [
+    # The supervisor's read is two entries about the person: the policy's decision, and the reveal of
+    # personal fields, which names which fields (decrypted for the auditor).
+    reads = [
         e
         for e in entries
         if (e["actor_id"], e["action"], e["subject_id"])
         == (story.supervisor.actor.user_id, "referral.read", story.subject_id)
     ]
+    [decision] = [e for e in reads if not e["details"]["fields"]]
+    [reveal] = [e for e in reads if e["details"]["fields"]]
+    assert decision["outcome"] == "allowed"
     assert {"full_name", "cnic", "phone"} <= set(reveal["details"]["fields"])
     incident = next(e for e in entries if e["action"] == "referrals.incident.read")
     assert incident["details"]["fields"] == ["incident"] and incident["role"] == "supervisor"

@@ -56,6 +56,9 @@ def test_an_action_and_its_audit_entry_are_written_together_and_read_back_by_bli
     assert all(e.index is not None for e in _entries(services, referral_id=created["id"]))
     by_actor = _entries(services, actor_id=other.actor.user_id)
     assert {(e.record["action"], e.record["outcome"]) for e in by_actor} == {("referral.read", "denied")}
+    # A refused look at the file is in the person's own access report too.
+    about_person = _entries(services, subject_id=created["subject_id"])
+    assert (other.actor.user_id, "denied") in {(e.record["actor_id"], e.record["outcome"]) for e in about_person}
 
 
 def test_nothing_in_an_entry_is_stored_in_the_clear(services: Services, client: Any, make_user: Any) -> None:

@@ -92,6 +92,7 @@ def test_nothing_is_lost_or_doubled_when_run_is_killed(prepared: tuple[dict[str,
     # Every submit's audit entry survived the kill with it, and the log verifies.
     verified = cli(env, "audit", "verify")
     assert verified.returncode == 0 and "audit log intact" in verified.stdout
+    cli(env, "audit", "checkpoint")  # sequences the verify's own entry too
     with closing(sqlite3.connect(Path(env["REFERRAL_HOME"]) / "referrals.sqlite3")) as conn:
         assert conn.execute("SELECT count(*) FROM audit_entries WHERE idx IS NULL").fetchone() == (0,)
         assert conn.execute("SELECT count(*) FROM audit_entries").fetchone()[0] >= len(ids) * 2  # submit + reads
