@@ -331,6 +331,7 @@ def test_a_verify_split_over_processes_finds_what_one_process_finds(
     from referral_service.audit import log
 
     monkeypatch.setattr(log, "PARALLEL_VERIFY_FROM", 0)
+    monkeypatch.setattr(log, "ALIGN_LEVEL", 2)  # three parts of 30 entries: [0, 8), [8, 20), [20, 30)
     fill_log(services)
     with services.uow() as uow:
         assert services.audit.verify(uow.session, workers=3).ok
