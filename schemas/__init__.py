@@ -1,6 +1,6 @@
 """marshmallow schemas: request validation and every role's response shape (also the OpenAPI source)."""
 
-from schemas.deadlines import OverdueDeadlineSchema, OverduePageSchema
+from schemas.deadlines import DeadlinePolicySchema, OverdueDeadlineSchema, OverduePageSchema, RiskDeadlinesSchema
 from schemas.duplicates import (
     DuplicateDecisionResultSchema,
     DuplicateDecisionSchema,
@@ -35,6 +35,7 @@ __all__ = [
     "AssignmentSchema",
     "CloseSchema",
     "ConsentWithdrawnSchema",
+    "DeadlinePolicySchema",
     "DeclineSchema",
     "DuplicateDecisionResultSchema",
     "DuplicateDecisionSchema",
@@ -56,6 +57,7 @@ __all__ = [
     "ReferralSchema",
     "ReferralStateSchema",
     "ReopenSchema",
+    "RiskDeadlinesSchema",
     "SubmittedSchema",
     "WithdrawSchema",
 ]

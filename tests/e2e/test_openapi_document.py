@@ -275,6 +275,7 @@ def test_answers_of_every_operation_match_the_documented_schemas(
     assert overdue["items"] and overdue["next"]
     api.get(f"/api/v1/deadlines/overdue?cursor={overdue['next']}", user=sup)
     api.get("/api/v1/deadlines/overdue", 403, user=cw)
+    api.get("/api/v1/deadlines/policy", user=sup)
 
     # Withdraw, re-open, withdraw consent.
     api.post(f"/api/v1/referrals/{later['id']}/withdraw", user=cw, json={"note": "moved away"})

@@ -522,9 +522,7 @@ def test_every_deadline_move_and_every_refusal(name: str, status: DeadlineStatus
     elif kind is K.ACCEPT:  # the offer lapses, if it is still unanswered (the assignment's own move)
         assert change == lifecycle.DeadlineChange(replace(state, status=D.FIRED, fired_at=AT), expires="a1")
     else:
-        assert change.deadline == replace(
-            state, status=D.OVERDUE, fired_at=AT, reminders=1, wake_at=AT + remind_every
-        )
+        assert change.deadline == replace(state, status=D.OVERDUE, fired_at=AT, reminders=1, wake_at=AT + remind_every)
         assert change.expires is None
         [overdue] = change.events
         assert isinstance(overdue, events.FollowUpOverdue)
