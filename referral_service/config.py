@@ -47,6 +47,8 @@ class Settings:
     # REFERRAL_TRUSTED_PROXIES: how many reverse proxies in front set X-Forwarded-For/-Proto; 0
     # (default) believes no such header, so a client cannot claim HTTPS or another address.
     trusted_proxies: int = 0
+    # REFERRAL_STATISTICS_THRESHOLD: counts from 1 to this less one are suppressed in the statistics.
+    statistics_threshold: int = 5
 
     @property
     def embedded(self) -> bool:
@@ -92,6 +94,7 @@ class Settings:
             ratelimit_api_auth_failures=_rate(env, "REFERRAL_RATELIMIT_API_AUTH_FAILURES", "20 per minute"),
             metrics_token=_metrics_token(env.get("REFERRAL_METRICS_TOKEN") or None),
             trusted_proxies=_trusted_proxies(env.get("REFERRAL_TRUSTED_PROXIES") or "0"),
+            statistics_threshold=_whole_number(env, "REFERRAL_STATISTICS_THRESHOLD", 5, 2, 100),
         )
 
 

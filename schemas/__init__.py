@@ -28,6 +28,7 @@ from schemas.referrals import (
     SubmittedSchema,
     WithdrawSchema,
 )
+from schemas.reports import SlaReportSchema, SlaRowSchema, StatisticsCellSchema, StatisticsSchema
 
 __all__ = [
     "AssignmentDetailSchema",
@@ -58,6 +59,10 @@ __all__ = [
     "ReferralStateSchema",
     "ReopenSchema",
     "RiskDeadlinesSchema",
+    "SlaReportSchema",
+    "SlaRowSchema",
+    "StatisticsCellSchema",
+    "StatisticsSchema",
     "SubmittedSchema",
     "WithdrawSchema",
 ]
