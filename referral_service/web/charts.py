@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import base64
 import re
+import sys
 from collections.abc import Sequence
 
 import pygal
 from pygal.style import Style
+
+# pygal appends a legacy import hook (`find_module` only) to serve its optional world-map plugins as
+# `pygal.maps.*`; Python then warns (ImportWarning) on every later import. No map is drawn here, so it goes.
+sys.meta_path[:] = [finder for finder in sys.meta_path if type(finder).__name__ != "PluginImportFixer"]
 
 _SCRIPT = re.compile(rb"<script\b[^>]*>.*?</script>", re.S)
 
