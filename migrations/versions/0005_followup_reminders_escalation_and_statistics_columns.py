@@ -1,4 +1,4 @@
-"""follow-up cycle: deadline wake-ups, reminders and escalation; coarse statistics columns of subjects
+"""follow-up cycle: deadline wake-ups, reminders and escalation; coarse statistics columns of subjects; SLA copies on assignments
 
 Revision ID: 0005
 Revises: 0003
@@ -32,8 +32,26 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("stat_age_band", sa.String(length=8), nullable=True))
         batch_op.add_column(sa.Column("stat_sex", sa.String(length=16), nullable=True))
 
+    with op.batch_alter_table("assignments", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("risk_level", sa.String(length=16), nullable=True))
+        batch_op.add_column(sa.Column("first_followup_at", sa.DateTime(timezone=True), nullable=True))
+        batch_op.create_index("ix_assignments_offered_at", ["offered_at"], unique=False)
+    op.execute(
+        "UPDATE assignments SET risk_level = (SELECT referrals.risk_level FROM referrals"
+        " WHERE referrals.id = assignments.referral_id)"
+    )
+    op.execute(
+        "UPDATE assignments SET first_followup_at = (SELECT min(followups.recorded_at) FROM followups"
+        " WHERE followups.assignment_id = assignments.id)"
+    )
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("assignments", schema=None) as batch_op:
+        batch_op.drop_index("ix_assignments_offered_at")
+        batch_op.drop_column("first_followup_at")
+        batch_op.drop_column("risk_level")
+
     with op.batch_alter_table("subjects", schema=None) as batch_op:
         batch_op.drop_column("stat_sex")
         batch_op.drop_column("stat_age_band")

@@ -253,11 +253,16 @@ class Assignment(Base):
     close_outcome: Mapped[str | None] = mapped_column(String(32))
     services_delivered: Mapped[list[str] | None] = mapped_column(JSON)
     closed_at: Mapped[datetime | None]
+    # Copies for the SLA report, which scans assignments alone (a million rows in well under 2 s):
+    # the referral's risk level (it never changes) and when the first follow-up was recorded.
+    risk_level: Mapped[str | None] = mapped_column(String(16))
+    first_followup_at: Mapped[datetime | None]
     version: Mapped[int] = mapped_column(Integer, default=1)
     referral: Mapped[Referral] = relationship(back_populates="assignments")
     followups: Mapped[list[FollowUp]] = relationship(order_by="FollowUp.recorded_at", lazy="selectin")
     __mapper_args__ = {"version_id_col": version}
     __table_args__ = (
+        Index("ix_assignments_offered_at", "offered_at"),
         # The database itself refuses a second open offer of one service for one referral.
         Index(
             "uq_assignments_open_per_service",

@@ -137,6 +137,8 @@ def record_followup(services: Services, cmd: RecordFollowUp, actor: Actor) -> di
         )
         row.note_ct = services.vault.seal(uow.session, subject, "followups", "note", row.id, cmd.note)
         uow.session.add(row)
+        if a.first_followup_at is None:  # for the SLA report: time from acceptance to first contact
+            a.first_followup_at = now
         return {"id": row.id, "assignment_id": a.id, "outcome": row.outcome, "recorded_at": now}
 
     return _move(services, cmd, actor, add_followup)
@@ -301,6 +303,7 @@ def _offer(
         status=AssignmentStatus.OFFERED,
         reasons=result.chosen_reasons,
         offered_at=now,
+        risk_level=referral.risk_level,  # a copy for the SLA report, which reads assignments alone
     )
     row.referral = referral  # joins referral.assignments, where `save` finds it
     uow.session.add(row)
