@@ -181,3 +181,13 @@ def test_the_analyst_is_refused_everything_but_the_statistics(
         assert resp.status_code == 403, resp.get_data(as_text=True)
         assert resp.get_json()["error"]["code"] == "forbidden"
     assert world.snapshot() == before
+
+
+def test_users_create_makes_an_analyst_whose_token_reads_the_statistics_only(client: Any, home: Any) -> None:
+    from tests.e2e.service_process import base_env, cli
+
+    created = json.loads(cli(base_env(home), "users", "create", "--role", "analyst", "--name", "psn-analyst").stdout)
+    headers = {"Authorization": f"Bearer {created['token']}"}
+    assert client.get("/api/v1/reports/statistics?by=month", headers=headers).status_code == 200
+    for path in ("/api/v1/referrals", "/api/v1/partners", "/api/v1/deadlines/overdue", "/api/v1/reports/sla"):
+        assert client.get(path, headers=headers).status_code == 403, path
