@@ -251,3 +251,29 @@ def test_a_tick_reads_only_due_rows_through_the_wake_index(services: Services) -
             {"now": "2026-12-01 00:00:00"},
         ).all()
     assert any("ix_deadlines_wake_at" in str(row) for row in plan), plan
+
+
+def test_the_partner_inbox_shows_the_next_deadline_coming_due_then_overdue_with_its_reminders(
+    client: Any, services: Any, clock: FakeClock, make_user: Any, add_partner: Any
+) -> None:
+    _referral_id, assignment_id, _cw, _sup, staff = _accepted_case(client, services, make_user, add_partner)
+
+    def next_deadline() -> dict[str, Any]:
+        [item] = client.get("/api/v1/assignments", headers=staff.headers).get_json()["items"]
+        assert item["id"] == assignment_id
+        return dict(item["next_deadline"])
+
+    assert (next_deadline()["kind"], next_deadline()["state"]) == ("first_contact", "pending")
+    clock.advance(hours=20)  # 80 % of the 24 h to first contact: the partner is told
+    fire_due_deadlines(services)
+    assert next_deadline()["state"] == "due_soon"
+    clock.advance(hours=5)
+    fire_due_deadlines(services)
+    clock.advance(hours=6, minutes=1)
+    fire_due_deadlines(services)
+    assert (next_deadline()["state"], next_deadline()["reminders"]) == ("overdue", 2)
+    resp = client.post(
+        f"/api/v1/assignments/{assignment_id}/followups", json={"outcome": "contacted"}, headers=staff.headers
+    )
+    assert resp.status_code == 201
+    assert (next_deadline()["kind"], next_deadline()["state"]) == ("followup", "pending")
