@@ -172,6 +172,8 @@ def seed(services: Any, deadlines: int, assignments: int) -> None:
         )
         if first_of_referral:
             open_ids.append((aid, r["id"], partner_ids[i % PARTNERS]))
+    # In the order they were offered, as a live database receives them (rowid order follows time).
+    rows.sort(key=lambda row: row["offered_at"])
     with engine.begin() as conn:
         for chunk in _chunks(rows):
             conn.execute(insert(Assignment), chunk)
