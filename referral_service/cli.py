@@ -242,6 +242,7 @@ def demo() -> None:
         ("partner", "demo-partner", loaded[0]["id"]),
         ("auditor", "demo-auditor", None),
         ("admin", "demo-admin", None),
+        ("analyst", "demo-analyst", None),
     ]
     for role, name, partner_id in people:
         created = users.ensure_demo_user(services, name=name, role=role, partner_id=partner_id)
@@ -255,7 +256,11 @@ def users_group() -> None:
 
 
 @users_group.command("create")
-@click.option("--role", required=True, type=click.Choice(["caseworker", "supervisor", "partner", "auditor", "admin"]))
+@click.option(
+    "--role",
+    required=True,
+    type=click.Choice(["caseworker", "supervisor", "partner", "auditor", "admin", "analyst"]),
+)
 @click.option("--name", required=True)
 @click.option("--partner", "partner_id", default=None, help="Partner id (partner staff only).")
 @click.option("--password-stdin", is_flag=True, help="Read a web sign-in password from standard input.")

@@ -52,6 +52,8 @@ class Settings:
     audit_origin: str = "referral-service.local/audit"
     # How often an idle integrator looks for new audit entries (seconds).
     audit_integrate_every: float = 1.0
+    # REFERRAL_STATISTICS_THRESHOLD: counts from 1 to this less one are suppressed in the statistics.
+    statistics_threshold: int = 5
 
     @property
     def embedded(self) -> bool:
@@ -98,6 +100,7 @@ class Settings:
             metrics_token=_metrics_token(env.get("REFERRAL_METRICS_TOKEN") or None),
             trusted_proxies=_trusted_proxies(env.get("REFERRAL_TRUSTED_PROXIES") or "0"),
             audit_origin=_audit_origin(env.get("REFERRAL_AUDIT_ORIGIN") or "referral-service.local/audit"),
+            statistics_threshold=_whole_number(env, "REFERRAL_STATISTICS_THRESHOLD", 5, 2, 100),
         )
 
 

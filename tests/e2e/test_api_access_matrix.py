@@ -88,6 +88,9 @@ ENDPOINTS: dict[str, Endpoint] = {
     "list_duplicates": Endpoint("GET", "/api/v1/duplicates", duplicate=True),
     "confirm_duplicate": Endpoint("POST", "/api/v1/duplicates/{duplicate_id}/confirm", duplicate=True),
     "dismiss_duplicate": Endpoint("POST", "/api/v1/duplicates/{duplicate_id}/dismiss", lambda: {}, duplicate=True),
+    "deadline_policy": Endpoint("GET", "/api/v1/deadlines/policy"),
+    "report_sla": Endpoint("GET", "/api/v1/reports/sla"),
+    "report_statistics": Endpoint("GET", "/api/v1/reports/statistics"),
 }
 
 # fmt: off
@@ -120,6 +123,9 @@ MATRIX: dict[str, tuple[int, ...]] = {
     "list_duplicates":       (403,  403,     200,       403,      403,    403,    403,  401,      401),
     "confirm_duplicate":     (403,  403,     200,       403,      403,    403,    403,  401,      401),
     "dismiss_duplicate":     (403,  403,     200,       403,      403,    403,    403,  401,      401),
+    "deadline_policy":       (403,  403,     200,       403,      403,    403,    403,  401,      401),
+    "report_sla":            (403,  403,     200,       403,      403,    403,    403,  401,      401),
+    "report_statistics":     (403,  403,     200,       403,      403,    403,    403,  401,      401),
 }
 # fmt: on
 
@@ -323,6 +329,12 @@ def _check_success(endpoint: str, role: str, world: World, body: dict[str, Any])
     elif endpoint in ("confirm_duplicate", "dismiss_duplicate"):
         assert body["id"] == world.duplicate_id
         assert body["status"] == ("confirmed" if endpoint == "confirm_duplicate" else "dismissed")
+    elif endpoint == "deadline_policy":
+        assert set(body["levels"]) == {"critical", "high", "medium", "low"}
+    elif endpoint == "report_sla":
+        assert [(r["partner_id"], r["offered"], r["open"]) for r in body["rows"]] == [(MEDICAL, 1, 1)]
+    elif endpoint == "report_statistics":
+        assert body["by"] == ["risk_level"] and body["total"] is None  # one referral: under the threshold
     else:  # pragma: no cover - a new matrix row needs its own check
         raise AssertionError(endpoint)
 
