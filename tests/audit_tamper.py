@@ -6,6 +6,7 @@ first. Shared by the SQLite (tests/e2e) and PostgreSQL (tests/integration) tests
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -179,3 +180,19 @@ TAMPERINGS = (
     ),
     Tampering("rewrite everything and re-sign with another key", rewrite_and_resign, 0, "not signed by the log's key"),
 )
+
+
+def database_bytes_match_python(services: Services) -> int:
+    """The canonical bytes the database builds for a full verify are `verifier.entry_bytes` of each
+    stored entry, byte for byte; returns how many entries were compared."""
+    from referral_service.audit.leaves import LEAF_HEAD, entries_query
+    from referral_service.audit.log import row_leaf
+
+    with services.uow() as uow:
+        connection = uow.session.connection()
+        sql, _ = entries_query(connection.dialect.name, 10_000)
+        built = dict(connection.exec_driver_sql(sql, (0, 10**9)).all())
+        rows = uow.session.scalars(select(AuditEntry).where(AuditEntry.idx.is_not(None))).all()
+        for row in rows:
+            assert hashlib.sha256(LEAF_HEAD + bytes(built[row.idx])).digest() == row_leaf(row), row.idx
+        return len(rows)

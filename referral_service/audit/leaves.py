@@ -9,15 +9,22 @@ light (standard library, SQLAlchemy for the URL and the driver) so a new process
 from __future__ import annotations
 
 import hashlib
-import struct
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from referral_service.audit.verifier import ENTRY_FORMAT, entry_bytes, leaf_hash
+from referral_service.audit.verifier import ENTRY_FORMAT
 
-_LEN = struct.Struct(">I").pack
-_FORMAT_PART = _LEN(len(ENTRY_FORMAT)) + ENTRY_FORMAT
+
+def _len(n: int) -> bytes:
+    return b"%08d" % n
+
+
+_FORMAT_PART = _len(len(ENTRY_FORMAT)) + ENTRY_FORMAT
+_L16, _L32, _L36, _L27, _L0 = _len(16), _len(32), _len(36), _len(27), _len(0)
+_KEY_PARTS = {"audit": _len(5) + b"audit", "subject": _len(7) + b"subject"}
+#: What every leaf hash starts with: RFC 9162's leaf prefix and the entry format's own part.
+LEAF_HEAD = b"\x00" + _FORMAT_PART
 
 
 def raw_at(value: Any) -> str:
@@ -32,140 +39,75 @@ def raw_at(value: Any) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-_L16, _L32, _L36, _L27, _L0 = _LEN(16), _LEN(32), _LEN(36), _LEN(27), _LEN(0)
-_KEY_PARTS = {"audit": _LEN(5) + b"audit", "subject": _LEN(7) + b"subject"}
+def _sqlite_part(column: str) -> str:
+    blob = f"CAST(coalesce({column}, x'') AS BLOB)"
+    return f"printf('%08d', length({blob})) || {blob}"
 
 
-def raw_leaf(
-    entry_id: str,
-    at: str,
-    actor_bi: bytes,
-    action_bi: bytes,
-    referral_bi: bytes | None,
-    subject_bi: bytes | None,
-    record_ct: bytes,
-    details_key: str,
-    details_ct: bytes,
-    commitment: bytes,
-) -> bytes:
-    """`leaf_hash(entry_bytes(...))` for the verifier's loop over a million rows: the length prefixes
-    of the fields every entry writes at one size are constants; any other entry takes the general path."""
-    key_part = _KEY_PARTS.get(details_key)
-    if (
-        len(entry_id) != 36
-        or len(at) != 27
-        or len(actor_bi) != 16
-        or len(action_bi) != 16
-        or len(commitment) != 32
-        or key_part is None
-        or (referral_bi is not None and len(referral_bi) != 16)
-        or (subject_bi is not None and len(subject_bi) != 16)
-    ):
-        return leaf_hash(
-            entry_bytes(
-                entry_id=entry_id,
-                at=at,
-                actor_bi=actor_bi,
-                action_bi=action_bi,
-                referral_bi=referral_bi,
-                subject_bi=subject_bi,
-                record_ct=record_ct,
-                details_key=details_key,
-                details_ct=details_ct,
-                commitment=commitment,
-            )
-        )
-    return hashlib.sha256(
-        b"".join(
-            (
-                b"\x00",
-                _FORMAT_PART,
-                _L36,
-                entry_id.encode(),
-                _L27,
-                at.encode(),
-                _L16,
-                actor_bi,
-                _L16,
-                action_bi,
-                (_L16 + referral_bi) if referral_bi else _L0,
-                (_L16 + subject_bi) if subject_bi else _L0,
-                _LEN(len(record_ct)),
-                record_ct,
-                key_part,
-                _LEN(len(details_ct)),
-                details_ct,
-                _L32,
-                commitment,
-            )
-        )
-    ).digest()
+def _pg_part(column: str, text: bool = False) -> str:
+    value = f"convert_to({column}, 'UTF8')" if text else f"coalesce({column}, ''::bytea)"
+    return f"convert_to(lpad(octet_length({value})::text, 8, '0'), 'UTF8') || {value}"
 
 
-SELECT_ENTRIES = (
-    "SELECT idx, id, at, actor_bi, action_bi, referral_bi, subject_bi, record_ct, details_key, "
-    "details_ct, commitment FROM audit_entries WHERE idx >= {mark} AND idx < {mark} ORDER BY idx LIMIT {chunk}"
+# The canonical bytes after the format part (`verifier.entry_bytes`), built by the database itself: one
+# value per entry to fetch instead of eleven, which is most of what a full verify costs. A timestamp is
+# written as `format_at` writes it; a row whose stored text is in another form gives other bytes, and so
+# fails verification, as any other change to it does.
+_SQLITE_BYTES = (
+    "CAST("
+    + " || ".join(
+        [
+            _sqlite_part("id"),
+            "printf('%08d', 27) || replace(at, ' ', 'T') || 'Z'",
+            *(_sqlite_part(c) for c in ("actor_bi", "action_bi", "referral_bi", "subject_bi", "record_ct")),
+            _sqlite_part("details_key"),
+            *(_sqlite_part(c) for c in ("details_ct", "commitment")),
+        ]
+    )
+    + " AS BLOB)"
+)
+_PG_BYTES = " || ".join(
+    [
+        _pg_part("id", text=True),
+        "convert_to('00000027' || to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), 'UTF8')",
+        *(_pg_part(c) for c in ("actor_bi", "action_bi", "referral_bi", "subject_bi", "record_ct")),
+        _pg_part("details_key", text=True),
+        *(_pg_part(c) for c in ("details_ct", "commitment")),
+    ]
 )
 
 
-def leaves_from_cursor(cursor: Any, mark: str, start: int, end: int, chunk: int = 50_000) -> tuple[bytes, int | None]:
+def entries_query(dialect: str, chunk: int) -> tuple[str, str]:
+    """(SQL, parameter mark) selecting (idx, canonical bytes after the format part) of entries in an
+    index range, in index order."""
+    mark, expression = ("?", _SQLITE_BYTES) if dialect == "sqlite" else ("%s", _PG_BYTES)
+    sql = (
+        f"SELECT idx, {expression} FROM audit_entries "  # noqa: S608 - constant text and an integer only
+        f"WHERE idx >= {mark} AND idx < {mark} ORDER BY idx LIMIT {int(chunk)}"
+    )
+    return sql, mark
+
+
+def leaves_from_cursor(
+    cursor: Any, dialect: str, start: int, end: int, chunk: int = 50_000
+) -> tuple[bytes, int | None]:
     """The leaves of entries start..end-1, concatenated, and the first index in that range that no
     entry holds (None: every index is held once)."""
-    query = SELECT_ENTRIES.format(mark=mark, chunk=int(chunk))
+    query, _mark = entries_query(dialect, chunk)
     out: list[bytes] = []
     append, expected = out.append, start
-    sha256, pack, join = hashlib.sha256, _LEN, b"".join
-    head, l16, l27, l36, l32, l0, keys = b"\x00" + _FORMAT_PART, _L16, _L27, _L36, _L32, _L0, _KEY_PARTS
+    sha256, head = hashlib.sha256, LEAF_HEAD
     while expected < end:
         cursor.execute(query, (expected, end))
         rows = cursor.fetchall()
         if not rows:
-            return join(out), expected
-        for idx, eid, at, abi, acbi, rbi, sbi, rct, dkey, dct, com in rows:
+            return b"".join(out), expected
+        for idx, body in rows:
             if idx != expected:
-                return join(out), expected
+                return b"".join(out), expected
             expected += 1
-            if type(at) is str and len(at) == 26 and len(eid) == 36:
-                ats = at[:10] + "T" + at[11:] + "Z"
-                key_part = keys.get(dkey)
-                if (
-                    key_part is not None
-                    and len(abi) == 16
-                    and len(acbi) == 16
-                    and len(com) == 32
-                    and (rbi is None or len(rbi) == 16)
-                    and (sbi is None or len(sbi) == 16)
-                ):
-                    # The common case, written out: constant length prefixes (see `raw_leaf`).
-                    append(
-                        sha256(
-                            join(
-                                (
-                                    head,
-                                    l36,
-                                    eid.encode(),
-                                    l27,
-                                    ats.encode(),
-                                    l16,
-                                    abi,
-                                    l16,
-                                    acbi,
-                                    (l16 + rbi) if rbi else l0,
-                                    (l16 + sbi) if sbi else l0,
-                                    pack(len(rct)),
-                                    rct,
-                                    key_part,
-                                    pack(len(dct)),
-                                    dct,
-                                    l32,
-                                    com,
-                                )
-                            )
-                        ).digest()
-                    )
-                    continue
-            append(raw_leaf(eid, raw_at(at), abi, acbi, rbi, sbi, rct, dkey, dct, com))
-    return join(out), None
+            append(sha256(head + body).digest())
+    return b"".join(out), None
 
 
 @dataclass
@@ -191,11 +133,12 @@ def _levels(leaves: bytes, top: int | None) -> list[bytes]:
     return out
 
 
-def range_tree(cursor: Any, mark: str, start: int, end: int, top: int | None = None) -> RangeTree:
+def range_tree(cursor: Any, dialect: str, start: int, end: int, top: int | None = None) -> RangeTree:
     """Recompute the leaves of entries start..end-1, compare them with the stored leaves, and build the
     complete nodes above them up to level `top` (all levels when None). `start` must be a multiple of
     2**top, so the range's nodes are nodes of the whole tree."""
-    joined, missing = leaves_from_cursor(cursor, mark, start, end)
+    joined, missing = leaves_from_cursor(cursor, dialect, start, end)
+    mark = "?" if dialect == "sqlite" else "%s"
     if missing is not None:
         return RangeTree(start, end, missing, None, [])
     cursor.execute(
@@ -220,7 +163,7 @@ def range_tree_at(url: str, start: int, end: int, top: int | None) -> RangeTree:
     try:
         raw = engine.raw_connection()
         try:
-            return range_tree(raw.cursor(), "?" if engine.dialect.name == "sqlite" else "%s", start, end, top)
+            return range_tree(raw.cursor(), engine.dialect.name, start, end, top)
         finally:
             raw.close()
     finally:

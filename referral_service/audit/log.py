@@ -614,10 +614,9 @@ class AuditLog:
         workers = min(4, os.cpu_count() or 1) if workers is None else workers
         if workers <= 1 or size < PARALLEL_VERIFY_FROM:
             connection = session.connection()
-            mark = "?" if connection.dialect.name == "sqlite" else "%s"
             cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
             try:
-                whole = range_tree(cursor, mark, 0, size)
+                whole = range_tree(cursor, connection.dialect.name, 0, size)
             finally:
                 cursor.close()
             return _Tree(whole.missing, whole.mismatch, whole.levels)

@@ -154,7 +154,9 @@ def entry_bytes(
 ) -> bytes:
     """The canonical bytes of one audit entry, v1: what its leaf hash is taken over.
 
-    `ENTRY_FORMAT`, then each field as a 4-byte big-endian length and its bytes, in this order:
+    `ENTRY_FORMAT`, then each field as its length in bytes written as 8 ASCII decimal digits, then its
+    bytes (a layout a database can build itself, so a full verify need not fetch the fields one by one),
+    in this order:
     id (UUID text), at (RFC 3339 UTC with microseconds, `2026-12-01T11:38:48.575989Z`), the four
     blind indexes (an absent one is empty), the sealed record, the name of the key its details are
     sealed under (`audit` or `subject`), the sealed details and the keyed commitment. Only ciphertexts
@@ -174,7 +176,7 @@ def entry_bytes(
         details_ct,
         commitment,
     )
-    return b"".join(len(part).to_bytes(4, "big") + part for part in parts)
+    return b"".join(b"%08d" % len(part) + part for part in parts)
 
 
 def _check_hash(value: bytes, what: str) -> None:

@@ -358,3 +358,15 @@ def test_a_corrupted_tree_node_is_found_by_the_thorough_verify_and_fails_proofs(
     assert not thorough.ok and "stored tree node (2, 1)" in (thorough.problem or "")
     with pytest.raises(verifier.ProofError):
         verifier.verify_inclusion(0, SIZE, leaf, proof, head.root_hash)
+
+
+def test_the_database_builds_each_entrys_canonical_bytes_exactly_as_the_verifier_defines_them(
+    services: Services, client: Any, make_user: Any
+) -> None:
+    from tests.audit_tamper import database_bytes_match_python
+
+    caseworker = make_user("caseworker")
+    created = client.post("/api/v1/referrals", json=referral_body(), headers=caseworker.headers).get_json()
+    client.get(f"/api/v1/referrals/{created['id']}", headers=caseworker.headers)  # entries about a subject
+    integrate_all(services)
+    assert database_bytes_match_python(services) > 2

@@ -175,3 +175,13 @@ def test_on_postgresql_a_verify_split_over_processes_finds_what_one_process_find
         single = pg_services.audit.verify(uow.session, workers=1)
     assert not split.ok and (split.first_bad, split.problem) == (single.first_bad, single.problem)
     assert split.first_bad == tampering.first_bad
+
+
+def test_postgresql_builds_each_entrys_canonical_bytes_exactly_as_the_verifier_defines_them(world: World) -> None:
+    from tests.audit_tamper import database_bytes_match_python
+
+    caseworker = world.caseworker()
+    referral_id = world.submit(caseworker)
+    get_referral(world.services, referral_id, caseworker)
+    integrate_all(world.services)
+    assert database_bytes_match_python(world.services) > 2
