@@ -190,7 +190,7 @@ def serve(host: str, port: int, workers_: int) -> None:
 
 
 @main.command()
-@click.argument("name", type=click.Choice(["relay", "router", "deadlines", "all"]))
+@click.argument("name", type=click.Choice(["relay", "router", "deadlines", "notify", "all"]))
 @operator_errors
 def worker(name: str) -> None:
     """Run one worker (or all) in this process; start as many processes as you need."""
@@ -335,6 +335,29 @@ def _validate_partner(record: Any) -> None:
         record.reason = "; ".join(
             f"{k}: {' '.join(map(str, v)) if isinstance(v, list) else json.dumps(v)}" for k, v in messages.items()
         )[:300]
+
+
+@partners_group.command("webhook")
+@click.argument("partner_id")
+@click.argument("url")
+@click.option(
+    "--event",
+    "events",
+    multiple=True,
+    help="Only these event types (repeat); default: assignment.offered, assignment.withdrawn, "
+    "followup.due, followup.overdue.",
+)
+@operator_errors
+def partners_webhook(partner_id: str, url: str, events: tuple[str, ...]) -> None:
+    """Register the partner's webhook endpoint (Standard Webhooks); print its signing secret once.
+
+    Only https:// URLs to public addresses, unless REFERRAL_WEBHOOK_ALLOW_PRIVATE=1. Registering again
+    replaces the URL and the secret."""
+    from referral_service.services.webhooks import WEBHOOK_EVENTS, register_webhook
+
+    services = _services()
+    click.echo(json.dumps(register_webhook(services, partner_id, url, events or WEBHOOK_EVENTS)))
+    services.dispose()
 
 
 @main.group("keys")

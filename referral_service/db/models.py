@@ -392,6 +392,8 @@ class Notification(Base):
     delivered_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(String(200))
     last_status: Mapped[int | None] = mapped_column(Integer)
+    # Retries go on for a day from here: the first enqueueing, or an admin's replay.
+    retry_since: Mapped[datetime] = mapped_column(default=utcnow)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     __table_args__ = (
         UniqueConstraint("channel", "partner_id", "event_id", name="uq_notifications_channel_partner_event"),

@@ -49,7 +49,7 @@ def expected(role: Role, action: Action, rel: Relation, con: Consent) -> bool:
         return role is S
     if action is Action.READ_PARTNERS:
         return True
-    if action is Action.WRITE_PARTNERS:
+    if action in (Action.WRITE_PARTNERS, Action.READ_DELIVERIES, Action.REPLAY_DELIVERY):
         return role is ADM
     if action is Action.READ_AUDIT:
         return role is AUD
@@ -220,7 +220,7 @@ def test_whose_rows_a_list_shows(role: Role, action: Action, scope: Scope | None
             },
         ),
         (AUD, {Action.READ_PARTNERS, Action.READ_AUDIT}),
-        (ADM, {Action.READ_PARTNERS, Action.WRITE_PARTNERS}),
+        (ADM, {Action.READ_PARTNERS, Action.WRITE_PARTNERS, Action.READ_DELIVERIES, Action.REPLAY_DELIVERY}),
         (
             S,
             set(Action)
@@ -230,6 +230,8 @@ def test_whose_rows_a_list_shows(role: Role, action: Action, scope: Scope | None
                 Action.RECORD_FOLLOWUP,
                 Action.WRITE_PARTNERS,
                 Action.READ_AUDIT,
+                Action.READ_DELIVERIES,
+                Action.REPLAY_DELIVERY,
             },
         ),
     ],

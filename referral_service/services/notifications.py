@@ -1,0 +1,318 @@
+"""Notifications to partners: webhooks and e-mail, from the events, with retries and a record of each.
+
+1. `enqueue` (the `notify` consumer group's handler, in the consumer's transaction): for an event a
+   partner must hear of, one `Notification` row per channel the partner has, with the payload fixed
+   there: identifiers, service, risk level, due time and the case page link. Nothing personal is read,
+   so nothing personal can be written. The row's id is the `webhook-id`, the same on every retry; the
+   unique (channel, partner, event) key makes a redelivered event harmless.
+2. `deliver_due` (the notify worker's step, with the time passed in): claims due rows with a lease
+   (committed before sending, so a killed worker's rows come due again once the lease ends: at least
+   once), sends each, and records the answer. A failure or time-out is retried with exponential
+   back-off and full jitter, the first retry within 30 seconds, for at least `RETRY_FOR` (a day); after
+   that the row is parked with the reason. Admins list a partner's recent deliveries and replay one.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+import smtplib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from referral_service.db.models import Assignment, Deadline, Notification, Partner, Referral, WebhookEndpoint
+from referral_service.domain import events
+from referral_service.domain.access import Action
+from referral_service.domain.errors import NotFound
+from referral_service.domain.model import Actor
+from referral_service.services import mail, webhooks
+from referral_service.services.authorization import authorize
+from referral_service.services.common import clamp_limit
+
+if TYPE_CHECKING:
+    from referral_service.db.session import UnitOfWork
+    from referral_service.services.ports import Services
+
+log = logging.getLogger(__name__)
+
+WEBHOOK, EMAIL = "webhook", "email"
+PENDING, DELIVERED, PARKED = "pending", "delivered", "parked"
+# E-mail says only "a new case is waiting": it goes for new offers alone.
+EMAIL_EVENTS = (events.AssignmentOffered.routing_key,)
+RETRY_FOR = timedelta(hours=24)
+FIRST_RETRY = timedelta(seconds=30)
+MAX_BACKOFF = timedelta(hours=1)
+LEASE = timedelta(minutes=2)
+BATCH = 50
+
+
+def backoff(attempts: int, rng: Callable[[], float] = random.random) -> timedelta:
+    """Wait before retry number `attempts` (1 = the first retry): 30 s x 2^(n-1), capped at an hour,
+    with full jitter in its upper half (so receivers are not hit by every sender at once)."""
+    ceiling = min(FIRST_RETRY * 2 ** max(attempts - 1, 0), MAX_BACKOFF)
+    return ceiling * (0.5 + 0.5 * rng())
+
+
+def new_message_id() -> str:
+    return "msg_" + secrets.token_hex(16)
+
+
+# -- 1. from events to notification rows ------------------------------------------------------------
+def _due_of(uow: UnitOfWork, event: dict[str, Any]) -> str | None:
+    if event.get("accept_by"):
+        return str(event["accept_by"])
+    deadline_id = event.get("deadline_id")
+    if isinstance(deadline_id, str):
+        deadline = uow.session.get(Deadline, deadline_id)
+        if deadline is not None:
+            return deadline.due_at.isoformat()
+    if event.get("due_at"):
+        return str(event["due_at"])
+    return None
+
+
+def payload_for(uow: UnitOfWork, services: Services, event: dict[str, Any]) -> dict[str, Any] | None:
+    """The webhook body for an event, or None when it concerns no partner's assignment."""
+    kind = str(event.get("type"))
+    assignment_id = event.get("assignment_id")
+    if kind not in webhooks.WEBHOOK_EVENTS or not isinstance(assignment_id, str):
+        return None
+    assignment = uow.session.get(Assignment, assignment_id)
+    if assignment is None:
+        return None
+    referral = uow.session.get(Referral, assignment.referral_id)
+    data: dict[str, Any] = {
+        "event_id": str(event.get("event_id")),
+        "assignment_id": assignment.id,
+        "referral_id": assignment.referral_id,
+        "partner_id": assignment.partner_id,
+        "service": assignment.service,
+        "risk_level": referral.risk_level if referral is not None else event.get("risk_level"),
+        "due_at": _due_of(uow, event),
+        "url": f"{services.settings.public_url}/referrals/{assignment.referral_id}",
+    }
+    for extra in ("deadline_id", "kind", "reason"):
+        if isinstance(event.get(extra), str):
+            data[extra] = event[extra]
+    return {"type": kind, "timestamp": str(event.get("occurred_at")), "data": data}
+
+
+def enqueue(uow: UnitOfWork, services: Services, event: dict[str, Any]) -> int:
+    """Rows for each channel of the partner the event is for; returns how many were added."""
+    payload = payload_for(uow, services, event)
+    if payload is None:
+        return 0
+    partner_id = payload["data"]["partner_id"]
+    channels: list[str] = []
+    endpoint = uow.session.scalars(select(WebhookEndpoint).where(WebhookEndpoint.partner_id == partner_id)).first()
+    if endpoint is not None and endpoint.active and payload["type"] in endpoint.events:
+        channels.append(WEBHOOK)
+    partner = uow.session.get(Partner, partner_id)
+    if (
+        payload["type"] in EMAIL_EVENTS
+        and services.settings.smtp is not None
+        and partner is not None
+        and partner.contact_email
+    ):
+        channels.append(EMAIL)
+    now = services.clock.now()
+    added = 0
+    for channel in channels:
+        exists = uow.session.scalars(
+            select(Notification.id).where(
+                Notification.channel == channel,
+                Notification.partner_id == partner_id,
+                Notification.event_id == payload["data"]["event_id"],
+            )
+        ).first()
+        if exists is not None:
+            continue
+        uow.session.add(
+            Notification(
+                id=new_message_id(),
+                partner_id=partner_id,
+                channel=channel,
+                event_id=payload["data"]["event_id"],
+                event_type=payload["type"],
+                payload=payload,
+                status=PENDING,
+                attempts=0,
+                next_attempt_at=now,
+                retry_since=now,
+                created_at=now,
+            )
+        )
+        added += 1
+    return added
+
+
+# -- 2. delivering ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    status: int | None = None
+    error: str | None = None
+
+
+def _claim(services: Services, now: datetime, limit: int) -> list[str]:
+    with services.uow() as uow:
+        query = (
+            select(Notification)
+            .where(Notification.status == PENDING, Notification.next_attempt_at <= now)
+            .order_by(Notification.next_attempt_at)
+            .limit(limit)
+        )
+        if uow.session.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        rows = uow.session.scalars(query).all()
+        for row in rows:
+            row.next_attempt_at = now + LEASE  # if this worker dies, the row comes due again
+        uow.commit()
+        return [r.id for r in rows]
+
+
+def _send(services: Services, row: Notification, now: datetime) -> Outcome:
+    if row.channel == WEBHOOK:
+        with services.uow() as uow:
+            endpoint = uow.session.scalars(
+                select(WebhookEndpoint).where(WebhookEndpoint.partner_id == row.partner_id)
+            ).first()
+            if endpoint is None or not endpoint.active:
+                return Outcome(False, error="the partner has no active webhook endpoint")
+            url, endpoint_id, sealed = endpoint.url, endpoint.id, endpoint.secret_ct
+        secret = webhooks.open_secret(services, endpoint_id, sealed)
+        answer = webhooks.post(services, url, secret, row.id, webhooks.body_text(row.payload), at=now)
+        return Outcome(answer.ok, answer.status, answer.error)
+    if row.channel == EMAIL:
+        relay = services.settings.smtp
+        with services.uow() as uow:
+            partner = uow.session.get(Partner, row.partner_id)
+            to = partner.contact_email if partner else None
+            language = partner.notify_language if partner else "en"
+        if relay is None or not to:
+            return Outcome(False, error="no SMTP relay or no contact address")
+        data = row.payload.get("data", {})
+        message = mail.compose(
+            sender=services.settings.smtp_from,
+            to=to,
+            language=language,
+            url=str(data.get("url")),
+            due=str(data["due_at"])[:16].replace("T", " ") if data.get("due_at") else None,
+            message_id=row.id,
+        )
+        try:
+            mail.send(relay, message)
+        except (smtplib.SMTPException, OSError) as exc:
+            return Outcome(False, error=f"SMTP failed ({type(exc).__name__})")
+        return Outcome(True)
+    return Outcome(False, error=f"unknown channel {row.channel}")
+
+
+def _record(services: Services, notification_id: str, outcome: Outcome, now: datetime, rng: Callable[[], float]) -> str:
+    with services.uow() as uow:
+        row = uow.session.get(Notification, notification_id)
+        if row is None or row.status != PENDING:
+            return "gone"
+        row.attempts += 1
+        row.last_attempt_at = now
+        row.last_status = outcome.status
+        if outcome.ok:
+            row.status, row.delivered_at, row.next_attempt_at, row.last_error = DELIVERED, now, None, None
+        else:
+            row.last_error = (outcome.error or "failed")[:200]
+            if now - row.retry_since >= RETRY_FOR:
+                row.status, row.next_attempt_at = PARKED, None
+                log.warning(
+                    "notify: %s %s parked after %d attempts: %s", row.channel, row.id, row.attempts, row.last_error
+                )
+            else:
+                row.next_attempt_at = now + backoff(row.attempts, rng)
+        uow.commit()
+        return row.status
+
+
+def deliver_due(
+    services: Services, now: datetime | None = None, *, limit: int = BATCH, rng: Callable[[], float] = random.random
+) -> dict[str, int]:
+    """One step of the notify worker: send what is due at `now`; counts per resulting status."""
+    now = now or services.clock.now()
+    counts = {PENDING: 0, DELIVERED: 0, PARKED: 0}
+    for notification_id in _claim(services, now, limit):
+        with services.uow() as uow:
+            row = uow.session.get(Notification, notification_id)
+            if row is None:
+                continue
+            uow.session.expunge(row)
+        try:
+            outcome = _send(services, row, now)
+        except Exception as exc:  # noqa: BLE001 - one bad row must not stop the others
+            outcome = Outcome(False, error=f"failed ({type(exc).__name__})")
+        status = _record(services, notification_id, outcome, now, rng)
+        if status in counts:
+            counts[status] += 1
+    return counts
+
+
+def next_due(services: Services) -> datetime | None:
+    with services.uow() as uow:
+        return uow.session.scalars(
+            select(Notification.next_attempt_at)
+            .where(Notification.status == PENDING)
+            .order_by(Notification.next_attempt_at)
+            .limit(1)
+        ).first()
+
+
+# -- what admins see and do ------------------------------------------------------------------------
+def delivery_view(row: Notification) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "partner_id": row.partner_id,
+        "channel": row.channel,
+        "event_type": row.event_type,
+        "event_id": row.event_id,
+        "status": row.status,
+        "attempts": row.attempts,
+        "last_status": row.last_status,
+        "last_error": row.last_error,
+        "created_at": row.created_at,
+        "last_attempt_at": row.last_attempt_at,
+        "next_attempt_at": row.next_attempt_at,
+        "delivered_at": row.delivered_at,
+    }
+
+
+def list_deliveries(
+    services: Services, actor: Actor, partner_id: str, *, status: str | None = None, limit: int | None = None
+) -> dict[str, Any]:
+    """A partner's most recent deliveries, newest first."""
+    authorize(services, actor, Action.READ_DELIVERIES)
+    with services.uow() as uow:
+        if uow.session.get(Partner, partner_id) is None:
+            raise NotFound("no such partner")
+        query = select(Notification).where(Notification.partner_id == partner_id)
+        if status:
+            query = query.where(Notification.status == status)
+        rows = uow.session.scalars(
+            query.order_by(Notification.created_at.desc(), Notification.id).limit(clamp_limit(limit))
+        ).all()
+        return {"items": [delivery_view(r) for r in rows], "next": None}
+
+
+def replay_delivery(services: Services, actor: Actor, partner_id: str, delivery_id: str) -> dict[str, Any]:
+    """Send one delivery again, now, with the same webhook-id (receivers deduplicate on it); it gets
+    a fresh day of retries."""
+    authorize(services, actor, Action.REPLAY_DELIVERY)
+    now = services.clock.now()
+    with services.uow() as uow:
+        row = uow.session.get(Notification, delivery_id)
+        if row is None or row.partner_id != partner_id:
+            raise NotFound("no such delivery")
+        row.status, row.next_attempt_at, row.retry_since = PENDING, now, now
+        uow.commit()
+        return delivery_view(row)
