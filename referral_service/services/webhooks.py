@@ -71,7 +71,7 @@ def _resolve(host: str, port: int) -> list[str]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):
-        raise UrlRefused(f"the webhook host {host[:80]} does not resolve", {"url": ["host does not resolve"]}) from None
+        raise UrlRefused(f"webhook URL refused: {host[:80]} does not resolve", {"url": ["not allowed"]}) from None
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
@@ -79,10 +79,12 @@ def _kind(address: str) -> str:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    if ip.is_link_local or ip.is_multicast or ip.is_unspecified or ip.is_reserved:
+    if ip.is_link_local or ip.is_multicast or ip.is_unspecified:
         return "forbidden"
-    if ip.is_loopback:
+    if ip.is_loopback:  # before "reserved": ::1 is in IPv6's reserved ::/8
         return "loopback"
+    if ip.is_reserved:
+        return "forbidden"
     return "public" if ip.is_global else "private"
 
 
@@ -90,7 +92,7 @@ def check_url(url: str, *, allow_private: bool, resolve: Any = _resolve) -> Targ
     """The URL as a `Target` to connect to, or `UrlRefused` with the reason."""
 
     def refuse(reason: str) -> UrlRefused:
-        return UrlRefused(f"webhook URL refused: {reason}", {"url": [reason]})
+        return UrlRefused(f"webhook URL refused: {reason}", {"url": ["not allowed"]})
 
     if not isinstance(url, str) or len(url) > MAX_URL:
         raise refuse(f"a URL of at most {MAX_URL} characters is required")
@@ -99,7 +101,7 @@ def check_url(url: str, *, allow_private: bool, resolve: Any = _resolve) -> Targ
         port = parts.port
     except ValueError:
         raise refuse("not a valid URL") from None
-    if parts.scheme not in ("https", "http"):
+    if parts.scheme not in ("https", "http") or (parts.scheme == "http" and not allow_private):
         raise refuse("only https:// URLs receive webhooks")
     if not parts.hostname:
         raise refuse("the URL has no host")

@@ -1,0 +1,47 @@
+"""The relay, the router and the notify consumer in-process over memory://, step by step, and the
+notify worker's delivery step driven by the test's clock."""
+
+from __future__ import annotations
+
+from kombu import Consumer
+
+from referral_service.bootstrap import Services
+from referral_service.messaging.broker import KombuPublisher, connect
+from workers.handlers import declare_broker
+from workers.notify import make_notify_consumer
+from workers.relay import OutboxRelay
+from workers.router import make_router
+
+
+class NotifyPipeline:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.connection = connect("memory://")
+        declare_broker(self.connection)
+        self.relay = OutboxRelay(services, KombuPublisher(self.connection))
+        self.consumers = [make_router(self.connection, services), make_notify_consumer(self.connection, services)]
+        for consumer in self.consumers:  # memory:// queues live as long as the process: start empty
+            consumer.queue(self.connection.default_channel).purge()
+
+    def _consume(self) -> int:
+        before = sum(c.handled for c in self.consumers)
+        for consumer in self.consumers:
+            with Consumer(self.connection, queues=[consumer.queue], callbacks=[consumer.on_message], accept=["json"]):
+                while True:
+                    try:
+                        self.connection.drain_events(timeout=0.02)
+                    except TimeoutError:
+                        break
+        return sum(c.handled for c in self.consumers) - before
+
+    def drain(self, rounds: int = 50) -> None:
+        """Publish, route and turn events into notifications until nothing is left to do."""
+        for _ in range(rounds):
+            published = self.relay.publish_batch()
+            consumed = self._consume()
+            if not published and not consumed:
+                return
+        raise AssertionError("pipeline did not settle")
+
+    def close(self) -> None:
+        self.connection.release()
