@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 
 from referral_service.db.models import Assignment, Deadline, Notification, Partner, Referral, WebhookEndpoint
 from referral_service.domain import events
@@ -76,79 +76,86 @@ def _due_of(uow: UnitOfWork, event: dict[str, Any]) -> str | None:
     return None
 
 
-def payload_for(uow: UnitOfWork, services: Services, event: dict[str, Any]) -> dict[str, Any] | None:
-    """The webhook body for an event, or None when it concerns no partner's assignment."""
+def enqueue(uow: UnitOfWork, services: Services, event: dict[str, Any]) -> int:
+    """Rows for each channel of the partner the event is for; returns how many were added.
+
+    One query reads the assignment, its referral's risk level, the partner's endpoint and contact;
+    the body is built from those identifiers and categories only."""
     kind = str(event.get("type"))
     assignment_id = event.get("assignment_id")
     if kind not in webhooks.WEBHOOK_EVENTS or not isinstance(assignment_id, str):
-        return None
-    assignment = uow.session.get(Assignment, assignment_id)
-    if assignment is None:
-        return None
-    referral = uow.session.get(Referral, assignment.referral_id)
+        return 0
+    found = uow.session.execute(
+        select(
+            Assignment.referral_id,
+            Assignment.partner_id,
+            Assignment.service,
+            Referral.risk_level,
+            WebhookEndpoint.active,
+            WebhookEndpoint.events,
+            Partner.contact_email,
+        )
+        .join(Referral, Referral.id == Assignment.referral_id)
+        .join(Partner, Partner.id == Assignment.partner_id)
+        .outerjoin(WebhookEndpoint, WebhookEndpoint.partner_id == Assignment.partner_id)
+        .where(Assignment.id == assignment_id)
+    ).first()
+    if found is None:
+        return 0
+    channels = []
+    if found.active and kind in (found.events or []):
+        channels.append(WEBHOOK)
+    if kind in EMAIL_EVENTS and services.settings.smtp is not None and found.contact_email:
+        channels.append(EMAIL)
+    event_id = str(event.get("event_id"))
+    if channels:
+        done = set(
+            uow.session.scalars(
+                select(Notification.channel).where(
+                    Notification.partner_id == found.partner_id,
+                    Notification.event_id == event_id,
+                    Notification.channel.in_(channels),
+                )
+            )
+        )
+        channels = [c for c in channels if c not in done]
+    if not channels:
+        return 0
     data: dict[str, Any] = {
-        "event_id": str(event.get("event_id")),
-        "assignment_id": assignment.id,
-        "referral_id": assignment.referral_id,
-        "partner_id": assignment.partner_id,
-        "service": assignment.service,
-        "risk_level": referral.risk_level if referral is not None else event.get("risk_level"),
+        "event_id": event_id,
+        "assignment_id": assignment_id,
+        "referral_id": found.referral_id,
+        "partner_id": found.partner_id,
+        "service": found.service,
+        "risk_level": found.risk_level,
         "due_at": _due_of(uow, event),
-        "url": f"{services.settings.public_url}/referrals/{assignment.referral_id}",
+        "url": f"{services.settings.public_url}/referrals/{found.referral_id}",
     }
     for extra in ("deadline_id", "kind", "reason"):
         if isinstance(event.get(extra), str):
             data[extra] = event[extra]
-    return {"type": kind, "timestamp": str(event.get("occurred_at")), "data": data}
-
-
-def enqueue(uow: UnitOfWork, services: Services, event: dict[str, Any]) -> int:
-    """Rows for each channel of the partner the event is for; returns how many were added."""
-    payload = payload_for(uow, services, event)
-    if payload is None:
-        return 0
-    partner_id = payload["data"]["partner_id"]
-    channels: list[str] = []
-    endpoint = uow.session.scalars(select(WebhookEndpoint).where(WebhookEndpoint.partner_id == partner_id)).first()
-    if endpoint is not None and endpoint.active and payload["type"] in endpoint.events:
-        channels.append(WEBHOOK)
-    partner = uow.session.get(Partner, partner_id)
-    if (
-        payload["type"] in EMAIL_EVENTS
-        and services.settings.smtp is not None
-        and partner is not None
-        and partner.contact_email
-    ):
-        channels.append(EMAIL)
+    payload = {"type": kind, "timestamp": str(event.get("occurred_at")), "data": data}
     now = services.clock.now()
-    added = 0
-    for channel in channels:
-        exists = uow.session.scalars(
-            select(Notification.id).where(
-                Notification.channel == channel,
-                Notification.partner_id == partner_id,
-                Notification.event_id == payload["data"]["event_id"],
-            )
-        ).first()
-        if exists is not None:
-            continue
-        uow.session.add(
-            Notification(
-                id=new_message_id(),
-                partner_id=partner_id,
-                channel=channel,
-                event_id=payload["data"]["event_id"],
-                event_type=payload["type"],
-                payload=payload,
-                status=PENDING,
-                attempts=0,
-                next_attempt_at=now,
-                retry_since=now,
-                created_at=now,
-            )
-        )
-        added += 1
-    return added
+    uow.session.execute(
+        insert(Notification),
+        [
+            {
+                "id": new_message_id(),
+                "partner_id": found.partner_id,
+                "channel": channel,
+                "event_id": event_id,
+                "event_type": kind,
+                "payload": payload,
+                "status": PENDING,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "retry_since": now,
+                "created_at": now,
+            }
+            for channel in channels
+        ],
+    )
+    return len(channels)
 
 
 # -- 2. delivering ---------------------------------------------------------------------------------
@@ -159,43 +166,85 @@ class Outcome:
     error: str | None = None
 
 
-def _claim(services: Services, now: datetime, limit: int) -> list[str]:
+@dataclass(frozen=True)
+class Claimed:
+    """A due notification, leased to this worker, with what sending it needs (read in the claim)."""
+
+    id: str
+    partner_id: str
+    channel: str
+    payload: dict[str, Any]
+    attempts: int
+    retry_since: datetime
+    endpoint: tuple[str, str, bytes] | None = None  # (url, endpoint id, sealed secret), if active
+    contact: tuple[str, str] | None = None  # (address, language)
+
+
+_N = Notification.__table__.c
+
+
+def _claim(services: Services, now: datetime, limit: int) -> list[Claimed]:
+    """Lease the due rows (committed before anything is sent: if this worker dies, they come due again
+    when the lease ends) and read their endpoints and contacts, in one transaction."""
     with services.uow() as uow:
+        session = uow.session
         query = (
-            select(Notification)
-            .where(Notification.status == PENDING, Notification.next_attempt_at <= now)
-            .order_by(Notification.next_attempt_at)
+            select(_N.id, _N.partner_id, _N.channel, _N.payload, _N.attempts, _N.retry_since)
+            .where(_N.status == PENDING, _N.next_attempt_at <= now)
+            .order_by(_N.next_attempt_at)
             .limit(limit)
         )
-        if uow.session.get_bind().dialect.name == "postgresql":
+        if session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
-        rows = uow.session.scalars(query).all()
-        for row in rows:
-            row.next_attempt_at = now + LEASE  # if this worker dies, the row comes due again
+        rows = session.execute(query).all()
+        if not rows:
+            return []
+        session.execute(update(Notification).where(_N.id.in_([r.id for r in rows])).values(next_attempt_at=now + LEASE))
+        partner_ids = {r.partner_id for r in rows}
+        endpoints = {
+            e.partner_id: (e.url, e.id, bytes(e.secret_ct))
+            for e in session.execute(
+                select(
+                    WebhookEndpoint.partner_id, WebhookEndpoint.url, WebhookEndpoint.id, WebhookEndpoint.secret_ct
+                ).where(WebhookEndpoint.partner_id.in_(partner_ids), WebhookEndpoint.active.is_(True))
+            )
+        }
+        contacts = {
+            p.id: (p.contact_email, p.notify_language)
+            for p in session.execute(
+                select(Partner.id, Partner.contact_email, Partner.notify_language).where(Partner.id.in_(partner_ids))
+            )
+            if p.contact_email
+        }
         uow.commit()
-        return [r.id for r in rows]
+    return [
+        Claimed(
+            r.id,
+            r.partner_id,
+            r.channel,
+            dict(r.payload),
+            r.attempts,
+            r.retry_since,
+            endpoints.get(r.partner_id) if r.channel == WEBHOOK else None,
+            contacts.get(r.partner_id) if r.channel == EMAIL else None,
+        )
+        for r in rows
+    ]
 
 
-def _send(services: Services, row: Notification, now: datetime) -> Outcome:
+def _send(services: Services, row: Claimed, now: datetime) -> Outcome:
     if row.channel == WEBHOOK:
-        with services.uow() as uow:
-            endpoint = uow.session.scalars(
-                select(WebhookEndpoint).where(WebhookEndpoint.partner_id == row.partner_id)
-            ).first()
-            if endpoint is None or not endpoint.active:
-                return Outcome(False, error="the partner has no active webhook endpoint")
-            url, endpoint_id, sealed = endpoint.url, endpoint.id, endpoint.secret_ct
+        if row.endpoint is None:
+            return Outcome(False, error="the partner has no active webhook endpoint")
+        url, endpoint_id, sealed = row.endpoint
         secret = webhooks.open_secret(services, endpoint_id, sealed)
         answer = webhooks.post(services, url, secret, row.id, webhooks.body_text(row.payload), at=now)
         return Outcome(answer.ok, answer.status, answer.error)
     if row.channel == EMAIL:
         relay = services.settings.smtp
-        with services.uow() as uow:
-            partner = uow.session.get(Partner, row.partner_id)
-            to = partner.contact_email if partner else None
-            language = partner.notify_language if partner else "en"
-        if relay is None or not to:
+        if relay is None or row.contact is None:
             return Outcome(False, error="no SMTP relay or no contact address")
+        to, language = row.contact
         data = row.payload.get("data", {})
         message = mail.compose(
             sender=services.settings.smtp_from,
@@ -213,27 +262,30 @@ def _send(services: Services, row: Notification, now: datetime) -> Outcome:
     return Outcome(False, error=f"unknown channel {row.channel}")
 
 
-def _record(services: Services, notification_id: str, outcome: Outcome, now: datetime, rng: Callable[[], float]) -> str:
-    with services.uow() as uow:
-        row = uow.session.get(Notification, notification_id)
-        if row is None or row.status != PENDING:
-            return "gone"
-        row.attempts += 1
-        row.last_attempt_at = now
-        row.last_status = outcome.status
-        if outcome.ok:
-            row.status, row.delivered_at, row.next_attempt_at, row.last_error = DELIVERED, now, None, None
+def _record(services: Services, row: Claimed, outcome: Outcome, now: datetime, rng: Callable[[], float]) -> str:
+    attempts = row.attempts + 1
+    values: dict[str, Any] = {"attempts": attempts, "last_attempt_at": now, "last_status": outcome.status}
+    if outcome.ok:
+        status = DELIVERED
+        values.update(status=status, delivered_at=now, next_attempt_at=None, last_error=None)
+    else:
+        error = (outcome.error or "failed")[:200]
+        if now - row.retry_since >= RETRY_FOR:
+            status = PARKED
+            values.update(status=status, next_attempt_at=None, last_error=error)
+            log.warning("notify: %s %s parked after %d attempts: %s", row.channel, row.id, attempts, error)
         else:
-            row.last_error = (outcome.error or "failed")[:200]
-            if now - row.retry_since >= RETRY_FOR:
-                row.status, row.next_attempt_at = PARKED, None
-                log.warning(
-                    "notify: %s %s parked after %d attempts: %s", row.channel, row.id, row.attempts, row.last_error
-                )
-            else:
-                row.next_attempt_at = now + backoff(row.attempts, rng)
+            status = PENDING
+            values.update(next_attempt_at=now + backoff(attempts, rng), last_error=error)
+    with services.uow() as uow:
+        # Only while still pending and not replayed meanwhile (a replay moves retry_since).
+        done = uow.session.execute(
+            update(Notification)
+            .where(_N.id == row.id, _N.status == PENDING, _N.retry_since == row.retry_since)
+            .values(**values)
+        )
         uow.commit()
-        return row.status
+    return status if getattr(done, "rowcount", 1) else "gone"
 
 
 def deliver_due(
@@ -242,17 +294,12 @@ def deliver_due(
     """One step of the notify worker: send what is due at `now`; counts per resulting status."""
     now = now or services.clock.now()
     counts = {PENDING: 0, DELIVERED: 0, PARKED: 0}
-    for notification_id in _claim(services, now, limit):
-        with services.uow() as uow:
-            row = uow.session.get(Notification, notification_id)
-            if row is None:
-                continue
-            uow.session.expunge(row)
+    for row in _claim(services, now, limit):
         try:
             outcome = _send(services, row, now)
         except Exception as exc:  # noqa: BLE001 - one bad row must not stop the others
             outcome = Outcome(False, error=f"failed ({type(exc).__name__})")
-        status = _record(services, notification_id, outcome, now, rng)
+        status = _record(services, row, outcome, now, rng)
         if status in counts:
             counts[status] += 1
     return counts
