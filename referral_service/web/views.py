@@ -58,7 +58,16 @@ from referral_service.domain.model import (
     ReferralStatus,
 )
 from referral_service.ratelimit import retry_after_seconds
-from referral_service.services import assignments, deadlines, duplicates, partners, referrals, sessions, users
+from referral_service.services import (
+    assignments,
+    deadlines,
+    duplicates,
+    notifications,
+    partners,
+    referrals,
+    sessions,
+    users,
+)
 from referral_service.services.authorization import screen
 from referral_service.web.forms import (
     TEXT_MAX,
@@ -82,6 +91,7 @@ HOMES = (
     (Action.LIST_OVERDUE, "web.supervision"),
     (Action.LIST_REFERRALS, "web.referral_list"),
     (Action.LIST_ASSIGNMENTS, "web.inbox"),
+    (Action.READ_DELIVERIES, "web.deliveries"),
 )
 PAGE_SIZE = 25
 ASSIGNMENT_STATUSES = [s.value for s in AssignmentStatus]
@@ -671,3 +681,25 @@ def duplicate_dismiss(actor: Actor, duplicate_id: str) -> Any:
         duplicates.dismiss,
         _("Dismissed: the two referrals stay separate people."),
     )
+
+
+# -- admins: what was sent to partners' systems -----------------------------------------------------------
+@bp.get("/deliveries")
+@page(Action.READ_DELIVERIES)
+def deliveries(actor: Actor) -> Any:
+    names = _partner_names()
+    chosen = request.args.get("partner") or next(iter(sorted(names)), None)
+    items: list[dict[str, Any]] = []
+    if chosen in names:
+        items = notifications.list_deliveries(services(), actor, chosen, limit=50)["items"]
+    return render_template("deliveries.html", partner_names=names, chosen=chosen, items=items)
+
+
+@bp.post("/deliveries/<partner_id>/<delivery_id>/replay")
+@page(Action.REPLAY_DELIVERY)
+def delivery_replay(actor: Actor, partner_id: str, delivery_id: str) -> Any:
+    notifications.replay_delivery(services(), actor, partner_id, delivery_id)
+    flash(
+        _("Sent again shortly, with the same webhook-id, so the partner's system can tell it is a repeat."), "success"
+    )
+    return redirect(url_for("web.deliveries", partner=partner_id))
