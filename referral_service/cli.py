@@ -317,7 +317,11 @@ def partners_import(file: Path, default_capacity: int, dry_run: bool) -> None:
     counts = {k: sum(1 for line in lines if line.outcome == k) for k in ("new", "updated", "unchanged", "skipped")}
     click.echo(
         ", ".join(f"{n} {k}" for k, n in counts.items())
-        + ("; dry run: nothing was changed" if dry_run else "; imported in one transaction")
+        + (
+            "; dry run: nothing was changed"
+            if dry_run
+            else f"; imported {len(lines) - counts['skipped']} partner(s) in one transaction"
+        )
     )
 
 

@@ -42,7 +42,10 @@ def test_dry_run_prints_the_summary_and_changes_nothing_then_the_import_and_a_re
 
     real = cli(env, "partners", "import", str(file))
     assert real.stdout.splitlines()[0] == dry.stdout.splitlines()[0]
-    assert real.stdout.splitlines()[-1] == "1 new, 0 updated, 0 unchanged, 1 skipped; imported in one transaction"
+    assert (
+        real.stdout.splitlines()[-1]
+        == "1 new, 0 updated, 0 unchanged, 1 skipped; imported 1 partner(s) in one transaction"
+    )
     assert _partners(services) == {ORG_ID: {"services": ["psychosocial"], "districts": ["Peshawar"], "capacity": 10}}
 
     again = cli(env, "partners", "import", str(file))
@@ -73,7 +76,7 @@ def test_an_organization_whose_services_is_not_a_list_is_skipped_with_the_reason
     assert "Traceback" not in result.stderr
     assert result.stdout.splitlines() == [
         "skipped    -  Broken Org: services is not a list",
-        "0 new, 0 updated, 0 unchanged, 1 skipped; imported in one transaction",
+        "0 new, 0 updated, 0 unchanged, 1 skipped; imported 0 partner(s) in one transaction",
     ]
 
 
@@ -116,6 +119,6 @@ def test_a_plain_list_of_partner_objects_still_imports_and_bad_ones_are_skipped_
     assert result.stdout.splitlines() == [
         "new        p-a  A",
         "skipped    -  B: districts: unknown district 'Atlantis'",
-        "1 new, 0 updated, 0 unchanged, 1 skipped; imported in one transaction",
+        "1 new, 0 updated, 0 unchanged, 1 skipped; imported 1 partner(s) in one transaction",
     ]
     assert json.loads(json.dumps(_partners(services)["p-a"]))["capacity"] == 3
