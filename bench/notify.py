@@ -36,7 +36,7 @@ from referral_service.services import notifications, partners, users  # noqa: E4
 from referral_service.services.referrals import submit_referral  # noqa: E402
 from referral_service.services.webhooks import register_webhook  # noqa: E402
 from schemas import PartnerSchema, ReferralInputSchema  # noqa: E402
-from tests.notify_pipeline import NotifyPipeline  # noqa: E402
+from tests.pipeline import InProcessPipeline  # noqa: E402
 
 RECEIVER = r"""
 import sys
@@ -132,7 +132,7 @@ def run_once(home: Path, *, referrals: int, url: str, start: int) -> dict[str, f
         actor = Actor(created["id"], Role.CASEWORKER, None, created["name"])
         for p in PARTNERS:
             register_webhook(services, p["id"], url)
-        pipeline = NotifyPipeline(services)
+        pipeline = InProcessPipeline(services)
         pipeline.relay.publish_batch = meter.wrap("relay", pipeline.relay.publish_batch)  # type: ignore[method-assign]
         for consumer in pipeline.consumers:
             consumer.on_message = meter.wrap(consumer.group, consumer.on_message)  # type: ignore[method-assign]

@@ -17,7 +17,7 @@ from referral_service.services.webhooks import register_webhook
 from tests.conftest import FakeClock, embedded_settings
 from tests.e2e import test_browser_intake as intake
 from tests.factories import referral_body
-from tests.notify_pipeline import NotifyPipeline
+from tests.pipeline import InProcessPipeline
 from tests.receivers import webhook_receiver
 
 pytestmark = pytest.mark.e2e
@@ -46,7 +46,7 @@ def test_admin_sees_a_failed_delivery_and_sends_it_again_in_english_then_urdu(
         hook.secret = register_webhook(services, "p-peshawar-medical", hook.url)["secret"]
         hook.script = [500]
         assert client.post("/api/v1/referrals", json=referral_body(), headers=cw.headers).status_code == 201
-        pipeline = NotifyPipeline(services)
+        pipeline = InProcessPipeline(services)
         try:
             pipeline.drain()
         finally:

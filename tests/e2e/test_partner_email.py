@@ -15,7 +15,7 @@ from referral_service.services import notifications
 from tests.conftest import FakeClock, embedded_settings
 from tests.e2e.test_partner_webhooks import PERSONAL
 from tests.factories import referral_body
-from tests.notify_pipeline import NotifyPipeline
+from tests.pipeline import InProcessPipeline
 from tests.receivers import Mailbox, free_port, smtp_server
 
 CONTACT = "intake@peshawar-relief.example.org"
@@ -41,7 +41,7 @@ def services(home: Path, clock: FakeClock, mailbox: Mailbox) -> Iterator[Service
 
 
 def _offer(services: Services, client: Any, make_user: Any) -> dict[str, Any]:
-    pipeline = NotifyPipeline(services)
+    pipeline = InProcessPipeline(services)
     try:
         cw = make_user("caseworker")
         resp = client.post("/api/v1/referrals", json=referral_body(), headers=cw.headers)

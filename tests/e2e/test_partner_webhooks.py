@@ -19,7 +19,7 @@ from referral_service.services.webhooks import register_webhook
 from tests.conftest import FakeClock, embedded_settings
 from tests.e2e.service_process import base_env, cli
 from tests.factories import BASE_REFERRAL, referral_body
-from tests.notify_pipeline import NotifyPipeline
+from tests.pipeline import InProcessPipeline
 from tests.receivers import WebhookReceiver, webhook_receiver
 
 PARTNER_ID = "p-peshawar-medical"
@@ -42,8 +42,8 @@ def services(home: Path, clock: FakeClock) -> Iterator[Services]:
 
 
 @pytest.fixture
-def pipeline(services: Services) -> Iterator[NotifyPipeline]:
-    p = NotifyPipeline(services)
+def pipeline(services: Services) -> Iterator[InProcessPipeline]:
+    p = InProcessPipeline(services)
     yield p
     p.close()
 
@@ -71,7 +71,7 @@ def _rows(services: Services) -> list[Notification]:
 
 
 def test_an_offer_is_posted_once_signed_with_identifiers_only_and_a_withdrawal_follows(
-    services: Services, pipeline: NotifyPipeline, receiver: WebhookReceiver, client: Any, make_user: Any
+    services: Services, pipeline: InProcessPipeline, receiver: WebhookReceiver, client: Any, make_user: Any
 ) -> None:
     referral, cw = _submit(client, make_user)
     pipeline.drain()
@@ -103,7 +103,7 @@ def test_an_offer_is_posted_once_signed_with_identifiers_only_and_a_withdrawal_f
 
 def test_a_500_is_retried_within_30_seconds_with_the_same_webhook_id(
     services: Services,
-    pipeline: NotifyPipeline,
+    pipeline: InProcessPipeline,
     receiver: WebhookReceiver,
     client: Any,
     make_user: Any,
@@ -130,7 +130,7 @@ def test_a_500_is_retried_within_30_seconds_with_the_same_webhook_id(
 
 def test_a_receiver_that_keeps_failing_is_retried_for_a_day_then_parked_with_the_reason(
     services: Services,
-    pipeline: NotifyPipeline,
+    pipeline: InProcessPipeline,
     receiver: WebhookReceiver,
     client: Any,
     make_user: Any,
@@ -157,7 +157,7 @@ def test_a_receiver_that_keeps_failing_is_retried_for_a_day_then_parked_with_the
 
 def test_a_notify_worker_killed_after_claiming_loses_nothing(
     services: Services,
-    pipeline: NotifyPipeline,
+    pipeline: InProcessPipeline,
     receiver: WebhookReceiver,
     client: Any,
     make_user: Any,
@@ -174,7 +174,7 @@ def test_a_notify_worker_killed_after_claiming_loses_nothing(
 
 
 def test_redelivered_events_make_no_second_notification(
-    services: Services, pipeline: NotifyPipeline, receiver: WebhookReceiver, client: Any, make_user: Any
+    services: Services, pipeline: InProcessPipeline, receiver: WebhookReceiver, client: Any, make_user: Any
 ) -> None:
     _submit(client, make_user)
     pipeline.drain()
@@ -191,7 +191,7 @@ def test_redelivered_events_make_no_second_notification(
 
 
 def test_admins_see_a_partners_deliveries_and_replay_one_with_the_same_id(
-    services: Services, pipeline: NotifyPipeline, receiver: WebhookReceiver, client: Any, make_user: Any
+    services: Services, pipeline: InProcessPipeline, receiver: WebhookReceiver, client: Any, make_user: Any
 ) -> None:
     _submit(client, make_user)
     pipeline.drain()
@@ -224,7 +224,7 @@ def test_admins_see_a_partners_deliveries_and_replay_one_with_the_same_id(
 
 def test_a_private_address_is_refused_at_delivery_once_private_addresses_are_no_longer_allowed(
     services: Services,
-    pipeline: NotifyPipeline,
+    pipeline: InProcessPipeline,
     receiver: WebhookReceiver,
     client: Any,
     make_user: Any,
