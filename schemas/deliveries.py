@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-CHANNELS = ("webhook", "email")
+CHANNELS = ("webhook", "email", "digest")
 DELIVERY_STATUSES = ("pending", "delivered", "parked")
 
 

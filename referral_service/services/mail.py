@@ -10,7 +10,7 @@ from __future__ import annotations
 import smtplib
 import ssl
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from email.utils import make_msgid
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,13 @@ BODY_NO_DUE = (
     "This e-mail holds nothing about the person. Do not reply to it."
 )
 
+DIGEST_SUBJECT = "Follow-ups are overdue in your inbox"
+DIGEST_BODY = (
+    "%(overdue)s follow-up reminder(s) for %(cases)s case(s) became overdue since the last digest.\n\n"
+    "See them in your inbox (sign in first): %(url)s\n\n"
+    "This e-mail holds nothing about the people. Do not reply to it."
+)
+
 
 @cache
 def _catalogue(language: str) -> NullTranslations:
@@ -53,6 +60,21 @@ def compose(*, sender: str, to: str, language: str, url: str, due: str | None, m
     msg["Content-Language"] = language
     text = tr.gettext(BODY) % {"url": url, "due": due} if due else tr.gettext(BODY_NO_DUE) % {"url": url}
     msg.set_content(text)
+    return msg
+
+
+def compose_digest(
+    *, sender: str, to: str, language: str, url: str, overdue: int, cases: int, message_id: str
+) -> EmailMessage:
+    """The daily digest of overdue follow-ups: counts and the inbox link only."""
+    tr = _catalogue(language if language in ("en", "ur") else "en")
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = to
+    msg["Subject"] = tr.gettext(DIGEST_SUBJECT)
+    msg["Message-ID"] = make_msgid(idstring=message_id, domain=sender.rsplit("@", 1)[-1])
+    msg["Content-Language"] = language
+    msg.set_content(tr.gettext(DIGEST_BODY) % {"overdue": overdue, "cases": cases, "url": url})
     return msg
 
 
@@ -75,4 +97,4 @@ def send(relay: SmtpRelay, message: EmailMessage, *, timeout: float = TIMEOUT_SE
         client.send_message(message)
 
 
-__all__ = ["compose", "format_datetime", "send"]
+__all__ = ["compose", "compose_digest", "send"]

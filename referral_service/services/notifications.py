@@ -40,10 +40,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-WEBHOOK, EMAIL = "webhook", "email"
+WEBHOOK, EMAIL, DIGEST = "webhook", "email", "digest"
 PENDING, DELIVERED, PARKED = "pending", "delivered", "parked"
 # E-mail says only "a new case is waiting": it goes for new offers alone.
 EMAIL_EVENTS = (events.AssignmentOffered.routing_key,)
+# Overdue follow-ups are mailed once a day, as one digest per partner, not one mail per reminder.
+DIGEST_EVENTS = (events.FollowUpOverdue.routing_key,)
+DIGEST_HOUR_UTC = 3  # 08:00 in Pakistan
 RETRY_FOR = timedelta(hours=24)
 FIRST_RETRY = timedelta(seconds=30)
 MAX_BACKOFF = timedelta(hours=1)
@@ -102,6 +105,8 @@ def enqueue(uow: UnitOfWork, services: Services, event: dict[str, Any]) -> int:
     ).first()
     if found is None:
         return 0
+    if kind in DIGEST_EVENTS and services.settings.smtp is not None and found.contact_email:
+        _add_to_digest(uow, services, found.partner_id, str(event.get("event_id")), found.referral_id)
     channels = []
     if found.active and kind in (found.events or []):
         channels.append(WEBHOOK)
@@ -156,6 +161,46 @@ def enqueue(uow: UnitOfWork, services: Services, event: dict[str, Any]) -> int:
         ],
     )
     return len(channels)
+
+
+def digest_time(now: datetime) -> datetime:
+    """When the digest that an overdue reminder at `now` joins is sent: the next DIGEST_HOUR_UTC."""
+    at = now.replace(hour=DIGEST_HOUR_UTC, minute=0, second=0, microsecond=0)
+    return at if at > now else at + timedelta(days=1)
+
+
+def _add_to_digest(uow: UnitOfWork, services: Services, partner_id: str, event_id: str, referral_id: str) -> None:
+    now = services.clock.now()
+    send_at = digest_time(now)
+    key = f"digest-{send_at.date().isoformat()}"
+    row = uow.session.scalars(
+        select(Notification).where(
+            Notification.channel == DIGEST, Notification.partner_id == partner_id, Notification.event_id == key
+        )
+    ).first()
+    if row is None:
+        uow.session.add(
+            Notification(
+                id=new_message_id(),
+                partner_id=partner_id,
+                channel=DIGEST,
+                event_id=key,
+                event_type=events.FollowUpOverdue.routing_key,
+                payload={"event_ids": [event_id], "referral_ids": [referral_id]},
+                status=PENDING,
+                attempts=0,
+                next_attempt_at=send_at,
+                retry_since=send_at,
+                created_at=now,
+            )
+        )
+        return
+    payload = dict(row.payload)
+    if event_id in payload.get("event_ids", []):
+        return
+    payload["event_ids"] = [*payload.get("event_ids", []), event_id]
+    payload["referral_ids"] = sorted({*payload.get("referral_ids", []), referral_id})
+    row.payload = payload
 
 
 # -- 2. delivering ---------------------------------------------------------------------------------
@@ -226,7 +271,7 @@ def _claim(services: Services, now: datetime, limit: int) -> list[Claimed]:
             r.attempts,
             r.retry_since,
             endpoints.get(r.partner_id) if r.channel == WEBHOOK else None,
-            contacts.get(r.partner_id) if r.channel == EMAIL else None,
+            contacts.get(r.partner_id) if r.channel in (EMAIL, DIGEST) else None,
         )
         for r in rows
     ]
@@ -240,19 +285,31 @@ def _send(services: Services, row: Claimed, now: datetime) -> Outcome:
         secret = webhooks.open_secret(services, endpoint_id, sealed)
         answer = webhooks.post(services, url, secret, row.id, webhooks.body_text(row.payload), at=now)
         return Outcome(answer.ok, answer.status, answer.error)
-    if row.channel == EMAIL:
+    if row.channel in (EMAIL, DIGEST):
         relay = services.settings.smtp
         if relay is None or row.contact is None:
             return Outcome(False, error="no SMTP relay or no contact address")
         to, language = row.contact
         data = row.payload.get("data", {})
-        message = mail.compose(
-            sender=services.settings.smtp_from,
-            to=to,
-            language=language,
-            url=str(data.get("url")),
-            due=str(data["due_at"])[:16].replace("T", " ") if data.get("due_at") else None,
-            message_id=row.id,
+        message = (
+            mail.compose_digest(
+                sender=services.settings.smtp_from,
+                to=to,
+                language=language,
+                url=f"{services.settings.public_url}/inbox",
+                overdue=len(row.payload.get("event_ids", [])),
+                cases=len(row.payload.get("referral_ids", [])),
+                message_id=row.id,
+            )
+            if row.channel == DIGEST
+            else mail.compose(
+                sender=services.settings.smtp_from,
+                to=to,
+                language=language,
+                url=str(data.get("url")),
+                due=str(data["due_at"])[:16].replace("T", " ") if data.get("due_at") else None,
+                message_id=row.id,
+            )
         )
         try:
             mail.send(relay, message)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -104,3 +105,41 @@ def test_no_contact_address_means_no_mail_and_a_relay_that_is_down_is_retried(
             assert row.last_error == "SMTP failed (ConnectionRefusedError)" and row.attempts == 1
     finally:
         down.dispose()
+
+
+def test_overdue_follow_ups_are_mailed_once_a_day_as_one_digest(
+    services: Services, mailbox: Mailbox, add_partner: Any, client: Any, make_user: Any, clock: FakeClock
+) -> None:
+    from referral_service.services.deadlines import fire_due_deadlines
+
+    add_partner(contact_email=CONTACT, notify_language="en")
+    staff = make_user("partner", partner_id="p-peshawar-medical")
+    referral = _offer(services, client, make_user)
+    assert notifications.deliver_due(services)["delivered"] == 1  # the offer's own mail
+    [offer] = client.get("/api/v1/assignments", headers=staff.headers).get_json()["items"]
+    assert client.post(f"/api/v1/assignments/{offer['id']}/accept", headers=staff.headers).status_code == 200
+
+    clock.advance(days=3)  # first contact is long overdue
+    while fire_due_deadlines(services):
+        pass
+    pipeline = InProcessPipeline(services)
+    try:
+        pipeline.drain()
+    finally:
+        pipeline.close()
+    with services.uow() as uow:
+        [digest] = uow.session.scalars(select(Notification).where(Notification.channel == "digest")).all()
+        send_at = digest.next_attempt_at
+    assert send_at > clock.now() and send_at - clock.now() <= timedelta(days=1) and send_at.hour == 3
+    assert notifications.deliver_due(services)["delivered"] == 0  # not before the digest hour
+    assert len(mailbox.messages) == 1
+
+    clock.current = send_at
+    assert notifications.deliver_due(services)["delivered"] == 1
+    digest_mail = mailbox.messages[-1]
+    assert digest_mail["Subject"] == "Follow-ups are overdue in your inbox"
+    text = digest_mail.get_content()
+    assert text.startswith("1 follow-up reminder(s) for 1 case(s) became overdue")
+    assert "https://referrals.van.example.org/inbox" in text
+    assert referral["id"] not in text
+    assert not [m for m in PERSONAL if m in digest_mail.as_string()]
