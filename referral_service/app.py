@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 import traceback
+import uuid
 from datetime import date, datetime
 from typing import Any
 
@@ -20,11 +22,13 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from referral_service.bootstrap import Services
 from referral_service.domain.errors import DomainError
+from referral_service.services.access import PURPOSE_PATTERN, RequestContext, enter_request, leave_request
 from schemas.errors import ErrorSchema
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 256 * 1024
 HSTS = "max-age=31536000; includeSubDomains"
+REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
 
 
 class IsoJSONProvider(DefaultJSONProvider):
@@ -137,8 +141,28 @@ def create_app(services: Services, config: dict[str, Any] | None = None) -> Flas
     init_limiter(app, services.settings)
 
     @app.before_request
-    def _start_timer() -> None:
+    def _start_timer() -> Any:
         g.started = time.perf_counter()
+        # Every audit entry of this request carries its id (echoed as X-Request-Id) and, when the
+        # caller names one, the purpose of use (X-Purpose-Of-Use, a code such as TREAT or HOPERAT).
+        given = request.headers.get("X-Request-Id", "")
+        g.request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        purpose = request.headers.get("X-Purpose-Of-Use")
+        if purpose is not None and not PURPOSE_PATTERN.fullmatch(purpose):
+            return error_response(
+                400,
+                "bad_request",
+                "X-Purpose-Of-Use is a code of letters, digits, '.', '_' or '-' (at most 40), e.g. TREAT",
+            )
+        via = "api" if request.path.startswith("/api/") else "web"
+        g.request_token = enter_request(RequestContext(g.request_id, purpose, None, via))
+        return None
+
+    @app.teardown_request
+    def _end_request_context(_exc: BaseException | None) -> None:
+        token = g.pop("request_token", None)
+        if token is not None:
+            leave_request(token)
 
     @app.after_request
     def _observe(response: Any) -> Any:
@@ -146,6 +170,8 @@ def create_app(services: Services, config: dict[str, Any] | None = None) -> Flas
         metrics.requests.labels(request.method, endpoint, str(response.status_code)).inc()
         if "started" in g:
             metrics.latency.labels(endpoint).observe(time.perf_counter() - g.started)
+        if "request_id" in g:
+            response.headers["X-Request-Id"] = g.request_id
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
         response.headers.setdefault("X-Frame-Options", "DENY")

@@ -9,13 +9,14 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from referral_service.audit.log import AuditKeys, AuditLog
 from referral_service.clock import Clock, SystemClock
 from referral_service.config import ConfigError, Settings
 from referral_service.crypto import BlindIndexer, FieldCipher, FileKeyring, KeyProvider
 from referral_service.db.session import UnitOfWork, make_engine
 from referral_service.domain.deadlines import DeadlinePolicy
 from referral_service.files import PRIVATE_DIR, PRIVATE_FILE, restrict_to_owner
-from referral_service.services.access import AccessRecorder, LogAccessRecorder
+from referral_service.services.access import AccessRecorder, AuditRecorder
 from referral_service.services.damage import DamageLog, DamageReporter
 from referral_service.services.matching import DuplicateMatcher
 from referral_service.services.vault import Vault
@@ -33,6 +34,7 @@ class Services:
     vault: Vault
     matcher: DuplicateMatcher
     access: AccessRecorder
+    audit: AuditLog
     clock: Clock
     deadline_policy: DeadlinePolicy
     damage: DamageReporter
@@ -72,9 +74,14 @@ def bootstrap(
     restrict_to_owner(settings.keyring_path, PRIVATE_FILE)
     session_factory = sessionmaker(engine, expire_on_commit=False)
     damage = damage or DamageLog()
-    access = access or LogAccessRecorder()
+    clock = clock or SystemClock()
+    built: list[Services] = []
+    audit = AuditLog(AuditKeys(keys, settings.audit_origin), clock.now)
+    # Entries outside any unit of work get one of their own, from the services' current factory.
+    access = access or AuditRecorder(audit, lambda: built[0].uow())
     vault = Vault(keys, FieldCipher(), access, damage)
-    return Services(
+    audit.subjects = vault  # details about a subject are sealed under the subject's own key
+    services = Services(
         settings=settings,
         engine=engine,
         session_factory=session_factory,
@@ -82,10 +89,13 @@ def bootstrap(
         vault=vault,
         matcher=DuplicateMatcher(keys, BlindIndexer(keys), vault),
         access=access,
-        clock=clock or SystemClock(),
+        audit=audit,
+        clock=clock,
         deadline_policy=policy,
         damage=damage,
     )
+    built.append(services)
+    return services
 
 
 def prepare_database(services: Services) -> UpgradeReport:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import logging
 import os
 import signal
 import sys
+import uuid
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -61,7 +63,11 @@ def _settings() -> Settings:
 
 def _services(settings: Settings | None = None, *, check_keys: bool = True) -> Any:
     from referral_service.bootstrap import bootstrap
+    from referral_service.services.access import RequestContext, set_request_context
     from referral_service.services.keys import verify_keys
+
+    # What this command does is audited as the operating-system account that ran it.
+    set_request_context(RequestContext(request_id=uuid.uuid4().hex, operator=f"os:{_os_user()}", via="cli"))
 
     services = bootstrap(settings or _settings())
     if check_keys:
@@ -69,6 +75,13 @@ def _services(settings: Settings | None = None, *, check_keys: bool = True) -> A
             _require_schema(uow.session)
         verify_keys(services)
     return services
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
 
 
 def _require_schema(session: Any) -> None:
@@ -122,7 +135,7 @@ def init() -> None:
 @click.option("--threads", default=8, show_default=True, type=int)
 @operator_errors
 def run(host: str, port: int, threads: int) -> None:
-    """The whole service in one process: HTTP API and pages, relay, router, deadline scheduler."""
+    """The whole service in one process: HTTP API and pages, relay, router, deadline scheduler, audit integrator."""
     from referral_service.app import create_app
     from referral_service.http_server import waitress_server
     from workers.runtime import Runtime
@@ -190,7 +203,7 @@ def serve(host: str, port: int, workers_: int) -> None:
 
 
 @main.command()
-@click.argument("name", type=click.Choice(["relay", "router", "deadlines", "notify", "all"]))
+@click.argument("name", type=click.Choice(["relay", "router", "deadlines", "integrator", "notify", "all"]))
 @operator_errors
 def worker(name: str) -> None:
     """Run one worker (or all) in this process; start as many processes as you need."""
@@ -521,3 +534,54 @@ def subjects_erase(subject_id: str, yes: bool) -> None:
     for warning in erase_subject(services, subject_id):
         click.echo(f"warning: {warning}", err=True)
     click.echo(f"subject {subject_id} erased")
+
+
+@main.group("audit")
+def audit_group() -> None:
+    """The tamper-evident audit log: verify it, publish its key and checkpoints."""
+
+
+@audit_group.command("verify")
+@click.option(
+    "--checkpoint",
+    "checkpoint_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="An earlier signed checkpoint (kept outside the database): also prove the log extends it.",
+)
+@operator_errors
+def audit_verify(checkpoint_file: Path | None) -> None:
+    """Recompute every entry's leaf and the tree, check the signed checkpoint; exit 1 naming the first bad entry."""
+    from referral_service.services.audit import integrate_all, verify
+
+    services = _services()
+    integrate_all(services)  # what was written before this command is checked too
+    earlier = checkpoint_file.read_text(encoding="utf-8") if checkpoint_file else None
+    report = verify(services, earlier=earlier)
+    services.dispose()
+    if report.ok:
+        click.echo(report.line())
+        click.echo(report.head or "", nl=False)
+        sys.exit(0)
+    click.echo(report.line(), err=True)
+    sys.exit(1)
+
+
+@audit_group.command("key")
+@operator_errors
+def audit_key() -> None:
+    """Print the log's verifier key (C2SP signed-note form NAME+KEYID+BASE64, Ed25519) for auditors to keep."""
+    services = _services()
+    click.echo(str(services.audit.keys.verifier_key))
+    services.dispose()
+
+
+@audit_group.command("checkpoint")
+@operator_errors
+def audit_checkpoint() -> None:
+    """Print the latest signed checkpoint (after sequencing what is waiting), to keep off the database host."""
+    from referral_service.services.audit import checkpoint, integrate_all
+
+    services = _services()
+    integrate_all(services)
+    click.echo(checkpoint(services), nl=False)
+    services.dispose()

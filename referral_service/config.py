@@ -65,6 +65,11 @@ class Settings:
     smtp_from: str = "referral-service@localhost"
     webhook_allow_private: bool = False
     public_url: str = "http://127.0.0.1:8000"
+    # REFERRAL_AUDIT_ORIGIN: the audit log's name, first line of every checkpoint and its key's name
+    # (C2SP tlog-checkpoint: a schema-less URL naming this log, unique among the logs auditors follow).
+    audit_origin: str = "referral-service.local/audit"
+    # How often an idle integrator looks for new audit entries (seconds).
+    audit_integrate_every: float = 1.0
 
     @property
     def embedded(self) -> bool:
@@ -114,6 +119,7 @@ class Settings:
             smtp_from=_smtp_from(env.get("REFERRAL_SMTP_FROM") or "referral-service@localhost"),
             webhook_allow_private=_flag(env, "REFERRAL_WEBHOOK_ALLOW_PRIVATE", False),
             public_url=_public_url(env.get("REFERRAL_PUBLIC_URL") or "http://127.0.0.1:8000"),
+            audit_origin=_audit_origin(env.get("REFERRAL_AUDIT_ORIGIN") or "referral-service.local/audit"),
         )
 
 
@@ -242,3 +248,13 @@ def _public_url(url: str) -> str:
             f"https://referrals.example.org; got {url[:60]!r}"
         )
     return url.rstrip("/")
+
+
+def _audit_origin(origin: str) -> str:
+    # A note key name: no spaces, no '+', printable (c2sp.org/signed-note).
+    if not origin.isascii() or not origin.isprintable() or " " in origin or "+" in origin or len(origin) > 200:
+        raise ConfigError(
+            "REFERRAL_AUDIT_ORIGIN: the audit log's name, e.g. van.example.org/audit "
+            "(printable ASCII, no spaces or '+', at most 200 characters)"
+        )
+    return origin

@@ -14,12 +14,13 @@ from referral_service.messaging.broker import KombuPublisher, connect
 from referral_service.services.partners import active_partner_ids
 from workers.deadlines import run_scheduler
 from workers.handlers import declare_broker
+from workers.integrator import run_integrator
 from workers.notify import make_notify_consumer, run_delivery
 from workers.relay import OutboxRelay
 from workers.router import make_router
 
 log = logging.getLogger(__name__)
-WORKERS = ("relay", "router", "deadlines", "notify")
+WORKERS = ("relay", "router", "deadlines", "integrator", "notify")
 
 
 @dataclass
@@ -72,6 +73,9 @@ class Runtime:
 
     def _deadlines(self) -> None:
         run_scheduler(self.services, self.stop)
+
+    def _integrator(self) -> None:
+        run_integrator(self.services, self.stop)
 
     def shutdown(self, timeout: float = 10.0) -> None:
         self.stop.set()

@@ -106,4 +106,4 @@ class MalformedJson(ValidationFailed):
     code = "malformed_json"
 
 
-from referral_service.api import assignments, deliveries, duplicates, ops, referrals  # noqa: E402,F401  (registers routes)
+from referral_service.api import assignments, audit, deliveries, duplicates, ops, referrals  # noqa: E402,F401  (registers routes)

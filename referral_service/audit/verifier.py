@@ -53,6 +53,7 @@ __all__ = [
     "VerifierKey",
     "b64decode_strict",
     "check_note_text",
+    "entry_bytes",
     "extends",
     "key_id",
     "leaf_hash",
@@ -76,6 +77,9 @@ HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 #: Tree sizes and indexes are uint64 in RFC 9162 and in the checkpoint format's readers.
 MAX_TREE_SIZE = 2**64 - 1
+
+#: The canonical bytes of an audit entry start with this, then one length-prefixed part per field.
+ENTRY_FORMAT = b"referral-service/audit-entry/v1"
 
 _LEAF_PREFIX = b"\x00"
 _NODE_PREFIX = b"\x01"
@@ -133,6 +137,44 @@ def root_from_leaf_hashes(leaf_hashes: Iterable[bytes]) -> bytes:
     while stack:
         root = node_hash(stack.pop(), root)
     return root
+
+
+def entry_bytes(
+    *,
+    entry_id: str,
+    at: str,
+    actor_bi: bytes,
+    action_bi: bytes,
+    referral_bi: bytes | None,
+    subject_bi: bytes | None,
+    record_ct: bytes,
+    details_key: str,
+    details_ct: bytes,
+    commitment: bytes,
+) -> bytes:
+    """The canonical bytes of one audit entry, v1: what its leaf hash is taken over.
+
+    `ENTRY_FORMAT`, then each field as a 4-byte big-endian length and its bytes, in this order:
+    id (UUID text), at (RFC 3339 UTC with microseconds, `2026-12-01T11:38:48.575989Z`), the four
+    blind indexes (an absent one is empty), the sealed record, the name of the key its details are
+    sealed under (`audit` or `subject`), the sealed details and the keyed commitment. Only ciphertexts
+    and keyed digests go in: nothing an attacker could guess and confirm, and destroying a subject's
+    data key leaves the bytes, and so the tree, unchanged.
+    """
+    parts = (
+        ENTRY_FORMAT,
+        entry_id.encode("ascii"),
+        at.encode("ascii"),
+        actor_bi,
+        action_bi,
+        referral_bi or b"",
+        subject_bi or b"",
+        record_ct,
+        details_key.encode("ascii"),
+        details_ct,
+        commitment,
+    )
+    return b"".join(len(part).to_bytes(4, "big") + part for part in parts)
 
 
 def _check_hash(value: bytes, what: str) -> None:

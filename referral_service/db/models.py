@@ -354,6 +354,81 @@ class IdempotencyKey(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+# -- audit log (see referral_service.audit) ----------------------------------------------------------
+class AuditEntry(Base):
+    """One audited action, sealed: nothing in it is readable without the keyring.
+
+    Written in the transaction of the action it records; `idx` stays empty until the integrator
+    (`referral_service.audit.log.AuditLog.integrate`) sequences the entry into the Merkle tree, in
+    its own transaction. The leaf hash covers `at`, the blind indexes and the ciphertexts (the
+    entry's canonical bytes, `referral_service.audit.verifier.entry_bytes`), so destroying a
+    subject's data key leaves every leaf, and so the tree, verifiable.
+    """
+
+    __tablename__ = "audit_entries"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # UUIDv7: time-ordered, no sequence to contend on
+    at: Mapped[datetime] = mapped_column(index=True)
+    # Keyed blind indexes (HMAC under the audit search key): equality search without plaintext.
+    actor_bi: Mapped[bytes]
+    action_bi: Mapped[bytes]
+    referral_bi: Mapped[bytes | None]
+    subject_bi: Mapped[bytes | None]
+    record_ct: Mapped[bytes]  # who, what, outcome, request: sealed under the audit key
+    details_key: Mapped[str] = mapped_column(String(16))  # "audit" or "subject"
+    details_ct: Mapped[bytes]  # what was seen or done: under the subject's own key when about a subject
+    commitment: Mapped[bytes]  # HMAC of the plaintext under the audit commitment key
+    idx: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), unique=True)
+    __table_args__ = (
+        Index("ix_audit_entries_referral", "referral_bi", "at"),
+        Index("ix_audit_entries_subject", "subject_bi", "at"),
+        Index("ix_audit_entries_actor", "actor_bi", "at"),
+        Index("ix_audit_entries_action", "action_bi", "at"),
+    )
+
+
+# The integrator finds its work through this partial index: only unsequenced entries are in it.
+Index(
+    "ix_audit_entries_unsequenced",
+    AuditEntry.at,
+    AuditEntry.id,
+    postgresql_where=AuditEntry.idx.is_(None),
+    sqlite_where=AuditEntry.idx.is_(None),
+)
+
+
+class AuditNode(Base):
+    """A complete subtree of the Merkle tree: (level, index) covers leaves [index*2^level, (index+1)*2^level)."""
+
+    __tablename__ = "audit_nodes"
+    level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    )
+    hash: Mapped[bytes]
+
+
+class AuditHead(Base):
+    """The tree's current size and root: one row, locked by the integrator that extends it."""
+
+    __tablename__ = "audit_head"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    size: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    root: Mapped[bytes]
+    updated_at: Mapped[datetime]
+
+
+class AuditCheckpoint(Base):
+    """Every signed checkpoint, newest last: a C2SP tlog-checkpoint in a signed note."""
+
+    __tablename__ = "audit_checkpoints"
+    size: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    )
+    root: Mapped[bytes]
+    note: Mapped[str] = mapped_column(String(2000))
+    signed_at: Mapped[datetime]
+
+
 __all__ = ["Base", "date"]
 
 

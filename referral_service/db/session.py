@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from referral_service.db.models import OutboxMessage
@@ -42,8 +46,30 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, **kwargs)
 
 
+log = logging.getLogger(__name__)
+
+_CURRENT: ContextVar[UnitOfWork | None] = ContextVar("referral_service.unit_of_work", default=None)
+
+
+def current_unit_of_work() -> UnitOfWork | None:
+    """The innermost unit of work open in this thread (or task), for records that must join its
+    transaction (the audit log) without every call passing it down."""
+    return _CURRENT.get()
+
+
+class UncommittedRecord(RuntimeError):
+    """A unit of work ended without an error and without committing, but holds a record that must not be
+    lost (an audit entry of a read): the read happened, so its record must be committed with it."""
+
+
 class UnitOfWork:
-    """One transaction. Rolls back unless `commit()` was called; events go to the outbox in it."""
+    """One transaction. Rolls back unless `commit()` was called; events go to the outbox in it.
+
+    Two kinds of record ride along (the audit log's): `must_commit()` marks the transaction as holding a
+    record of something already done (a read of personal data), so leaving without committing is a bug
+    and raises `UncommittedRecord`; `keep_on_rollback(write)` is for records of refusals, which must
+    outlive the rollback that the refusal itself causes: `write` runs again in a fresh transaction.
+    """
 
     session: Session
 
@@ -51,17 +77,36 @@ class UnitOfWork:
         self._factory = session_factory
         self._on_commit = on_commit
         self._emitted = False
+        self._keep: list[Callable[[Session], None]] = []
+        self._must_commit = False
+        self._token: Token[UnitOfWork | None] | None = None
 
     def __enter__(self) -> UnitOfWork:
         self.session = self._factory()
         self._emitted = False
+        self._keep, self._must_commit = [], False
+        self._token = _CURRENT.set(self)
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.rollback()
-        self.session.close()
+        forgotten = exc_type is None and self._must_commit
+        try:
+            self.rollback()
+        finally:
+            self.session.close()
+            if self._token is not None:
+                _CURRENT.reset(self._token)
+                self._token = None
+        if forgotten:
+            raise UncommittedRecord("a unit of work that recorded a read ended without committing it")
+
+    def must_commit(self) -> None:
+        self._must_commit = True
+
+    def keep_on_rollback(self, write: Callable[[Session], None]) -> None:
+        self._keep.append(write)
 
     def emit(self, event: Event, *, exchange: str = EVENTS_EXCHANGE, routing_key: str | None = None) -> None:
         """Record `event` in the outbox, in this transaction: published only if it commits."""
@@ -91,7 +136,21 @@ class UnitOfWork:
         if self._emitted and self._on_commit is not None:
             self._on_commit()
         self._emitted = False
+        self._keep.clear()
+        self._must_commit = False
 
     def rollback(self) -> None:
         self.session.rollback()
         self._emitted = False  # the outbox rows went with the transaction
+        self._must_commit = False
+        keep, self._keep = self._keep, []
+        if keep:
+            try:
+                for write in keep:
+                    write(self.session)
+                self.session.commit()
+            except SQLAlchemyError:
+                # The database itself failed (the likely reason for the rollback): nothing more can be
+                # written now. Never mask the original error with this one.
+                log.exception("could not keep %d record(s) past a rollback", len(keep))
+                self.session.rollback()

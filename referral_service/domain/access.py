@@ -65,6 +65,8 @@ class Action(StrEnum):
     CONFIRM_DUPLICATE = "duplicate.confirm"
     DISMISS_DUPLICATE = "duplicate.dismiss"
     READ_AUDIT = "audit.read"
+    EXPORT_AUDIT = "audit.export"
+    VERIFY_AUDIT = "audit.verify"  # the log's head, checkpoints, proofs and verification
 
 
 class Relation(StrEnum):
@@ -163,7 +165,7 @@ RULES: tuple[Rule, ...] = (
     _rule(Action.READ_DELIVERIES, Role.ADMIN),
     _rule(Action.REPLAY_DELIVERY, Role.ADMIN),
     *(_rule(a, S) for a in (Action.LIST_DUPLICATES, Action.CONFIRM_DUPLICATE, Action.DISMISS_DUPLICATE)),
-    _rule(Action.READ_AUDIT, Role.AUDITOR),
+    *(_rule(a, Role.AUDITOR) for a in (Action.READ_AUDIT, Action.EXPORT_AUDIT, Action.VERIFY_AUDIT)),
 )
 
 # What a refused caller is told: the rule in words, never anything about the case.
@@ -189,6 +191,8 @@ REFUSALS: dict[Action, str] = {
     Action.CONFIRM_DUPLICATE: "possible duplicates are for supervisors",
     Action.DISMISS_DUPLICATE: "possible duplicates are for supervisors",
     Action.READ_AUDIT: "the audit log is for auditors",
+    Action.EXPORT_AUDIT: "the audit log is for auditors",
+    Action.VERIFY_AUDIT: "the audit log is for auditors",
 }
 
 # The action each person's command needs.

@@ -68,6 +68,7 @@ def inbox(
             view["subject_damaged"] = a.referral.subject_id in damaged
             items.append(view)
         nxt = encode_cursor(rows[limit - 1].offered_at, rows[limit - 1].id) if len(rows) > limit else None
+        uow.commit()
         return {"items": items, "next": nxt}
 
 
@@ -99,13 +100,16 @@ def _move(services: Services, cmd: Any, actor: Actor, extra: Extra | None = None
             access.COMMAND_ACTIONS[type(cmd)],
             cases.case_for_assignment(referral, a),
             referral_id=referral.id,
+            subject_id=referral.subject_id,
         )
         now = services.clock.now()
         change = lifecycle.handle(cases.state_of(referral), cmd, at=now, policy=services.deadline_policy)
         cases.save(uow, services, referral, change, now)
         answer = extra(uow, a, now) if extra is not None else None
+        if answer is None:
+            answer = assignment_view(uow.session, services, a, actor)
         _commit(uow)
-        return answer if answer is not None else assignment_view(uow.session, services, a, actor)
+        return answer
 
 
 def _sealed_note(services: Services, note: str | None) -> Extra:

@@ -8,6 +8,7 @@ data are reported by the vault itself (`Vault.reveal_*`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from referral_service.domain import access
@@ -27,10 +28,12 @@ def decide(
     *,
     referral_id: str | None = None,
     subject_id: str | None = None,
+    details: Mapping[str, str] | None = None,
 ) -> Decision:
-    """The policy's decision on `action`, recorded; the caller acts on `decision.allowed`."""
+    """The policy's decision on `action`, recorded; the caller acts on `decision.allowed`.
+    `details`: identifiers and codes that say what was asked (an auditor's filters, say)."""
     decision = access.decide(actor, action, case)
-    _record(services, actor, decision, referral_id, subject_id)
+    _record(services, actor, decision, referral_id, subject_id, details)
     return decision
 
 
@@ -42,9 +45,10 @@ def authorize(
     *,
     referral_id: str | None = None,
     subject_id: str | None = None,
+    details: Mapping[str, str] | None = None,
 ) -> Decision:
     """As `decide`, and Forbidden (403) when it is a refusal."""
-    decision = decide(services, actor, action, case, referral_id=referral_id, subject_id=subject_id)
+    decision = decide(services, actor, action, case, referral_id=referral_id, subject_id=subject_id, details=details)
     if not decision.allowed:
         raise Forbidden(decision.refusal)
     return decision
@@ -56,12 +60,17 @@ def screen(services: Services, actor: Actor, action: Action) -> None:
     passes is not recorded here: the decision on the case itself follows, and is."""
     if not access.role_may(actor.role, action):
         decision = Decision(action, False, Relation.NO_CASE, Consent.NO_CASE)
-        _record(services, actor, decision, None, None)
+        _record(services, actor, decision, None, None, None)
         raise Forbidden(decision.refusal)
 
 
 def _record(
-    services: Services, actor: Actor, decision: Decision, referral_id: str | None, subject_id: str | None
+    services: Services,
+    actor: Actor,
+    decision: Decision,
+    referral_id: str | None,
+    subject_id: str | None,
+    details: Mapping[str, str] | None,
 ) -> None:
     services.access.record(
         actor=actor,
@@ -69,4 +78,5 @@ def _record(
         referral_id=referral_id,
         subject_id=subject_id,
         outcome="allowed" if decision.allowed else "denied",
+        details=details,
     )

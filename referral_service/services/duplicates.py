@@ -157,6 +157,7 @@ def list_duplicates(
         rows = uow.session.scalars(query.limit(limit + 1)).all()
         items = [duplicate_view(uow.session, services, d, actor) for d in rows[:limit]]
         nxt = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
+        uow.commit()  # the reveals' audit entries
         return {"items": items, "next": nxt}
 
 

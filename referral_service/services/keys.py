@@ -232,6 +232,7 @@ def start_rotation(services: Services) -> str:
     kek_id = add_active_kek(services.settings.keyring_path)
     with services.uow() as uow:
         _write_canary(services, uow.session)
+        services.access.record(actor=None, action="keys.rotate", referral_id=None, details={"kek_id": kek_id})
         uow.commit()
     return kek_id
 
@@ -343,6 +344,9 @@ def retire(services: Services, kek_id: str) -> None:
         )
     if in_use:
         raise Conflict(f"{kek_id} still wraps {in_use} data key(s); run 'referral-service keys rotate --resume' first")
+    with services.uow() as uow:
+        services.access.record(actor=None, action="keys.retire", referral_id=None, details={"kek_id": kek_id})
+        uow.commit()
     retire_kek(services.settings.keyring_path, kek_id)
     with services.uow() as uow:
         # The canary of a KEK that is gone proves nothing.
@@ -433,6 +437,9 @@ def reindex(services: Services, *, batch_size: int = 500, progress: Progress = _
     deletion of the old rows, each step committed; rerun after a crash and it carries on.
     `progress` is told the subjects each batch visited."""
     plan = begin_reindex(services)
+    with services.uow() as uow:
+        services.access.record(actor=None, action="keys.reindex", referral_id=None)
+        uow.commit()
     damaged: set[str] = set()
     while done := reindex_batch(services, batch_size, damaged=damaged):
         progress(done)

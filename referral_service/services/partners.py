@@ -64,6 +64,10 @@ def upsert_partners(
                 if f in data:
                     setattr(row, f, data[f])
             out.append(row)
+        if actor is None:  # the operator's import at the command line is on record too
+            services.access.record(
+                actor=None, action="partner.import", referral_id=None, details={"partners": str(len(out))}
+            )
         uow.commit()
         return [partner_view(p) for p in out]
 

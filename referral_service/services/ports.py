@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from referral_service.audit.log import AuditLog
     from referral_service.clock import Clock
     from referral_service.config import Settings
     from referral_service.crypto import KeyProvider
@@ -50,6 +51,11 @@ class Services(Protocol):
     def access(self) -> AccessRecorder:
         """Where access is recorded: decisions through `services.authorization`, reveals by the vault,
         and the few actions that are neither (sign-in, erasure, records check)."""
+        ...
+
+    @property
+    def audit(self) -> AuditLog:
+        """The tamper-evident audit log the recorder writes to; queries, proofs and verification."""
         ...
 
     @property

@@ -312,8 +312,13 @@ def get_referral(services: Services, referral_id: str, actor: Actor) -> dict[str
     with services.uow() as uow:
         referral = load_referral(uow.session, referral_id)
         case = cases.case_for_reading(referral)
-        decision = authorize(services, actor, Action.READ_REFERRAL, case, referral_id=referral.id)
-        return referral_view(uow.session, services, referral, actor, access.visibility(decision, actor, case))
+        # With the subject: a refused look at a person's file belongs in that person's access report.
+        decision = authorize(
+            services, actor, Action.READ_REFERRAL, case, referral_id=referral.id, subject_id=referral.subject_id
+        )
+        view = referral_view(uow.session, services, referral, actor, access.visibility(decision, actor, case))
+        uow.commit()  # the read is on record before anyone sees it
+        return view
 
 
 def available_actions(services: Services, referral_id: str, actor: Actor) -> Available:
@@ -365,6 +370,7 @@ def list_referrals(
                 }
             )
         nxt = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
+        uow.commit()  # the reveals' audit entries
         return {"items": items, "next": nxt}
 
 
@@ -382,6 +388,7 @@ def _case_move(services: Services, cmd: WithdrawConsent | WithdrawReferral | Reo
             access.COMMAND_ACTIONS[type(cmd)],
             cases.case_for_reading(referral),
             referral_id=referral.id,
+            subject_id=referral.subject_id,
         )
         now = services.clock.now()
         change = lifecycle.handle(cases.state_of(referral), cmd, at=now, policy=services.deadline_policy)

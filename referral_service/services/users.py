@@ -64,6 +64,9 @@ def create_user(
         except IntegrityError:
             raise Conflict("a user with that name exists") from None
         uow.session.add(ApiToken(user_id=user.id, token_hash=hash_token(token)))
+        services.access.record(
+            actor=None, action="user.create", referral_id=None, details={"user_id": user.id, "role": user.role}
+        )
         uow.commit()
         return {"id": user.id, "name": user.name, "role": user.role, "partner_id": user.partner_id, "token": token}
 
@@ -169,10 +172,9 @@ def revoke_user(services: Services, user_id: str) -> dict[str, Any]:
         for token in tokens:
             token.revoked_at = now
         ended = sessions.end_all_for_user(uow.session, user_id, now)
+        services.access.record(actor=None, action="user.revoke", referral_id=None, details={"user_id": user_id})
         uow.commit()
-        result = {"id": user.id, "name": user.name, "tokens_revoked": len(tokens), "sessions_ended": ended}
-    services.access.record(actor=None, action="user.revoke", referral_id=None, details={"user_id": user_id})
-    return result
+        return {"id": user.id, "name": user.name, "tokens_revoked": len(tokens), "sessions_ended": ended}
 
 
 def ensure_demo_user(services: Services, *, name: str, role: str, partner_id: str | None) -> dict[str, Any]:

@@ -328,6 +328,34 @@ class Vault:
                 continue
         return damaged
 
+    # -- audit details under the subject's key (`referral_service.audit.log.SubjectSealer`) ----------
+    def seal_audit_details(self, session: Session, subject_id: str, entry_id: str, plaintext: str) -> bytes | None:
+        subject = session.get(Subject, subject_id)
+        if subject is None or subject.erased_at is not None:
+            return None
+        try:
+            key = self.data_key(session, subject)
+        except (DamagedRecord, SubjectErased):
+            return None
+        return self.cipher.encrypt(key, plaintext, FieldContext("audit_entries", "details", entry_id, subject_id))
+
+    def open_audit_details(self, session: Session, subject_id: str, entry_id: str, sealed: bytes) -> str | None:
+        subject = session.get(Subject, subject_id)
+        if subject is None:
+            raise DamagedRecord(
+                table="audit_entries",
+                column="details",
+                row_id=entry_id,
+                subject_id=subject_id,
+                reason="no such subject",
+            )
+        try:
+            return self.open_field(session, subject, "audit_entries", "details", entry_id, sealed)
+        except DamagedRecord:
+            raise
+        except SubjectErased:
+            return None
+
     # -- erasure -----------------------------------------------------------------------------
     def erase(self, session: Session, subject: Subject, now: datetime) -> None:
         """Crypto-shredding: the wrapped data key is destroyed; every ciphertext becomes noise, and the

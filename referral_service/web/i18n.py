@@ -152,6 +152,42 @@ PROVINCE_LABELS = {
     "Gilgit-Baltistan": _l("Gilgit-Baltistan"),
     "Azad Jammu and Kashmir": _l("Azad Jammu and Kashmir"),
 }
+# The audit log: what was done (the `action` codes of the access policy and the vault), and which
+# personal fields were seen. A code without a label (a newer one) shows as itself.
+AUDIT_ACTION_LABELS = {
+    "referral.submit": _l("Submitted the referral"),
+    "referral.read": _l("Opened the referral"),
+    "referral.list": _l("Saw the referral in a list"),
+    "referrals.incident.read": _l("Read the incident details"),
+    "referral.withdraw": _l("Withdrew the referral"),
+    "referral.consent_withdraw": _l("Recorded that consent was withdrawn"),
+    "referral.reopen": _l("Re-opened the referral"),
+    "assignment.list": _l("Looked at the assignment inbox"),
+    "assignment.accept": _l("Accepted the case"),
+    "assignment.decline": _l("Declined the case"),
+    "assignment.close": _l("Closed the case"),
+    "followup.record": _l("Recorded a follow-up"),
+    "duplicate.warn": _l("Was told of a possible repeat referral"),
+    "duplicate.list": _l("Looked at possible duplicates"),
+    "duplicate.confirm": _l("Confirmed a duplicate"),
+    "duplicate.dismiss": _l("Dismissed a duplicate"),
+    "subject.erase": _l("Erased the person's data"),
+    "audit.read": _l("Looked at the audit log"),
+    "audit.export": _l("Exported the audit log"),
+    "audit.verify": _l("Verified the audit log"),
+    "auth.sign_in": _l("Signed in"),
+}
+AUDIT_OUTCOME_LABELS = {"allowed": _l("Allowed"), "denied": _l("Refused")}
+FIELD_LABELS = {
+    "full_name": _l("Name"),
+    "date_of_birth": _l("Date of birth"),
+    "sex": _l("Sex"),
+    "cnic": _l("CNIC"),
+    "phone": _l("Phone"),
+    "address": _l("Address"),
+    "incident": _l("Incident details"),
+    "note": _l("Note"),
+}
 
 LABELS: dict[str, dict[str, Any]] = {
     "service": SERVICE_LABELS,
@@ -169,6 +205,9 @@ LABELS: dict[str, dict[str, Any]] = {
     "deadline_kind": DEADLINE_KIND_LABELS,
     "role": ROLE_LABELS,
     "province": PROVINCE_LABELS,
+    "audit_action": AUDIT_ACTION_LABELS,
+    "audit_outcome": AUDIT_OUTCOME_LABELS,
+    "field": FIELD_LABELS,
 }
 
 
@@ -213,6 +252,9 @@ _EXACT: dict[str, LazyString] = {
     "name at least one need": _l("Choose at least one need."),
     "say how consent was given: verbal or written": _l("Say how consent was given: verbal or written."),
     "explain 'other' in a note": _l("Explain 'other' in the note."),
+    "Not a valid datetime.": _l("Enter a date and time."),
+    "must be after since": _l("The end of the time range must be after its start."),
+    "an action code such as referral.read": _l("Enter an action code such as referral.read."),
 }
 _PATTERNS: list[tuple[re.Pattern[str], Any]] = [
     (re.compile(r"^Must be one of: "), lambda m: _l("Choose one of the options.")),

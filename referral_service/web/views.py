@@ -6,11 +6,13 @@ import functools
 import re
 import secrets
 from collections.abc import Callable
+from datetime import UTC
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
+    Response,
     current_app,
     flash,
     g,
@@ -60,6 +62,7 @@ from referral_service.domain.model import (
 from referral_service.ratelimit import retry_after_seconds
 from referral_service.services import (
     assignments,
+    audit,
     deadlines,
     duplicates,
     notifications,
@@ -80,6 +83,7 @@ from referral_service.web.forms import (
 )
 from referral_service.web.i18n import choices
 from schemas import CloseSchema, DeclineSchema, FollowUpSchema, ReferralInputSchema
+from schemas.audit import FILTER_NAMES, AuditFilterSchema, AuditVerifySchema, audit_csv, audit_filter
 from schemas.referrals import ReopenSchema, WithdrawSchema
 
 bp = Blueprint("web", __name__)
@@ -92,6 +96,7 @@ HOMES = (
     (Action.LIST_REFERRALS, "web.referral_list"),
     (Action.LIST_ASSIGNMENTS, "web.inbox"),
     (Action.READ_DELIVERIES, "web.deliveries"),
+    (Action.READ_AUDIT, "web.audit_log"),
 )
 PAGE_SIZE = 25
 ASSIGNMENT_STATUSES = [s.value for s in AssignmentStatus]
@@ -703,3 +708,80 @@ def delivery_replay(actor: Actor, partner_id: str, delivery_id: str) -> Any:
         _("Sent again shortly, with the same webhook-id, so the partner's system can tell it is a repeat."), "success"
     )
     return redirect(url_for("web.deliveries", partner=partner_id))
+
+
+# -- auditors -------------------------------------------------------------------------------------------
+# Known action codes, offered as suggestions in the filter (any code the log holds may be typed).
+AUDIT_ACTIONS = sorted({a.value for a in Action} | {"referrals.incident.read", "subject.erase", "auth.sign_in"})
+
+
+def _audit_filters() -> tuple[FormState, Any]:
+    """The filter form as entered, and the log's filter (None when a field is invalid)."""
+    values = {name: (request.args.get(name) or "").strip()[:200] for name in FILTER_NAMES}
+    data, errors = load(AuditFilterSchema(), {k: v for k, v in values.items() if v})
+    if data is None:
+        return FormState(values=values, errors=errors), None
+    for name in ("since", "until"):  # as a datetime-local box shows it (UTC), whatever form the link gave
+        if data.get(name) is not None:
+            values[name] = data[name].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return FormState(values=values), audit_filter(data)
+
+
+def _filter_args(state: FormState) -> dict[str, str]:
+    return {k: v for k, v in state.values.items() if v}
+
+
+@bp.get("/audit")
+@page(Action.READ_AUDIT)
+def audit_log(actor: Actor) -> Any:
+    state, where = _audit_filters()
+    page_: dict[str, Any] = {"items": [], "next": None}
+    status = 200
+    if where is None:
+        flash(_("Please correct the fields marked below."), "error")
+        status = 422
+    else:
+        page_ = audit.query(services(), actor, where, limit=PAGE_SIZE, cursor=request.args.get("cursor") or None)
+    # Verifying recomputes the whole log: only when asked for, not on every page of entries.
+    report = audit.verify(services(), actor) if request.args.get("verify") == "1" and where is not None else None
+    return render_template(
+        "audit.html",
+        form=state,
+        filters=_filter_args(state),
+        items=page_["items"],
+        next_cursor=page_["next"],
+        paged=bool(request.args.get("cursor")),
+        report=AuditVerifySchema().dump(report) if report is not None else None,
+        actions=AUDIT_ACTIONS,
+        partner_names=_partner_names(),
+    ), status
+
+
+@bp.get("/audit/export.csv")
+@page(Action.EXPORT_AUDIT)
+def audit_export(actor: Actor) -> Any:
+    state, where = _audit_filters()
+    if where is None:
+        return error_page(422, _("Something is wrong"), _("Correct the filters on the audit page, then export again."))
+    rows = audit.export_rows(services(), actor, where)
+    return Response(
+        audit_csv(rows),
+        mimetype="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="audit-export.csv"'},
+    )
+
+
+def _access_page(kind: str, report: dict[str, Any]) -> Any:
+    return render_template("audit_access.html", kind=kind, report=report, partner_names=_partner_names())
+
+
+@bp.get("/audit/referrals/<referral_id>")
+@page(Action.READ_AUDIT)
+def audit_referral_access(actor: Actor, referral_id: str) -> Any:
+    return _access_page("referral", audit.access_report(services(), actor, referral_id=referral_id))
+
+
+@bp.get("/audit/subjects/<subject_id>")
+@page(Action.READ_AUDIT)
+def audit_subject_access(actor: Actor, subject_id: str) -> Any:
+    return _access_page("subject", audit.access_report(services(), actor, subject_id=subject_id))

@@ -410,6 +410,7 @@ class Recorder:
         subject_id: str | None = None,
         fields: Any = (),
         outcome: str = "allowed",
+        details: Any = None,
     ) -> None:
         self.entries.append(
             {

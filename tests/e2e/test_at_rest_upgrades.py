@@ -167,7 +167,9 @@ def _note(services: Services, followup_id: str) -> tuple[str, str | None]:
             actor=Actor("t", Role.SUPERVISOR),
             referral_id=referral.id,
         )
-        return followup.outcome, note
+        outcome = followup.outcome
+        uow.commit()  # the reveal is audited
+        return outcome, note
 
 
 def test_init_moves_an_old_free_text_outcome_into_the_sealed_note(

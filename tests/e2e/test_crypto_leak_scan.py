@@ -10,8 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
 from referral_service.bootstrap import Services
+from referral_service.db.models import AuditEntry
+from referral_service.services.audit import integrate_all
 from tests.factories import referral_body
 from tests.pipeline import InProcessPipeline
 
@@ -166,4 +169,14 @@ def test_no_marker_in_any_form_in_the_sqlite_files_or_logs(
     assert find_leaks(before_checkpoint, all_needles()) == []
     assert find_leaks(after_checkpoint, all_needles()) == []
     logged = "\n".join(r.getMessage() for r in caplog.records).encode()
-    assert logged and find_leaks(logged, all_needles()) == []
+    assert find_leaks(logged, all_needles()) == []
+    # The audit log is in the files: every read of the marked people is in it, sealed, and once
+    # integrated its tree and checkpoints too.
+    with services.uow() as uow:
+        about_subjects = uow.session.scalar(
+            select(func.count()).select_from(AuditEntry).where(AuditEntry.subject_bi.is_not(None))
+        )
+    assert about_subjects is not None and about_subjects >= 2
+    assert integrate_all(services) > 0
+    services.engine.dispose()
+    assert find_leaks(_read_home(home), all_needles()) == []

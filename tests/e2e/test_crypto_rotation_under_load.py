@@ -186,6 +186,7 @@ def rotate_under_load(services: Services, app: Any, headers: dict[str, str]) -> 
             if subject.id in expected:
                 assert shown["full_name"] == expected[subject.id]
         assert uow.session.scalar(select(func.count()).select_from(Subject)) == total
+        uow.commit()  # the reveals are audited
     client = app.test_client()
     for referral_id, name in [*readable.items(), *load.submitted.items()]:
         assert (

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -39,6 +41,11 @@ def _offers(base: str, token: str, referral_id: str) -> list[dict[str, object]]:
     return [a for a in body["assignments"] if a["status"] == "offered"]
 
 
+def _signed_size(env: dict[str, str]) -> int:
+    with closing(sqlite3.connect(Path(env["REFERRAL_HOME"]) / "referrals.sqlite3")) as conn:
+        return int(conn.execute("SELECT coalesce(max(size), 0) FROM audit_checkpoints").fetchone()[0])
+
+
 def test_run_serves_routes_and_stops_cleanly_on_sigterm(prepared: tuple[dict[str, str], str]) -> None:
     env, token = prepared
     service, base = _start(env)
@@ -52,6 +59,8 @@ def test_run_serves_routes_and_stops_cleanly_on_sigterm(prepared: tuple[dict[str
         assert [o["partner_id"] for o in offers] == ["p-peshawar-medical"]
         status, spec = request("GET", f"{base}/api/v1/openapi.json")
         assert status == 200 and "/api/v1/referrals" in spec["paths"]
+        # The integrator runs in `run`: the submit's entry is signed into a checkpoint within seconds.
+        assert wait_until(lambda: _signed_size(env) >= 1, timeout=10, what="a signed audit checkpoint")
     finally:
         code = service.terminate(signal.SIGTERM)
     assert code == 0, service.output[-2000:]
@@ -80,6 +89,13 @@ def test_nothing_is_lost_or_doubled_when_run_is_killed(prepared: tuple[dict[str,
             assert len(offers) == 1
     finally:
         assert service.terminate() == 0
+    # Every submit's audit entry survived the kill with it, and the log verifies.
+    verified = cli(env, "audit", "verify")
+    assert verified.returncode == 0 and "audit log intact" in verified.stdout
+    cli(env, "audit", "checkpoint")  # sequences the verify's own entry too
+    with closing(sqlite3.connect(Path(env["REFERRAL_HOME"]) / "referrals.sqlite3")) as conn:
+        assert conn.execute("SELECT count(*) FROM audit_entries WHERE idx IS NULL").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM audit_entries").fetchone()[0] >= len(ids) * 2  # submit + reads
 
 
 def test_bad_configuration_stops_start_up_with_one_line(tmp_path: Path) -> None:

@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from openapi_core import OpenAPI
+from openapi_core import Config, OpenAPI
 from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest, WerkzeugOpenAPIResponse
+from openapi_core.deserializing.media_types.util import plain_loads
 from openapi_spec_validator import validate as validate_document
 from werkzeug.test import EnvironBuilder
 
@@ -23,6 +24,7 @@ from referral_service.api.openapi import build_spec, documented_methods, documen
 from referral_service.app import MAX_BODY_BYTES, create_app
 from referral_service.bootstrap import Services, bootstrap
 from referral_service.db.models import Notification
+from referral_service.services.audit import integrate_all
 from referral_service.services.subjects import erase_subject
 from tests.conftest import FakeClock, UserHandle, embedded_settings
 from tests.e2e.test_damaged_records import damage_key_of
@@ -116,7 +118,9 @@ class CheckedClient:
     def __init__(self, app: Flask) -> None:
         self.client = app.test_client()
         self.routes = app.url_map.bind("localhost")
-        self.openapi = OpenAPI.from_dict(build_spec(app))
+        # CSV is text, as text/plain is (openapi-core reads only the media types it knows as text).
+        csv_is_text = Config(extra_media_type_deserializers={"text/csv": plain_loads})
+        self.openapi = OpenAPI.from_dict(build_spec(app), config=csv_is_text)
         self.seen: set[tuple[str, str, int]] = set()
 
     def call(
@@ -345,6 +349,31 @@ def test_answers_of_every_operation_match_the_documented_schemas(
     assert api.post(f"/api/v1/partners/{MEDICAL}/deliveries/msg_doc/replay", user=admin)["status"] == "pending"
     api.post(f"/api/v1/partners/{MEDICAL}/deliveries/msg_none/replay", 404, user=admin)
     api.post(f"/api/v1/partners/{MEDICAL}/deliveries/msg_doc/replay", 403, user=sup)
+    # The audit log, for auditors: entries, export, access reports, verification, checkpoint, proofs.
+    auditor = make_user("auditor")
+    integrate_all(services)
+    entries = api.get(f"/api/v1/audit?referral_id={first['id']}&limit=2", user=auditor)
+    assert len(entries["items"]) == 2 and entries["next"]
+    api.get(f"/api/v1/audit?cursor={entries['next']}&action=referral.read&since=2000-01-01T00:00:00Z", user=auditor)
+    api.get(f"/api/v1/audit?subject_id={later['subject_id']}", user=auditor)  # erased: details read as erased
+    api.get("/api/v1/audit?since=not-a-time", 422, user=auditor, check_request=False)
+    api.get("/api/v1/audit", 403, user=sup)
+    api.get(f"/api/v1/audit/export.csv?actor_id={cw.actor.user_id}", user=auditor)
+    api.get("/api/v1/audit/export.csv", 403, user=cw)
+    api.get(f"/api/v1/audit/referrals/{first['id']}/access", user=auditor)
+    api.get(f"/api/v1/audit/subjects/{later['subject_id']}/access", user=auditor)
+    api.get(f"/api/v1/audit/subjects/{later['subject_id']}/access", 403, user=staff)
+    report = api.get("/api/v1/audit/verify", user=auditor)
+    assert report["ok"] is True and report["size"] > 2
+    api.get("/api/v1/audit/verify", 403, user=admin)
+    api.get("/api/v1/audit/checkpoint", user=auditor)
+    size = report["size"]
+    api.get(f"/api/v1/audit/proof/inclusion?index=1&size={size}", user=auditor)
+    api.get(f"/api/v1/audit/proof/inclusion?index={size}&size={size}", 404, user=auditor)
+    api.get("/api/v1/audit/proof/inclusion?index=0", 422, user=auditor, check_request=False)
+    api.get(f"/api/v1/audit/proof/consistency?first=2&second={size}", user=auditor)
+    api.get(f"/api/v1/audit/proof/consistency?first=1&second={size + 1}", 404, user=auditor)
+    api.get(f"/api/v1/audit/proof/consistency?first={size}&second=1", 422, user=auditor)
 
     # Every documented success answer was produced and checked, but /metrics (below, with a token).
     missing = _successes(build_spec(app)) - api.seen - {("/metrics", "GET", 200)}

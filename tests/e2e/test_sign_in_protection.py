@@ -9,9 +9,13 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from sqlalchemy import select
 
 from referral_service.app import create_app
+from referral_service.audit.log import AuditFilter
 from referral_service.bootstrap import Services, bootstrap
+from referral_service.db.models import AuditEntry
+from referral_service.domain.errors import Unauthenticated
 from referral_service.services import users
 from tests.conftest import FakeClock, embedded_settings
 from tests.e2e.test_web_forms import PASSWORD, csrf_token, sign_in
@@ -161,18 +165,27 @@ def test_failed_sign_ins_are_recorded_without_the_typed_name_or_password(
         assert typed not in text
 
 
-def test_failed_sign_in_log_line_names_no_typed_text(
+def test_failed_sign_in_is_in_the_audit_log_without_the_typed_text(
     client: FlaskClient, caseworker: Any, home: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    services = bootstrap(embedded_settings(home), clock=clock)  # the real (log) recorder
+    services = bootstrap(embedded_settings(home), clock=clock)  # the real recorder: the audit log
     try:
-        with caplog.at_level("INFO", logger="referral_service.access"), pytest.raises(Exception):  # noqa: B017
+        with caplog.at_level("DEBUG"), pytest.raises(Unauthenticated):
             users.sign_in(services, caseworker.actor.name, WRONG)
+        with services.uow() as uow:
+            [entry] = [
+                services.audit.open_entry(uow.session, row)
+                for row in services.audit.query(uow.session, AuditFilter(action="auth.sign_in"), limit=10)
+            ]
+            sealed = b"".join(row.record_ct + row.details_ct for row in uow.session.scalars(select(AuditEntry)))
     finally:
         services.dispose()
-    line = "\n".join(r.getMessage() for r in caplog.records if r.name == "referral_service.access")
-    assert "action=auth.sign_in outcome=denied" in line and caseworker.actor.user_id in line
-    assert WRONG not in line and caseworker.actor.name not in line
+    assert entry.record is not None and entry.record["outcome"] == "denied"
+    assert entry.details == {"fields": [], "user_id": caseworker.actor.user_id, "reason": "wrong_password"}
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    for text in (logged, repr(entry)):
+        assert WRONG not in text and caseworker.actor.name not in text
+    assert WRONG.encode() not in sealed and caseworker.actor.name.encode() not in sealed
 
 
 def test_revoked_user_cannot_sign_in_with_the_right_password(

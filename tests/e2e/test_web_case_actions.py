@@ -67,7 +67,7 @@ def _notes(services: Any, url: str) -> list[tuple[str, bytes | None, str | None]
         rows = uow.session.scalars(
             select(CaseNote).where(CaseNote.referral_id == referral.id).order_by(CaseNote.created_at)
         ).all()
-        return [
+        notes = [
             (
                 n.kind,
                 n.note_ct,
@@ -84,6 +84,8 @@ def _notes(services: Any, url: str) -> list[tuple[str, bytes | None, str | None]
             )
             for n in rows
         ]
+        uow.commit()  # the reveals are audited
+        return notes
 
 
 def _post(client: FlaskClient, url: str, action: str, **form: str) -> Any:

@@ -477,8 +477,8 @@ def test_supervisor_sees_why_each_partner_was_chosen_and_can_close_an_accepted_c
 
 
 def test_roles_without_pages_land_on_a_plain_start_page(client: FlaskClient, make_user: Any) -> None:
-    auditor = make_user("auditor", password=PASSWORD)
-    sign_in(client, auditor.actor.name)
+    admin = make_user("admin", password=PASSWORD)  # (auditors land on /audit: tests/e2e/test_web_audit.py)
+    sign_in(client, admin.actor.name)
     page = client.get("/", follow_redirects=True)
     assert page.status_code == 200
     assert "There are no pages for your role on this site." in page.get_data(as_text=True)

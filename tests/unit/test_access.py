@@ -51,7 +51,7 @@ def expected(role: Role, action: Action, rel: Relation, con: Consent) -> bool:
         return True
     if action in (Action.WRITE_PARTNERS, Action.READ_DELIVERIES, Action.REPLAY_DELIVERY):
         return role is ADM
-    if action is Action.READ_AUDIT:
+    if action in (Action.READ_AUDIT, Action.EXPORT_AUDIT, Action.VERIFY_AUDIT):
         return role is AUD
     raise AssertionError(f"no expectation for {action}")
 
@@ -219,7 +219,7 @@ def test_whose_rows_a_list_shows(role: Role, action: Action, scope: Scope | None
                 Action.READ_PARTNERS,
             },
         ),
-        (AUD, {Action.READ_PARTNERS, Action.READ_AUDIT}),
+        (AUD, {Action.READ_PARTNERS, Action.READ_AUDIT, Action.EXPORT_AUDIT, Action.VERIFY_AUDIT}),
         (ADM, {Action.READ_PARTNERS, Action.WRITE_PARTNERS, Action.READ_DELIVERIES, Action.REPLAY_DELIVERY}),
         (
             S,
@@ -232,6 +232,8 @@ def test_whose_rows_a_list_shows(role: Role, action: Action, scope: Scope | None
                 Action.READ_AUDIT,
                 Action.READ_DELIVERIES,
                 Action.REPLAY_DELIVERY,
+                Action.EXPORT_AUDIT,
+                Action.VERIFY_AUDIT,
             },
         ),
     ],

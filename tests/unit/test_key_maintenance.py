@@ -48,12 +48,14 @@ def _interrupt_after(batches: int, seen: list[int]) -> Any:
 
 def _names(services: Services) -> dict[str, str | None]:
     with services.uow() as uow:
-        return {
+        names = {
             s.id: services.vault.reveal_subject(uow.session, s, ["full_name"], actor=None, referral_id=None)[
                 "full_name"
             ]
             for s in uow.session.scalars(select(Subject))
         }
+        uow.commit()  # the reveals are audited
+        return names
 
 
 class FailingWraps:

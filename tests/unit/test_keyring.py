@@ -273,6 +273,7 @@ def test_right_keyring_opens_what_it_sealed(services: Services) -> None:
         subject = uow.session.get(Subject, subject_id)
         assert subject is not None
         shown = services.vault.reveal_subject(uow.session, subject, ["full_name", "cnic"], actor=None, referral_id=None)
+        uow.commit()
     assert shown == {"full_name": "Nasreen Bibi", "cnic": "35202-1234567-1", "erased": False, "damaged": False}
 
 

@@ -96,3 +96,40 @@ def test_list_parameters_carry_the_limits_the_handlers_enforce(spec: dict[str, A
     submit = spec["paths"]["/api/v1/referrals"]["post"]
     key = next(p for p in submit["parameters"] if p["name"] == "Idempotency-Key")
     assert key["in"] == "header" and key["schema"]["maxLength"] == 200
+
+
+def test_openapi_documents_the_audit_log_for_auditors(spec: dict[str, Any]) -> None:
+    paths = spec["paths"]
+    listing = paths["/api/v1/audit"]["get"]
+    names = {p["name"] for p in listing["parameters"]}
+    assert names == {"referral_id", "subject_id", "actor_id", "action", "since", "until", "limit", "cursor"}
+    since = next(p for p in listing["parameters"] if p["name"] == "since")
+    assert since["schema"] == {"type": "string", "format": "date-time"}
+    assert {"200", "401", "403", "422"} <= set(listing["responses"])
+    entry = spec["components"]["schemas"]["AuditEntry"]
+    assert {"id", "at", "actor_id", "role", "action", "referral_id", "outcome", "details", "index", "leaf_hash"} <= set(
+        entry["required"]
+    )
+    assert entry["properties"]["outcome"]["enum"] == ["allowed", "denied", None]  # null: a damaged entry
+    assert entry["properties"]["index"]["nullable"] is True
+    verify = spec["components"]["schemas"]["AuditVerify"]
+    assert {"ok", "entries", "head", "size", "first_bad", "problem"} <= set(verify["required"])
+    assert verify["properties"]["head"]["type"] == "string"
+    checkpoint = paths["/api/v1/audit/checkpoint"]["get"]["responses"]["200"]["content"]
+    assert checkpoint == {"text/plain": {"schema": {"type": "string"}}}
+    export = paths["/api/v1/audit/export.csv"]["get"]
+    assert "text/csv" in export["responses"]["200"]["content"]
+    assert {p["name"] for p in export["parameters"]} == names - {"limit", "cursor"}
+    inclusion = paths["/api/v1/audit/proof/inclusion"]["get"]
+    assert {p["name"]: p["required"] for p in inclusion["parameters"]} == {"index": True, "size": True}
+    assert {"200", "403", "404", "422"} <= set(inclusion["responses"])
+    consistency = paths["/api/v1/audit/proof/consistency"]["get"]
+    assert {p["name"] for p in consistency["parameters"]} == {"first", "second"}
+    assert set(spec["components"]["schemas"]["InclusionProof"]["required"]) == {"index", "size", "leaf_hash", "hashes"}
+    assert set(spec["components"]["schemas"]["ConsistencyProof"]["required"]) == {"first", "second", "hashes"}
+    for kind, argument in (("referrals", "referral_id"), ("subjects", "subject_id")):
+        report = paths[f"/api/v1/audit/{kind}/{{{argument}}}/access"]
+        assert report["parameters"][0]["name"] == argument and "404" in report["get"]["responses"]
+        assert report["get"]["responses"]["200"]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/AccessReport"
+        }
