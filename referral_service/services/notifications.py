@@ -395,7 +395,7 @@ def list_deliveries(
     services: Services, actor: Actor, partner_id: str, *, status: str | None = None, limit: int | None = None
 ) -> dict[str, Any]:
     """A partner's most recent deliveries, newest first."""
-    authorize(services, actor, Action.READ_DELIVERIES)
+    authorize(services, actor, Action.READ_DELIVERIES, details={"partner_id": partner_id})
     with services.uow() as uow:
         if uow.session.get(Partner, partner_id) is None:
             raise NotFound("no such partner")
@@ -411,7 +411,8 @@ def list_deliveries(
 def replay_delivery(services: Services, actor: Actor, partner_id: str, delivery_id: str) -> dict[str, Any]:
     """Send one delivery again, now, with the same webhook-id (receivers deduplicate on it); it gets
     a fresh day of retries."""
-    authorize(services, actor, Action.REPLAY_DELIVERY)
+    # The admin's replay is on record through its decision, naming the delivery.
+    authorize(services, actor, Action.REPLAY_DELIVERY, details={"partner_id": partner_id, "delivery_id": delivery_id})
     now = services.clock.now()
     with services.uow() as uow:
         row = uow.session.get(Notification, delivery_id)

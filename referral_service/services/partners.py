@@ -117,7 +117,10 @@ def import_partners(services: Services, records: Sequence[ImportRecord], *, dry_
             for f in changed:
                 setattr(row, f, data[f])
             lines.append(ImportLine("updated" if changed else "unchanged", record.label, data["id"], changed))
-        if not dry_run:
+        if not dry_run:  # the operator's import at the command line is on record, as `upsert_partners`'s is
+            services.access.record(
+                actor=None, action="partner.import", referral_id=None, details={"partners": str(len(seen))}
+            )
             uow.commit()
     return lines
 

@@ -176,6 +176,10 @@ def register_webhook(
         row.events = list(events)
         row.active = True
         row.secret_ct = seal_secret(services, row.id, secret)
+        # The operator's registration is on record (the URL and secret are not: identifiers only).
+        services.access.record(
+            actor=None, action="partner.webhook_register", referral_id=None, details={"partner_id": partner_id}
+        )
         uow.commit()
         return {"id": row.id, "partner_id": partner_id, "url": url, "events": list(events), "secret": secret}
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from referral_service.audit.log import AuditFilter
 from referral_service.bootstrap import Services, bootstrap
 from referral_service.db.models import Notification, WebhookEndpoint
 from referral_service.services import notifications
@@ -61,6 +62,14 @@ def _submit(client: Any, make_user: Any) -> tuple[dict[str, Any], Any]:
     resp = client.post("/api/v1/referrals", json=referral_body(), headers=cw.headers)
     assert resp.status_code == 201
     return resp.get_json(), cw
+
+
+def _on_record(services: Services, action: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """The audit log's entries of `action`: who, the outcome, the details."""
+    with services.uow() as uow:
+        rows = services.audit.query(uow.session, AuditFilter(action=action), limit=50)
+        opened = [services.audit.open_entry(uow.session, row) for row in rows]
+        return [(e.record["actor_id"], e.record["outcome"], e.details) for e in opened]
 
 
 def _rows(services: Services) -> list[Notification]:
@@ -220,6 +229,12 @@ def test_admins_see_a_partners_deliveries_and_replay_one_with_the_same_id(
         ).status_code
         == 403
     )
+    # The admin's replay, and the supervisor's refused one, are on record naming the delivery.
+    replays = {
+        (actor, outcome, details["delivery_id"])
+        for actor, outcome, details in _on_record(services, "partner.deliveries.replay")
+    }
+    assert replays == {(admin.actor.user_id, "allowed", item["id"]), (supervisor.actor.user_id, "denied", item["id"])}
 
 
 def test_a_private_address_is_refused_at_delivery_once_private_addresses_are_no_longer_allowed(
@@ -270,3 +285,7 @@ def test_the_cli_registers_a_webhook_prints_the_secret_once_and_stores_it_sealed
         assert printed["secret"][6:].encode() not in row.secret_ct
     missing = cli(env, "partners", "webhook", "no-such-partner", "http://127.0.0.1:9/hook", check=False)
     assert missing.returncode == 2 and missing.stderr.splitlines() == ["error: no partner with id no-such-partner"]
+    # The one registration is on record, by the operator at the command line, naming the partner only.
+    [(operator, outcome, details)] = _on_record(services, "partner.webhook_register")
+    assert operator.startswith("os:") and outcome == "allowed"
+    assert details == {"fields": [], "partner_id": PARTNER_ID, "via": "cli"}

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from referral_service.audit.log import AuditFilter
 from referral_service.db.models import Assignment, Partner
 from tests.e2e.service_process import base_env, cli
 from tests.factories import referral_body
@@ -51,6 +52,11 @@ def test_dry_run_prints_the_summary_and_changes_nothing_then_the_import_and_a_re
     again = cli(env, "partners", "import", str(file))
     assert again.stdout.splitlines()[0] == f"unchanged  {ORG_ID}  Example Organization Inc."
     assert again.stdout.splitlines()[-1].startswith("0 new, 0 updated, 1 unchanged, 1 skipped")
+    # The two imports are on record (the dry run changed nothing and is not), each by the operator.
+    with services.uow() as uow:
+        rows = services.audit.query(uow.session, AuditFilter(action="partner.import"), limit=10)
+        entries = [services.audit.open_entry(uow.session, row) for row in rows]
+    assert [(e.record["actor_id"].startswith("os:"), e.details["partners"]) for e in entries] == [(True, "1")] * 2
 
 
 def test_the_tabular_datapackage_imports_from_the_command_line(home: Path, services: Any, tmp_path: Path) -> None:
