@@ -242,6 +242,7 @@ def demo() -> None:
         ("partner", "demo-partner", loaded[0]["id"]),
         ("auditor", "demo-auditor", None),
         ("admin", "demo-admin", None),
+        ("analyst", "demo-analyst", None),
     ]
     for role, name, partner_id in people:
         created = users.ensure_demo_user(services, name=name, role=role, partner_id=partner_id)
@@ -255,7 +256,11 @@ def users_group() -> None:
 
 
 @users_group.command("create")
-@click.option("--role", required=True, type=click.Choice(["caseworker", "supervisor", "partner", "auditor", "admin"]))
+@click.option(
+    "--role",
+    required=True,
+    type=click.Choice(["caseworker", "supervisor", "partner", "auditor", "admin", "analyst"]),
+)
 @click.option("--name", required=True)
 @click.option("--partner", "partner_id", default=None, help="Partner id (partner staff only).")
 @click.option("--password-stdin", is_flag=True, help="Read a web sign-in password from standard input.")
@@ -548,15 +553,16 @@ def audit_group() -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="An earlier signed checkpoint (kept outside the database): also prove the log extends it.",
 )
+@click.option("--nodes", is_flag=True, help="Also check every stored tree node proofs are served from.")
 @operator_errors
-def audit_verify(checkpoint_file: Path | None) -> None:
+def audit_verify(checkpoint_file: Path | None, nodes: bool) -> None:
     """Recompute every entry's leaf and the tree, check the signed checkpoint; exit 1 naming the first bad entry."""
     from referral_service.services.audit import integrate_all, verify
 
     services = _services()
     integrate_all(services)  # what was written before this command is checked too
     earlier = checkpoint_file.read_text(encoding="utf-8") if checkpoint_file else None
-    report = verify(services, earlier=earlier)
+    report = verify(services, earlier=earlier, nodes=nodes)
     services.dispose()
     if report.ok:
         click.echo(report.line())

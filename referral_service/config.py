@@ -70,6 +70,8 @@ class Settings:
     audit_origin: str = "referral-service.local/audit"
     # How often an idle integrator looks for new audit entries (seconds).
     audit_integrate_every: float = 1.0
+    # REFERRAL_STATISTICS_THRESHOLD: counts from 1 to this less one are suppressed in the statistics.
+    statistics_threshold: int = 5
 
     @property
     def embedded(self) -> bool:
@@ -120,6 +122,7 @@ class Settings:
             webhook_allow_private=_flag(env, "REFERRAL_WEBHOOK_ALLOW_PRIVATE", False),
             public_url=_public_url(env.get("REFERRAL_PUBLIC_URL") or "http://127.0.0.1:8000"),
             audit_origin=_audit_origin(env.get("REFERRAL_AUDIT_ORIGIN") or "referral-service.local/audit"),
+            statistics_threshold=_whole_number(env, "REFERRAL_STATISTICS_THRESHOLD", 5, 2, 100),
         )
 
 

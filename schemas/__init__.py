@@ -1,6 +1,6 @@
 """marshmallow schemas: request validation and every role's response shape (also the OpenAPI source)."""
 
-from schemas.deadlines import OverdueDeadlineSchema, OverduePageSchema
+from schemas.deadlines import DeadlinePolicySchema, OverdueDeadlineSchema, OverduePageSchema, RiskDeadlinesSchema
 from schemas.duplicates import (
     DuplicateDecisionResultSchema,
     DuplicateDecisionSchema,
@@ -28,6 +28,7 @@ from schemas.referrals import (
     SubmittedSchema,
     WithdrawSchema,
 )
+from schemas.reports import SlaReportSchema, SlaRowSchema, StatisticsCellSchema, StatisticsSchema
 
 __all__ = [
     "AssignmentDetailSchema",
@@ -35,6 +36,7 @@ __all__ = [
     "AssignmentSchema",
     "CloseSchema",
     "ConsentWithdrawnSchema",
+    "DeadlinePolicySchema",
     "DeclineSchema",
     "DuplicateDecisionResultSchema",
     "DuplicateDecisionSchema",
@@ -56,6 +58,11 @@ __all__ = [
     "ReferralSchema",
     "ReferralStateSchema",
     "ReopenSchema",
+    "RiskDeadlinesSchema",
+    "SlaReportSchema",
+    "SlaRowSchema",
+    "StatisticsCellSchema",
+    "StatisticsSchema",
     "SubmittedSchema",
     "WithdrawSchema",
 ]

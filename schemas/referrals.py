@@ -251,12 +251,24 @@ class AssignmentDetailSchema(AssignmentSchema):
     followups = fields.List(fields.Nested(FollowUpViewSchema), required=True)
 
 
+class OpenDeadlineSchema(Schema):
+    """What the partner must do next for an assignment, and by when."""
+
+    kind = fields.String(required=True, metadata={"description": "accept, first_contact or followup"})
+    due_at = fields.DateTime(required=True)
+    state = fields.String(
+        required=True, metadata={"description": "pending, due_soon (followup.due was sent) or overdue"}
+    )
+    reminders = fields.Integer(required=True, metadata={"description": "overdue reminders sent so far"})
+
+
 class InboxItemSchema(AssignmentSchema):
     risk_level = fields.String(required=True, validate=_RISK)
     reference = fields.String(required=True)
     subject_damaged = fields.Boolean(
         required=True, metadata={"description": "the person's data key does not open (a damaged record)"}
     )
+    next_deadline = fields.Nested(OpenDeadlineSchema, required=True, allow_none=True)
 
 
 class AssignmentPageSchema(Schema):

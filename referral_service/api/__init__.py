@@ -106,4 +106,12 @@ class MalformedJson(ValidationFailed):
     code = "malformed_json"
 
 
-from referral_service.api import assignments, audit, deliveries, duplicates, ops, referrals  # noqa: E402,F401  (registers routes)
+from referral_service.api import (  # noqa: E402,F401  (registers routes)
+    assignments,
+    audit,
+    deliveries,
+    duplicates,
+    ops,
+    referrals,
+    reports,
+)

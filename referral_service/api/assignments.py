@@ -15,6 +15,7 @@ from schemas import (
     AssignmentPageSchema,
     AssignmentSchema,
     CloseSchema,
+    DeadlinePolicySchema,
     DeclineSchema,
     FollowUpRecordedSchema,
     FollowUpSchema,
@@ -114,6 +115,16 @@ def close(assignment_id: str) -> Any:
 def overdue() -> Any:
     actor = current_actor()
     return deadlines.overdue(services(), actor, limit=query_int("limit"), cursor=request.args.get("cursor"))
+
+
+@bp.get("/deadlines/policy")
+@operation(
+    "The deadline policy in force per risk level: built-in values and REFERRAL_DEADLINE_POLICY's overrides",
+    response=DeadlinePolicySchema,
+    errors={403: "overdue deadlines are for supervisors"},
+)
+def deadline_policy() -> Any:
+    return deadlines.effective_policy(services(), current_actor())
 
 
 @bp.get("/partners")

@@ -47,7 +47,7 @@ from sqlalchemy import and_, func, insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from referral_service.audit import merkle
-from referral_service.audit.leaves import leaves_from_cursor, leaves_of_range
+from referral_service.audit.leaves import range_tree, range_tree_at
 from referral_service.audit.note import Signer, sign_checkpoint
 from referral_service.audit.verifier import (
     EMPTY_ROOT,
@@ -65,6 +65,9 @@ from referral_service.db.models import AuditCheckpoint, AuditEntry, AuditHead, A
 SYSTEM = "system"
 #: From this many entries, a full verify recomputes the leaves in several processes.
 PARALLEL_VERIFY_FROM = 200_000
+#: Where a split verify cuts the log: at multiples of 2**ALIGN_LEVEL, so each part's nodes up to that
+#: level are nodes of the whole tree.
+ALIGN_LEVEL = 12
 HEAD_ID = 1
 _BLIND_SIZE = 16
 
@@ -458,6 +461,7 @@ class AuditLog:
         earlier: str | bytes | None = None,
         key: VerifierKey | None = None,
         workers: int | None = None,
+        nodes: bool = False,
     ) -> VerifyReport:
         """Recompute the whole log from the stored entries and check it against every signed checkpoint
         in the database (signed by `key`, default the log's own) and, given `earlier` (a checkpoint kept
@@ -523,37 +527,28 @@ class AuditLog:
             return self._fail(
                 report, f"index {doubled} is held by more than one entry", doubled, self._id_at(session, doubled)
             )
-        joined, missing = self._recompute_leaves(session, held, workers)
-        if missing is not None:
-            after = session.scalar(select(func.min(AuditEntry.idx)).where(AuditEntry.idx > missing))
-            return self._fail(report, f"entry {missing} is missing (the next stored index is {after})", missing)
-        if highest is not None and highest != held - 1:  # pragma: no cover - implied by the two checks above
-            return self._fail(report, f"entry {held} is missing", held)
-        leaves = [joined[i : i + 32] for i in range(0, len(joined), 32)]
-        count = len(leaves)
+        # 2. The leaves the tree holds must be these; 3. the tree above them, level by level.
+        tree = self._recompute(session, held, workers)
+        if tree.missing is not None:
+            after = session.scalar(select(func.min(AuditEntry.idx)).where(AuditEntry.idx > tree.missing))
+            return self._fail(
+                report, f"entry {tree.missing} is missing (the next stored index is {after})", tree.missing
+            )
+        if tree.mismatch is not None:
+            return self._fail(
+                report,
+                "the entry's stored bytes do not give the leaf hash the tree holds",
+                tree.mismatch,
+                self._id_at(session, tree.mismatch),
+            )
+        count = held
+        stored_leaves = session.scalar(select(func.count()).select_from(AuditNode).where(AuditNode.level == 0)) or 0
+        if stored_leaves != count:
+            return self._fail(report, f"the tree holds {stored_leaves - count} leaves with no entry", count)
         report.entries = report.size = count
-
-        # 2. The leaves the tree holds must be these (one comparison, then a search only on a mismatch).
-        stored = self._stored_leaves(session)
-        if b"".join(stored) != joined:
-            for index in range(count):
-                if index >= len(stored) or stored[index] != leaves[index]:
-                    return self._fail(
-                        report,
-                        "the entry's stored bytes do not give the leaf hash the tree holds",
-                        index,
-                        self._id_at(session, index),
-                    )
-            return self._fail(report, f"the tree holds {len(stored) - count} leaves with no entry", count)
-
-        # 3. The tree, level by level: complete nodes only, as stored.
-        levels = [leaves]
-        while len(levels[-1]) > 1:
-            below = levels[-1]
-            pairs = iter(below[: len(below) & ~1])
-            levels.append([node_hash(left, right) for left, right in zip(pairs, pairs, strict=True)])
+        levels = tree.levels
         reader = _Levels(levels)
-        report.root = merkle.root(reader, count)
+        report.root = merkle.root(reader, count) if count else EMPTY_ROOT
 
         # 4. Each signed checkpoint is the root of the entries up to its size.
         previous = 0
@@ -581,24 +576,24 @@ class AuditLog:
         if (stored_size, stored_root) != (count, report.root):
             return self._fail(report, "the tree head does not match the entries", None)
 
-        # 5. Every stored node above the leaves, as recomputed (proofs are served from them).
-        for level, index, value in session.execute(
-            select(AuditNode.level, AuditNode.idx, AuditNode.hash).where(AuditNode.level > 0)
-        ):
-            if level >= len(levels) or index >= len(levels[level]) or levels[level][index] != bytes(value):
-                return self._fail(report, f"the stored tree node ({level}, {index}) is not the recomputed one")
+        # 5. With `nodes`: every stored node above the leaves, as recomputed. They are a cache that
+        # proofs are served from (a wrong one gives a proof that fails at the auditor's end), not part
+        # of what the checkpoints sign, so a routine verify leaves them out.
+        if nodes:
+            for level in range(1, len(levels)):
+                kept, made = self._stored_level(session, level), levels[level]
+                if kept != made:
+                    index = next(
+                        (i // 32 for i in range(0, len(made), 32) if kept[i : i + 32] != made[i : i + 32]),
+                        len(made) // 32,
+                    )
+                    return self._fail(report, f"the stored tree node ({level}, {index}) is not the recomputed one")
+            higher = session.scalar(select(func.count()).select_from(AuditNode).where(AuditNode.level >= len(levels)))
+            if higher:
+                return self._fail(report, f"the tree holds {higher} nodes above its root")
         if earlier is not None:
             report.extends = True
         return report
-
-    def _stored_leaves(self, session: Session) -> list[bytes]:
-        connection = session.connection()
-        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.execute("SELECT hash FROM audit_nodes WHERE level = 0 ORDER BY idx")
-            return [bytes(h) for (h,) in cursor.fetchall()]
-        finally:
-            cursor.close()
 
     @staticmethod
     def _fail(
@@ -610,39 +605,68 @@ class AuditLog:
     def _id_at(self, session: Session, index: int | None) -> str | None:
         return session.scalar(select(AuditEntry.id).where(AuditEntry.idx == index).limit(1))
 
-    def _recompute_leaves(self, session: Session, size: int, workers: int | None) -> tuple[bytes, int | None]:
-        """The leaves of entries 0..size-1 from their stored bytes, concatenated, and the first index no
-        entry holds. A large log is split over processes, each reading its range on its own connection
-        (entries below the head never change, so each sees the same rows)."""
+    def _recompute(self, session: Session, size: int, workers: int | None) -> _Tree:
+        """Entries 0..size-1: their leaves recomputed from the stored bytes and compared with the
+        stored leaves, and every complete node above them. A large log is split over processes at
+        multiples of 2**ALIGN_LEVEL, each reading its range on its own connection and building the
+        nodes up to that level (entries below the head never change, so each sees the same rows);
+        the few levels above are built here."""
         workers = min(4, os.cpu_count() or 1) if workers is None else workers
         if workers <= 1 or size < PARALLEL_VERIFY_FROM:
             connection = session.connection()
             mark = "?" if connection.dialect.name == "sqlite" else "%s"
             cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
             try:
-                return leaves_from_cursor(cursor, mark, 0, size)
+                whole = range_tree(cursor, mark, 0, size)
             finally:
                 cursor.close()
+            return _Tree(whole.missing, whole.mismatch, whole.levels)
+        unit = 1 << ALIGN_LEVEL
+        bounds = sorted({0, size, *(size * k // workers // unit * unit for k in range(1, workers))})
         url = session.get_bind().engine.url.render_as_string(hide_password=False)
-        bounds = [size * k // workers for k in range(workers + 1)]
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            parts = list(pool.map(leaves_of_range, [url] * workers, bounds[:-1], bounds[1:]))
-        done: list[bytes] = []
-        for joined, missing in parts:  # up to the first index no entry holds
-            done.append(joined)
-            if missing is not None:
-                return b"".join(done), missing
-        return b"".join(done), None
+        with ProcessPoolExecutor(max_workers=len(bounds) - 1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            parts = list(
+                pool.map(range_tree_at, [url] * (len(bounds) - 1), bounds[:-1], bounds[1:], [ALIGN_LEVEL] * len(bounds))
+            )
+        for part in parts:  # the first problem in index order
+            if part.missing is not None or part.mismatch is not None:
+                return _Tree(part.missing, part.mismatch, [])
+        depth = max(len(p.levels) for p in parts)
+        levels = [b"".join(p.levels[k] for p in parts if k < len(p.levels)) for k in range(depth)]
+        top = levels[-1]
+        nodes = [top[i : i + 32] for i in range(0, len(top), 32)]
+        while len(nodes) > 1:
+            pairs = iter(nodes[: len(nodes) & ~1])
+            nodes = [node_hash(left, right) for left, right in zip(pairs, pairs, strict=True)]
+            levels.append(b"".join(nodes))
+        return _Tree(None, None, levels)
+
+    def _stored_level(self, session: Session, level: int) -> bytes:
+        connection = session.connection()
+        mark = "?" if connection.dialect.name == "sqlite" else "%s"
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(f"SELECT hash FROM audit_nodes WHERE level = {mark} ORDER BY idx", (level,))  # noqa: S608
+            return b"".join(bytes(h) for (h,) in cursor.fetchall())
+        finally:
+            cursor.close()
+
+
+@dataclass
+class _Tree:
+    missing: int | None
+    mismatch: int | None
+    levels: list[bytes]  # levels[k]: every complete level-k node, concatenated
 
 
 class _Levels:
     """`merkle.NodeReader` over a tree recomputed in memory."""
 
-    def __init__(self, levels: list[list[bytes]]) -> None:
+    def __init__(self, levels: list[bytes]) -> None:
         self.levels = levels
 
     def get(self, level: int, index: int) -> bytes:
-        return self.levels[level][index]
+        return self.levels[level][index * 32 : index * 32 + 32]
 
 
 __all__ = [

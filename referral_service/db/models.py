@@ -109,6 +109,12 @@ class Subject(Base):
     district: Mapped[str] = mapped_column(String(80))
     preferred_language: Mapped[str | None] = mapped_column(String(8))
     is_minor: Mapped[bool | None]
+    # For aggregate statistics only, written at intake from what the caseworker entered (the sealed
+    # fields are never opened for counting) and cleared when the subject is erased: the age band at
+    # referral (e.g. "18-24") and the sex category (female, male, other, undisclosed). Coarse like
+    # the district and the under-18 flag above; never shown with a record.
+    stat_age_band: Mapped[str | None] = mapped_column(String(8))
+    stat_sex: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     erased_at: Mapped[datetime | None]
     # Set only when a supervisor confirms a possible duplicate: subjects sharing it are one person for
@@ -250,11 +256,16 @@ class Assignment(Base):
     close_outcome: Mapped[str | None] = mapped_column(String(32))
     services_delivered: Mapped[list[str] | None] = mapped_column(JSON)
     closed_at: Mapped[datetime | None]
+    # Copies for the SLA report, which scans assignments alone (a million rows in well under 2 s):
+    # the referral's risk level (it never changes) and when the first follow-up was recorded.
+    risk_level: Mapped[str | None] = mapped_column(String(16))
+    first_followup_at: Mapped[datetime | None]
     version: Mapped[int] = mapped_column(Integer, default=1)
     referral: Mapped[Referral] = relationship(back_populates="assignments")
     followups: Mapped[list[FollowUp]] = relationship(order_by="FollowUp.recorded_at", lazy="selectin")
     __mapper_args__ = {"version_id_col": version}
     __table_args__ = (
+        Index("ix_assignments_offered_at", "offered_at"),
         # The database itself refuses a second open offer of one service for one referral.
         Index(
             "uq_assignments_open_per_service",
@@ -315,6 +326,13 @@ class Deadline(Base):
     due_at: Mapped[datetime] = mapped_column(index=True)
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     fired_at: Mapped[datetime | None]
+    # When the scheduler must look at the row next (notice, due, next reminder); NULL once it is over.
+    # The scheduler reads `wake_at <= now` through this index only: its cost grows with what is due,
+    # not with what is open.
+    wake_at: Mapped[datetime | None] = mapped_column(index=True)
+    noticed_at: Mapped[datetime | None]
+    reminders: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    escalated_at: Mapped[datetime | None]
     # Lets the unit of work insert an assignment before the deadline that refers to it.
     assignment: Mapped[Assignment | None] = relationship()
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Any
@@ -16,6 +17,21 @@ from referral_service.db.models import OutboxMessage
 from referral_service.domain.events import Event
 from referral_service.files import restrict_sqlite_files
 from referral_service.messaging.names import EVENTS_EXCHANGE, OUTBOX_CHANNEL, PARTNERS_EXCHANGE, partner_routing_key
+
+#: Execution option for a connection that only reads (on SQLite: a deferred transaction).
+READ_ONLY = "referral_read_only"
+
+
+@contextmanager
+def read_only_session(engine: Engine) -> Iterator[Session]:
+    """A session for one long read: its own connection and transaction, rolled back at the end; on
+    SQLite a deferred transaction (a WAL snapshot) instead of the writers' IMMEDIATE one."""
+    with engine.connect().execution_options(**{READ_ONLY: True}) as connection:
+        session = Session(bind=connection)
+        try:
+            yield session
+        finally:
+            session.close()
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -40,7 +56,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # A long read (a full audit verify) asks for a deferred transaction: a snapshot that holds
+            # no write lock, so intake carries on meanwhile.
+            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, **kwargs)

@@ -67,6 +67,8 @@ class Action(StrEnum):
     READ_AUDIT = "audit.read"
     EXPORT_AUDIT = "audit.export"
     VERIFY_AUDIT = "audit.verify"  # the log's head, checkpoints, proofs and verification
+    REPORT_SLA = "report.sla"  # how well promises were kept, per partner and risk level
+    REPORT_STATISTICS = "report.statistics"  # aggregate counts with small cells suppressed
 
 
 class Relation(StrEnum):
@@ -158,14 +160,19 @@ RULES: tuple[Rule, ...] = (
     _rule(Action.CLOSE_ASSIGNMENT, P, relations=HOLDING),
     _rule(Action.CLOSE_ASSIGNMENT, S),
     _rule(Action.LIST_OVERDUE, S),
-    # The partner directory is for every signed-in role; only admins change it.
-    _rule(Action.READ_PARTNERS, *EVERY_ROLE),
+    # The partner directory is for every signed-in role but the analyst's (aggregate statistics only);
+    # only admins change it.
+    _rule(Action.READ_PARTNERS, *(EVERY_ROLE - {Role.ANALYST})),
     _rule(Action.WRITE_PARTNERS, Role.ADMIN),
     # What was sent to a partner's system (ids and statuses only), and sending one again: admins.
     _rule(Action.READ_DELIVERIES, Role.ADMIN),
     _rule(Action.REPLAY_DELIVERY, Role.ADMIN),
     *(_rule(a, S) for a in (Action.LIST_DUPLICATES, Action.CONFIRM_DUPLICATE, Action.DISMISS_DUPLICATE)),
     *(_rule(a, Role.AUDITOR) for a in (Action.READ_AUDIT, Action.EXPORT_AUDIT, Action.VERIFY_AUDIT)),
+    # Reports: the SLA names partners, so it is the supervisors'; the statistics (no record, no id,
+    # small cells suppressed) are also the analysts', and that is all an analyst may see.
+    _rule(Action.REPORT_SLA, S),
+    _rule(Action.REPORT_STATISTICS, S, Role.ANALYST),
 )
 
 # What a refused caller is told: the rule in words, never anything about the case.
@@ -193,6 +200,8 @@ REFUSALS: dict[Action, str] = {
     Action.READ_AUDIT: "the audit log is for auditors",
     Action.EXPORT_AUDIT: "the audit log is for auditors",
     Action.VERIFY_AUDIT: "the audit log is for auditors",
+    Action.REPORT_SLA: "the SLA report is for supervisors",
+    Action.REPORT_STATISTICS: "the statistics are for analysts and supervisors",
 }
 
 # The action each person's command needs.

@@ -128,6 +128,27 @@ class FireDeadline:
 
 
 @dataclass(frozen=True)
+class NoticeDeadline:
+    """A contact or follow-up deadline is coming due: tell the partner (the deadline scheduler)."""
+
+    deadline_id: str
+
+
+@dataclass(frozen=True)
+class RemindDeadline:
+    """An overdue deadline is still unmet `remind_every` after the last reminder: tell the partner again."""
+
+    deadline_id: str
+
+
+@dataclass(frozen=True)
+class EscalateDeadline:
+    """An overdue deadline stayed unmet through `escalate_after` reminders: it goes to the supervisors."""
+
+    deadline_id: str
+
+
+@dataclass(frozen=True)
 class MeetDeadline:
     """What the deadline waited for happened (an answer, a contact), or the assignment ended."""
 
@@ -145,4 +166,4 @@ ReferralCommand = WithdrawConsent | WithdrawReferral | ReopenReferral
 AssignmentCommand = (
     AcceptAssignment | DeclineAssignment | RecordFollowUp | CloseAssignment | ExpireOffer | WithdrawAssignment
 )
-DeadlineCommand = FireDeadline | MeetDeadline | CancelDeadline
+DeadlineCommand = FireDeadline | NoticeDeadline | RemindDeadline | EscalateDeadline | MeetDeadline | CancelDeadline

@@ -110,20 +110,40 @@ class FollowUpRecorded(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
-class FollowUpDue(Event):
-    routing_key = "followup.due"
-    assignment_id: str | None
-    deadline_id: str
-    kind: str
+class DeadlineEvent(Event):
+    """A contact or follow-up deadline of one assignment; also delivered to the partner's own queue."""
 
-
-@dataclass(frozen=True, kw_only=True)
-class FollowUpOverdue(Event):
-    routing_key = "followup.overdue"
+    routing_key = "followup.event"
     assignment_id: str | None
     deadline_id: str
     kind: str
     risk_level: str
+    partner_id: str | None = None
+    service: str | None = None
+    due_at: str | None = None  # ISO 8601
+
+
+@dataclass(frozen=True, kw_only=True)
+class FollowUpDue(DeadlineEvent):
+    """The deadline is coming due (at the policy's `due_notice` fraction of its window)."""
+
+    routing_key = "followup.due"
+
+
+@dataclass(frozen=True, kw_only=True)
+class FollowUpOverdue(DeadlineEvent):
+    """The deadline passed unmet (reminder 1), and again every `remind_every` while it stays unmet."""
+
+    routing_key = "followup.overdue"
+    reminder: int = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class FollowUpEscalated(DeadlineEvent):
+    """The deadline stayed unmet through `escalate_after` reminders: for the supervisors, not the partner."""
+
+    routing_key = "followup.escalated"
+    reminders: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -167,6 +187,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         FollowUpRecorded,
         FollowUpDue,
         FollowUpOverdue,
+        FollowUpEscalated,
         ReferralClosed,
         ReferralWithdrawn,
         ReferralReopened,

@@ -30,11 +30,14 @@ from referral_service.domain.commands import (
     ConfirmDuplicate,
     DeclineAssignment,
     DismissDuplicate,
+    EscalateDeadline,
     ExpireOffer,
     FireDeadline,
     MeetDeadline,
+    NoticeDeadline,
     OfferAssignment,
     RecordFollowUp,
+    RemindDeadline,
     ReopenReferral,
     RouteReferral,
     SubmitReferral,
@@ -108,6 +111,18 @@ class DeadlineState:
     status: DeadlineStatus
     due_at: datetime
     fired_at: datetime | None = None
+    partner_id: str | None = None
+    service: str | None = None
+    # When the scheduler must look at it next (the notice before due, the due time, the next overdue
+    # reminder); None once it is over. The scheduler reads only rows whose wake_at has come.
+    wake_at: datetime | None = None
+    noticed_at: datetime | None = None  # followup.due was sent
+    reminders: int = 0  # overdue reminders sent (the followup.overdue at due is the first)
+    escalated_at: datetime | None = None
+
+    @property
+    def escalated(self) -> bool:
+        return self.escalated_at is not None
 
 
 # -- the tables -----------------------------------------------------------------------------------------
@@ -233,7 +248,17 @@ ASSIGNMENT_MOVES: tuple[Move, ...] = (
     ),
 )
 
+NOT_ACCEPT = Guard(lambda d, _: d.kind is not DeadlineKind.ACCEPT, "an accept deadline")
+
 DEADLINE_MOVES: tuple[Move, ...] = (
+    # Before due: the partner is told once that a contact or follow-up is coming due.
+    Move(
+        NoticeDeadline,
+        frozenset({D.PENDING}),
+        D.PENDING,
+        "the deadline is {status}, not pending",
+        (NOT_ACCEPT, Guard(lambda d, _: d.noticed_at is None, "the partner was told already")),
+    ),
     Move(
         FireDeadline,
         frozenset({D.PENDING}),
@@ -246,7 +271,16 @@ DEADLINE_MOVES: tuple[Move, ...] = (
         frozenset({D.PENDING}),
         D.OVERDUE,
         "the deadline is {status}, not pending",
-        (Guard(lambda d, _: d.kind is not DeadlineKind.ACCEPT, "an accept deadline"),),
+        (NOT_ACCEPT,),
+    ),
+    # While overdue: reminded every `remind_every`, and once escalated to the supervisors.
+    Move(RemindDeadline, frozenset({D.OVERDUE}), D.OVERDUE, "the deadline is {status}, not overdue"),
+    Move(
+        EscalateDeadline,
+        frozenset({D.OVERDUE}),
+        D.OVERDUE,
+        "the deadline is {status}, not overdue",
+        (Guard(lambda d, _: d.escalated_at is None, "the deadline was escalated already"),),
     ),
     Move(MeetDeadline, frozenset({D.PENDING, D.OVERDUE}), D.MET, "the deadline is {status}; it is over"),
     # Overdue ones too: a withdrawn case has nobody left to chase, so it leaves the overdue list.
@@ -270,10 +304,12 @@ DUPLICATE_MOVES: tuple[Move, ...] = (
 )
 
 # Events that also go to the partner's own queue: what the partner must hear of at once.
-PARTNER_NOTICES: tuple[type[events.AssignmentEvent], ...] = (
+PARTNER_NOTICES: tuple[type[events.AssignmentEvent | events.DeadlineEvent], ...] = (
     events.AssignmentOffered,
     events.AssignmentExpired,
     events.AssignmentWithdrawn,
+    events.FollowUpDue,
+    events.FollowUpOverdue,
 )
 
 
@@ -317,6 +353,11 @@ class ScheduleDeadline:
     partner_id: str
     kind: DeadlineKind
     due_at: datetime
+    wake_at: datetime | None = None  # the notice before due; None: the scheduler first looks at due_at
+
+    @property
+    def first_wake(self) -> datetime:
+        return self.wake_at or self.due_at
 
 
 @dataclass(frozen=True)
@@ -504,9 +545,10 @@ def _assignment_move(state: ReferralState, cmd: Any, at: datetime, policy: Deadl
     if move.cancels:
         orders.append(ResolveDeadlines(before.id, CancelDeadline, move.cancels))
     if move.schedules is not None and policy is not None:
+        due = due_at(policy, state.risk_level, move.schedules, at)
         orders.append(
             ScheduleDeadline(
-                before.id, before.partner_id, move.schedules, due_at(policy, state.risk_level, move.schedules, at)
+                before.id, before.partner_id, move.schedules, due, notice_at(policy, state.risk_level, at, due)
             )
         )
     referral = replace(state, assignments=tuple(after if a.id == before.id else a for a in state.assignments))
@@ -526,6 +568,11 @@ def due_at(policy: DeadlinePolicy, risk_level: str, kind: DeadlineKind, at: date
             DeadlineKind.FOLLOWUP: levels.followup_every,
         }[kind]
     )
+
+
+def notice_at(policy: DeadlinePolicy, risk_level: str, at: datetime, due: datetime) -> datetime:
+    """When the partner is told that a contact or follow-up scheduled at `at` is coming due."""
+    return at + (due - at) * policy.for_risk(risk_level).due_notice
 
 
 def offer(state: ReferralState, cmd: OfferAssignment, *, at: datetime, policy: DeadlinePolicy) -> Change:
@@ -587,28 +634,70 @@ def allows(state: ReferralState, cmd: Any) -> bool:
 
 # -- moves of a deadline ----------------------------------------------------------------------------------
 def handle_deadline(
-    state: DeadlineState, cmd: FireDeadline | MeetDeadline | CancelDeadline, *, at: datetime
+    state: DeadlineState,
+    cmd: FireDeadline | NoticeDeadline | RemindDeadline | EscalateDeadline | MeetDeadline | CancelDeadline,
+    *,
+    at: datetime,
+    policy: DeadlinePolicy | None = None,
 ) -> DeadlineChange:
+    """One move of a deadline. Firing, reminding and escalating say when to look again, which needs
+    the policy; meeting and cancelling end the deadline (nothing more is ever sent for it)."""
     move = find_move(DEADLINE_MOVES, state, state.status, cmd)
     after = replace(state, status=D(move.to))
-    if not isinstance(cmd, FireDeadline):
-        return DeadlineChange(after)
-    after = replace(after, fired_at=at)
-    if state.kind is DeadlineKind.ACCEPT:
-        return DeadlineChange(after, expires=state.assignment_id)
-    return DeadlineChange(
-        after,
-        (
-            events.FollowUpOverdue(
-                referral_id=state.referral_id,
-                assignment_id=state.assignment_id,
-                deadline_id=state.id,
-                kind=state.kind.value,
-                risk_level=state.risk_level,
-                occurred_at=at,
-            ),
-        ),
-    )
+    if isinstance(cmd, MeetDeadline | CancelDeadline):
+        return DeadlineChange(replace(after, wake_at=None))
+    ids: dict[str, Any] = {
+        "referral_id": state.referral_id,
+        "assignment_id": state.assignment_id,
+        "deadline_id": state.id,
+        "kind": state.kind.value,
+        "risk_level": state.risk_level,
+        "partner_id": state.partner_id,
+        "service": state.service,
+        "due_at": state.due_at.isoformat(),
+        "occurred_at": at,
+    }
+    if isinstance(cmd, NoticeDeadline):
+        return DeadlineChange(replace(after, noticed_at=at, wake_at=state.due_at), (events.FollowUpDue(**ids),))
+    if isinstance(cmd, FireDeadline) and state.kind is DeadlineKind.ACCEPT:
+        return DeadlineChange(replace(after, fired_at=at, wake_at=None), expires=state.assignment_id)
+    if policy is None:
+        raise TypeError(f"{type(cmd).__name__} needs the deadline policy")
+    levels = policy.for_risk(state.risk_level)
+    again = at + levels.remind_every
+    if isinstance(cmd, EscalateDeadline):
+        return DeadlineChange(
+            replace(after, escalated_at=at, wake_at=again),
+            (events.FollowUpEscalated(**ids, reminders=state.reminders),),
+        )
+    if isinstance(cmd, FireDeadline):
+        after = replace(after, fired_at=at)
+    reminder = state.reminders + 1
+    out: list[events.Event] = [events.FollowUpOverdue(**ids, reminder=reminder)]
+    after = replace(after, reminders=reminder, wake_at=again)
+    if levels.escalate_after == 0 and after.escalated_at is None:  # escalated as soon as it is overdue
+        after = replace(after, escalated_at=at)
+        out.append(events.FollowUpEscalated(**ids, reminders=reminder))
+    return DeadlineChange(after, tuple(out))
+
+
+def wake(state: DeadlineState, *, at: datetime, policy: DeadlinePolicy) -> DeadlineChange:
+    """What the scheduler does with a deadline whose `wake_at` has come: the notice before due, firing
+    at due, then a reminder every `remind_every` while it stays unmet, and escalation to the supervisors
+    at the first wake after `escalate_after` reminders. (An offer's deadline only fires: the offer lapses.)"""
+    cmd: FireDeadline | NoticeDeadline | RemindDeadline | EscalateDeadline
+    if state.status is D.PENDING:
+        early = at < state.due_at and state.kind is not DeadlineKind.ACCEPT and state.noticed_at is None
+        cmd = NoticeDeadline(state.id) if early else FireDeadline(state.id)
+        if at < state.due_at and not early:  # woken early with nothing to say: look again at due
+            return DeadlineChange(replace(state, wake_at=state.due_at))
+    elif state.status is D.OVERDUE:
+        limit = policy.for_risk(state.risk_level).escalate_after
+        due_escalation = state.escalated_at is None and state.reminders >= limit
+        cmd = EscalateDeadline(state.id) if due_escalation else RemindDeadline(state.id)
+    else:  # over already: never looked at again
+        return DeadlineChange(replace(state, wake_at=None))
+    return handle_deadline(state, cmd, at=at, policy=policy)
 
 
 def resolvable(command: type[MeetDeadline] | type[CancelDeadline]) -> frozenset[str]:

@@ -13,6 +13,7 @@ class Role(StrEnum):
     PARTNER = "partner"
     AUDITOR = "auditor"
     ADMIN = "admin"
+    ANALYST = "analyst"  # the Policy Support Network: aggregate statistics only, never a record or an id
 
 
 class ReferralStatus(StrEnum):
@@ -48,6 +49,22 @@ class DeadlineStatus(StrEnum):
     OVERDUE = "overdue"  # a contact or follow-up deadline that came due unmet
     MET = "met"  # done in time or late, or made moot by a decline or close
     CANCELLED = "cancelled"  # its assignment was withdrawn with the referral or the consent
+
+
+# Age at referral, in the bands the statistics count by (GBVIMS-style: children split from adults).
+AGE_BANDS = ("0-11", "12-17", "18-24", "25-34", "35-49", "50+")
+UNKNOWN = "unknown"  # a statistics value for what was not entered (or was erased)
+
+
+def age_band(date_of_birth: date | None, on: date) -> str | None:
+    """The band of the age on `on` (the day of referral); None when no date of birth was entered."""
+    if date_of_birth is None:
+        return None
+    years = on.year - date_of_birth.year - ((on.month, on.day) < (date_of_birth.month, date_of_birth.day))
+    for band, upper in zip(AGE_BANDS, (12, 18, 25, 35, 50), strict=False):
+        if years < upper:
+            return band
+    return AGE_BANDS[-1]
 
 
 SERVICES = ("medical", "psychosocial", "legal_aid", "shelter", "livelihood", "financial", "education")

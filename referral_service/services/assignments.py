@@ -12,6 +12,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from referral_service.db.models import (
     Assignment,
+    Deadline,
     FollowUp,
     Partner,
     Referral,
@@ -31,7 +32,7 @@ from referral_service.domain.commands import (
 )
 from referral_service.domain.errors import Conflict
 from referral_service.domain.lifecycle import ReferralState
-from referral_service.domain.model import OPEN_ASSIGNMENT_STATUSES, Actor, AssignmentStatus
+from referral_service.domain.model import OPEN_ASSIGNMENT_STATUSES, Actor, AssignmentStatus, DeadlineStatus
 from referral_service.domain.routing import CaseProfile, PartnerProfile, RoutingResult, route_referral
 from referral_service.services import cases
 from referral_service.services.authorization import authorize
@@ -60,16 +61,40 @@ def inbox(
         # No personal field is shown here, but a person whose data key does not open is marked, so
         # the partner knows before opening the case.
         damaged = services.vault.damaged_subjects(uow.session, _subjects_of(uow.session, rows[:limit]))
+        next_deadlines = _next_deadlines(uow.session, [a.id for a in rows[:limit]])
         items = []
         for a in rows[:limit]:
             view = assignment_view(uow.session, services, a, actor)
             view["risk_level"] = a.referral.risk_level
             view["reference"] = a.referral.reference
             view["subject_damaged"] = a.referral.subject_id in damaged
+            view["next_deadline"] = next_deadlines.get(a.id)
             items.append(view)
         nxt = encode_cursor(rows[limit - 1].offered_at, rows[limit - 1].id) if len(rows) > limit else None
         uow.commit()
         return {"items": items, "next": nxt}
+
+
+def _next_deadlines(session: Any, assignment_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The open deadline of each assignment (the earliest, if several): for the partner's inbox,
+    whether it is coming due (the partner was told) or overdue, and how often it was reminded."""
+    if not assignment_ids:
+        return {}
+    rows = session.scalars(
+        select(Deadline)
+        .where(
+            Deadline.assignment_id.in_(assignment_ids),
+            Deadline.status.in_([DeadlineStatus.PENDING.value, DeadlineStatus.OVERDUE.value]),
+        )
+        .order_by(Deadline.due_at)
+    ).all()
+    out: dict[str, dict[str, Any]] = {}
+    for d in rows:
+        if d.assignment_id in out:
+            continue
+        state = "overdue" if d.status == DeadlineStatus.OVERDUE.value else "due_soon" if d.noticed_at else "pending"
+        out[str(d.assignment_id)] = {"kind": d.kind, "due_at": d.due_at, "state": state, "reminders": d.reminders}
+    return out
 
 
 def _subjects_of(session: Any, rows: Sequence[Assignment]) -> list[Subject]:
@@ -141,6 +166,8 @@ def record_followup(services: Services, cmd: RecordFollowUp, actor: Actor) -> di
         )
         row.note_ct = services.vault.seal(uow.session, subject, "followups", "note", row.id, cmd.note)
         uow.session.add(row)
+        if a.first_followup_at is None:  # for the SLA report: time from acceptance to first contact
+            a.first_followup_at = now
         return {"id": row.id, "assignment_id": a.id, "outcome": row.outcome, "recorded_at": now}
 
     return _move(services, cmd, actor, add_followup)
@@ -305,6 +332,7 @@ def _offer(
         status=AssignmentStatus.OFFERED,
         reasons=result.chosen_reasons,
         offered_at=now,
+        risk_level=referral.risk_level,  # a copy for the SLA report, which reads assignments alone
     )
     row.referral = referral  # joins referral.assignments, where `save` finds it
     uow.session.add(row)

@@ -101,7 +101,25 @@ def deadline_state(d: Deadline) -> DeadlineState:
         status=DeadlineStatus(d.status),
         due_at=d.due_at,
         fired_at=d.fired_at,
+        partner_id=d.partner_id,
+        service=d.assignment.service if d.assignment is not None else None,
+        wake_at=d.wake_at,
+        noticed_at=d.noticed_at,
+        reminders=d.reminders or 0,
+        escalated_at=d.escalated_at,
     )
+
+
+_DEADLINE_FIELDS = ("status", "fired_at", "wake_at", "noticed_at", "reminders", "escalated_at")
+
+
+def copy_deadline(row: Deadline, state: DeadlineState) -> None:
+    """What a deadline move changed, onto its row."""
+    for name in _DEADLINE_FIELDS:
+        value = getattr(state, name)
+        value = value.value if isinstance(value, DeadlineStatus) else value
+        if getattr(row, name) != value:
+            setattr(row, name, value)
 
 
 # -- describing, for the access policy ----------------------------------------------------------------------
@@ -167,6 +185,8 @@ def save(
                     kind=order.kind.value,
                     risk_level=referral.risk_level,
                     due_at=order.due_at,
+                    wake_at=order.first_wake,
+                    reminders=0,
                     status=DeadlineStatus.PENDING.value,
                 )
             )
@@ -184,7 +204,7 @@ def resolve_deadlines(session: Session, order: ResolveDeadlines, at: datetime) -
         Deadline.kind.in_([k.value for k in order.kinds]),
     )
     for d in session.scalars(query):
-        d.status = lifecycle.handle_deadline(deadline_state(d), order.command(d.id), at=at).deadline.status.value
+        copy_deadline(d, lifecycle.handle_deadline(deadline_state(d), order.command(d.id), at=at).deadline)
 
 
 def count_response(session: Session, response: lifecycle.PartnerResponse) -> None:
@@ -203,5 +223,5 @@ def emit(uow: UnitOfWork, out: Iterable[events.Event]) -> None:
     """Into the outbox, in this transaction; what the partner must hear of also to its own queue."""
     for event in out:
         uow.emit(event)
-        if isinstance(event, lifecycle.PARTNER_NOTICES):
+        if isinstance(event, lifecycle.PARTNER_NOTICES) and event.partner_id:
             uow.deliver_to_partner(event, event.partner_id)

@@ -6,12 +6,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import case, literal, select, tuple_
+from sqlalchemy.orm import selectinload
 
 from referral_service.db.models import Assignment, Deadline, UTCDateTime
 from referral_service.db.session import UnitOfWork
 from referral_service.domain import lifecycle
 from referral_service.domain.access import Action
-from referral_service.domain.commands import ExpireOffer, FireDeadline
+from referral_service.domain.commands import ExpireOffer
 from referral_service.domain.errors import ValidationFailed
 from referral_service.domain.model import RISK_LEVELS, Actor, DeadlineKind, DeadlineStatus
 from referral_service.services import cases
@@ -26,25 +27,35 @@ OUTSTANDING = (DeadlineStatus.PENDING.value, DeadlineStatus.OVERDUE.value)
 
 
 def fire_due_deadlines(services: Services, batch_size: int = 100) -> int:
-    """Expire unanswered offers (the router then routes onward); flag missed follow-ups as overdue."""
+    """One tick of the scheduler: every deadline whose `wake_at` has come, one batch at a time.
+
+    Before due the partner is told it is coming due (`followup.due`); at due an unanswered offer
+    expires (the router then routes onward) and a missed contact or follow-up becomes overdue
+    (`followup.overdue`, to the partner's own queue too); while it stays unmet it is reminded every
+    `remind_every` and, after `escalate_after` reminders, escalated to the supervisors. Only rows whose
+    time has come are read (an index on `wake_at`), so a tick costs what is due, not what is open.
+    On PostgreSQL each row is locked with SKIP LOCKED: any number of schedulers share the work and
+    each wake happens once. Returns how many deadlines it handled."""
     now = services.clock.now()
+    policy = services.deadline_policy
     with services.uow() as uow:
         session = uow.session
         postgres = session.get_bind().dialect.name == "postgresql"
         query = (
             select(Deadline)
-            .where(Deadline.status == DeadlineStatus.PENDING.value, Deadline.due_at <= now)
-            .order_by(Deadline.due_at)
+            .where(Deadline.wake_at <= now)
+            .order_by(Deadline.wake_at)
             .limit(batch_size)
+            .options(selectinload(Deadline.assignment))
         )
         if postgres:
-            query = query.with_for_update(skip_locked=True)
+            query = query.with_for_update(skip_locked=True, of=Deadline)
         fired = 0
         for d in session.scalars(query).all():
             if d.kind == DeadlineKind.ACCEPT and d.assignment_id and postgres and not _claim(session, d.assignment_id):
                 continue
-            change = lifecycle.handle_deadline(cases.deadline_state(d), FireDeadline(d.id), at=now)
-            d.status, d.fired_at = change.deadline.status.value, change.deadline.fired_at
+            change = lifecycle.wake(cases.deadline_state(d), at=now, policy=policy)
+            cases.copy_deadline(d, change.deadline)
             cases.emit(uow, change.events)
             if change.expires:
                 _expire(uow, services, change.expires, now)
@@ -77,7 +88,8 @@ def _expire(uow: UnitOfWork, services: Services, assignment_id: str, now: dateti
 
 
 def overdue(services: Services, actor: Actor, *, limit: int | None = None, cursor: str | None = None) -> dict[str, Any]:
-    """Every overdue deadline, riskiest then oldest first; keyset-paginated on (risk, due, id)."""
+    """Every overdue deadline, riskiest then oldest first; keyset-paginated on (risk, due, id). Each
+    says how many overdue reminders went out, whether it was escalated and how long it is overdue."""
     authorize(services, actor, Action.LIST_OVERDUE)
     limit = clamp_limit(limit)
     now = services.clock.now()
@@ -108,6 +120,10 @@ def overdue(services: Services, actor: Actor, *, limit: int | None = None, curso
                 "kind": d.kind,
                 "due_at": d.due_at,
                 "risk_level": d.risk_level,
+                "reminders": d.reminders or 0,
+                "escalated": d.escalated_at is not None,
+                "escalated_at": d.escalated_at,
+                "overdue_seconds": max(0, int((now - d.due_at).total_seconds())),
             }
             for d in rows[:limit]
         ]
@@ -116,3 +132,9 @@ def overdue(services: Services, actor: Actor, *, limit: int | None = None, curso
             last = rows[limit - 1]
             nxt = encode_cursor(last.due_at, f"{RISK_LEVELS.index(last.risk_level)}:{last.id}")
         return {"items": items, "next": nxt}
+
+
+def effective_policy(services: Services, actor: Actor) -> dict[str, Any]:
+    """The deadline policy in force (built-in values with the policy file's overrides), for supervisors."""
+    authorize(services, actor, Action.LIST_OVERDUE)
+    return {"levels": services.deadline_policy.as_data()}

@@ -36,7 +36,7 @@ from referral_service.crypto import (
 )
 from referral_service.db.models import BlindIndex, Subject, SubjectKey, new_id
 from referral_service.domain.errors import RecordDamaged
-from referral_service.domain.model import PERSONAL_SUBJECT_FIELDS, Actor, SubjectInput
+from referral_service.domain.model import PERSONAL_SUBJECT_FIELDS, SEXES, Actor, SubjectInput, age_band
 from referral_service.services.access import AccessRecorder
 from referral_service.services.damage import Damage, DamageLog, DamageReporter
 
@@ -215,6 +215,9 @@ class Vault:
             district=data.district,
             preferred_language=data.preferred_language,
             is_minor=is_minor(data.date_of_birth, now.date()),
+            # Coarse categories for aggregate statistics, from the input: nothing sealed is opened to count.
+            stat_age_band=age_band(data.date_of_birth, now.date()),
+            stat_sex=data.sex if data.sex in SEXES else None,
             created_at=now,
         )
         subject.id = new_id()
@@ -369,5 +372,7 @@ class Vault:
             row.kek_id = None
             row.destroyed_at = now
         session.execute(delete(BlindIndex).where(BlindIndex.subject_id == subject.id))
+        # The statistics' copies of sex and age band go with the fields: counted as unknown from now on.
+        subject.stat_age_band = subject.stat_sex = None
         subject.erased_at = now
         session.info.get(_DEK_CACHE, {}).pop(subject.id, None)

@@ -142,6 +142,7 @@ ROLE_LABELS = {
     "partner": _l("Partner staff"),
     "auditor": _l("Auditor"),
     "admin": _l("Administrator"),
+    "analyst": _l("Analyst"),
 }
 PROVINCE_LABELS = {
     "Punjab": _l("Punjab"),

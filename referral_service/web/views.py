@@ -6,7 +6,7 @@ import functools
 import re
 import secrets
 from collections.abc import Callable
-from datetime import UTC
+from datetime import UTC, date
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -23,6 +23,7 @@ from flask import (
     session,
     url_for,
 )
+from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
@@ -55,10 +56,12 @@ from referral_service.domain.model import (
     SEXES,
     SHARE_SCOPES,
     STAFF_SEX_PREFERENCES,
+    UNKNOWN,
     Actor,
     AssignmentStatus,
     ReferralStatus,
 )
+from referral_service.domain.statistics import DIMENSIONS
 from referral_service.ratelimit import retry_after_seconds
 from referral_service.services import (
     assignments,
@@ -68,10 +71,12 @@ from referral_service.services import (
     notifications,
     partners,
     referrals,
+    reports,
     sessions,
     users,
 )
 from referral_service.services.authorization import screen
+from referral_service.web import charts
 from referral_service.web.forms import (
     TEXT_MAX,
     FormState,
@@ -81,7 +86,7 @@ from referral_service.web.forms import (
     referral_payload,
     referral_values,
 )
-from referral_service.web.i18n import choices
+from referral_service.web.i18n import choices, label
 from schemas import CloseSchema, DeclineSchema, FollowUpSchema, ReferralInputSchema
 from schemas.audit import FILTER_NAMES, AuditFilterSchema, AuditVerifySchema, audit_csv, audit_filter
 from schemas.referrals import ReopenSchema, WithdrawSchema
@@ -98,6 +103,7 @@ HOMES = (
     (Action.LIST_ASSIGNMENTS, "web.inbox"),
     (Action.READ_DELIVERIES, "web.deliveries"),
     (Action.READ_AUDIT, "web.audit_log"),
+    (Action.REPORT_STATISTICS, "web.reports_page"),
 )
 PAGE_SIZE = 25
 ASSIGNMENT_STATUSES = [s.value for s in AssignmentStatus]
@@ -647,6 +653,9 @@ def supervision(actor: Actor) -> Any:
     return render_template(
         "supervision.html",
         overdue=overdue,
+        escalated=sum(1 for d in overdue if d["escalated"]),
+        policy=deadlines.effective_policy(services(), actor)["levels"],
+        risk_levels=RISK_LEVELS,
         unroutable=unroutable["items"],
         unroutable_more=unroutable["next"] is not None,
         partner_names=_partner_names(),
@@ -786,3 +795,148 @@ def audit_referral_access(actor: Actor, referral_id: str) -> Any:
 @page(Action.READ_AUDIT)
 def audit_subject_access(actor: Actor, subject_id: str) -> Any:
     return _access_page("subject", audit.access_report(services(), actor, subject_id=subject_id))
+
+
+# -- reports (supervisors; analysts see the statistics only) ------------------------------------------------
+# The label kind of each statistics dimension's values (districts and months read as they are).
+_DIMENSION_LABELS = {
+    "province": "province",
+    "need": "service",
+    "risk_level": "risk",
+    "sex": "sex",
+    "status": "referral_status",
+}
+
+
+def _dimension_names() -> dict[str, str]:
+    return {
+        "province": _("Province"),
+        "district": _("District"),
+        "need": _("Need"),
+        "risk_level": _("Risk"),
+        "sex": _("Sex"),
+        "age_band": _("Age band"),
+        "month": _("Month"),
+        "status": _("Status"),
+    }
+
+
+def _value_label(dimension: str, value: str) -> str:
+    if value == UNKNOWN:
+        return _("Unknown")
+    kind = _DIMENSION_LABELS.get(dimension)
+    return label(kind, value) if kind else value
+
+
+def _report_args() -> tuple[Any, Any, tuple[str, ...], list[str]]:
+    """from, to and by from the query string; what is wrong is said on the page, with defaults used."""
+    problems: list[str] = []
+    dates = []
+    for name in ("from", "to"):
+        raw = request.args.get(name) or ""
+        try:
+            dates.append(date.fromisoformat(raw) if raw else None)
+        except ValueError:
+            dates.append(None)
+            problems.append(_("Enter a date as YYYY-MM-DD."))
+    try:
+        by = reports.parse_dimensions(request.args.get("by") or None)
+    except DomainError:
+        by = ("risk_level",)
+        problems.append(_("Choose one or two different dimensions."))
+    if dates[0] and dates[1] and dates[0] > dates[1]:
+        dates = [None, None]
+        problems.append(_("The first day must not be after the last."))
+    return dates[0], dates[1], by, problems
+
+
+def _statistics_view(report: dict[str, Any], rtl: bool) -> dict[str, Any]:
+    by = report["by"]
+    names = _dimension_names()
+    small = _("<%(n)s", n=report["threshold"])
+    first = by[0]
+    firsts = list(dict.fromkeys(c[first] for c in report["cells"]))
+    view: dict[str, Any] = {"by": by, "names": names, "small": small, "first_values": firsts}
+    if len(by) == 1:
+        view["rows"] = [(_value_label(first, c[first]), c) for c in report["cells"]]
+        series = [(_("Referrals"), [c["count"] for c in report["cells"]])]
+        stacked = False
+    else:
+        second = by[1]
+        seconds = list(dict.fromkeys(c[second] for c in report["cells"]))
+        grid = {(c[first], c[second]): c for c in report["cells"]}
+        view["columns"] = [(_value_label(second, v), v) for v in seconds]
+        view["grid"] = [(_value_label(first, a), [grid[(a, b)] for b in seconds]) for a in firsts]
+        series = [(_value_label(second, b), [grid[(a, b)]["count"] for a in firsts]) for b in seconds]
+        stacked = True
+    title = _("Referrals by %(dimensions)s", dimensions=" × ".join(names[d] for d in by))
+    view["title"] = title
+    view["chart"] = charts.bar_chart(
+        title, [_value_label(first, v) for v in firsts], series, rtl=rtl, stacked=stacked, y_title=_("Referrals")
+    )
+    return view
+
+
+def _sla_view(report: dict[str, Any], rtl: bool) -> dict[str, Any]:
+    names = _partner_names()
+    rows = [
+        (f"{names.get(r['partner_id'], r['partner_id'])} · {label('risk', r['risk_level'])}", r) for r in report["rows"]
+    ]
+    labels = [name for name, _row in rows]
+    hours = charts.bar_chart(
+        _("Median hours to accept and to first contact"),
+        labels,
+        [
+            (_("To accept"), [r["median_hours_to_accept"] for _n, r in rows]),
+            (_("To first contact"), [r["median_hours_to_first_contact"] for _n, r in rows]),
+        ],
+        rtl=rtl,
+        y_title=_("Hours"),
+    )
+    kept = charts.bar_chart(
+        _("Deadlines met and missed"),
+        labels,
+        [
+            (_("Met"), [r["deadlines_met"] for _n, r in rows]),
+            (_("Missed"), [r["deadlines_missed"] for _n, r in rows]),
+        ],
+        rtl=rtl,
+        stacked=True,
+    )
+    return {"rows": rows, "hours_chart": hours, "deadlines_chart": kept}
+
+
+@bp.get("/reports")
+@page(Action.REPORT_STATISTICS)
+def reports_page(actor: Actor) -> Any:
+    start, end, by, problems = _report_args()
+    for problem in problems:
+        flash(problem, "error")
+    rtl = str(get_locale() or "en") in ("ur",)
+    stats = reports.statistics_report(services(), actor, by, start, end)
+    sla = None
+    if access.role_may(actor.role, Action.REPORT_SLA):
+        sla = _sla_view(reports.sla_report(services(), actor, start, end), rtl)
+    return render_template(
+        "reports.html",
+        stats=stats,
+        view=_statistics_view(stats, rtl),
+        sla=sla,
+        dimensions=[(d, _dimension_names()[d]) for d in DIMENSIONS],
+        start=stats["from"],
+        end=stats["to"],
+        by=by,
+    )
+
+
+@bp.get("/reports/statistics.csv")
+@page(Action.REPORT_STATISTICS)
+def statistics_csv(actor: Actor) -> Any:
+    start, end, by, _problems = _report_args()
+    report = reports.statistics_report(services(), actor, by, start, end)
+    response = make_response(reports.statistics_csv(report))
+    response.headers["Content-Type"] = "text/csv; charset=utf-8"
+    name = f"statistics-{'-'.join(by)}-{report['from']}-{report['to']}.csv"
+    response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response

@@ -91,6 +91,9 @@ ENDPOINTS: dict[str, Endpoint] = {
     "dismiss_duplicate": Endpoint("POST", "/api/v1/duplicates/{duplicate_id}/dismiss", lambda: {}, duplicate=True),
     "list_deliveries": Endpoint("GET", f"/api/v1/partners/{MEDICAL}/deliveries"),
     "replay_delivery": Endpoint("POST", f"/api/v1/partners/{MEDICAL}/deliveries/{{delivery_id}}/replay"),
+    "deadline_policy": Endpoint("GET", "/api/v1/deadlines/policy"),
+    "report_sla": Endpoint("GET", "/api/v1/reports/sla"),
+    "report_statistics": Endpoint("GET", "/api/v1/reports/statistics"),
 }
 
 # fmt: off
@@ -125,6 +128,9 @@ MATRIX: dict[str, tuple[int, ...]] = {
     "dismiss_duplicate":     (403,  403,     200,       403,      403,    403,    403,  401,      401),
     "list_deliveries":       (403,  403,     403,       403,      403,    403,    200,  401,      401),
     "replay_delivery":       (403,  403,     403,       403,      403,    403,    200,  401,      401),
+    "deadline_policy":       (403,  403,     200,       403,      403,    403,    403,  401,      401),
+    "report_sla":            (403,  403,     200,       403,      403,    403,    403,  401,      401),
+    "report_statistics":     (403,  403,     200,       403,      403,    403,    403,  401,      401),
 }
 # fmt: on
 
@@ -352,6 +358,12 @@ def _check_success(endpoint: str, role: str, world: World, body: dict[str, Any])
         assert [(d["id"], d["status"]) for d in body["items"]] == [(DELIVERY, "delivered")]
     elif endpoint == "replay_delivery":
         assert (body["id"], body["status"]) == (DELIVERY, "pending")
+    elif endpoint == "deadline_policy":
+        assert set(body["levels"]) == {"critical", "high", "medium", "low"}
+    elif endpoint == "report_sla":
+        assert [(r["partner_id"], r["offered"], r["open"]) for r in body["rows"]] == [(MEDICAL, 1, 1)]
+    elif endpoint == "report_statistics":
+        assert body["by"] == ["risk_level"] and body["total"] is None  # one referral: under the threshold
     else:  # pragma: no cover - a new matrix row needs its own check
         raise AssertionError(endpoint)
 

@@ -331,6 +331,7 @@ def test_a_verify_split_over_processes_finds_what_one_process_finds(
     from referral_service.audit import log
 
     monkeypatch.setattr(log, "PARALLEL_VERIFY_FROM", 0)
+    monkeypatch.setattr(log, "ALIGN_LEVEL", 2)  # three parts of 30 entries: [0, 8), [8, 20), [20, 30)
     fill_log(services)
     with services.uow() as uow:
         assert services.audit.verify(uow.session, workers=3).ok
@@ -341,3 +342,19 @@ def test_a_verify_split_over_processes_finds_what_one_process_finds(
         single = services.audit.verify(uow.session, workers=1)
     assert not split.ok and (split.first_bad, split.problem) == (single.first_bad, single.problem)
     assert split.first_bad == tampering.first_bad
+
+
+def test_a_corrupted_tree_node_is_found_by_the_thorough_verify_and_fails_proofs(services: Services) -> None:
+    fill_log(services)
+    with services.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE audit_nodes SET hash = zeroblob(32) WHERE level = 2 AND idx = 1")
+    with services.uow() as uow:
+        routine = services.audit.verify(uow.session)
+        thorough = services.audit.verify(uow.session, nodes=True)
+        head = verifier.open_checkpoint(services.audit.latest_checkpoint(uow.session), services.audit.keys.verifier_key)
+        leaf, proof = services.audit.inclusion_proof(uow.session, 0, SIZE)
+    # The entries and checkpoints are whole; the proof cache is not, and the auditor's check says so.
+    assert routine.ok
+    assert not thorough.ok and "stored tree node (2, 1)" in (thorough.problem or "")
+    with pytest.raises(verifier.ProofError):
+        verifier.verify_inclusion(0, SIZE, leaf, proof, head.root_hash)

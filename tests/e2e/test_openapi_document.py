@@ -280,6 +280,12 @@ def test_answers_of_every_operation_match_the_documented_schemas(
     assert overdue["items"] and overdue["next"]
     api.get(f"/api/v1/deadlines/overdue?cursor={overdue['next']}", user=sup)
     api.get("/api/v1/deadlines/overdue", 403, user=cw)
+    api.get("/api/v1/deadlines/policy", user=sup)
+    api.get("/api/v1/reports/sla?from=2026-01-01", user=sup)
+    api.get("/api/v1/reports/sla?from=someday", 422, user=sup, check_request=False)
+    api.get("/api/v1/reports/statistics?by=district,month", user=sup)
+    api.get("/api/v1/reports/statistics?by=name", 422, user=sup)
+    api.get("/api/v1/reports/statistics", 403, user=cw)
 
     # Withdraw, re-open, withdraw consent.
     api.post(f"/api/v1/referrals/{later['id']}/withdraw", user=cw, json={"note": "moved away"})

@@ -154,3 +154,24 @@ def test_the_integrator_extends_the_tree_without_recomputing_it(pg_services: Ser
     tree.append([bytes(h) for h in leaves])
     assert isinstance(tree.store, merkle.MemoryNodeStore)
     assert stored == tree.store.node_count() and len(leaves) == SIZE
+
+
+@pytest.mark.parametrize("tampering", [TAMPERINGS[0], TAMPERINGS[4]], ids=lambda t: t.name)
+def test_on_postgresql_a_verify_split_over_processes_finds_what_one_process_finds(
+    pg_services: Services, tampering: Tampering, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from referral_service.audit import log
+
+    monkeypatch.setattr(log, "PARALLEL_VERIFY_FROM", 0)
+    monkeypatch.setattr(log, "ALIGN_LEVEL", 2)
+    fill_log(pg_services)
+    with pg_services.uow() as uow:
+        whole = pg_services.audit.verify(uow.session, workers=3)
+        assert whole.ok and whole.entries == SIZE, whole.line()
+    with pg_services.engine.begin() as conn:
+        tampering.apply(conn)
+    with pg_services.uow() as uow:
+        split = pg_services.audit.verify(uow.session, workers=3)
+        single = pg_services.audit.verify(uow.session, workers=1)
+    assert not split.ok and (split.first_bad, split.problem) == (single.first_bad, single.problem)
+    assert split.first_bad == tampering.first_bad

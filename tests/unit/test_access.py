@@ -48,7 +48,11 @@ def expected(role: Role, action: Action, rel: Relation, con: Consent) -> bool:
     if action in (Action.LIST_OVERDUE, Action.LIST_DUPLICATES, Action.CONFIRM_DUPLICATE, Action.DISMISS_DUPLICATE):
         return role is S
     if action is Action.READ_PARTNERS:
-        return True
+        return role is not Role.ANALYST  # the analyst sees aggregate statistics and nothing else
+    if action is Action.REPORT_SLA:
+        return role is S
+    if action is Action.REPORT_STATISTICS:
+        return role in (S, Role.ANALYST)
     if action in (Action.WRITE_PARTNERS, Action.READ_DELIVERIES, Action.REPLAY_DELIVERY):
         return role is ADM
     if action in (Action.READ_AUDIT, Action.EXPORT_AUDIT, Action.VERIFY_AUDIT):
@@ -66,6 +70,17 @@ def test_every_cell_of_the_policy(action: Action) -> None:
         if (access.rule_for(role, action, rel, con) is not None) is not expected(role, action, rel, con)
     ]
     assert wrong == [], f"{action}: cells that disagree with the contract"
+
+
+def test_the_analyst_may_read_the_statistics_and_nothing_else() -> None:
+    allowed = {
+        action
+        for action in Action
+        for rel in Relation
+        for con in Consent
+        if access.rule_for(Role.ANALYST, action, rel, con) is not None
+    }
+    assert allowed == {Action.REPORT_STATISTICS}
 
 
 def test_every_action_has_a_refusal_in_words_and_every_command_an_action() -> None:

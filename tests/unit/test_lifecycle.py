@@ -21,11 +21,14 @@ from referral_service.domain.commands import (
     ConfirmDuplicate,
     DeclineAssignment,
     DismissDuplicate,
+    EscalateDeadline,
     ExpireOffer,
     FireDeadline,
     MeetDeadline,
+    NoticeDeadline,
     OfferAssignment,
     RecordFollowUp,
+    RemindDeadline,
     ReopenReferral,
     RouteReferral,
     SubmitReferral,
@@ -339,7 +342,8 @@ def test_every_assignment_move_and_every_refusal(name: str, status: AssignmentSt
     if schedules:
         levels = POLICY.for_risk("high")
         delay = {K.FIRST_CONTACT: levels.first_contact, K.FOLLOWUP: levels.followup_every}[schedules]
-        expected_orders.append(ScheduleDeadline("a1", "p1", schedules, AT + delay))
+        # The partner hears it is coming due at the policy's fraction of the window (80 % by default).
+        expected_orders.append(ScheduleDeadline("a1", "p1", schedules, AT + delay, AT + delay * 0.8))
     assert list(change.deadlines) == expected_orders
     # An answer to an offer counts towards the partner's figures; nothing else does.
     answered = status is A.OFFERED and name in ("accept", "decline")
@@ -450,18 +454,30 @@ def test_closing_the_last_need_closes_the_referral_and_says_so_once() -> None:
     assert change.referral.status is R.ASSIGNED and kinds(change) == [events.AssignmentClosed]
 
 
-def test_partner_notices_are_the_offer_its_expiry_and_its_withdrawal() -> None:
+def test_partner_notices_are_the_offer_its_expiry_and_its_withdrawal_and_the_follow_up_reminders() -> None:
     assert set(lifecycle.PARTNER_NOTICES) == {
         events.AssignmentOffered,
         events.AssignmentExpired,
         events.AssignmentWithdrawn,
+        events.FollowUpDue,
+        events.FollowUpOverdue,
     }
 
 
 # -- deadlines ----------------------------------------------------------------------------------------------
-DEADLINE_COMMANDS = {"fire": FireDeadline("d1"), "meet": MeetDeadline("d1"), "cancel": CancelDeadline("d1")}
+DEADLINE_COMMANDS = {
+    "fire": FireDeadline("d1"),
+    "notice": NoticeDeadline("d1"),
+    "remind": RemindDeadline("d1"),
+    "escalate": EscalateDeadline("d1"),
+    "meet": MeetDeadline("d1"),
+    "cancel": CancelDeadline("d1"),
+}
 EXPECTED_DEADLINE_MOVES = {
     "fire": {D.PENDING},
+    "notice": {D.PENDING},
+    "remind": {D.OVERDUE},
+    "escalate": {D.OVERDUE},
     "meet": {D.PENDING, D.OVERDUE},
     "cancel": {D.PENDING, D.OVERDUE},
 }
@@ -483,19 +499,31 @@ def deadline(status: DeadlineStatus, kind: DeadlineKind) -> DeadlineState:
 @pytest.mark.parametrize(("name", "status", "kind"), DEADLINE_CELLS, ids=[f"{n}-{s}-{k}" for n, s, k in DEADLINE_CELLS])
 def test_every_deadline_move_and_every_refusal(name: str, status: DeadlineStatus, kind: DeadlineKind) -> None:
     state, cmd = deadline(status, kind), DEADLINE_COMMANDS[name]
-    if status not in EXPECTED_DEADLINE_MOVES[name]:
+    # An offer's deadline is never noticed ahead: the offer names its accept-by time itself.
+    if status not in EXPECTED_DEADLINE_MOVES[name] or (name == "notice" and kind is K.ACCEPT):
         with pytest.raises(Conflict):
-            lifecycle.handle_deadline(state, cmd, at=AT)
+            lifecycle.handle_deadline(state, cmd, at=AT, policy=POLICY)
         return
-    change = lifecycle.handle_deadline(state, cmd, at=AT)
-    if name == "meet":
+    change = lifecycle.handle_deadline(state, cmd, at=AT, policy=POLICY)
+    remind_every = POLICY.for_risk("high").remind_every
+    if name == "notice":
+        assert change.deadline == replace(state, noticed_at=AT, wake_at=state.due_at)
+        assert [type(e) for e in change.events] == [events.FollowUpDue]
+    elif name == "remind":
+        assert change.deadline == replace(state, reminders=1, wake_at=AT + remind_every)
+        assert [(type(e), e.reminder) for e in change.events] == [(events.FollowUpOverdue, 1)]  # type: ignore[attr-defined]
+    elif name == "escalate":
+        assert change.deadline == replace(state, escalated_at=AT, wake_at=AT + remind_every)
+        assert [type(e) for e in change.events] == [events.FollowUpEscalated]
+    elif name == "meet":
         assert change == lifecycle.DeadlineChange(replace(state, status=D.MET))
     elif name == "cancel":
         assert change == lifecycle.DeadlineChange(replace(state, status=D.CANCELLED))
     elif kind is K.ACCEPT:  # the offer lapses, if it is still unanswered (the assignment's own move)
         assert change == lifecycle.DeadlineChange(replace(state, status=D.FIRED, fired_at=AT), expires="a1")
     else:
-        assert change.deadline == replace(state, status=D.OVERDUE, fired_at=AT) and change.expires is None
+        assert change.deadline == replace(state, status=D.OVERDUE, fired_at=AT, reminders=1, wake_at=AT + remind_every)
+        assert change.expires is None
         [overdue] = change.events
         assert isinstance(overdue, events.FollowUpOverdue)
         assert (overdue.deadline_id, overdue.assignment_id, overdue.kind, overdue.risk_level, overdue.occurred_at) == (
