@@ -96,7 +96,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # Where signing in leads: the first of these pages the person may open (supervision for supervisors,
 # their referrals for caseworkers, the inbox for partner staff, deliveries for admins, the audit log for
-# auditors; a plain page for a role with none of them).
+# auditors, reports for analysts; a plain page for a role with none of them).
 HOMES = (
     (Action.LIST_OVERDUE, "web.supervision"),
     (Action.LIST_REFERRALS, "web.referral_list"),

@@ -484,6 +484,7 @@ def test_supervisor_sees_why_each_partner_was_chosen_and_can_close_an_accepted_c
         ("partner", "/inbox"),
         ("admin", "/deliveries"),
         ("auditor", "/audit"),
+        ("analyst", "/reports"),
     ],
 )
 def test_every_role_lands_on_its_own_page_not_the_plain_start_page(
@@ -497,5 +498,5 @@ def test_every_role_lands_on_its_own_page_not_the_plain_start_page(
     page = client.get(landing)
     assert page.status_code == 200
     assert "There are no pages for your role on this site." not in page.get_data(as_text=True)
-    if role in ("admin", "auditor"):
+    if role in ("admin", "auditor", "analyst"):
         assert client.get("/referrals/new").status_code == 403
