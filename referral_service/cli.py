@@ -203,7 +203,7 @@ def serve(host: str, port: int, workers_: int) -> None:
 
 
 @main.command()
-@click.argument("name", type=click.Choice(["relay", "router", "deadlines", "integrator", "all"]))
+@click.argument("name", type=click.Choice(["relay", "router", "deadlines", "integrator", "notify", "all"]))
 @operator_errors
 def worker(name: str) -> None:
     """Run one worker (or all) in this process; start as many processes as you need."""
@@ -299,40 +299,87 @@ def partners_group() -> None:
 
 
 @partners_group.command("import")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(exists=True, dir_okay=True, path_type=Path))
 @click.option(
     "--default-capacity",
     default=10,
     show_default=True,
-    type=int,
-    help="Capacity for partners from an HSDS export (HSDS has no such field).",
+    type=click.IntRange(min=0, max=100000),
+    help="Capacity for new partners from HSDS data (HSDS has no such field).",
 )
+@click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
 @operator_errors
-def partners_import(file: Path, default_capacity: int) -> None:
-    """Load or update partners from a JSON list of partner objects, or an Open Referral HSDS export."""
+def partners_import(file: Path, default_capacity: int, dry_run: bool) -> None:
+    """Load or update partners: a JSON list of partner objects, or Open Referral HSDS 3 data
+    (one organization, a list, an API page or a folder of pages, a tabular datapackage folder or zip).
+
+    Prints new / updated / unchanged / skipped (with the reason) per organization; all or nothing."""
     from referral_service.services import partners
-    from referral_service.services.hsds import looks_like_hsds, partners_from_hsds
-    from schemas import PartnerSchema
+    from referral_service.services.hsds import HsdsFileError, convert_records, read_directory_source
 
     try:
-        raw = json.loads(file.read_text())
-    except ValueError:
-        _fail(f"{file} is not valid JSON")
-    if isinstance(raw, dict) and isinstance(raw.get("organizations"), list):
-        raw = raw["organizations"]
-    if not isinstance(raw, list):
-        _fail(f"{file} must hold a JSON list of partner objects or HSDS organizations")
-    if looks_like_hsds(raw):
-        raw, warnings = partners_from_hsds(raw, capacity=default_capacity)
-        for warning in warnings:
+        converted = convert_records(read_directory_source(file), capacity=default_capacity)
+    except HsdsFileError as exc:
+        _fail(str(exc))
+    for record in converted:
+        _validate_partner(record)
+        for warning in record.warnings:
             click.echo(f"warning: {warning}", err=True)
-    try:
-        loaded = PartnerSchema(many=True).load(raw)
-    except ValidationError as exc:
-        _fail(f"{file}: invalid partners: {json.dumps(exc.messages)}")
     services = _services()
-    partners.upsert_partners(services, loaded)
-    click.echo(f"imported {len(loaded)} partner(s)")
+    lines = partners.import_partners(services, converted, dry_run=dry_run)
+    services.dispose()
+    for line in lines:
+        detail = f" ({', '.join(line.changed)})" if line.changed else ""
+        detail = f": {line.reason}" if line.reason else detail
+        click.echo(f"{line.outcome:<9}  {line.partner_id or '-'}  {line.label}{detail}")
+    counts = {k: sum(1 for line in lines if line.outcome == k) for k in ("new", "updated", "unchanged", "skipped")}
+    click.echo(
+        ", ".join(f"{n} {k}" for k, n in counts.items())
+        + (
+            "; dry run: nothing was changed"
+            if dry_run
+            else f"; imported {len(lines) - counts['skipped']} partner(s) in one transaction"
+        )
+    )
+
+
+def _validate_partner(record: Any) -> None:
+    """Validate one converted record as a partner object; a failure skips it with the reason."""
+    from schemas import PartnerSchema
+
+    if record.partner is None:
+        return
+    try:
+        record.partner = PartnerSchema().load(record.partner)
+    except ValidationError as exc:
+        record.partner = None
+        messages = exc.messages if isinstance(exc.messages, dict) else {"record": exc.messages}
+        record.reason = "; ".join(
+            f"{k}: {' '.join(map(str, v)) if isinstance(v, list) else json.dumps(v)}" for k, v in messages.items()
+        )[:300]
+
+
+@partners_group.command("webhook")
+@click.argument("partner_id")
+@click.argument("url")
+@click.option(
+    "--event",
+    "events",
+    multiple=True,
+    help="Only these event types (repeat); default: assignment.offered, assignment.withdrawn, "
+    "followup.due, followup.overdue.",
+)
+@operator_errors
+def partners_webhook(partner_id: str, url: str, events: tuple[str, ...]) -> None:
+    """Register the partner's webhook endpoint (Standard Webhooks); print its signing secret once.
+
+    Only https:// URLs to public addresses, unless REFERRAL_WEBHOOK_ALLOW_PRIVATE=1. Registering again
+    replaces the URL and the secret."""
+    from referral_service.services.webhooks import WEBHOOK_EVENTS, register_webhook
+
+    services = _services()
+    click.echo(json.dumps(register_webhook(services, partner_id, url, events or WEBHOOK_EVENTS)))
+    services.dispose()
 
 
 @main.group("keys")

@@ -8,11 +8,23 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+
+
+@dataclass(frozen=True)
+class SmtpRelay:
+    """`smtp://host:port` (STARTTLS when the relay offers it) or `smtps://user:pass@host:port` (TLS)."""
+
+    host: str
+    port: int
+    tls: bool
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
 
 
 class ConfigError(Exception):
@@ -47,6 +59,12 @@ class Settings:
     # REFERRAL_TRUSTED_PROXIES: how many reverse proxies in front set X-Forwarded-For/-Proto; 0
     # (default) believes no such header, so a client cannot claim HTTPS or another address.
     trusted_proxies: int = 0
+    # Partner notifications (issue 12): the SMTP relay (None: no e-mail), its sender address, whether
+    # webhooks may go to loopback and private addresses, and the service's address for links.
+    smtp: SmtpRelay | None = None
+    smtp_from: str = "referral-service@localhost"
+    webhook_allow_private: bool = False
+    public_url: str = "http://127.0.0.1:8000"
     # REFERRAL_AUDIT_ORIGIN: the audit log's name, first line of every checkpoint and its key's name
     # (C2SP tlog-checkpoint: a schema-less URL naming this log, unique among the logs auditors follow).
     audit_origin: str = "referral-service.local/audit"
@@ -99,6 +117,10 @@ class Settings:
             ratelimit_api_auth_failures=_rate(env, "REFERRAL_RATELIMIT_API_AUTH_FAILURES", "20 per minute"),
             metrics_token=_metrics_token(env.get("REFERRAL_METRICS_TOKEN") or None),
             trusted_proxies=_trusted_proxies(env.get("REFERRAL_TRUSTED_PROXIES") or "0"),
+            smtp=_smtp(env.get("REFERRAL_SMTP_URL") or None),
+            smtp_from=_smtp_from(env.get("REFERRAL_SMTP_FROM") or "referral-service@localhost"),
+            webhook_allow_private=_flag(env, "REFERRAL_WEBHOOK_ALLOW_PRIVATE", False),
+            public_url=_public_url(env.get("REFERRAL_PUBLIC_URL") or "http://127.0.0.1:8000"),
             audit_origin=_audit_origin(env.get("REFERRAL_AUDIT_ORIGIN") or "referral-service.local/audit"),
             statistics_threshold=_whole_number(env, "REFERRAL_STATISTICS_THRESHOLD", 5, 2, 100),
         )
@@ -188,6 +210,47 @@ def _trusted_proxies(raw: str) -> int:
             f"0 to {MAX_TRUSTED_PROXIES}; got {raw!r}"
         )
     return int(raw)
+
+
+def _smtp(url: str | None) -> SmtpRelay | None:
+    if url is None:
+        return None
+    problem = "expected smtp://host:port or smtps://user:password@host:port"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"REFERRAL_SMTP_URL: {problem}; the port is not a number") from None
+    if parts.scheme not in ("smtp", "smtps"):
+        raise ConfigError(f"REFERRAL_SMTP_URL: {problem}; got a URL with scheme {parts.scheme or '(none)'!r}")
+    if not parts.hostname:
+        raise ConfigError(f"REFERRAL_SMTP_URL: {problem}; the host is missing")
+    if parts.path not in ("", "/") or parts.query:
+        raise ConfigError(f"REFERRAL_SMTP_URL: {problem}; nothing may follow the port")
+    tls = parts.scheme == "smtps"
+    return SmtpRelay(
+        host=parts.hostname,
+        port=port or (465 if tls else 25),
+        tls=tls,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )
+
+
+def _smtp_from(address: str) -> str:
+    if "@" not in address or any(c in address for c in " \r\n<>,;") or len(address) > 254:
+        raise ConfigError(f"REFERRAL_SMTP_FROM: expected one e-mail address, got {address[:60]!r}")
+    return address
+
+
+def _public_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ConfigError(
+            f"REFERRAL_PUBLIC_URL: the service's address for links in notifications, e.g. "
+            f"https://referrals.example.org; got {url[:60]!r}"
+        )
+    return url.rstrip("/")
 
 
 def _audit_origin(origin: str) -> str:

@@ -24,6 +24,9 @@ class PartnerSchema(Schema):
     accepts_minors = fields.Boolean(load_default=False)
     staff_sex = fields.List(fields.String(validate=validate.OneOf(("female", "male"))), load_default=list)
     active = fields.Boolean(load_default=True)
+    # Left out, they stay as they were (a re-import without an address keeps the one set by hand).
+    contact_email = fields.Email(allow_none=True, validate=validate.Length(max=254))
+    notify_language = fields.String(validate=validate.OneOf(("en", "ur")))
 
     @validates_schema
     def _places(self, data: dict, **_: object) -> None:
@@ -58,6 +61,8 @@ class PartnerViewSchema(Schema):
     accepts_minors = fields.Boolean(required=True)
     staff_sex = fields.List(fields.String(validate=validate.OneOf(("female", "male"))), required=True)
     active = fields.Boolean(required=True)
+    contact_email = fields.String(allow_none=True, metadata={"description": "the organisation's contact address"})
+    notify_language = fields.String(metadata={"description": "language of its e-mail notices, en or ur"})
 
 
 class PartnerPageSchema(Schema):

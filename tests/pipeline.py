@@ -1,4 +1,4 @@
-"""Drive the real relay and router in-process over kombu's memory:// transport, step by step."""
+"""Drive the real relay, router and notify consumer in-process over kombu's memory:// transport, step by step."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from kombu import Consumer
 from referral_service.bootstrap import Services
 from referral_service.messaging.broker import KombuPublisher, connect
 from workers.handlers import declare_broker
+from workers.notify import make_notify_consumer
 from workers.relay import OutboxRelay
 from workers.router import make_router
 
@@ -18,20 +19,25 @@ class InProcessPipeline:
         declare_broker(self.connection)
         self.relay = OutboxRelay(services, KombuPublisher(self.connection))
         self.router = make_router(self.connection, services)
-        self.router.queue(self.connection.default_channel).purge()
+        # Partner notifications (webhooks, e-mail): rows to send; sending is `notifications.deliver_due`.
+        self.notify = make_notify_consumer(self.connection, services)
+        self.consumers = [self.router, self.notify]
+        for consumer in self.consumers:  # memory:// queues live as long as the process: start empty
+            consumer.queue(self.connection.default_channel).purge()
 
     def _consume(self) -> int:
-        before = self.router.handled
-        with Consumer(self.connection, queues=[self.router.queue], callbacks=[self.router.on_message], accept=["json"]):
-            while True:
-                try:
-                    self.connection.drain_events(timeout=0.02)
-                except TimeoutError:
-                    break
-        return self.router.handled - before
+        before = sum(c.handled for c in self.consumers)
+        for consumer in self.consumers:
+            with Consumer(self.connection, queues=[consumer.queue], callbacks=[consumer.on_message], accept=["json"]):
+                while True:
+                    try:
+                        self.connection.drain_events(timeout=0.02)
+                    except TimeoutError:
+                        break
+        return sum(c.handled for c in self.consumers) - before
 
     def drain(self, rounds: int = 50) -> None:
-        """Publish and route until nothing is left to do."""
+        """Publish, route and note notifications until nothing is left to do."""
         for _ in range(rounds):
             published = self.relay.publish_batch()
             consumed = self._consume()
@@ -44,7 +50,7 @@ class InProcessPipeline:
 
 
 def drain(services: Services) -> None:
-    """Run the relay and router until every committed event has been handled."""
+    """Run the relay, router and notify consumer until every committed event has been handled."""
     pipeline = InProcessPipeline(services)
     try:
         pipeline.drain()

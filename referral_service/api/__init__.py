@@ -109,6 +109,7 @@ class MalformedJson(ValidationFailed):
 from referral_service.api import (  # noqa: E402,F401  (registers routes)
     assignments,
     audit,
+    deliveries,
     duplicates,
     ops,
     referrals,

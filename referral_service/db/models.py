@@ -204,6 +204,9 @@ class Partner(Base):
     accepts_minors: Mapped[bool] = mapped_column(Boolean, default=False)
     staff_sex: Mapped[list[str]] = mapped_column(default=list)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # The organisation's own contact address (not a person's): where "a new case is waiting" goes.
+    contact_email: Mapped[str | None] = mapped_column(String(254))
+    notify_language: Mapped[str] = mapped_column(String(8), default="en", server_default="en")
     offers_made: Mapped[int] = mapped_column(Integer, default=0)
     offers_accepted: Mapped[int] = mapped_column(Integer, default=0)
     response_seconds_total: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -445,3 +448,48 @@ class AuditCheckpoint(Base):
 
 
 __all__ = ["Base", "date"]
+
+
+class WebhookEndpoint(Base):
+    """A partner's own system, to which its offers are posted (Standard Webhooks). One per partner;
+    registering again replaces the URL and the signing secret. The secret is sealed (AEAD under a
+    key derived from the keyring, bound to this row), never stored in the clear."""
+
+    __tablename__ = "webhook_endpoints"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    partner_id: Mapped[str] = mapped_column(ForeignKey("partners.id"), unique=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    secret_ct: Mapped[bytes]
+    events: Mapped[list[str]] = mapped_column(default=list)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Notification(Base):
+    """One message to one partner over one channel (webhook or e-mail), kept until it is delivered
+    or parked: the notifications' own outbox. Its id is the `webhook-id`, the same on every retry.
+    The payload holds identifiers, categories and times only."""
+
+    __tablename__ = "notifications"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    partner_id: Mapped[str] = mapped_column(String(64))
+    channel: Mapped[str] = mapped_column(String(16))
+    event_id: Mapped[str] = mapped_column(String(36))
+    event_type: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None]
+    last_attempt_at: Mapped[datetime | None]
+    delivered_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(String(200))
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    # Retries go on for a day from here: the first enqueueing, or an admin's replay.
+    retry_since: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    __table_args__ = (
+        UniqueConstraint("channel", "partner_id", "event_id", name="uq_notifications_channel_partner_event"),
+        Index("ix_notifications_due", "status", "next_attempt_at"),
+        Index("ix_notifications_partner", "partner_id", "created_at"),
+    )

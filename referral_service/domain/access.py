@@ -59,6 +59,8 @@ class Action(StrEnum):
     LIST_OVERDUE = "deadline.overdue"
     READ_PARTNERS = "partner.read"
     WRITE_PARTNERS = "partner.write"
+    READ_DELIVERIES = "partner.deliveries.read"
+    REPLAY_DELIVERY = "partner.deliveries.replay"
     LIST_DUPLICATES = "duplicate.list"
     CONFIRM_DUPLICATE = "duplicate.confirm"
     DISMISS_DUPLICATE = "duplicate.dismiss"
@@ -162,6 +164,9 @@ RULES: tuple[Rule, ...] = (
     # only admins change it.
     _rule(Action.READ_PARTNERS, *(EVERY_ROLE - {Role.ANALYST})),
     _rule(Action.WRITE_PARTNERS, Role.ADMIN),
+    # What was sent to a partner's system (ids and statuses only), and sending one again: admins.
+    _rule(Action.READ_DELIVERIES, Role.ADMIN),
+    _rule(Action.REPLAY_DELIVERY, Role.ADMIN),
     *(_rule(a, S) for a in (Action.LIST_DUPLICATES, Action.CONFIRM_DUPLICATE, Action.DISMISS_DUPLICATE)),
     *(_rule(a, Role.AUDITOR) for a in (Action.READ_AUDIT, Action.EXPORT_AUDIT, Action.VERIFY_AUDIT)),
     # Reports: the SLA names partners, so it is the supervisors'; the statistics (no record, no id,
@@ -187,6 +192,8 @@ REFUSALS: dict[Action, str] = {
     Action.LIST_OVERDUE: "overdue deadlines are for supervisors",
     Action.READ_PARTNERS: "sign in to read the partner directory",
     Action.WRITE_PARTNERS: "only admins change the partner directory",
+    Action.READ_DELIVERIES: "only admins see deliveries to partners",
+    Action.REPLAY_DELIVERY: "only admins replay deliveries to partners",
     Action.LIST_DUPLICATES: "possible duplicates are for supervisors",
     Action.CONFIRM_DUPLICATE: "possible duplicates are for supervisors",
     Action.DISMISS_DUPLICATE: "possible duplicates are for supervisors",

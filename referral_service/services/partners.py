@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import select
 
@@ -16,6 +18,14 @@ from referral_service.services.common import clamp_limit, decode_cursor, encode_
 if TYPE_CHECKING:
     from referral_service.services.ports import Services
 
+
+class ImportRecord(Protocol):
+    label: str
+    partner: dict[str, Any] | None
+    reason: str | None
+    keep_on_update: tuple[str, ...]
+
+
 FIELDS = (
     "name",
     "networks",
@@ -27,6 +37,8 @@ FIELDS = (
     "accepts_minors",
     "staff_sex",
     "active",
+    "contact_email",
+    "notify_language",
 )
 
 
@@ -58,6 +70,59 @@ def upsert_partners(
             )
         uow.commit()
         return [partner_view(p) for p in out]
+
+
+@dataclass
+class ImportLine:
+    """What importing one record did (or, in a dry run, would do)."""
+
+    outcome: str  # new | updated | unchanged | skipped
+    label: str
+    partner_id: str | None = None
+    changed: tuple[str, ...] = ()
+    reason: str | None = None
+
+
+def import_partners(services: Services, records: Sequence[ImportRecord], *, dry_run: bool = False) -> list[ImportLine]:
+    """Create or update partners in one transaction (all or nothing); a dry run rolls it back.
+
+    Each record is a validated partner object, or the reason it was skipped. Partners not in the
+    file are left as they are, and nothing here touches assignments: re-importing never drops an
+    open case. Fields in `keep_on_update` are set on a new partner only (HSDS cannot say them).
+    """
+    lines: list[ImportLine] = []
+    seen: set[str] = set()
+    with services.uow() as uow:
+        for record in records:
+            if record.partner is None:
+                lines.append(ImportLine("skipped", record.label, reason=record.reason))
+                continue
+            data = record.partner
+            if data["id"] in seen:
+                lines.append(ImportLine("skipped", record.label, data["id"], reason="the same id twice in the file"))
+                continue
+            seen.add(data["id"])
+            row = uow.session.get(Partner, data["id"])
+            if row is None:
+                row = Partner(id=data["id"])
+                uow.session.add(row)
+                for f in FIELDS:
+                    if f in data:
+                        setattr(row, f, data[f])
+                lines.append(ImportLine("new", record.label, data["id"]))
+                continue
+            changed = tuple(
+                f for f in FIELDS if f in data and f not in record.keep_on_update and getattr(row, f) != data[f]
+            )
+            for f in changed:
+                setattr(row, f, data[f])
+            lines.append(ImportLine("updated" if changed else "unchanged", record.label, data["id"], changed))
+        if not dry_run:  # the operator's import at the command line is on record, as `upsert_partners`'s is
+            services.access.record(
+                actor=None, action="partner.import", referral_id=None, details={"partners": str(len(seen))}
+            )
+            uow.commit()
+    return lines
 
 
 def list_partners(

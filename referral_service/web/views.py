@@ -68,6 +68,7 @@ from referral_service.services import (
     audit,
     deadlines,
     duplicates,
+    notifications,
     partners,
     referrals,
     reports,
@@ -94,11 +95,13 @@ bp = Blueprint("web", __name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
 # Where signing in leads: the first of these pages the person may open (supervision for supervisors,
-# their referrals for caseworkers, the inbox for partner staff; a plain page for everyone else).
+# their referrals for caseworkers, the inbox for partner staff, deliveries for admins, the audit log for
+# auditors, reports for analysts; a plain page for a role with none of them).
 HOMES = (
     (Action.LIST_OVERDUE, "web.supervision"),
     (Action.LIST_REFERRALS, "web.referral_list"),
     (Action.LIST_ASSIGNMENTS, "web.inbox"),
+    (Action.READ_DELIVERIES, "web.deliveries"),
     (Action.READ_AUDIT, "web.audit_log"),
     (Action.REPORT_STATISTICS, "web.reports_page"),
 )
@@ -693,6 +696,28 @@ def duplicate_dismiss(actor: Actor, duplicate_id: str) -> Any:
         duplicates.dismiss,
         _("Dismissed: the two referrals stay separate people."),
     )
+
+
+# -- admins: what was sent to partners' systems -----------------------------------------------------------
+@bp.get("/deliveries")
+@page(Action.READ_DELIVERIES)
+def deliveries(actor: Actor) -> Any:
+    names = _partner_names()
+    chosen = request.args.get("partner") or next(iter(sorted(names)), None)
+    items: list[dict[str, Any]] = []
+    if chosen in names:
+        items = notifications.list_deliveries(services(), actor, chosen, limit=50)["items"]
+    return render_template("deliveries.html", partner_names=names, chosen=chosen, items=items)
+
+
+@bp.post("/deliveries/<partner_id>/<delivery_id>/replay")
+@page(Action.REPLAY_DELIVERY)
+def delivery_replay(actor: Actor, partner_id: str, delivery_id: str) -> Any:
+    notifications.replay_delivery(services(), actor, partner_id, delivery_id)
+    flash(
+        _("Sent again shortly, with the same webhook-id, so the partner's system can tell it is a repeat."), "success"
+    )
+    return redirect(url_for("web.deliveries", partner=partner_id))
 
 
 # -- auditors -------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from referral_service.db.models import Assignment, Partner, PossibleDuplicate, Referral, Subject
+from referral_service.db.models import Assignment, Notification, Partner, PossibleDuplicate, Referral, Subject
 from referral_service.services import users
 from referral_service.services.audit import integrate_all
 from tests.factories import partner, referral_body
@@ -21,6 +21,7 @@ from tests.pipeline import drain
 
 MEDICAL = "p-peshawar-medical"  # the factory partner: serves medical in Peshawar
 QUETTA = "p-quetta-legal"  # a partner elsewhere that never gets this case
+DELIVERY = "msg_matrix"  # a webhook delivery to MEDICAL that admins may list and replay
 LEGAL = "p-peshawar-legal"  # a second Peshawar partner, for cases needing two services
 
 ROLES = (
@@ -88,6 +89,8 @@ ENDPOINTS: dict[str, Endpoint] = {
     "list_duplicates": Endpoint("GET", "/api/v1/duplicates", duplicate=True),
     "confirm_duplicate": Endpoint("POST", "/api/v1/duplicates/{duplicate_id}/confirm", duplicate=True),
     "dismiss_duplicate": Endpoint("POST", "/api/v1/duplicates/{duplicate_id}/dismiss", lambda: {}, duplicate=True),
+    "list_deliveries": Endpoint("GET", f"/api/v1/partners/{MEDICAL}/deliveries"),
+    "replay_delivery": Endpoint("POST", f"/api/v1/partners/{MEDICAL}/deliveries/{{delivery_id}}/replay"),
     "deadline_policy": Endpoint("GET", "/api/v1/deadlines/policy"),
     "report_sla": Endpoint("GET", "/api/v1/reports/sla"),
     "report_statistics": Endpoint("GET", "/api/v1/reports/statistics"),
@@ -123,6 +126,8 @@ MATRIX: dict[str, tuple[int, ...]] = {
     "list_duplicates":       (403,  403,     200,       403,      403,    403,    403,  401,      401),
     "confirm_duplicate":     (403,  403,     200,       403,      403,    403,    403,  401,      401),
     "dismiss_duplicate":     (403,  403,     200,       403,      403,    403,    403,  401,      401),
+    "list_deliveries":       (403,  403,     403,       403,      403,    403,    200,  401,      401),
+    "replay_delivery":       (403,  403,     403,       403,      403,    403,    200,  401,      401),
     "deadline_policy":       (403,  403,     200,       403,      403,    403,    403,  401,      401),
     "report_sla":            (403,  403,     200,       403,      403,    403,    403,  401,      401),
     "report_statistics":     (403,  403,     200,       403,      403,    403,    403,  401,      401),
@@ -167,6 +172,7 @@ class World:
                 assignment_id=self.assignment_id,
                 subject_id=self.subject_id,
                 duplicate_id=self.duplicate_id,
+                delivery_id=DELIVERY,
             ),
             method=method,
             **kwargs,
@@ -190,6 +196,7 @@ class World:
                     ).all()
                 ),
                 tuple(s.execute(select(Subject.id, Subject.person_id).order_by(Subject.id)).all()),
+                tuple(s.execute(select(Notification.id, Notification.status, Notification.retry_since)).all()),
             )
 
 
@@ -222,6 +229,24 @@ def build_world(
     assert resp.status_code == 201, resp.get_json()
     referral_id, subject_id = resp.get_json()["id"], resp.get_json()["subject_id"]
     drain(services)
+    with services.uow() as uow:  # a delivery to the holding partner, already made, for admins to see
+        now = services.clock.now()
+        uow.session.add(
+            Notification(
+                id=DELIVERY,
+                partner_id=MEDICAL,
+                channel="webhook",
+                event_id="e-1",
+                event_type="assignment.offered",
+                payload={},
+                status="delivered",
+                attempts=1,
+                retry_since=now,
+                created_at=now,
+                delivered_at=now,
+            )
+        )
+        uow.commit()
     shown = client.get(f"/api/v1/referrals/{referral_id}", headers=headers["owner"]).get_json()
     [assignment] = shown["assignments"]
     assert (assignment["partner_id"], assignment["status"]) == (MEDICAL, "offered")
@@ -329,6 +354,10 @@ def _check_success(endpoint: str, role: str, world: World, body: dict[str, Any])
     elif endpoint in ("confirm_duplicate", "dismiss_duplicate"):
         assert body["id"] == world.duplicate_id
         assert body["status"] == ("confirmed" if endpoint == "confirm_duplicate" else "dismissed")
+    elif endpoint == "list_deliveries":
+        assert [(d["id"], d["status"]) for d in body["items"]] == [(DELIVERY, "delivered")]
+    elif endpoint == "replay_delivery":
+        assert (body["id"], body["status"]) == (DELIVERY, "pending")
     elif endpoint == "deadline_policy":
         assert set(body["levels"]) == {"critical", "high", "medium", "low"}
     elif endpoint == "report_sla":
@@ -366,6 +395,7 @@ def _rule(spec: Endpoint) -> tuple[str, str]:
         .replace("{subject_id}", "<subject_id>")
         .replace("{assignment_id}", "<assignment_id>")
         .replace("{duplicate_id}", "<duplicate_id>")
+        .replace("{delivery_id}", "<delivery_id>")
         .replace(MEDICAL, "<partner_id>")
     )
 

@@ -23,6 +23,7 @@ from werkzeug.test import EnvironBuilder
 from referral_service.api.openapi import build_spec, documented_methods, documented_rules, openapi_path
 from referral_service.app import MAX_BODY_BYTES, create_app
 from referral_service.bootstrap import Services, bootstrap
+from referral_service.db.models import Notification
 from referral_service.services.audit import integrate_all
 from referral_service.services.subjects import erase_subject
 from tests.conftest import FakeClock, UserHandle, embedded_settings
@@ -325,6 +326,35 @@ def test_answers_of_every_operation_match_the_documented_schemas(
     api.get("/api/v1/duplicates?status=dismissed", user=sup)
     api.get("/api/v1/duplicates?limit=200", user=sup)
 
+    # Deliveries to a partner's own system (admins): the recent list, and sending one again.
+    with services.uow() as uow:
+        now = clock.now()
+        uow.session.add(
+            Notification(
+                id="msg_doc",
+                partner_id=MEDICAL,
+                channel="webhook",
+                event_id="e-doc",
+                event_type="assignment.offered",
+                payload={},
+                status="parked",
+                attempts=30,
+                last_error="HTTP 500",
+                last_status=500,
+                retry_since=now,
+                created_at=now,
+                last_attempt_at=now,
+            )
+        )
+        uow.commit()
+    parked = api.get(f"/api/v1/partners/{MEDICAL}/deliveries?status=parked&limit=5", user=admin)["items"]
+    assert [d["id"] for d in parked] == ["msg_doc"]
+    api.get(f"/api/v1/partners/{MEDICAL}/deliveries", 403, user=sup)
+    api.get("/api/v1/partners/p-nobody/deliveries", 404, user=admin)
+    api.get(f"/api/v1/partners/{MEDICAL}/deliveries?status=lost", 422, user=admin, check_request=False)
+    assert api.post(f"/api/v1/partners/{MEDICAL}/deliveries/msg_doc/replay", user=admin)["status"] == "pending"
+    api.post(f"/api/v1/partners/{MEDICAL}/deliveries/msg_none/replay", 404, user=admin)
+    api.post(f"/api/v1/partners/{MEDICAL}/deliveries/msg_doc/replay", 403, user=sup)
     # The audit log, for auditors: entries, export, access reports, verification, checkpoint, proofs.
     auditor = make_user("auditor")
     integrate_all(services)

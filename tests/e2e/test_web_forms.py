@@ -476,10 +476,27 @@ def test_supervisor_sees_why_each_partner_was_chosen_and_can_close_an_accepted_c
     assert "Referred elsewhere" in client.get(referral_url).get_data(as_text=True)
 
 
-def test_roles_without_pages_land_on_a_plain_start_page(client: FlaskClient, make_user: Any) -> None:
-    admin = make_user("admin", password=PASSWORD)  # (auditors land on /audit: tests/e2e/test_web_audit.py)
-    sign_in(client, admin.actor.name)
-    page = client.get("/", follow_redirects=True)
+@pytest.mark.parametrize(
+    ("role", "landing"),
+    [
+        ("supervisor", "/supervision"),
+        ("caseworker", "/referrals"),
+        ("partner", "/inbox"),
+        ("admin", "/deliveries"),
+        ("auditor", "/audit"),
+        ("analyst", "/reports"),
+    ],
+)
+def test_every_role_lands_on_its_own_page_not_the_plain_start_page(
+    client: FlaskClient, make_user: Any, add_partner: Any, role: str, landing: str
+) -> None:
+    partner_id = add_partner()["id"] if role == "partner" else None
+    user = make_user(role, partner_id=partner_id, password=PASSWORD)
+    sign_in(client, user.actor.name)
+    landed = client.get("/")
+    assert landed.status_code == 302 and landed.headers["Location"] == landing
+    page = client.get(landing)
     assert page.status_code == 200
-    assert "There are no pages for your role on this site." in page.get_data(as_text=True)
-    assert client.get("/referrals/new").status_code == 403
+    assert "There are no pages for your role on this site." not in page.get_data(as_text=True)
+    if role in ("admin", "auditor", "analyst"):
+        assert client.get("/referrals/new").status_code == 403

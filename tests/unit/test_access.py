@@ -53,7 +53,7 @@ def expected(role: Role, action: Action, rel: Relation, con: Consent) -> bool:
         return role is S
     if action is Action.REPORT_STATISTICS:
         return role in (S, Role.ANALYST)
-    if action is Action.WRITE_PARTNERS:
+    if action in (Action.WRITE_PARTNERS, Action.READ_DELIVERIES, Action.REPLAY_DELIVERY):
         return role is ADM
     if action in (Action.READ_AUDIT, Action.EXPORT_AUDIT, Action.VERIFY_AUDIT):
         return role is AUD
@@ -235,7 +235,7 @@ def test_whose_rows_a_list_shows(role: Role, action: Action, scope: Scope | None
             },
         ),
         (AUD, {Action.READ_PARTNERS, Action.READ_AUDIT, Action.EXPORT_AUDIT, Action.VERIFY_AUDIT}),
-        (ADM, {Action.READ_PARTNERS, Action.WRITE_PARTNERS}),
+        (ADM, {Action.READ_PARTNERS, Action.WRITE_PARTNERS, Action.READ_DELIVERIES, Action.REPLAY_DELIVERY}),
         (
             S,
             set(Action)
@@ -245,6 +245,8 @@ def test_whose_rows_a_list_shows(role: Role, action: Action, scope: Scope | None
                 Action.RECORD_FOLLOWUP,
                 Action.WRITE_PARTNERS,
                 Action.READ_AUDIT,
+                Action.READ_DELIVERIES,
+                Action.REPLAY_DELIVERY,
                 Action.EXPORT_AUDIT,
                 Action.VERIFY_AUDIT,
             },

@@ -34,10 +34,11 @@ def _command_exists(argv: list[str]) -> bool:
 def test_compose_defines_the_production_profile_services() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"postgres", "rabbitmq", "api", "relay", "router", "deadlines", "integrator", "migrate"} <= set(services)
+    expected = {"postgres", "rabbitmq", "api", "relay", "router", "deadlines", "integrator", "notify", "migrate"}
+    assert expected <= set(services)
     assert services["postgres"]["image"].startswith("postgres:")
     assert services["rabbitmq"]["image"].startswith("rabbitmq:")
-    for name in ("api", "relay", "router", "deadlines", "integrator", "migrate"):
+    for name in ("api", "relay", "router", "deadlines", "integrator", "notify", "migrate"):
         service = services[name]
         assert service["build"] == "."
         assert _command_exists(service["command"]), (name, service["command"])

@@ -1,0 +1,193 @@
+"""What partner notifications add to the pipeline's CPU per referral, measured in one run.
+
+    .venv/bin/python bench/notify.py [--referrals 300] [--rounds 3]
+
+Two copies of the same freshly migrated embedded-profile (SQLite) database, each with the same
+partners, run the same referrals through the real pipeline in this process, over kombu's memory://:
+`submit_referral`, the outbox relay, the router. On the *notify* copy every partner also has a
+webhook endpoint, so the `notify` consumer group turns each offer into a notification row and the
+notify worker's step (`deliver_due`) signs it (standardwebhooks) and POSTs it to a receiver, which
+runs in another process so that its CPU is not counted.
+notify consumer is not run there). CPU is this process's CPU time for submit + pipeline (+ delivery),
+divided by the number of referrals; the rounds alternate baseline and notify, and the best of each
+is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from referral_service.bootstrap import Services, bootstrap, prepare_database  # noqa: E402
+from referral_service.config import Settings  # noqa: E402
+from referral_service.crypto.keyring import create_keyring  # noqa: E402
+from referral_service.domain.model import Actor, Role  # noqa: E402
+from referral_service.services import notifications, partners, users  # noqa: E402
+from referral_service.services.referrals import submit_referral  # noqa: E402
+from referral_service.services.webhooks import register_webhook  # noqa: E402
+from schemas import PartnerSchema, ReferralInputSchema  # noqa: E402
+from tests.pipeline import InProcessPipeline  # noqa: E402
+
+RECEIVER = r"""
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class H(BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.send_response(204); self.end_headers()
+    def log_message(self, *a): pass
+s = ThreadingHTTPServer(("127.0.0.1", 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"""
+
+PARTNERS = [
+    {
+        "id": f"bench-{d.lower()}",
+        "name": f"Bench {d}",
+        "services": ["medical", "psychosocial"],
+        "provinces": ["Khyber Pakhtunkhwa"],
+        "districts": [d],
+        "languages": ["ur", "ps"],
+        "capacity": 100_000,
+        "accepts_minors": True,
+        "staff_sex": ["female", "male"],
+    }
+    for d in ("Peshawar", "Mardan")
+]
+
+
+def _body(i: int) -> dict[str, Any]:
+    return {
+        "subject": {
+            "full_name": f"Bench Person {i}",
+            "date_of_birth": "1991-03-04",
+            "sex": "female",
+            "cnic": f"61101-{i:07d}-{i % 10}",
+            "phone": f"+92321{i:07d}",
+            "province": "Khyber Pakhtunkhwa",
+            "district": ("Peshawar", "Mardan")[i % 2],
+            "preferred_language": "ur",
+        },
+        "incident": {"type": "bombing", "date": "2026-01-02", "narrative": "bench narrative"},
+        "needs": ["medical"],
+        "risk_level": "high",
+        "consent": {"given": True, "method": "verbal", "share": ["contact"]},
+        "preferences": {"staff_sex": "any"},
+    }
+
+
+def _home(root: Path, name: str, template: Path) -> Path:
+    home = root / name
+    shutil.copytree(template, home)
+    return home
+
+
+def _template(root: Path) -> Path:
+    home = root / "template"
+    settings = Settings.from_env({"REFERRAL_HOME": str(home)})
+    create_keyring(settings.keyring_path)
+    services = bootstrap(settings)
+    prepare_database(services)
+    partners.upsert_partners(services, PartnerSchema(many=True).load(PARTNERS))
+    services.dispose()
+    return home
+
+
+class Meter:
+    """CPU time of this process spent in each part, summed over the run."""
+
+    def __init__(self) -> None:
+        self.cpu: dict[str, float] = {}
+
+    def wrap(self, part: str, fn: Any) -> Any:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t = time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.cpu[part] = self.cpu.get(part, 0.0) + time.process_time() - t
+
+        return timed
+
+
+def run_once(home: Path, *, referrals: int, url: str, start: int) -> dict[str, float]:
+    """CPU per referral of each part: intake, relay, router, and the notification work (the notify
+    consumer turning the offer into a row, and the delivery step signing and posting it)."""
+    env = {"REFERRAL_HOME": str(home), "REFERRAL_WEBHOOK_ALLOW_PRIVATE": "1"}
+    services: Services = bootstrap(Settings.from_env(env))
+    meter = Meter()
+    try:
+        created = users.create_user(services, name=f"bench-{start}", role="caseworker")
+        actor = Actor(created["id"], Role.CASEWORKER, None, created["name"])
+        for p in PARTNERS:
+            register_webhook(services, p["id"], url)
+        pipeline = InProcessPipeline(services)
+        pipeline.relay.publish_batch = meter.wrap("relay", pipeline.relay.publish_batch)  # type: ignore[method-assign]
+        for consumer in pipeline.consumers:
+            consumer.on_message = meter.wrap(consumer.group, consumer.on_message)  # type: ignore[method-assign]
+        submit = meter.wrap("intake", submit_referral)
+        deliver = meter.wrap("delivery", notifications.deliver_due)
+        commands = [ReferralInputSchema().load(_body(start + i)) for i in range(referrals)]
+        for cmd in commands:
+            submit(services, cmd, actor)
+            pipeline.drain()
+            sent = deliver(services)
+            if sent["delivered"] != 1:
+                raise SystemExit(f"delivery failed: {sent}")
+        pipeline.close()
+        return {part: cpu / referrals for part, cpu in meter.cpu.items()}
+    finally:
+        services.dispose()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--referrals", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    receiver = subprocess.Popen([sys.executable, "-c", RECEIVER], stdout=subprocess.PIPE, text=True)
+    root = Path(tempfile.mkdtemp(prefix="referral-bench-notify-"))
+    try:
+        assert receiver.stdout is not None
+        url = f"http://127.0.0.1:{receiver.stdout.readline().strip()}/hook"
+        template = _template(root)
+        rounds = [
+            run_once(_home(root, f"round-{r}", template), referrals=args.referrals, url=url, start=r * args.referrals)
+            for r in range(args.rounds)
+        ]
+        best = {part: min(r[part] for r in rounds) for part in rounds[0]}
+        pipeline_cpu = best["intake"] + best["relay"] + best["router"]
+        notify_cpu = best["notify"] + best["delivery"]
+        print(
+            json.dumps(
+                {
+                    "python": platform.python_version(),
+                    "referrals_per_round": args.referrals,
+                    "rounds": args.rounds,
+                    "cpu_ms_per_referral": {k: round(v * 1000, 3) for k, v in best.items()},
+                    "pipeline_cpu_ms": round(pipeline_cpu * 1000, 3),
+                    "notifications_cpu_ms": round(notify_cpu * 1000, 3),
+                    "overhead_percent": round(notify_cpu / pipeline_cpu * 100, 1),
+                },
+                indent=2,
+            )
+        )
+    finally:
+        receiver.terminate()
+        receiver.wait(5)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

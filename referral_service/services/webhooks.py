@@ -1,0 +1,267 @@
+"""Webhooks to partners' own systems, in the Standard Webhooks format (the `standardwebhooks` package signs).
+
+* Registering (`register_webhook`) checks the URL (below), makes a new signing secret (`whsec_…`, 32 random
+  bytes) and returns it once; the row keeps it sealed: AES-256-GCM under a key derived from the keyring,
+  bound to its table, column and row, so a copied or swapped ciphertext does not open.
+* No SSRF: only `https://`, to a host whose every address is public. `REFERRAL_WEBHOOK_ALLOW_PRIVATE=1`
+  (tests, closed networks) also allows loopback and private addresses, over http or https. Link-local
+  (cloud metadata at 169.254.169.254), multicast, unspecified and reserved addresses are refused always.
+  The check runs at registration and again at every delivery, and the request goes to the very address
+  that was checked (no second lookup that DNS rebinding could answer differently); redirects are not
+  followed.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import ipaddress
+import json
+import os
+import secrets
+import socket
+import ssl
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import select
+from standardwebhooks.webhooks import Webhook
+
+from referral_service.crypto.envelope import encode_parts
+from referral_service.db.models import Partner, WebhookEndpoint
+from referral_service.domain import events
+from referral_service.domain.errors import NotFound, ValidationFailed
+
+if TYPE_CHECKING:
+    from referral_service.services.ports import Services
+
+# Routing keys a partner's endpoint hears of (the contract's list).
+WEBHOOK_EVENTS = tuple(
+    cls.routing_key
+    for cls in (events.AssignmentOffered, events.AssignmentWithdrawn, events.FollowUpDue, events.FollowUpOverdue)
+)
+TIMEOUT_SECONDS = 10.0
+MAX_URL = 2000
+_SEAL_PURPOSE = "webhook-secret/v1"
+_SEAL_DOMAIN = b"referral-service/webhook-secret/v1"
+_NONCE = 12
+USER_AGENT = "referral-service-webhooks/1"
+
+
+class UrlRefused(ValidationFailed):
+    """The URL may not receive webhooks; the message says why (it names the host, never a person)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """A checked URL: where to connect (the address that passed) and what to ask for."""
+
+    scheme: str
+    host: str
+    port: int
+    address: str
+    path: str
+
+
+def _resolve(host: str, port: int) -> list[str]:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        raise UrlRefused(f"webhook URL refused: {host[:80]} does not resolve", {"url": ["not allowed"]}) from None
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def _kind(address: str) -> str:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_link_local or ip.is_multicast or ip.is_unspecified:
+        return "forbidden"
+    if ip.is_loopback:  # before "reserved": ::1 is in IPv6's reserved ::/8
+        return "loopback"
+    if ip.is_reserved:
+        return "forbidden"
+    return "public" if ip.is_global else "private"
+
+
+def check_url(url: str, *, allow_private: bool, resolve: Any = _resolve) -> Target:
+    """The URL as a `Target` to connect to, or `UrlRefused` with the reason."""
+
+    def refuse(reason: str) -> UrlRefused:
+        return UrlRefused(f"webhook URL refused: {reason}", {"url": ["not allowed"]})
+
+    if not isinstance(url, str) or len(url) > MAX_URL:
+        raise refuse(f"a URL of at most {MAX_URL} characters is required")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise refuse("not a valid URL") from None
+    if parts.scheme not in ("https", "http") or (parts.scheme == "http" and not allow_private):
+        raise refuse("only https:// URLs receive webhooks")
+    if not parts.hostname:
+        raise refuse("the URL has no host")
+    if parts.username is not None or parts.password is not None:
+        raise refuse("credentials in the URL are not allowed (the signature authenticates us)")
+    if parts.fragment:
+        raise refuse("a URL with a #fragment is not allowed")
+    port = port or (443 if parts.scheme == "https" else 80)
+    addresses = resolve(parts.hostname, port)
+    if not addresses:
+        raise refuse(f"{parts.hostname} has no address")
+    kinds = {_kind(a) for a in addresses}
+    if "forbidden" in kinds:
+        raise refuse(f"{parts.hostname} resolves to a link-local, multicast or reserved address")
+    if kinds != {"public"}:
+        if not allow_private:
+            raise refuse(
+                f"{parts.hostname} resolves to a loopback or private address "
+                "(allowed only with REFERRAL_WEBHOOK_ALLOW_PRIVATE=1)"
+            )
+    elif parts.scheme != "https":
+        raise refuse("only https:// URLs receive webhooks")
+    path = parts.path or "/"
+    if parts.query:
+        path = f"{path}?{parts.query}"
+    return Target(parts.scheme, parts.hostname, port, addresses[0], path)
+
+
+# -- the signing secret, sealed at rest ------------------------------------------------------------
+def _aad(endpoint_id: str) -> bytes:
+    return encode_parts(_SEAL_DOMAIN, "webhook_endpoints", "secret_ct", endpoint_id)
+
+
+def seal_secret(services: Services, endpoint_id: str, secret: str) -> bytes:
+    nonce = os.urandom(_NONCE)
+    key = AESGCM(services.keys.derive_secret(_SEAL_PURPOSE))
+    return nonce + key.encrypt(nonce, secret.encode(), _aad(endpoint_id))
+
+
+def open_secret(services: Services, endpoint_id: str, sealed: bytes) -> str:
+    sealed = bytes(sealed)
+    key = AESGCM(services.keys.derive_secret(_SEAL_PURPOSE))
+    try:
+        return key.decrypt(sealed[:_NONCE], sealed[_NONCE:], _aad(endpoint_id)).decode()
+    except (InvalidTag, ValueError):
+        raise ValidationFailed("the webhook's signing secret does not open; register the webhook again") from None
+
+
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def register_webhook(
+    services: Services, partner_id: str, url: str, events: tuple[str, ...] = WEBHOOK_EVENTS
+) -> dict[str, Any]:
+    """Register (or replace) the partner's endpoint; the secret is in the answer, and only there."""
+    unknown = sorted(set(events) - set(WEBHOOK_EVENTS))
+    if unknown or not events:
+        raise ValidationFailed(
+            "unknown webhook event type", {"events": [f"one or more of {', '.join(WEBHOOK_EVENTS)}"]}
+        )
+    check_url(url, allow_private=services.settings.webhook_allow_private)
+    secret = new_secret()
+    with services.uow() as uow:
+        if uow.session.get(Partner, partner_id) is None:
+            raise NotFound(f"no partner with id {partner_id}")
+        row = uow.session.scalars(select(WebhookEndpoint).where(WebhookEndpoint.partner_id == partner_id)).first()
+        if row is None:
+            row = WebhookEndpoint(id=secrets.token_hex(16), partner_id=partner_id)
+            uow.session.add(row)
+        row.url = url
+        row.events = list(events)
+        row.active = True
+        row.secret_ct = seal_secret(services, row.id, secret)
+        # The operator's registration is on record (the URL and secret are not: identifiers only).
+        services.access.record(
+            actor=None, action="partner.webhook_register", referral_id=None, details={"partner_id": partner_id}
+        )
+        uow.commit()
+        return {"id": row.id, "partner_id": partner_id, "url": url, "events": list(events), "secret": secret}
+
+
+# -- sending -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Answer:
+    ok: bool
+    status: int | None
+    error: str | None
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, target: Target, timeout: float) -> None:
+        super().__init__(target.host, target.port, timeout=timeout)
+        self._address = target.address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self._address, self.port), self.timeout)
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    def __init__(self, target: Target, timeout: float, context: ssl.SSLContext) -> None:
+        super().__init__(target.host, target.port, timeout=timeout, context=context)
+        self._address = target.address
+        self._tls = context
+
+    def connect(self) -> None:
+        raw = socket.create_connection((self._address, self.port), self.timeout)
+        self.sock = self._tls.wrap_socket(raw, server_hostname=self.host)  # certificate checked for the host
+
+
+def signed_headers(secret: str, message_id: str, at: datetime, body: str) -> dict[str, str]:
+    return {
+        "webhook-id": message_id,
+        "webhook-timestamp": str(int(at.timestamp())),
+        "webhook-signature": Webhook(secret).sign(message_id, at, body),
+    }
+
+
+def post(
+    services: Services,
+    url: str,
+    secret: str,
+    message_id: str,
+    body: str,
+    *,
+    at: datetime,
+    timeout: float = TIMEOUT_SECONDS,
+    tls: ssl.SSLContext | None = None,
+) -> Answer:
+    """One signed POST. Any non-2xx answer, time-out or refusal is a failed `Answer` with a short reason."""
+    try:
+        target = check_url(url, allow_private=services.settings.webhook_allow_private)
+    except UrlRefused as exc:
+        return Answer(False, None, exc.message[:200])
+    headers = {
+        **signed_headers(secret, message_id, at, body),
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+    }
+    conn: http.client.HTTPConnection = (
+        _PinnedHTTPSConnection(target, timeout, tls or ssl.create_default_context())
+        if target.scheme == "https"
+        else _PinnedHTTPConnection(target, timeout)
+    )
+    try:
+        conn.request("POST", target.path, body=body.encode(), headers=headers)
+        response = conn.getresponse()
+        response.read(64 * 1024)  # a receiver's answer is not ours to keep
+        if 200 <= response.status < 300:
+            return Answer(True, response.status, None)
+        return Answer(False, response.status, f"HTTP {response.status}")
+    except TimeoutError:
+        return Answer(False, None, "timed out")
+    except ssl.SSLError as exc:
+        return Answer(False, None, f"TLS error ({exc.reason or type(exc).__name__})"[:200])
+    except (OSError, http.client.HTTPException) as exc:
+        return Answer(False, None, f"connection failed ({type(exc).__name__})")
+    finally:
+        conn.close()
+
+
+def body_text(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True)

@@ -1,0 +1,291 @@
+"""Offers reach partners' own systems: Standard Webhooks to a real local receiver that verifies each
+signature with the `standardwebhooks` package, retried on failure, parked after a day, replayable."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from referral_service.audit.log import AuditFilter
+from referral_service.bootstrap import Services, bootstrap
+from referral_service.db.models import Notification, WebhookEndpoint
+from referral_service.services import notifications
+from referral_service.services.webhooks import register_webhook
+from tests.conftest import FakeClock, embedded_settings
+from tests.e2e.service_process import base_env, cli
+from tests.factories import BASE_REFERRAL, referral_body
+from tests.pipeline import InProcessPipeline
+from tests.receivers import WebhookReceiver, webhook_receiver
+
+PARTNER_ID = "p-peshawar-medical"
+PERSONAL = [
+    BASE_REFERRAL["subject"]["full_name"],
+    BASE_REFERRAL["subject"]["cnic"],
+    BASE_REFERRAL["subject"]["phone"],
+    BASE_REFERRAL["subject"]["date_of_birth"],
+    "Hayatabad",
+    "Qissa Khwani",
+    "Zarmeena",
+]
+
+
+@pytest.fixture
+def services(home: Path, clock: FakeClock) -> Iterator[Services]:
+    svc = bootstrap(embedded_settings(home, REFERRAL_WEBHOOK_ALLOW_PRIVATE="1"), clock=clock)
+    yield svc
+    svc.dispose()
+
+
+@pytest.fixture
+def pipeline(services: Services) -> Iterator[InProcessPipeline]:
+    p = InProcessPipeline(services)
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def receiver(services: Services, add_partner: Any) -> Iterator[WebhookReceiver]:
+    add_partner()
+    with webhook_receiver() as r:
+        r.secret = register_webhook(services, PARTNER_ID, r.url)["secret"]
+        yield r
+
+
+def _submit(client: Any, make_user: Any) -> tuple[dict[str, Any], Any]:
+    cw = make_user("caseworker")
+    resp = client.post("/api/v1/referrals", json=referral_body(), headers=cw.headers)
+    assert resp.status_code == 201
+    return resp.get_json(), cw
+
+
+def _on_record(services: Services, action: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """The audit log's entries of `action`: who, the outcome, the details."""
+    with services.uow() as uow:
+        rows = services.audit.query(uow.session, AuditFilter(action=action), limit=50)
+        opened = [services.audit.open_entry(uow.session, row) for row in rows]
+        return [(e.record["actor_id"], e.record["outcome"], e.details) for e in opened]
+
+
+def _rows(services: Services) -> list[Notification]:
+    with services.uow() as uow:
+        rows = list(uow.session.scalars(select(Notification).order_by(Notification.created_at)))
+        uow.session.expunge_all()  # read after the transaction ends
+        return rows
+
+
+def test_an_offer_is_posted_once_signed_with_identifiers_only_and_a_withdrawal_follows(
+    services: Services, pipeline: InProcessPipeline, receiver: WebhookReceiver, client: Any, make_user: Any
+) -> None:
+    referral, cw = _submit(client, make_user)
+    pipeline.drain()
+    assert notifications.deliver_due(services) == {"pending": 0, "delivered": 1, "parked": 0}
+    assert notifications.deliver_due(services) == {"pending": 0, "delivered": 0, "parked": 0}
+
+    [offer] = receiver.received
+    assert offer.error is None, offer.error
+    assert offer.verified["type"] == "assignment.offered"
+    data = offer.verified["data"]
+    assert data["referral_id"] == referral["id"] and data["partner_id"] == PARTNER_ID
+    assert data["service"] == "medical" and data["risk_level"] == "high"
+    assert data["url"] == f"http://127.0.0.1:8000/referrals/{referral['id']}"
+    assert data["due_at"]  # the accept-by deadline
+    assert offer.headers["webhook-id"].startswith("msg_")
+    assert offer.headers["webhook-signature"].startswith("v1,")
+
+    resp = client.post(f"/api/v1/referrals/{referral['id']}/withdraw", json={"note": "moved away"}, headers=cw.headers)
+    assert resp.status_code == 200
+    pipeline.drain()
+    notifications.deliver_due(services)
+    assert [r.verified["type"] for r in receiver.received] == ["assignment.offered", "assignment.withdrawn"]
+    assert receiver.received[1].verified["data"]["assignment_id"] == data["assignment_id"]
+    for r in receiver.received:
+        text = r.body.decode()
+        assert not [m for m in PERSONAL if m in text], text
+        assert "moved away" not in text
+
+
+def test_a_500_is_retried_within_30_seconds_with_the_same_webhook_id(
+    services: Services,
+    pipeline: InProcessPipeline,
+    receiver: WebhookReceiver,
+    client: Any,
+    make_user: Any,
+    clock: FakeClock,
+) -> None:
+    receiver.script = [500]
+    _submit(client, make_user)
+    pipeline.drain()
+    assert notifications.deliver_due(services)["pending"] == 1
+    [row] = _rows(services)
+    assert row.attempts == 1 and row.last_status == 500 and row.last_error == "HTTP 500"
+    wait = row.next_attempt_at - clock.now()
+    assert timedelta(seconds=15) <= wait <= timedelta(seconds=30)
+
+    assert notifications.deliver_due(services)["delivered"] == 0  # not due yet
+    clock.advance(seconds=30)
+    assert notifications.deliver_due(services)["delivered"] == 1
+
+    first, retry = receiver.received
+    assert first.headers["webhook-id"] == retry.headers["webhook-id"] == row.id
+    assert retry.error is None and retry.verified == first.verified
+    assert first.headers["webhook-timestamp"] != retry.headers["webhook-timestamp"]  # signed afresh
+
+
+def test_a_receiver_that_keeps_failing_is_retried_for_a_day_then_parked_with_the_reason(
+    services: Services,
+    pipeline: InProcessPipeline,
+    receiver: WebhookReceiver,
+    client: Any,
+    make_user: Any,
+    clock: FakeClock,
+) -> None:
+    receiver.verify = False  # the fake clock runs a day ahead of the receiver's
+    receiver.script = [503] * 1000
+    _submit(client, make_user)
+    pipeline.drain()
+    start = clock.now()
+    for _ in range(200):
+        notifications.deliver_due(services)
+        [row] = _rows(services)
+        if row.status == "parked":
+            break
+        clock.current = row.next_attempt_at
+    assert row.status == "parked" and row.last_error == "HTTP 503"
+    assert row.last_attempt_at - start >= timedelta(hours=24)
+    assert row.last_attempt_at - start < timedelta(hours=26)
+    assert len(receiver.received) == row.attempts
+    assert 20 <= row.attempts <= 60  # exponential at first, then at most an hour apart
+    assert len({r.headers["webhook-id"] for r in receiver.received}) == 1
+
+
+def test_a_notify_worker_killed_after_claiming_loses_nothing(
+    services: Services,
+    pipeline: InProcessPipeline,
+    receiver: WebhookReceiver,
+    client: Any,
+    make_user: Any,
+    clock: FakeClock,
+) -> None:
+    _submit(client, make_user)
+    pipeline.drain()
+    claimed = notifications._claim(services, clock.now(), 10)  # then the process dies before sending
+    assert len(claimed) == 1
+    assert notifications.deliver_due(services)["delivered"] == 0  # leased to the dead worker
+    clock.advance(seconds=notifications.LEASE.total_seconds())
+    assert notifications.deliver_due(services)["delivered"] == 1
+    assert len(receiver.received) == 1 and receiver.received[0].error is None
+
+
+def test_redelivered_events_make_no_second_notification(
+    services: Services, pipeline: InProcessPipeline, receiver: WebhookReceiver, client: Any, make_user: Any
+) -> None:
+    _submit(client, make_user)
+    pipeline.drain()
+    with services.uow() as uow:
+        from referral_service.db.models import OutboxMessage
+
+        offered = uow.session.scalars(
+            select(OutboxMessage).where(OutboxMessage.routing_key == "assignment.offered")
+        ).one()
+        event = dict(offered.body)
+    with services.uow() as uow:
+        assert notifications.enqueue(uow, services, event) == 0
+    assert len(_rows(services)) == 1
+
+
+def test_admins_see_a_partners_deliveries_and_replay_one_with_the_same_id(
+    services: Services, pipeline: InProcessPipeline, receiver: WebhookReceiver, client: Any, make_user: Any
+) -> None:
+    _submit(client, make_user)
+    pipeline.drain()
+    notifications.deliver_due(services)
+    admin, supervisor = make_user("admin"), make_user("supervisor")
+
+    resp = client.get(f"/api/v1/partners/{PARTNER_ID}/deliveries", headers=admin.headers)
+    assert resp.status_code == 200, resp.get_json()
+    [item] = resp.get_json()["items"]
+    assert (item["channel"], item["event_type"], item["status"], item["attempts"]) == (
+        "webhook",
+        "assignment.offered",
+        "delivered",
+        1,
+    )
+    assert client.get(f"/api/v1/partners/{PARTNER_ID}/deliveries", headers=supervisor.headers).status_code == 403
+    assert client.get("/api/v1/partners/nobody/deliveries", headers=admin.headers).status_code == 404
+
+    replay = client.post(f"/api/v1/partners/{PARTNER_ID}/deliveries/{item['id']}/replay", headers=admin.headers)
+    assert replay.status_code == 200 and replay.get_json()["status"] == "pending"
+    assert notifications.deliver_due(services)["delivered"] == 1
+    assert [r.headers["webhook-id"] for r in receiver.received] == [item["id"], item["id"]]
+    assert (
+        client.post(
+            f"/api/v1/partners/{PARTNER_ID}/deliveries/{item['id']}/replay", headers=supervisor.headers
+        ).status_code
+        == 403
+    )
+    # The admin's replay, and the supervisor's refused one, are on record naming the delivery.
+    replays = {
+        (actor, outcome, details["delivery_id"])
+        for actor, outcome, details in _on_record(services, "partner.deliveries.replay")
+    }
+    assert replays == {(admin.actor.user_id, "allowed", item["id"]), (supervisor.actor.user_id, "denied", item["id"])}
+
+
+def test_a_private_address_is_refused_at_delivery_once_private_addresses_are_no_longer_allowed(
+    services: Services,
+    pipeline: InProcessPipeline,
+    receiver: WebhookReceiver,
+    client: Any,
+    make_user: Any,
+    home: Path,
+    clock: FakeClock,
+) -> None:
+    _submit(client, make_user)
+    pipeline.drain()
+    strict = bootstrap(embedded_settings(home), clock=clock)
+    try:
+        assert notifications.deliver_due(strict)["pending"] == 1
+    finally:
+        strict.dispose()
+    [row] = _rows(services)
+    assert receiver.received == []
+    assert (row.last_error or "").startswith("webhook URL refused: only https://")
+
+
+def test_the_cli_registers_a_webhook_prints_the_secret_once_and_stores_it_sealed(
+    home: Path, services: Services, add_partner: Any
+) -> None:
+    add_partner()
+    refused = cli(base_env(home), "partners", "webhook", PARTNER_ID, "http://127.0.0.1:9/hook", check=False)
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines() == [
+        "error: webhook URL refused: only https:// URLs receive webhooks (url: not allowed)"
+    ]
+    loopback = cli(base_env(home), "partners", "webhook", PARTNER_ID, "https://127.0.0.1:9/hook", check=False)
+    assert loopback.returncode == 2
+    assert loopback.stderr.splitlines() == [
+        "error: webhook URL refused: 127.0.0.1 resolves to a loopback or private address "
+        "(allowed only with REFERRAL_WEBHOOK_ALLOW_PRIVATE=1) (url: not allowed)"
+    ]
+
+    env = base_env(home, REFERRAL_WEBHOOK_ALLOW_PRIVATE="1")
+    result = cli(env, "partners", "webhook", PARTNER_ID, "http://127.0.0.1:9/hook")
+    printed = json.loads(result.stdout)
+    assert printed["secret"].startswith("whsec_") and printed["partner_id"] == PARTNER_ID
+    assert printed["events"] == ["assignment.offered", "assignment.withdrawn", "followup.due", "followup.overdue"]
+    with services.uow() as uow:
+        row = uow.session.scalars(select(WebhookEndpoint)).one()
+        assert printed["secret"].encode() not in row.secret_ct
+        assert printed["secret"][6:].encode() not in row.secret_ct
+    missing = cli(env, "partners", "webhook", "no-such-partner", "http://127.0.0.1:9/hook", check=False)
+    assert missing.returncode == 2 and missing.stderr.splitlines() == ["error: no partner with id no-such-partner"]
+    # The one registration is on record, by the operator at the command line, naming the partner only.
+    [(operator, outcome, details)] = _on_record(services, "partner.webhook_register")
+    assert operator.startswith("os:") and outcome == "allowed"
+    assert details == {"fields": [], "partner_id": PARTNER_ID, "via": "cli"}
