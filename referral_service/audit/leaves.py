@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from referral_service.audit.verifier import ENTRY_FORMAT
@@ -20,23 +19,8 @@ def _len(n: int) -> bytes:
     return b"%08d" % n
 
 
-_FORMAT_PART = _len(len(ENTRY_FORMAT)) + ENTRY_FORMAT
-_L16, _L32, _L36, _L27, _L0 = _len(16), _len(32), _len(36), _len(27), _len(0)
-_KEY_PARTS = {"audit": _len(5) + b"audit", "subject": _len(7) + b"subject"}
 #: What every leaf hash starts with: RFC 9162's leaf prefix and the entry format's own part.
-LEAF_HEAD = b"\x00" + _FORMAT_PART
-
-
-def raw_at(value: Any) -> str:
-    """`format_at` of a timestamp as the driver returns it: a datetime (psycopg), or SQLite's stored text
-    `YYYY-MM-DD HH:MM:SS.ffffff` (UTC, as `UTCDateTime` writes it), rewritten without parsing."""
-    if isinstance(value, str):
-        if len(value) == 26 and value[10] == " " and value[19] == ".":
-            return value[:10] + "T" + value[11:] + "Z"
-        value = datetime.fromisoformat(value)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+LEAF_HEAD = b"\x00" + _len(len(ENTRY_FORMAT)) + ENTRY_FORMAT
 
 
 def _sqlite_part(column: str) -> str:

@@ -59,6 +59,7 @@ from referral_service.audit.verifier import (
     node_hash,
     open_checkpoint,
 )
+from referral_service.crypto.envelope import encode_parts
 from referral_service.crypto.keyring import KeyProvider
 from referral_service.db.models import AuditCheckpoint, AuditEntry, AuditHead, AuditNode
 
@@ -123,10 +124,6 @@ def _json(value: Mapping[str, Any]) -> bytes:
     return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
 
 
-def _parts(*parts: bytes) -> bytes:
-    return b"".join(len(p).to_bytes(4, "big") + p for p in parts)
-
-
 class AuditKeys:
     """The log's keys, derived from the keyring's root (so a KMS adapter holds them too)."""
 
@@ -141,19 +138,23 @@ class AuditKeys:
         return self.signer.verifier_key
 
     def blind(self, kind: str, value: str) -> bytes:
-        return hmac.digest(self._search, _parts(kind.encode(), value.encode()), "sha256")[:_BLIND_SIZE]
+        return hmac.digest(self._search, encode_parts(kind.encode(), value.encode()), "sha256")[:_BLIND_SIZE]
 
     def seal(self, purpose: str, entry_id: str, plaintext: bytes) -> bytes:
         nonce = os.urandom(12)
-        return nonce + self._seal.encrypt(nonce, plaintext, _parts(b"audit/" + purpose.encode(), entry_id.encode()))
+        return nonce + self._seal.encrypt(
+            nonce, plaintext, encode_parts(b"audit/" + purpose.encode(), entry_id.encode())
+        )
 
     def open(self, purpose: str, entry_id: str, sealed: bytes) -> bytes:
         """Raises `InvalidTag` when the ciphertext or its binding to the entry was changed."""
         sealed = bytes(sealed)
-        return self._seal.decrypt(sealed[:12], sealed[12:], _parts(b"audit/" + purpose.encode(), entry_id.encode()))
+        return self._seal.decrypt(
+            sealed[:12], sealed[12:], encode_parts(b"audit/" + purpose.encode(), entry_id.encode())
+        )
 
     def commit(self, entry_id: str, record: bytes, details: bytes) -> bytes:
-        return hmac.digest(self._commit, _parts(entry_id.encode(), record, details), "sha256")
+        return hmac.digest(self._commit, encode_parts(entry_id.encode(), record, details), "sha256")
 
 
 class SubjectSealer(Protocol):
@@ -504,7 +505,7 @@ class AuditLog:
             signed.sort()
 
         # 1. Every leaf from the entry's stored bytes, in index order; indexes must run 0, 1, 2, ...
-        lowest, highest, held, distinct = session.execute(
+        lowest, _highest, held, distinct = session.execute(
             select(
                 func.min(AuditEntry.idx),
                 func.max(AuditEntry.idx),

@@ -17,6 +17,7 @@ from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from referral_service.audit.log import SYSTEM, AuditEvent
 from referral_service.db.session import current_unit_of_work
 from referral_service.domain.model import Actor
 
@@ -137,8 +138,6 @@ class AuditRecorder:
         outcome: str = "allowed",
         details: Mapping[str, str] | None = None,
     ) -> None:
-        from referral_service.audit.log import SYSTEM, AuditEvent
-
         context = request_context()
         if actor is not None:
             actor_id, role, partner_id = actor.user_id, actor.role.value, actor.partner_id

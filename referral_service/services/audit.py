@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from referral_service.audit.log import AuditFilter, OpenedEntry, VerifyReport
-from referral_service.db.models import AuditEntry, User
+from referral_service.db.models import User
 from referral_service.db.session import read_only_session
 from referral_service.domain.access import Action
 from referral_service.domain.errors import NotFound, ValidationFailed
@@ -221,12 +221,3 @@ def integrate_all(services: Services, *, batch: int = 5000) -> int:
     while n := integrate_once(services, batch=batch, wait=True):
         total += n
     return total
-
-
-def unsequenced(services: Services) -> int:
-    from sqlalchemy import func
-
-    with services.uow() as uow:
-        return int(
-            uow.session.scalar(select(func.count()).select_from(AuditEntry).where(AuditEntry.idx.is_(None))) or 0
-        )
