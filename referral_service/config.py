@@ -64,7 +64,12 @@ class Settings:
     smtp: SmtpRelay | None = None
     smtp_from: str = "referral-service@localhost"
     webhook_allow_private: bool = False
+    # REFERRAL_WEBHOOK_TIMEOUT_SECONDS: a receiver that has not answered by then counts as failed (retried).
+    webhook_timeout_seconds: int = 10
     public_url: str = "http://127.0.0.1:8000"
+    # REFERRAL_NOTIFICATION_RETENTION_DAYS: delivered notification rows are deleted after this many
+    # days (parked ones after twice as long, for admins to notice and replay them).
+    notification_retention_days: int = 30
     # REFERRAL_AUDIT_ORIGIN: the audit log's name, first line of every checkpoint and its key's name
     # (C2SP tlog-checkpoint: a schema-less URL naming this log, unique among the logs auditors follow).
     audit_origin: str = "referral-service.local/audit"
@@ -120,7 +125,9 @@ class Settings:
             smtp=_smtp(env.get("REFERRAL_SMTP_URL") or None),
             smtp_from=_smtp_from(env.get("REFERRAL_SMTP_FROM") or "referral-service@localhost"),
             webhook_allow_private=_flag(env, "REFERRAL_WEBHOOK_ALLOW_PRIVATE", False),
+            webhook_timeout_seconds=_whole_number(env, "REFERRAL_WEBHOOK_TIMEOUT_SECONDS", 10, 1, 60),
             public_url=_public_url(env.get("REFERRAL_PUBLIC_URL") or "http://127.0.0.1:8000"),
+            notification_retention_days=_whole_number(env, "REFERRAL_NOTIFICATION_RETENTION_DAYS", 30, 1, 3650),
             audit_origin=_audit_origin(env.get("REFERRAL_AUDIT_ORIGIN") or "referral-service.local/audit"),
             statistics_threshold=_whole_number(env, "REFERRAL_STATISTICS_THRESHOLD", 5, 2, 100),
         )

@@ -1,4 +1,4 @@
-"""Drive the real relay, router and notify consumer in-process over kombu's memory:// transport, step by step."""
+"""Drive the real relay and router in-process over kombu's memory:// transport, step by step."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from kombu import Consumer
 from referral_service.bootstrap import Services
 from referral_service.messaging.broker import KombuPublisher, connect
 from workers.handlers import declare_broker
-from workers.notify import make_notify_consumer
 from workers.relay import OutboxRelay
 from workers.router import make_router
 
@@ -19,9 +18,9 @@ class InProcessPipeline:
         declare_broker(self.connection)
         self.relay = OutboxRelay(services, KombuPublisher(self.connection))
         self.router = make_router(self.connection, services)
-        # Partner notifications (webhooks, e-mail): rows to send; sending is `notifications.deliver_due`.
-        self.notify = make_notify_consumer(self.connection, services)
-        self.consumers = [self.router, self.notify]
+        # Partner notifications (webhooks, e-mail) are rows written with the offers; sending them is
+        # `notifications.deliver_due`.
+        self.consumers = [self.router]
         for consumer in self.consumers:  # memory:// queues live as long as the process: start empty
             consumer.queue(self.connection.default_channel).purge()
 
@@ -37,7 +36,7 @@ class InProcessPipeline:
         return sum(c.handled for c in self.consumers) - before
 
     def drain(self, rounds: int = 50) -> None:
-        """Publish, route and note notifications until nothing is left to do."""
+        """Publish and route until nothing is left to do."""
         for _ in range(rounds):
             published = self.relay.publish_batch()
             consumed = self._consume()
@@ -50,7 +49,7 @@ class InProcessPipeline:
 
 
 def drain(services: Services) -> None:
-    """Run the relay, router and notify consumer until every committed event has been handled."""
+    """Run the relay and router until every committed event has been handled."""
     pipeline = InProcessPipeline(services)
     try:
         pipeline.drain()

@@ -3,11 +3,15 @@ signatures with the `standardwebhooks` package, and an SMTP server (aiosmtpd), e
 
 from __future__ import annotations
 
+import hmac
+import json
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,6 +26,7 @@ class Received:
     body: bytes
     verified: Any  # the parsed body when the signature verified, else None
     error: str | None
+    client_port: int = 0  # the sender's port: the same for posts over one kept-alive connection
 
 
 @dataclass
@@ -31,28 +36,55 @@ class WebhookReceiver:
     url: str = ""
     secret: str | None = None
     verify: bool = True
+    # The receiver's own clock, when a test's fake clock runs ahead of the real one: the signature is
+    # checked with the package, the timestamp against this clock with the package's tolerance (5 min).
+    now: Callable[[], datetime] | None = None
     script: list[int] = field(default_factory=list)
+    # Seconds to wait before answering each POST, in turn (then at once): a slow or hung receiver.
+    delays: list[float] = field(default_factory=list)
     received: list[Received] = field(default_factory=list)
 
-    def handle(self, headers: dict[str, str], body: bytes) -> int:
+    def handle(self, headers: dict[str, str], body: bytes, client_port: int = 0) -> int:
         verified, error = None, None
         if self.secret is not None and self.verify:
             try:
-                verified = Webhook(self.secret).verify(body, headers)
+                verified = (
+                    Webhook(self.secret).verify(body, headers) if self.now is None else self._verify_at(body, headers)
+                )
             except WebhookVerificationError as exc:
                 error = str(exc)
-        self.received.append(Received(headers, body, verified, error))
+        self.received.append(Received(headers, body, verified, error, client_port))
+        if self.delays:
+            time.sleep(self.delays.pop(0))
         return self.script.pop(0) if self.script else 200
+
+    def _verify_at(self, body: bytes, headers: dict[str, str]) -> Any:
+        assert self.secret is not None and self.now is not None
+        sent_at = datetime.fromtimestamp(int(headers["webhook-timestamp"]), tz=UTC)
+        if abs((self.now() - sent_at).total_seconds()) > TOLERANCE_SECONDS:
+            raise WebhookVerificationError("Message timestamp too old or too new")
+        expected = Webhook(self.secret).sign(headers["webhook-id"], sent_at, body.decode()).split(",", 1)[1]
+        given = [s.split(",", 1)[1] for s in headers["webhook-signature"].split(" ") if s.startswith("v1,")]
+        if not any(hmac.compare_digest(expected, g) for g in given):
+            raise WebhookVerificationError("No matching signature found")
+        return json.loads(body)
+
+
+TOLERANCE_SECONDS = 5 * 60  # standardwebhooks' own
 
 
 @contextmanager
-def webhook_receiver() -> Iterator[WebhookReceiver]:
+def webhook_receiver(*, keep_alive: bool = False) -> Iterator[WebhookReceiver]:
+    """`keep_alive`: answer in HTTP/1.1 and keep the connection open (else HTTP/1.0, one per POST)."""
     receiver = WebhookReceiver()
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
         def do_POST(self) -> None:  # noqa: N802 - http.server's name
             body = self.rfile.read(int(self.headers.get("content-length") or 0))
-            status = receiver.handle({k.lower(): v for k, v in self.headers.items()}, body)
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            status = receiver.handle(headers, body, self.client_address[1])
             self.send_response(status)
             self.send_header("content-length", "0")
             self.end_headers()

@@ -18,7 +18,6 @@ from referral_service.domain import events
 from referral_service.domain.errors import NotFound
 from referral_service.messaging import topology
 from referral_service.services.assignments import route_open_needs
-from referral_service.services.notifications import enqueue as enqueue_notifications
 from workers.consumer import Handler, PoisonMessage
 
 
@@ -42,14 +41,6 @@ CONSUMER_GROUPS: Mapping[str, Mapping[type[events.Event], Handler]] = {
         events.ReferralReopened: route_referral,
         events.AssignmentDeclined: route_referral,
         events.AssignmentExpired: route_referral,
-    },
-    # Notifications to partners' own systems (webhooks) and contact addresses (e-mail): the rows to
-    # send, written with the processed-message mark; the notify worker's delivery loop sends them.
-    "notify": {
-        events.AssignmentOffered: enqueue_notifications,
-        events.AssignmentWithdrawn: enqueue_notifications,
-        events.FollowUpDue: enqueue_notifications,
-        events.FollowUpOverdue: enqueue_notifications,
     },
 }
 

@@ -1,31 +1,29 @@
-"""The notify worker: turns partner events into notifications (consumer group `notify`) and sends
-them (webhooks, e-mail) with retries, from the `notifications` table."""
+"""The notify worker: sends the notification rows (webhooks, e-mail) that partner notices wrote in their
+own transactions, with retries, and deletes old ones (`services.notifications`)."""
 
 from __future__ import annotations
 
 import logging
 import threading
-
-from kombu import Connection
+import time
 
 from referral_service.bootstrap import Services
-from referral_service.services.notifications import deliver_due, next_due
-from workers.consumer import IdempotentConsumer
-from workers.handlers import CONSUMER_GROUPS
+from referral_service.services.notifications import deliver_due, next_due, prune
 
 log = logging.getLogger(__name__)
-GROUP = "notify"
 POLL_SECONDS = 1.0
-
-
-def make_notify_consumer(connection: Connection, services: Services) -> IdempotentConsumer:
-    return IdempotentConsumer(connection, services, GROUP, CONSUMER_GROUPS[GROUP])
+PRUNE_EVERY_SECONDS = 3600.0
 
 
 def run_delivery(services: Services, stop: threading.Event, poll: float = POLL_SECONDS) -> None:
     """Send what is due, again and again, until `stop`; a failing round is retried a poll later."""
+    pruned_at = 0.0
     while not stop.is_set():
         try:
+            if time.monotonic() - pruned_at >= PRUNE_EVERY_SECONDS:
+                pruned_at = time.monotonic()
+                if gone := prune(services):
+                    log.info("notify: pruned %d old notification rows", gone)
             sent = deliver_due(services)
             if sum(sent.values()):
                 continue  # there may be more due already

@@ -15,7 +15,7 @@ from referral_service.services.partners import active_partner_ids
 from workers.deadlines import run_scheduler
 from workers.handlers import declare_broker
 from workers.integrator import run_integrator
-from workers.notify import make_notify_consumer, run_delivery
+from workers.notify import run_delivery
 from workers.relay import OutboxRelay
 from workers.router import make_router
 
@@ -61,15 +61,7 @@ class Runtime:
         router.run()
 
     def _notify(self) -> None:
-        # Two loops: the consumer turns events into notification rows, the delivery loop sends them.
-        delivery = threading.Thread(
-            target=run_delivery, args=(self.services, self.stop), name="worker-notify-delivery", daemon=True
-        )
-        delivery.start()
-        self.threads.append(delivery)
-        consumer = make_notify_consumer(self._connection(), self.services)
-        self._stoppers.append(lambda: setattr(consumer, "should_stop", True))
-        consumer.run()
+        run_delivery(self.services, self.stop)
 
     def _deadlines(self) -> None:
         run_scheduler(self.services, self.stop)

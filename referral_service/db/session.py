@@ -91,9 +91,15 @@ class UnitOfWork:
 
     session: Session
 
-    def __init__(self, session_factory: sessionmaker[Session], on_commit: Any = None) -> None:
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        on_commit: Any = None,
+        on_partner_notice: Callable[[UnitOfWork, Event], None] | None = None,
+    ) -> None:
         self._factory = session_factory
         self._on_commit = on_commit
+        self._on_partner_notice = on_partner_notice
         self._emitted = False
         self._keep: list[Callable[[Session], None]] = []
         self._must_commit = False
@@ -146,8 +152,11 @@ class UnitOfWork:
         self._emitted = True
 
     def deliver_to_partner(self, event: Event, partner_id: str) -> None:
-        """Also put `event` on the partner's own queue (direct exchange, key = partner id)."""
+        """Also put `event` on the partner's own queue (direct exchange, key = partner id), and write what
+        must reach the partner's own systems (webhook, e-mail rows) in this same transaction."""
         self.emit(event, exchange=PARTNERS_EXCHANGE, routing_key=partner_routing_key(partner_id))
+        if self._on_partner_notice is not None:
+            self._on_partner_notice(self, event)
 
     def commit(self) -> None:
         self.session.commit()

@@ -75,6 +75,12 @@ def dead_letter_queue(connection: Connection) -> Queue:
     )
 
 
+# Consumer groups that no longer exist. "notify" turned partner events into notification rows; those rows
+# are now written with the events themselves, so its queue (still bound on brokers that ran it) would
+# only grow. Deleted at every declaration; deleting a missing queue is not an error.
+RETIRED_GROUPS = ("notify",)
+
+
 def declare_topology(
     connection: Connection, consumer_groups: Mapping[str, Iterable[type[Event]]], partner_ids: Iterable[str] = ()
 ) -> None:
@@ -91,3 +97,5 @@ def declare_topology(
     queues.extend(partner_queue(connection, p) for p in partner_ids)
     for queue in queues:
         queue(channel).declare()
+    for group in RETIRED_GROUPS:
+        channel.queue_delete(consumer_queue_name(group))

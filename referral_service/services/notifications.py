@@ -1,15 +1,17 @@
 """Notifications to partners: webhooks and e-mail, from the events, with retries and a record of each.
 
-1. `enqueue` (the `notify` consumer group's handler, in the consumer's transaction): for an event a
-   partner must hear of, one `Notification` row per channel the partner has, with the payload fixed
-   there: identifiers, service, risk level, due time and the case page link. Nothing personal is read,
-   so nothing personal can be written. The row's id is the `webhook-id`, the same on every retry; the
-   unique (channel, partner, event) key makes a redelivered event harmless.
+1. `enqueue` (called by the unit of work for every partner notice, in the transaction that emits the
+   event): one `Notification` row per channel the partner has, with the payload fixed there:
+   identifiers, service, risk level, due time and the case page link, all from the event. Nothing
+   personal is read, so nothing personal can be written. The row commits with the offer or not at all;
+   its id is the `webhook-id`, the same on every retry.
 2. `deliver_due` (the notify worker's step, with the time passed in): claims due rows with a lease
    (committed before sending, so a killed worker's rows come due again once the lease ends: at least
-   once), sends each, and records the answer. A failure or time-out is retried with exponential
-   back-off and full jitter, the first retry within 30 seconds, for at least `RETRY_FOR` (a day); after
-   that the row is parked with the reason. Admins list a partner's recent deliveries and replay one.
+   once), sends them (one connection per endpoint, its secret opened once) and records every answer of
+   the step in one transaction. A failure or time-out is retried with exponential back-off and full
+   jitter, the first retry within 30 seconds, for at least `RETRY_FOR` (a day); after that the row is
+   parked with the reason. Admins list a partner's recent deliveries and replay one; `prune` deletes
+   old rows.
 """
 
 from __future__ import annotations
@@ -18,14 +20,15 @@ import logging
 import random
 import secrets
 import smtplib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 
-from referral_service.db.models import Assignment, Deadline, Notification, Partner, Referral, WebhookEndpoint
+from referral_service.db.models import Notification, Partner, Referral, WebhookEndpoint
 from referral_service.domain import events
 from referral_service.domain.access import Action
 from referral_service.domain.errors import NotFound
@@ -66,89 +69,80 @@ def new_message_id() -> str:
 
 
 # -- 1. from events to notification rows ------------------------------------------------------------
-def _due_of(uow: UnitOfWork, event: dict[str, Any]) -> str | None:
-    if event.get("accept_by"):
-        return str(event["accept_by"])
-    deadline_id = event.get("deadline_id")
-    if isinstance(deadline_id, str):
-        deadline = uow.session.get(Deadline, deadline_id)
-        if deadline is not None:
-            return deadline.due_at.isoformat()
-    if event.get("due_at"):
-        return str(event["due_at"])
+# The partner's channels, read once per notice: the endpoint (if any) and the contact address.
+_CHANNELS = (
+    select(WebhookEndpoint.active, WebhookEndpoint.events, Partner.contact_email)
+    .select_from(Partner)
+    .outerjoin(WebhookEndpoint, WebhookEndpoint.partner_id == Partner.id)
+    .where(Partner.id == bindparam("partner_id"))
+)
+_RISK_OF = select(Referral.risk_level).where(Referral.id == bindparam("referral_id"))
+
+
+def _due_of(event: events.Event) -> str | None:
+    if isinstance(event, events.AssignmentOffered):
+        return event.accept_by
+    if isinstance(event, events.DeadlineEvent):
+        return event.due_at
     return None
 
 
-def enqueue(uow: UnitOfWork, services: Services, event: dict[str, Any]) -> int:
-    """Rows for each channel of the partner the event is for; returns how many were added.
+def enqueue(uow: UnitOfWork, services: Services, event: events.Event) -> int:
+    """Rows for each channel of the partner the event is for, in the event's own transaction (the unit
+    of work calls this for every partner notice); returns how many were added.
 
-    One query reads the assignment, its referral's risk level, the partner's endpoint and contact;
-    the body is built from those identifiers and categories only."""
-    kind = str(event.get("type"))
-    assignment_id = event.get("assignment_id")
-    if kind not in webhooks.WEBHOOK_EVENTS or not isinstance(assignment_id, str):
+    The body is built from the event's identifiers and categories alone: nothing personal is read, so
+    nothing personal can be written."""
+    kind = event.routing_key
+    if kind not in webhooks.WEBHOOK_EVENTS:
         return 0
-    found = uow.session.execute(
-        select(
-            Assignment.referral_id,
-            Assignment.partner_id,
-            Assignment.service,
-            Referral.risk_level,
-            WebhookEndpoint.active,
-            WebhookEndpoint.events,
-            Partner.contact_email,
-        )
-        .join(Referral, Referral.id == Assignment.referral_id)
-        .join(Partner, Partner.id == Assignment.partner_id)
-        .outerjoin(WebhookEndpoint, WebhookEndpoint.partner_id == Assignment.partner_id)
-        .where(Assignment.id == assignment_id)
-    ).first()
+    partner_id = getattr(event, "partner_id", None)
+    assignment_id = getattr(event, "assignment_id", None)
+    if not isinstance(partner_id, str) or not isinstance(assignment_id, str) or event.referral_id is None:
+        return 0
+    session = uow.session
+    found = session.connection().execute(_CHANNELS, {"partner_id": partner_id}).first()
     if found is None:
         return 0
-    if kind in DIGEST_EVENTS and services.settings.smtp is not None and found.contact_email:
-        _add_to_digest(uow, services, found.partner_id, str(event.get("event_id")), found.referral_id)
+    smtp = services.settings.smtp is not None and bool(found.contact_email)
+    if kind in DIGEST_EVENTS and smtp:
+        _add_to_digest(uow, services, partner_id, event.event_id, event.referral_id)
     channels = []
     if found.active and kind in (found.events or []):
         channels.append(WEBHOOK)
-    if kind in EMAIL_EVENTS and services.settings.smtp is not None and found.contact_email:
+    if kind in EMAIL_EVENTS and smtp:
         channels.append(EMAIL)
-    event_id = str(event.get("event_id"))
-    if channels:
-        done = set(
-            uow.session.scalars(
-                select(Notification.channel).where(
-                    Notification.partner_id == found.partner_id,
-                    Notification.event_id == event_id,
-                    Notification.channel.in_(channels),
-                )
-            )
-        )
-        channels = [c for c in channels if c not in done]
     if not channels:
         return 0
+    risk_level = getattr(event, "risk_level", None)
+    if risk_level is None:  # a withdrawal does not carry it
+        risk_level = session.connection().execute(_RISK_OF, {"referral_id": event.referral_id}).scalar()
     data: dict[str, Any] = {
-        "event_id": event_id,
+        "event_id": event.event_id,
         "assignment_id": assignment_id,
-        "referral_id": found.referral_id,
-        "partner_id": found.partner_id,
-        "service": found.service,
-        "risk_level": found.risk_level,
-        "due_at": _due_of(uow, event),
-        "url": f"{services.settings.public_url}/referrals/{found.referral_id}",
+        "referral_id": event.referral_id,
+        "partner_id": partner_id,
+        "service": getattr(event, "service", None),
+        "risk_level": risk_level,
+        "due_at": _due_of(event),
+        "url": f"{services.settings.public_url}/referrals/{event.referral_id}",
     }
     for extra in ("deadline_id", "kind", "reason"):
-        if isinstance(event.get(extra), str):
-            data[extra] = event[extra]
-    payload = {"type": kind, "timestamp": str(event.get("occurred_at")), "data": data}
+        value = getattr(event, extra, None)
+        if isinstance(value, str):
+            data[extra] = value
+    payload = {"type": kind, "timestamp": event.occurred_at.isoformat(), "data": data}
     now = services.clock.now()
-    uow.session.execute(
+    # On the connection: no ORM objects to flush, and the unique (channel, partner, event) key still
+    # guards against a second row for one event.
+    session.connection().execute(
         insert(Notification),
         [
             {
                 "id": new_message_id(),
-                "partner_id": found.partner_id,
+                "partner_id": partner_id,
                 "channel": channel,
-                "event_id": event_id,
+                "event_id": event.event_id,
                 "event_type": kind,
                 "payload": payload,
                 "status": PENDING,
@@ -225,7 +219,8 @@ class Claimed:
     contact: tuple[str, str] | None = None  # (address, language)
 
 
-_N = Notification.__table__.c
+_TABLE = cast(Table, Notification.__table__)
+_N = _TABLE.c
 
 
 def _claim(services: Services, now: datetime, limit: int) -> list[Claimed]:
@@ -277,33 +272,65 @@ def _claim(services: Services, now: datetime, limit: int) -> list[Claimed]:
     ]
 
 
-def _send(services: Services, row: Claimed, now: datetime) -> Outcome:
-    if row.channel == WEBHOOK:
+class _Sender:
+    """Sends one step's rows: each endpoint's secret opened once, and one connection per endpoint
+    (kept alive between its rows when the receiver allows)."""
+
+    def __init__(self, services: Services, now: datetime) -> None:
+        self.services, self.now = services, now
+        self._secrets: dict[str, str] = {}
+        self._connections: dict[str, webhooks.Connection] = {}
+        self._broken: dict[str, str] = {}  # endpoint id -> why it could not be reached this round
+
+    def send(self, row: Claimed) -> Outcome:
+        if row.channel == WEBHOOK:
+            return self._webhook(row)
+        if row.channel in (EMAIL, DIGEST):
+            return self._mail(row)
+        return Outcome(False, error=f"unknown channel {row.channel}")
+
+    def _webhook(self, row: Claimed) -> Outcome:
         if row.endpoint is None:
             return Outcome(False, error="the partner has no active webhook endpoint")
         url, endpoint_id, sealed = row.endpoint
-        secret = webhooks.open_secret(services, endpoint_id, sealed)
-        answer = webhooks.post(services, url, secret, row.id, webhooks.body_text(row.payload), at=now)
+        secret = self._secrets.get(endpoint_id)
+        if secret is None:
+            secret = self._secrets[endpoint_id] = webhooks.open_secret(self.services, endpoint_id, sealed)
+        connection = self._connections.get(endpoint_id)
+        if connection is None or connection.url != url:
+            if connection is not None:
+                connection.close()
+            # The URL is checked again here, once per step (DNS may have changed since registration).
+            connection = self._connections[endpoint_id] = webhooks.Connection(self.services, url)
+        broken = self._broken.get(endpoint_id)
+        if broken is not None:
+            # One unreachable receiver must not hold up everyone else's for a time-out per row.
+            return Outcome(False, error=f"not sent: {broken} on an earlier message of this round"[:200])
+        answer = connection.post(secret, row.id, webhooks.body_text(row.payload), at=self.now)
+        if answer.status is None:
+            self._broken[endpoint_id] = answer.error or "failed"
         return Outcome(answer.ok, answer.status, answer.error)
-    if row.channel in (EMAIL, DIGEST):
-        relay = services.settings.smtp
+
+    def _mail(self, row: Claimed) -> Outcome:
+        settings = self.services.settings
+        relay = settings.smtp
         if relay is None or row.contact is None:
             return Outcome(False, error="no SMTP relay or no contact address")
         to, language = row.contact
         data = row.payload.get("data", {})
         message = (
             mail.compose_digest(
-                sender=services.settings.smtp_from,
+                sender=settings.smtp_from,
                 to=to,
                 language=language,
-                url=f"{services.settings.public_url}/inbox",
+                url=f"{settings.public_url}/inbox",
                 overdue=len(row.payload.get("event_ids", [])),
                 cases=len(row.payload.get("referral_ids", [])),
                 message_id=row.id,
             )
             if row.channel == DIGEST
             else mail.compose(
-                sender=services.settings.smtp_from,
+                sender=settings.smtp_from,
                 to=to,
                 language=language,
                 url=str(data.get("url")),
@@ -316,50 +343,114 @@ def _send(services: Services, row: Claimed, now: datetime) -> Outcome:
         except (smtplib.SMTPException, OSError) as exc:
             return Outcome(False, error=f"SMTP failed ({type(exc).__name__})")
         return Outcome(True)
-    return Outcome(False, error=f"unknown channel {row.channel}")
+
+    def close(self) -> None:
+        for connection in self._connections.values():
+            connection.close()
 
 
-def _record(services: Services, row: Claimed, outcome: Outcome, now: datetime, rng: Callable[[], float]) -> str:
+def _outcome_values(row: Claimed, outcome: Outcome, now: datetime, rng: Callable[[], float]) -> dict[str, Any]:
+    """The row's new columns, keyed as `_RECORD` binds them."""
     attempts = row.attempts + 1
     values: dict[str, Any] = {"attempts": attempts, "last_attempt_at": now, "last_status": outcome.status}
     if outcome.ok:
-        status = DELIVERED
-        values.update(status=status, delivered_at=now, next_attempt_at=None, last_error=None)
+        values.update(status=DELIVERED, delivered_at=now, next_attempt_at=None, last_error=None)
     else:
         error = (outcome.error or "failed")[:200]
         if now - row.retry_since >= RETRY_FOR:
-            status = PARKED
-            values.update(status=status, next_attempt_at=None, last_error=error)
+            values.update(status=PARKED, delivered_at=None, next_attempt_at=None, last_error=error)
             log.warning("notify: %s %s parked after %d attempts: %s", row.channel, row.id, attempts, error)
         else:
-            status = PENDING
-            values.update(next_attempt_at=now + backoff(attempts, rng), last_error=error)
+            next_at = now + backoff(attempts, rng)
+            values.update(status=PENDING, delivered_at=None, next_attempt_at=next_at, last_error=error)
+    return {"b_id": row.id, "b_retry_since": row.retry_since, **{f"v_{k}": v for k, v in values.items()}}
+
+
+_OUTCOME_COLUMNS = (
+    "status",
+    "attempts",
+    "last_attempt_at",
+    "last_status",
+    "delivered_at",
+    "next_attempt_at",
+    "last_error",
+)
+# Only while still pending and not replayed meanwhile (a replay moves retry_since).
+_RECORD = (
+    update(_TABLE)
+    .where(_N.id == bindparam("b_id"), _N.status == PENDING, _N.retry_since == bindparam("b_retry_since"))
+    .values({name: bindparam(f"v_{name}") for name in _OUTCOME_COLUMNS})
+)
+_RELEASE = update(_TABLE).where(_N.id == bindparam("b_id"), _N.status == PENDING)
+
+
+def _record(services: Services, results: list[dict[str, Any]], unsent: list[str], now: datetime) -> None:
+    """Every answer of the step in one transaction (a worker killed before it re-sends them, with the
+    same webhook-id: at least once); rows the step had no time for are due again at once."""
     with services.uow() as uow:
-        # Only while still pending and not replayed meanwhile (a replay moves retry_since).
-        done = uow.session.execute(
-            update(Notification)
-            .where(_N.id == row.id, _N.status == PENDING, _N.retry_since == row.retry_since)
-            .values(**values)
-        )
+        connection = uow.session.connection()
+        if results:
+            connection.execute(_RECORD, results)
+        if unsent:
+            connection.execute(_RELEASE.values(next_attempt_at=now), [{"b_id": i} for i in unsent])
         uow.commit()
-    return status if getattr(done, "rowcount", 1) else "gone"
 
 
 def deliver_due(
-    services: Services, now: datetime | None = None, *, limit: int = BATCH, rng: Callable[[], float] = random.random
+    services: Services,
+    now: datetime | None = None,
+    *,
+    limit: int = BATCH,
+    rng: Callable[[], float] = random.random,
+    elapsed: Callable[[], float] = time.monotonic,
 ) -> dict[str, int]:
-    """One step of the notify worker: send what is due at `now`; counts per resulting status."""
+    """One step of the notify worker: send what is due at `now`; counts per resulting status.
+
+    The step stops sending once half the lease has gone by (slow receivers), so no row is still being
+    sent when its lease ends and another worker could take it."""
     now = now or services.clock.now()
     counts = {PENDING: 0, DELIVERED: 0, PARKED: 0}
-    for row in _claim(services, now, limit):
-        try:
-            outcome = _send(services, row, now)
-        except Exception as exc:  # noqa: BLE001 - one bad row must not stop the others
-            outcome = Outcome(False, error=f"failed ({type(exc).__name__})")
-        status = _record(services, row, outcome, now, rng)
-        if status in counts:
-            counts[status] += 1
+    rows = _claim(services, now, limit)
+    if not rows:
+        return counts
+    started, budget = elapsed(), LEASE.total_seconds() / 2
+    sender = _Sender(services, now)
+    results: list[dict[str, Any]] = []
+    unsent: list[str] = []
+    try:
+        for row in rows:
+            if elapsed() - started > budget:
+                unsent.append(row.id)
+                continue
+            try:
+                outcome = sender.send(row)
+            except Exception as exc:  # noqa: BLE001 - one bad row must not stop the others
+                outcome = Outcome(False, error=f"failed ({type(exc).__name__})")
+            results.append(_outcome_values(row, outcome, now, rng))
+    finally:
+        sender.close()
+    _record(services, results, unsent, now)
+    for values in results:
+        counts[values["v_status"]] += 1
     return counts
+
+
+def prune(services: Services, now: datetime | None = None, *, batch: int = 1000) -> int:
+    """Delete delivered rows older than the retention period, and parked ones older than twice that
+    (admins need longer to notice and replay those); returns how many went."""
+    now = now or services.clock.now()
+    keep = timedelta(days=services.settings.notification_retention_days)
+    total = 0
+    for status, before in ((DELIVERED, now - keep), (PARKED, now - 2 * keep)):
+        while True:
+            with services.uow() as uow:
+                ids = select(_N.id).where(_N.status == status, _N.created_at < before).limit(batch)
+                done = uow.session.connection().execute(delete(_TABLE).where(_N.id.in_(ids)))
+                uow.commit()
+            total += done.rowcount or 0
+            if (done.rowcount or 0) < batch:
+                break
+    return total
 
 
 def next_due(services: Services) -> datetime | None:

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import http.client
 import ipaddress
 import json
@@ -44,7 +45,6 @@ WEBHOOK_EVENTS = tuple(
     cls.routing_key
     for cls in (events.AssignmentOffered, events.AssignmentWithdrawn, events.FollowUpDue, events.FollowUpOverdue)
 )
-TIMEOUT_SECONDS = 10.0
 MAX_URL = 2000
 _SEAL_PURPOSE = "webhook-secret/v1"
 _SEAL_DOMAIN = b"referral-service/webhook-secret/v1"
@@ -220,47 +220,79 @@ def signed_headers(secret: str, message_id: str, at: datetime, body: str) -> dic
     }
 
 
-def post(
-    services: Services,
-    url: str,
-    secret: str,
-    message_id: str,
-    body: str,
-    *,
-    at: datetime,
-    timeout: float = TIMEOUT_SECONDS,
-    tls: ssl.SSLContext | None = None,
-) -> Answer:
-    """One signed POST. Any non-2xx answer, time-out or refusal is a failed `Answer` with a short reason."""
-    try:
-        target = check_url(url, allow_private=services.settings.webhook_allow_private)
-    except UrlRefused as exc:
-        return Answer(False, None, exc.message[:200])
-    headers = {
-        **signed_headers(secret, message_id, at, body),
-        "content-type": "application/json",
-        "user-agent": USER_AGENT,
-    }
-    conn: http.client.HTTPConnection = (
-        _PinnedHTTPSConnection(target, timeout, tls or ssl.create_default_context())
-        if target.scheme == "https"
-        else _PinnedHTTPConnection(target, timeout)
-    )
-    try:
-        conn.request("POST", target.path, body=body.encode(), headers=headers)
+@functools.cache
+def default_tls() -> ssl.SSLContext:
+    """One verifying context for every delivery (building one loads the CA store: milliseconds)."""
+    return ssl.create_default_context()
+
+
+class Connection:
+    """Signed POSTs to one endpoint URL, checked once (`check_url`) and sent to the address that
+    passed; the connection is kept alive between posts when the receiver allows it."""
+
+    def __init__(self, services: Services, url: str, *, tls: ssl.SSLContext | None = None) -> None:
+        self.url = url
+        timeout = float(services.settings.webhook_timeout_seconds)
+        self._refused: str | None = None
+        self._conn: http.client.HTTPConnection | None = None
+        try:
+            target = check_url(url, allow_private=services.settings.webhook_allow_private)
+        except UrlRefused as exc:
+            self._refused = exc.message[:200]
+            return
+        self._target = target
+        self._conn = (
+            _PinnedHTTPSConnection(target, timeout, tls or default_tls())
+            if target.scheme == "https"
+            else _PinnedHTTPConnection(target, timeout)
+        )
+        self._used = False
+
+    def post(self, secret: str, message_id: str, body: str, *, at: datetime) -> Answer:
+        """One signed POST. Any non-2xx answer, time-out or refusal is a failed `Answer` with a short reason."""
+        conn = self._conn
+        if conn is None:
+            return Answer(False, None, self._refused)
+        headers = {
+            **signed_headers(secret, message_id, at, body),
+            "content-type": "application/json",
+            "user-agent": USER_AGENT,
+        }
+        try:
+            try:
+                return self._exchange(conn, body.encode(), headers)
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                if not self._used:
+                    raise
+                # The receiver closed the kept-alive connection between two posts: once more, afresh
+                # (same webhook-id: if it did get the first, it deduplicates).
+                conn.close()
+                self._used = False
+                return self._exchange(conn, body.encode(), headers)
+        except TimeoutError:
+            conn.close()
+            return Answer(False, None, "timed out")
+        except ssl.SSLError as exc:
+            conn.close()
+            return Answer(False, None, f"TLS error ({exc.reason or type(exc).__name__})"[:200])
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            return Answer(False, None, f"connection failed ({type(exc).__name__})")
+
+    def _exchange(self, conn: http.client.HTTPConnection, body: bytes, headers: dict[str, str]) -> Answer:
+        conn.request("POST", self._target.path, body=body, headers=headers)
+        self._used = True
         response = conn.getresponse()
-        response.read(64 * 1024)  # a receiver's answer is not ours to keep
+        # A receiver's answer is not ours to keep; a long one ends the connection rather than being read.
+        if len(response.read(64 * 1024)) == 64 * 1024:
+            conn.close()
         if 200 <= response.status < 300:
             return Answer(True, response.status, None)
         return Answer(False, response.status, f"HTTP {response.status}")
-    except TimeoutError:
-        return Answer(False, None, "timed out")
-    except ssl.SSLError as exc:
-        return Answer(False, None, f"TLS error ({exc.reason or type(exc).__name__})"[:200])
-    except (OSError, http.client.HTTPException) as exc:
-        return Answer(False, None, f"connection failed ({type(exc).__name__})")
-    finally:
-        conn.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
 
 
 def body_text(payload: dict[str, Any]) -> str:

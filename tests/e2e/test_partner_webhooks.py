@@ -4,7 +4,9 @@ signature with the `standardwebhooks` package, retried on failure, parked after 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -14,8 +16,10 @@ from sqlalchemy import select
 
 from referral_service.audit.log import AuditFilter
 from referral_service.bootstrap import Services, bootstrap
-from referral_service.db.models import Notification, WebhookEndpoint
+from referral_service.db.models import Assignment, Notification, WebhookEndpoint
+from referral_service.domain import events
 from referral_service.services import notifications
+from referral_service.services.deadlines import fire_due_deadlines
 from referral_service.services.webhooks import register_webhook
 from tests.conftest import FakeClock, embedded_settings
 from tests.e2e.service_process import base_env, cli
@@ -57,9 +61,9 @@ def receiver(services: Services, add_partner: Any) -> Iterator[WebhookReceiver]:
         yield r
 
 
-def _submit(client: Any, make_user: Any) -> tuple[dict[str, Any], Any]:
+def _submit(client: Any, make_user: Any, **overrides: Any) -> tuple[dict[str, Any], Any]:
     cw = make_user("caseworker")
-    resp = client.post("/api/v1/referrals", json=referral_body(), headers=cw.headers)
+    resp = client.post("/api/v1/referrals", json=referral_body(**overrides), headers=cw.headers)
     assert resp.status_code == 201
     return resp.get_json(), cw
 
@@ -182,21 +186,134 @@ def test_a_notify_worker_killed_after_claiming_loses_nothing(
     assert len(receiver.received) == 1 and receiver.received[0].error is None
 
 
-def test_redelivered_events_make_no_second_notification(
+def test_notification_rows_commit_with_the_offer_that_calls_for_them_or_not_at_all(
     services: Services, pipeline: InProcessPipeline, receiver: WebhookReceiver, client: Any, make_user: Any
+) -> None:
+    referral, _cw = _submit(client, make_user)
+    pipeline.drain()
+    [row] = _rows(services)
+    with services.uow() as uow:
+        [assignment_id] = uow.session.scalars(select(Assignment.id).where(Assignment.referral_id == referral["id"]))
+    offer = events.AssignmentOffered(
+        referral_id=referral["id"],
+        assignment_id=assignment_id,
+        partner_id=PARTNER_ID,
+        service="medical",
+        risk_level="high",
+    )
+    with services.uow() as uow:
+        uow.deliver_to_partner(offer, PARTNER_ID)
+        # The transaction rolls back (an error in the router, a lost lock): the row goes with it.
+    assert [r.id for r in _rows(services)] == [row.id]
+    with services.uow() as uow:
+        uow.deliver_to_partner(offer, PARTNER_ID)
+        uow.commit()
+    assert len(_rows(services)) == 2
+    assert {r.event_id for r in _rows(services)} == {row.event_id, offer.event_id}
+
+
+def test_a_receiver_that_times_out_is_retried_with_the_same_id_and_costs_one_time_out_per_round(
+    services: Services,
+    pipeline: InProcessPipeline,
+    receiver: WebhookReceiver,
+    client: Any,
+    make_user: Any,
+    clock: FakeClock,
+) -> None:
+    services.settings = replace(services.settings, webhook_timeout_seconds=1)
+    receiver.delays = [3.0]  # the first POST hangs past the time-out
+    _submit(client, make_user)
+    _submit(client, make_user, subject__phone="+923001234599", subject__cnic="17301-7654321-5")
+    pipeline.drain()
+    started = time.monotonic()
+    assert notifications.deliver_due(services) == {"pending": 2, "delivered": 0, "parked": 0}
+    assert time.monotonic() - started < 2.5  # one time-out, not one per message
+    rows = {r.id: r for r in _rows(services)}
+    errors = sorted(r.last_error or "" for r in rows.values())
+    assert errors == ["not sent: timed out on an earlier message of this round", "timed out"]
+    assert all(r.last_status is None and r.attempts == 1 for r in rows.values())
+    assert len(receiver.received) == 1  # the second was not tried against a hung receiver
+
+    clock.advance(seconds=30)
+    assert notifications.deliver_due(services)["delivered"] == 2
+    ids = [r.headers["webhook-id"] for r in receiver.received]
+    assert len(ids) == 3 and set(ids) == set(rows) and ids[0] in ids[1:]  # the timed-out one again, same id
+    assert all(r.error is None for r in receiver.received)
+
+
+def test_one_round_sends_a_partners_offers_over_one_kept_alive_connection(
+    services: Services, pipeline: InProcessPipeline, add_partner: Any, client: Any, make_user: Any
+) -> None:
+    add_partner()
+    with webhook_receiver(keep_alive=True) as r:
+        r.secret = register_webhook(services, PARTNER_ID, r.url)["secret"]
+        for i in range(4):
+            _submit(client, make_user, subject__phone=f"+92300765432{i}", subject__cnic=f"17301-765432{i}-5")
+        pipeline.drain()
+        assert notifications.deliver_due(services)["delivered"] == 4
+        assert len(r.received) == 4 and all(x.error is None for x in r.received)
+        assert len({x.client_port for x in r.received}) == 1
+        assert len({x.headers["webhook-id"] for x in r.received}) == 4
+
+
+def test_follow_up_due_and_overdue_reach_the_partners_webhook_signed_with_identifiers_only(
+    services: Services,
+    pipeline: InProcessPipeline,
+    receiver: WebhookReceiver,
+    client: Any,
+    make_user: Any,
+    clock: FakeClock,
+) -> None:
+    receiver.now = clock.now
+    referral, _cw = _submit(client, make_user)
+    pipeline.drain()
+    staff = make_user("partner", partner_id=PARTNER_ID)
+    [offer] = client.get("/api/v1/assignments", headers=staff.headers).get_json()["items"]
+    assert client.post(f"/api/v1/assignments/{offer['id']}/accept", headers=staff.headers).status_code == 200
+    notifications.deliver_due(services)
+    clock.advance(hours=20)  # 80 % of the 24 h to first contact
+    fire_due_deadlines(services)
+    clock.advance(hours=5)  # past it
+    fire_due_deadlines(services)
+    assert notifications.deliver_due(services)["delivered"] == 2
+    kinds = [r.verified["type"] for r in receiver.received]
+    assert kinds == ["assignment.offered", "followup.due", "followup.overdue"]
+    for r in receiver.received[1:]:
+        assert r.error is None, r.error
+        data = r.verified["data"]
+        assert data["assignment_id"] == offer["id"] and data["referral_id"] == referral["id"]
+        assert data["kind"] == "first_contact" and data["deadline_id"] and data["due_at"]
+        assert data["risk_level"] == "high" and data["service"] == "medical"
+        assert not [m for m in PERSONAL if m in r.body.decode()]
+    assert len({r.headers["webhook-id"] for r in receiver.received}) == 3
+
+
+def test_old_delivered_rows_are_pruned_and_parked_ones_kept_twice_as_long(
+    services: Services,
+    pipeline: InProcessPipeline,
+    receiver: WebhookReceiver,
+    client: Any,
+    make_user: Any,
+    clock: FakeClock,
 ) -> None:
     _submit(client, make_user)
     pipeline.drain()
-    with services.uow() as uow:
-        from referral_service.db.models import OutboxMessage
-
-        offered = uow.session.scalars(
-            select(OutboxMessage).where(OutboxMessage.routing_key == "assignment.offered")
-        ).one()
-        event = dict(offered.body)
-    with services.uow() as uow:
-        assert notifications.enqueue(uow, services, event) == 0
-    assert len(_rows(services)) == 1
+    notifications.deliver_due(services)
+    receiver.script = [500] * 1000
+    _submit(client, make_user, subject__phone="+923001234599", subject__cnic="17301-7654321-5")
+    pipeline.drain()
+    while notifications.deliver_due(services)["parked"] == 0:
+        clock.advance(hours=1)
+    assert sorted(r.status for r in _rows(services)) == ["delivered", "parked"]
+    days = services.settings.notification_retention_days
+    clock.advance(days=days - 2)
+    assert notifications.prune(services) == 0
+    clock.advance(days=3)
+    assert notifications.prune(services) == 1
+    assert [r.status for r in _rows(services)] == ["parked"]
+    clock.advance(days=days)
+    assert notifications.prune(services) == 1
+    assert _rows(services) == []
 
 
 def test_admins_see_a_partners_deliveries_and_replay_one_with_the_same_id(
