@@ -64,6 +64,10 @@ class Settings:
     smtp: SmtpRelay | None = None
     smtp_from: str = "referral-service@localhost"
     webhook_allow_private: bool = False
+    # REFERRAL_NOTIFY_LEASE_SECONDS / REFERRAL_NOTIFY_BATCH: a notify worker leases up to a batch of due
+    # rows for this long; if it dies, they come due again when the lease ends.
+    notify_lease_seconds: int = 120
+    notify_batch: int = 50
     # REFERRAL_WEBHOOK_TIMEOUT_SECONDS: a receiver that has not answered by then counts as failed (retried).
     webhook_timeout_seconds: int = 10
     public_url: str = "http://127.0.0.1:8000"
@@ -125,6 +129,8 @@ class Settings:
             smtp=_smtp(env.get("REFERRAL_SMTP_URL") or None),
             smtp_from=_smtp_from(env.get("REFERRAL_SMTP_FROM") or "referral-service@localhost"),
             webhook_allow_private=_flag(env, "REFERRAL_WEBHOOK_ALLOW_PRIVATE", False),
+            notify_lease_seconds=_whole_number(env, "REFERRAL_NOTIFY_LEASE_SECONDS", 120, 2, 3600),
+            notify_batch=_whole_number(env, "REFERRAL_NOTIFY_BATCH", 50, 1, 1000),
             webhook_timeout_seconds=_whole_number(env, "REFERRAL_WEBHOOK_TIMEOUT_SECONDS", 10, 1, 60),
             public_url=_public_url(env.get("REFERRAL_PUBLIC_URL") or "http://127.0.0.1:8000"),
             notification_retention_days=_whole_number(env, "REFERRAL_NOTIFICATION_RETENTION_DAYS", 30, 1, 3650),

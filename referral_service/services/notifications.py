@@ -53,8 +53,6 @@ DIGEST_HOUR_UTC = 3  # 08:00 in Pakistan
 RETRY_FOR = timedelta(hours=24)
 FIRST_RETRY = timedelta(seconds=30)
 MAX_BACKOFF = timedelta(hours=1)
-LEASE = timedelta(minutes=2)
-BATCH = 50
 
 
 def backoff(attempts: int, rng: Callable[[], float] = random.random) -> timedelta:
@@ -239,7 +237,11 @@ def _claim(services: Services, now: datetime, limit: int) -> list[Claimed]:
         rows = session.execute(query).all()
         if not rows:
             return []
-        session.execute(update(Notification).where(_N.id.in_([r.id for r in rows])).values(next_attempt_at=now + LEASE))
+        session.execute(
+            update(Notification)
+            .where(_N.id.in_([r.id for r in rows]))
+            .values(next_attempt_at=now + timedelta(seconds=services.settings.notify_lease_seconds))
+        )
         partner_ids = {r.partner_id for r in rows}
         endpoints = {
             e.partner_id: (e.url, e.id, bytes(e.secret_ct))
@@ -400,7 +402,7 @@ def deliver_due(
     services: Services,
     now: datetime | None = None,
     *,
-    limit: int = BATCH,
+    limit: int | None = None,
     rng: Callable[[], float] = random.random,
     elapsed: Callable[[], float] = time.monotonic,
 ) -> dict[str, int]:
@@ -410,10 +412,10 @@ def deliver_due(
     sent when its lease ends and another worker could take it."""
     now = now or services.clock.now()
     counts = {PENDING: 0, DELIVERED: 0, PARKED: 0}
-    rows = _claim(services, now, limit)
+    rows = _claim(services, now, limit or services.settings.notify_batch)
     if not rows:
         return counts
-    started, budget = elapsed(), LEASE.total_seconds() / 2
+    started, budget = elapsed(), services.settings.notify_lease_seconds / 2
     sender = _Sender(services, now)
     results: list[dict[str, Any]] = []
     unsent: list[str] = []

@@ -181,7 +181,7 @@ def test_a_notify_worker_killed_after_claiming_loses_nothing(
     claimed = notifications._claim(services, clock.now(), 10)  # then the process dies before sending
     assert len(claimed) == 1
     assert notifications.deliver_due(services)["delivered"] == 0  # leased to the dead worker
-    clock.advance(seconds=notifications.LEASE.total_seconds())
+    clock.advance(seconds=services.settings.notify_lease_seconds)
     assert notifications.deliver_due(services)["delivered"] == 1
     assert len(receiver.received) == 1 and receiver.received[0].error is None
 
