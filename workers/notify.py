@@ -8,7 +8,7 @@ import threading
 import time
 
 from referral_service.bootstrap import Services
-from referral_service.services.notifications import deliver_due, next_due, prune
+from referral_service.services.notifications import Sender, deliver_due, next_due, prune
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 1.0
@@ -17,6 +17,14 @@ PRUNE_EVERY_SECONDS = 3600.0
 
 def run_delivery(services: Services, stop: threading.Event, poll: float = POLL_SECONDS) -> None:
     """Send what is due, again and again, until `stop`; a failing round is retried a poll later."""
+    sender = Sender(services)  # keeps each endpoint's connection alive from round to round
+    try:
+        _loop(services, stop, poll, sender)
+    finally:
+        sender.close()
+
+
+def _loop(services: Services, stop: threading.Event, poll: float, sender: Sender) -> None:
     pruned_at = 0.0
     while not stop.is_set():
         try:
@@ -24,7 +32,7 @@ def run_delivery(services: Services, stop: threading.Event, poll: float = POLL_S
                 pruned_at = time.monotonic()
                 if gone := prune(services):
                     log.info("notify: pruned %d old notification rows", gone)
-            sent = deliver_due(services)
+            sent = deliver_due(services, sender=sender)
             if sum(sent.values()):
                 continue  # there may be more due already
             upcoming = next_due(services)

@@ -68,12 +68,15 @@ def new_message_id() -> str:
 
 # -- 1. from events to notification rows ------------------------------------------------------------
 # The partner's channels, read once per notice: the endpoint (if any) and the contact address.
+_TABLE = cast(Table, Notification.__table__)
+_N = _TABLE.c
 _CHANNELS = (
     select(WebhookEndpoint.active, WebhookEndpoint.events, Partner.contact_email)
     .select_from(Partner)
     .outerjoin(WebhookEndpoint, WebhookEndpoint.partner_id == Partner.id)
     .where(Partner.id == bindparam("partner_id"))
 )
+_INSERT = insert(_TABLE)
 _RISK_OF = select(Referral.risk_level).where(Referral.id == bindparam("referral_id"))
 
 
@@ -133,26 +136,25 @@ def enqueue(uow: UnitOfWork, services: Services, event: events.Event) -> int:
     now = services.clock.now()
     # On the connection: no ORM objects to flush, and the unique (channel, partner, event) key still
     # guards against a second row for one event.
-    session.connection().execute(
-        insert(Notification),
-        [
-            {
-                "id": new_message_id(),
-                "partner_id": partner_id,
-                "channel": channel,
-                "event_id": event.event_id,
-                "event_type": kind,
-                "payload": payload,
-                "status": PENDING,
-                "attempts": 0,
-                "next_attempt_at": now,
-                "retry_since": now,
-                "created_at": now,
-            }
-            for channel in channels
-        ],
-    )
-    return len(channels)
+    rows = [
+        {
+            "id": new_message_id(),
+            "partner_id": partner_id,
+            "channel": channel,
+            "event_id": event.event_id,
+            "event_type": kind,
+            "payload": payload,
+            "status": PENDING,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "retry_since": now,
+            "created_at": now,
+        }
+        for channel in channels
+    ]
+    # One row is the common case: a plain execute, cheaper than the executemany path.
+    session.connection().execute(_INSERT, rows[0] if len(rows) == 1 else rows)
+    return len(rows)
 
 
 def digest_time(now: datetime) -> datetime:
@@ -217,10 +219,6 @@ class Claimed:
     contact: tuple[str, str] | None = None  # (address, language)
 
 
-_TABLE = cast(Table, Notification.__table__)
-_N = _TABLE.c
-
-
 _E = WebhookEndpoint.__table__.c
 _P = Partner.__table__.c
 # The due rows with what sending them needs, in one statement built once (per dialect: PostgreSQL
@@ -267,15 +265,32 @@ def _claim(services: Services, now: datetime, limit: int) -> list[Claimed]:
     ]
 
 
-class _Sender:
-    """Sends one step's rows: each endpoint's secret opened once, and one connection per endpoint
-    (kept alive between its rows when the receiver allows)."""
+class Sender:
+    """Sends the rows of the notify worker's rounds. It lives as long as the worker: each endpoint's
+    secret is opened once, and its connection is kept alive across rounds (no new TCP and TLS
+    handshake per round) as long as the receiver allows and its URL, checked again at the start of
+    every round, still leads to the same address."""
 
-    def __init__(self, services: Services, now: datetime) -> None:
-        self.services, self.now = services, now
-        self._secrets: dict[str, str] = {}
-        self._connections: dict[str, webhooks.Connection] = {}
+    IDLE_SECONDS = 30.0  # connections unused this long are closed (receivers close theirs sooner or later)
+
+    def __init__(self, services: Services, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.services = services
+        self.now = services.clock.now()
+        self._clock = clock
+        self._secrets: dict[tuple[str, bytes], str] = {}
+        self._connections: dict[str, tuple[webhooks.Connection, float]] = {}
+        self._checked: set[str] = set()  # endpoint ids whose URL this round has checked
         self._broken: dict[str, str] = {}  # endpoint id -> why it could not be reached this round
+
+    def begin_round(self, now: datetime) -> None:
+        self.now = now
+        self._checked.clear()
+        self._broken.clear()
+        idle_since = self._clock() - self.IDLE_SECONDS
+        for endpoint_id, (connection, used_at) in list(self._connections.items()):
+            if used_at < idle_since:
+                connection.close()
+                del self._connections[endpoint_id]
 
     def send(self, row: Claimed) -> Outcome:
         if row.channel == WEBHOOK:
@@ -284,23 +299,37 @@ class _Sender:
             return self._mail(row)
         return Outcome(False, error=f"unknown channel {row.channel}")
 
+    def _connection(self, endpoint_id: str, url: str) -> webhooks.Connection:
+        held = self._connections.get(endpoint_id)
+        connection = held[0] if held is not None else None
+        # Once a round the URL is checked again (DNS may have changed, or the rules), and the kept
+        # connection is used only if it still goes to the address that passes.
+        if (
+            connection is not None
+            and endpoint_id not in self._checked
+            and (connection.url != url or not connection.still_leads_to_checked_address(self.services))
+        ):
+            connection.close()
+            connection = None
+        if connection is None:
+            connection = webhooks.Connection(self.services, url)
+        self._checked.add(endpoint_id)
+        self._connections[endpoint_id] = (connection, self._clock())
+        return connection
+
     def _webhook(self, row: Claimed) -> Outcome:
         if row.endpoint is None:
             return Outcome(False, error="the partner has no active webhook endpoint")
         url, endpoint_id, sealed = row.endpoint
-        secret = self._secrets.get(endpoint_id)
-        if secret is None:
-            secret = self._secrets[endpoint_id] = webhooks.open_secret(self.services, endpoint_id, sealed)
-        connection = self._connections.get(endpoint_id)
-        if connection is None or connection.url != url:
-            if connection is not None:
-                connection.close()
-            # The URL is checked again here, once per step (DNS may have changed since registration).
-            connection = self._connections[endpoint_id] = webhooks.Connection(self.services, url)
         broken = self._broken.get(endpoint_id)
         if broken is not None:
             # One unreachable receiver must not hold up everyone else's for a time-out per row.
             return Outcome(False, error=f"not sent: {broken} on an earlier message of this round"[:200])
+        key = (endpoint_id, sealed)  # a re-registered webhook has a new sealed secret
+        secret = self._secrets.get(key)
+        if secret is None:
+            secret = self._secrets[key] = webhooks.open_secret(self.services, endpoint_id, sealed)
+        connection = self._connection(endpoint_id, url)
         answer = connection.post(secret, row.id, webhooks.body_text(row.payload), at=self.now)
         if answer.status is None:
             self._broken[endpoint_id] = answer.error or "failed"
@@ -340,8 +369,9 @@ class _Sender:
         return Outcome(True)
 
     def close(self) -> None:
-        for connection in self._connections.values():
+        for connection, _ in self._connections.values():
             connection.close()
+        self._connections.clear()
 
 
 def _outcome_values(row: Claimed, outcome: Outcome, now: datetime, rng: Callable[[], float]) -> dict[str, Any]:
@@ -398,10 +428,12 @@ def deliver_due(
     limit: int | None = None,
     rng: Callable[[], float] = random.random,
     elapsed: Callable[[], float] = time.monotonic,
+    sender: Sender | None = None,
 ) -> dict[str, int]:
-    """One step of the notify worker: send what is due at `now`; counts per resulting status.
+    """One round of the notify worker: send what is due at `now`; counts per resulting status. The
+    worker passes its long-lived `sender`; without one, the round has its own.
 
-    The step stops sending once half the lease has gone by (slow receivers), so no row is still being
+    The round stops sending once half the lease has gone by (slow receivers), so no row is still being
     sent when its lease ends and another worker could take it."""
     now = now or services.clock.now()
     counts = {PENDING: 0, DELIVERED: 0, PARKED: 0}
@@ -409,7 +441,9 @@ def deliver_due(
     if not rows:
         return counts
     started, budget = elapsed(), services.settings.notify_lease_seconds / 2
-    sender = _Sender(services, now)
+    own = sender is None
+    sender = sender or Sender(services)
+    sender.begin_round(now)
     results: list[dict[str, Any]] = []
     unsent: list[str] = []
     try:
@@ -423,7 +457,8 @@ def deliver_due(
                 outcome = Outcome(False, error=f"failed ({type(exc).__name__})")
             results.append(_outcome_values(row, outcome, now, rng))
     finally:
-        sender.close()
+        if own:
+            sender.close()
     _record(services, results, unsent, now)
     for values in results:
         counts[values["v_status"]] += 1

@@ -256,6 +256,16 @@ class Connection:
         )
         self._used = False
 
+    def still_leads_to_checked_address(self, services: Services) -> bool:
+        """The URL checked again: it must still pass, and still lead to the address this connection uses."""
+        if self._conn is None:
+            return False
+        try:
+            target = check_url(self.url, allow_private=services.settings.webhook_allow_private)
+        except UrlRefused:
+            return False
+        return target == self._target
+
     def post(self, secret: str, message_id: str, body: str, *, at: datetime) -> Answer:
         """One signed POST. Any non-2xx answer, time-out or refusal is a failed `Answer` with a short reason."""
         conn = self._conn
