@@ -375,6 +375,31 @@ def test_a_private_address_is_refused_at_delivery_once_private_addresses_are_no_
     assert (row.last_error or "").startswith("webhook URL refused: only https://")
 
 
+def test_the_workers_kept_connection_serves_later_rounds_until_the_url_stops_passing_its_check(
+    services: Services, pipeline: InProcessPipeline, add_partner: Any, client: Any, make_user: Any
+) -> None:
+    add_partner()
+    sender = notifications.Sender(services)
+    with webhook_receiver(keep_alive=True) as r:
+        r.secret = register_webhook(services, PARTNER_ID, r.url)["secret"]
+        for i in range(2):  # two rounds
+            _submit(client, make_user, subject__phone=f"+92300765432{i}", subject__cnic=f"17301-765432{i}-5")
+            pipeline.drain()
+            assert notifications.deliver_due(services, sender=sender)["delivered"] == 1
+        assert len(r.received) == 2 and r.received[0].client_port == r.received[1].client_port
+
+        # The rules change under the running worker: the next round checks the URL again and does not
+        # use the kept connection to the now-forbidden address.
+        services.settings = replace(services.settings, webhook_allow_private=False)
+        _submit(client, make_user, subject__phone="+923007654329", subject__cnic="17301-7654329-5")
+        pipeline.drain()
+        assert notifications.deliver_due(services, sender=sender)["pending"] == 1
+        sender.close()
+    assert len(r.received) == 2
+    last = _rows(services)[-1]
+    assert (last.last_error or "").startswith("webhook URL refused: only https://")
+
+
 def test_the_cli_registers_a_webhook_prints_the_secret_once_and_stores_it_sealed(
     home: Path, services: Services, add_partner: Any
 ) -> None:
