@@ -167,6 +167,10 @@ class User(Base):
     # Password guessing: kept in the database so the back-off holds across gunicorn workers and hosts.
     failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     locked_until: Mapped[datetime | None]
+    # The inbox page's visits: the latest, and the one before it (what "new since your last visit" means
+    # while the user pages through this visit).
+    inbox_seen_at: Mapped[datetime | None]
+    inbox_seen_before: Mapped[datetime | None]
 
 
 class WebSession(Base):

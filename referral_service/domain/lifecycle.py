@@ -721,3 +721,17 @@ def needs_to_route(state: ReferralState) -> tuple[Offerable, ...]:
     if not may_route(state):
         return ()
     return tuple(Offerable(s, tried_partners(state, s)) for s in open_needs(state))
+
+
+def news_since(
+    status: str, offered_at: datetime, responded_at: datetime | None, closed_at: datetime | None, since: datetime | None
+) -> str | None:
+    """What happened to an assignment since the partner's last look at the inbox (`since`; None: never
+    looked, so every offer is new): "offered", "withdrawn", "expired", or None."""
+    if status == A.WITHDRAWN.value and closed_at is not None and (since is None or closed_at > since):
+        return "withdrawn"
+    if status == A.EXPIRED.value and responded_at is not None and (since is None or responded_at > since):
+        return "expired"
+    if since is None or offered_at > since:
+        return "offered"
+    return None

@@ -18,6 +18,7 @@ from referral_service.db.models import (
     Referral,
     RoutingDecision,
     Subject,
+    User,
     new_id,
 )
 from referral_service.db.session import UnitOfWork
@@ -44,8 +45,18 @@ if TYPE_CHECKING:
 
 
 def inbox(
-    services: Services, actor: Actor, *, status: str | None, limit: int | None, cursor: str | None
+    services: Services,
+    actor: Actor,
+    *,
+    status: str | None,
+    limit: int | None,
+    cursor: str | None,
+    visit: bool = False,
 ) -> dict[str, Any]:
+    """The actor's assignments, newest first. `visit` (the web inbox): each item also says what is new
+    since the user's last visit (`news`), and `last_visit` is when that was. Opening the first page is a
+    new visit; the older pages belong to the same one. API calls are no visit (a partner's system
+    polling must not hide news from its staff)."""
     decision = authorize(services, actor, Action.LIST_ASSIGNMENTS)
     limit = clamp_limit(limit)
     query = select(Assignment).order_by(Assignment.offered_at.desc(), Assignment.id.desc())
@@ -57,6 +68,7 @@ def inbox(
         at, aid = decode_cursor(cursor)
         query = query.where(or_(Assignment.offered_at < at, and_(Assignment.offered_at == at, Assignment.id < aid)))
     with services.uow() as uow:
+        since = _visit(uow.session, actor, services.clock.now(), new=cursor is None) if visit else None
         rows = uow.session.scalars(query.limit(limit + 1)).all()
         # No personal field is shown here, but a person whose data key does not open is marked, so
         # the partner knows before opening the case.
@@ -69,10 +81,26 @@ def inbox(
             view["reference"] = a.referral.reference
             view["subject_damaged"] = a.referral.subject_id in damaged
             view["next_deadline"] = next_deadlines.get(a.id)
+            if visit:
+                view["news"] = lifecycle.news_since(a.status, a.offered_at, a.responded_at, a.closed_at, since)
             items.append(view)
         nxt = encode_cursor(rows[limit - 1].offered_at, rows[limit - 1].id) if len(rows) > limit else None
         uow.commit()
-        return {"items": items, "next": nxt}
+        result: dict[str, Any] = {"items": items, "next": nxt}
+        if visit:
+            result["last_visit"] = since
+        return result
+
+
+def _visit(session: Session, actor: Actor, now: datetime, *, new: bool) -> datetime | None:
+    """When the user's previous visit was; a new visit moves the marks on."""
+    user = session.get(User, actor.user_id)
+    if user is None:
+        return None
+    if not new:
+        return user.inbox_seen_before
+    user.inbox_seen_before, user.inbox_seen_at = user.inbox_seen_at, now
+    return user.inbox_seen_before
 
 
 def _next_deadlines(session: Any, assignment_ids: Sequence[str]) -> dict[str, dict[str, Any]]:

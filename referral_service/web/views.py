@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import re
 import secrets
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, date
 from typing import Any, TypeVar
@@ -519,11 +520,13 @@ def inbox(actor: Actor) -> Any:
     if status not in (None, *ASSIGNMENT_STATUSES):
         status = None
     result = assignments.inbox(
-        services(), actor, status=status, limit=PAGE_SIZE, cursor=request.args.get("cursor") or None
+        services(), actor, status=status, limit=PAGE_SIZE, cursor=request.args.get("cursor") or None, visit=True
     )
     return render_template(
         "inbox.html",
         items=result["items"],
+        last_visit=result["last_visit"],
+        news=Counter(item["news"] for item in result["items"] if item["news"]),
         next_cursor=result["next"],
         status=status,
         statuses=choices("assignment_status", ASSIGNMENT_STATUSES),
