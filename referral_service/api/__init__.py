@@ -77,7 +77,25 @@ def load(schema: Schema, data: dict[str, Any]) -> Any:
 
 
 def _flatten(messages: Any) -> dict[str, Any]:
-    return messages if isinstance(messages, dict) else {"_schema": messages}
+    return _without_unknown_names(messages) if isinstance(messages, dict) else {"_schema": messages}
+
+
+_UNKNOWN = ["Unknown field."]  # marshmallow's message for a key the schema does not have
+
+
+def _without_unknown_names(messages: dict[Any, Any]) -> dict[Any, Any]:
+    """An unknown key is the client's own text, and could be anything (a person's name pasted into the
+    wrong place): the answer says how many unknown fields an object had, never what they were called."""
+    out: dict[Any, Any] = {}
+    unknown = 0
+    for key, value in messages.items():
+        if value == _UNKNOWN:
+            unknown += 1
+        else:
+            out[key] = _without_unknown_names(value) if isinstance(value, dict) else value
+    if unknown:
+        out["_unknown"] = [f"{unknown} field(s) that this object does not have (see /api/v1/openapi.json)"]
+    return out
 
 
 def query_int(name: str) -> int | None:

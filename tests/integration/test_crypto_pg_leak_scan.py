@@ -18,14 +18,9 @@ from referral_service.config import Settings
 from referral_service.crypto.keyring import create_keyring
 from referral_service.services import partners, users
 from schemas import PartnerSchema
-from tests.e2e.test_crypto_leak_scan import (
-    CANARY,
-    add_marked_followup,
-    all_needles,
-    find_leaks,
-    submit_marked_referrals,
-)
+from tests.e2e.test_crypto_leak_scan import add_marked_followup, submit_marked_referrals
 from tests.factories import partner
+from tests.leaks import CANARY, all_needles, find_leaks
 from tests.servers import scratch_database as new_database
 
 pytestmark = pytest.mark.integration
