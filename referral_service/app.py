@@ -26,6 +26,9 @@ from referral_service.services.access import PURPOSE_PATTERN, RequestContext, en
 from schemas.errors import ErrorSchema
 
 log = logging.getLogger(__name__)
+# One line per request: address, method, route template, status, bytes, time, request id.
+access_log = logging.getLogger("referral_service.access")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 MAX_BODY_BYTES = 256 * 1024
 HSTS = "max-age=31536000; includeSubDomains"
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
@@ -166,10 +169,24 @@ def create_app(services: Services, config: dict[str, Any] | None = None) -> Flas
 
     @app.after_request
     def _observe(response: Any) -> Any:
+        # The route's template (`/api/v1/referrals/<referral_id>`), never the path or query as sent: a
+        # client can put anything there, a person's name included, and this goes to metrics and the log.
         endpoint = request.url_rule.rule if request.url_rule else "unmatched"
-        metrics.requests.labels(request.method, endpoint, str(response.status_code)).inc()
+        method = request.method if request.method in _METHODS else "OTHER"  # a method is any token a client likes
+        metrics.requests.labels(method, endpoint, str(response.status_code)).inc()
+        elapsed = time.perf_counter() - g.started if "started" in g else 0.0
         if "started" in g:
-            metrics.latency.labels(endpoint).observe(time.perf_counter() - g.started)
+            metrics.latency.labels(endpoint).observe(elapsed)
+        access_log.info(
+            '%s "%s %s" %s %s %.0fms %s',
+            request.remote_addr,
+            method,
+            endpoint,
+            response.status_code,
+            response.calculate_content_length() or "-",
+            elapsed * 1000,
+            g.get("request_id", "-"),
+        )
         if "request_id" in g:
             response.headers["X-Request-Id"] = g.request_id
         response.headers.setdefault("X-Content-Type-Options", "nosniff")

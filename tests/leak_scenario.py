@@ -105,6 +105,7 @@ def _careless_client(base: str, trail: Trail, cw: str, assignment_id: str) -> No
         ("broken JSON", "POST", "/api/v1/referrals", None, b'{"subject": {"full_name": "' + ERR.encode()),
         ("query", "GET", "/api/v1/referrals?" + urlencode({"status": ERR}), None, None),
         ("path", "GET", "/api/v1/referrals/" + quote(ERR, safe=""), None, None),
+        ("unknown path", "GET", "/api/v1/" + quote(ERR, safe=""), None, None),
         ("cursor", "GET", "/api/v1/referrals?" + urlencode({"cursor": ERR}), None, None),
         (
             "follow-up",

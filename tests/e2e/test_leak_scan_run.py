@@ -98,6 +98,9 @@ def test_nothing_the_embedded_service_wrote_holds_a_marker_or_a_secret(tmp_path:
         erased = cli(env, "subjects", "erase", trail.subjects["third"], "--yes")
         verified = cli(env, "audit", "verify")
         assert "Traceback" not in service.output
+        # Requests are logged by route, never by the path as sent (the careless client's marked path).
+        assert '"GET /api/v1/referrals/<referral_id>" 404' in service.output
+        assert '"GET unmatched" 404' in service.output
 
     files = b"".join(p.read_bytes() for p in sorted(home.rglob("*")) if p.is_file())
     assert len(files) > 100_000  # a real database was read
