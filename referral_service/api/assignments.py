@@ -27,7 +27,10 @@ from schemas import (
 
 _ASSIGNED_PARTNER = {403: "only the assigned partner may do this"}
 # A note is sealed under the person's data key: a key that does not open refuses it (damaged_record).
-_DAMAGED = "the person's data key does not open (damaged_record)"
+_DAMAGED = (
+    "the person's data key does not open (damaged_record), or their data was erased and a note cannot be "
+    "stored (subject_erased)"
+)
 _CONCURRENT = "someone else changed the assignment at the same time; reload it"
 
 

@@ -44,3 +44,9 @@ class RecordDamaged(Conflict):
     """The person's stored data key does not open: nothing new can be sealed for them."""
 
     code = "damaged_record"
+
+
+class PersonErased(Conflict):
+    """The person's data key was destroyed on request (erasure): nothing new about them can be stored."""
+
+    code = "subject_erased"

@@ -36,7 +36,7 @@ from referral_service.domain.lifecycle import ReferralState
 from referral_service.domain.model import OPEN_ASSIGNMENT_STATUSES, Actor, AssignmentStatus, DeadlineStatus
 from referral_service.domain.routing import CaseProfile, PartnerProfile, RoutingResult, route_referral
 from referral_service.services import cases
-from referral_service.services.authorization import authorize
+from referral_service.services.authorization import authorize, screen
 from referral_service.services.common import clamp_limit, decode_cursor, encode_cursor, for_update, must
 from referral_service.services.referrals import assignment_view
 
@@ -144,6 +144,7 @@ def _move(services: Services, cmd: Any, actor: Actor, extra: Extra | None = None
     """Load and lock the case, ask the policy, then the state machine; save, emit, commit. `extra`
     writes what the move brings along (a sealed note, the follow-up row) and may give the answer;
     otherwise it is the assignment."""
+    screen(services, actor, access.COMMAND_ACTIONS[type(cmd)])  # before the lookup: no existence oracle
     with services.uow() as uow:
         a = cases.lock_assignment(uow.session, cmd.assignment_id)
         referral = a.referral

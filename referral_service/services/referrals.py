@@ -309,6 +309,9 @@ def _note(read: FieldRead) -> dict[str, Any]:
 
 
 def get_referral(services: Services, referral_id: str, actor: Actor) -> dict[str, Any]:
+    # A role that may read no referral is refused before the lookup: its answer says nothing about
+    # whether the id exists.
+    screen(services, actor, Action.READ_REFERRAL)
     with services.uow() as uow:
         referral = load_referral(uow.session, referral_id)
         case = cases.case_for_reading(referral)
@@ -380,6 +383,7 @@ _NOTE_KINDS = {WithdrawConsent: "consent_withdrawn", WithdrawReferral: "withdraw
 
 def _case_move(services: Services, cmd: WithdrawConsent | WithdrawReferral | ReopenReferral, actor: Actor) -> Referral:
     """Load and lock the referral, ask the policy, then the state machine; save, note, emit."""
+    screen(services, actor, access.COMMAND_ACTIONS[type(cmd)])  # before the lookup: no existence oracle
     with services.uow() as uow:
         referral = cases.lock_referral(uow.session, cmd.referral_id)
         authorize(

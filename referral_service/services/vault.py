@@ -35,7 +35,7 @@ from referral_service.crypto import (
     SubjectErased,
 )
 from referral_service.db.models import BlindIndex, Subject, SubjectKey, new_id
-from referral_service.domain.errors import RecordDamaged
+from referral_service.domain.errors import PersonErased, RecordDamaged
 from referral_service.domain.model import PERSONAL_SUBJECT_FIELDS, SEXES, Actor, SubjectInput, age_band
 from referral_service.services.access import AccessRecorder
 from referral_service.services.damage import Damage, DamageLog, DamageReporter
@@ -167,6 +167,11 @@ class Vault:
             raise RecordDamaged(
                 "this person's record is damaged (its data key does not open), so nothing new can be stored "
                 "for them; an administrator can list damaged records with 'referral-service records check'"
+            ) from None
+        except SubjectErased:
+            raise PersonErased(
+                "this person's data was erased on request, so no new note about them can be stored; "
+                "record the outcome without a note"
             ) from None
         return self.cipher.encrypt(key, value, FieldContext(table, column, row_id, subject.id))
 

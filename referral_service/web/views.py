@@ -552,6 +552,11 @@ def _conflict(exc: Conflict, referral_id: str | None = None) -> Any:
             ),
             "error",
         )
+    elif exc.code == "subject_erased":
+        flash(
+            _("This person's data was erased on request, so no new note can be stored. Save it without a note."),
+            "error",
+        )
     else:
         flash(
             _(

@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from referral_service.audit.log import AuditFilter
 from referral_service.db.models import Assignment, Notification, Partner, PossibleDuplicate, Referral, Subject
 from referral_service.services import users
 from referral_service.services.audit import integrate_all
+from referral_service.services.subjects import erase_subject
 from tests.factories import partner, referral_body
 from tests.pipeline import drain
 
@@ -32,6 +34,7 @@ ROLES = (
     "partner_other",
     "auditor",
     "admin",
+    "analyst",
     "anonymous",
     "revoked",
 )
@@ -98,39 +101,39 @@ ENDPOINTS: dict[str, Endpoint] = {
 
 # fmt: off
 MATRIX: dict[str, tuple[int, ...]] = {
-    #                        owner other_cw supervisor p_holding p_other auditor admin anonymous revoked
-    "submit_referral":       (201,  201,     201,       403,      403,    403,    403,  401,      401),
-    "list_referrals":        (200,  200,     200,       403,      403,    403,    403,  401,      401),
-    "get_referral_offered":  (200,  403,     200,       200,      403,    403,    403,  401,      401),
-    "get_referral_accepted": (200,  403,     200,       200,      403,    403,    403,  401,      401),
-    "inbox":                 (403,  403,     200,       200,      200,    403,    403,  401,      401),
-    "accept":                (403,  403,     403,       200,      403,    403,    403,  401,      401),
-    "decline":               (403,  403,     403,       200,      403,    403,    403,  401,      401),
-    "followup":              (403,  403,     403,       201,      403,    403,    403,  401,      401),
-    "close":                 (403,  403,     200,       200,      403,    403,    403,  401,      401),
-    "list_partners":         (200,  200,     200,       200,      200,    200,    200,  401,      401),
-    "get_partner":           (200,  200,     200,       200,      200,    200,    200,  401,      401),
-    "upsert_partner":        (403,  403,     403,       403,      403,    403,    201,  401,      401),
-    "overdue":               (403,  403,     200,       403,      403,    403,    403,  401,      401),
-    "withdraw_consent":      (200,  403,     200,       403,      403,    403,    403,  401,      401),
-    "withdraw_referral":     (200,  403,     200,       403,      403,    403,    403,  401,      401),
-    "reopen_referral":       (200,  403,     200,       403,      403,    403,    403,  401,      401),
-    "audit_query":           (403,  403,     403,       403,      403,    200,    403,  401,      401),
-    "audit_verify":          (403,  403,     403,       403,      403,    200,    403,  401,      401),
-    "audit_checkpoint":      (403,  403,     403,       403,      403,    200,    403,  401,      401),
-    "audit_inclusion":       (403,  403,     403,       403,      403,    200,    403,  401,      401),
-    "audit_consistency":     (403,  403,     403,       403,      403,    200,    403,  401,      401),
-    "audit_export":          (403,  403,     403,       403,      403,    200,    403,  401,      401),
-    "audit_referral_access": (403,  403,     403,       403,      403,    200,    403,  401,      401),
-    "audit_subject_access":  (403,  403,     403,       403,      403,    200,    403,  401,      401),
-    "list_duplicates":       (403,  403,     200,       403,      403,    403,    403,  401,      401),
-    "confirm_duplicate":     (403,  403,     200,       403,      403,    403,    403,  401,      401),
-    "dismiss_duplicate":     (403,  403,     200,       403,      403,    403,    403,  401,      401),
-    "list_deliveries":       (403,  403,     403,       403,      403,    403,    200,  401,      401),
-    "replay_delivery":       (403,  403,     403,       403,      403,    403,    200,  401,      401),
-    "deadline_policy":       (403,  403,     200,       403,      403,    403,    403,  401,      401),
-    "report_sla":            (403,  403,     200,       403,      403,    403,    403,  401,      401),
-    "report_statistics":     (403,  403,     200,       403,      403,    403,    403,  401,      401),
+    #                        owner other_cw supervisor p_holding p_other auditor admin analyst anonymous revoked
+    "submit_referral":       (201,  201,     201,       403,      403,    403,    403,  403,    401,      401),
+    "list_referrals":        (200,  200,     200,       403,      403,    403,    403,  403,    401,      401),
+    "get_referral_offered":  (200,  403,     200,       200,      403,    403,    403,  403,    401,      401),
+    "get_referral_accepted": (200,  403,     200,       200,      403,    403,    403,  403,    401,      401),
+    "inbox":                 (403,  403,     200,       200,      200,    403,    403,  403,    401,      401),
+    "accept":                (403,  403,     403,       200,      403,    403,    403,  403,    401,      401),
+    "decline":               (403,  403,     403,       200,      403,    403,    403,  403,    401,      401),
+    "followup":              (403,  403,     403,       201,      403,    403,    403,  403,    401,      401),
+    "close":                 (403,  403,     200,       200,      403,    403,    403,  403,    401,      401),
+    "list_partners":         (200,  200,     200,       200,      200,    200,    200,  403,    401,      401),
+    "get_partner":           (200,  200,     200,       200,      200,    200,    200,  403,    401,      401),
+    "upsert_partner":        (403,  403,     403,       403,      403,    403,    201,  403,    401,      401),
+    "overdue":               (403,  403,     200,       403,      403,    403,    403,  403,    401,      401),
+    "withdraw_consent":      (200,  403,     200,       403,      403,    403,    403,  403,    401,      401),
+    "withdraw_referral":     (200,  403,     200,       403,      403,    403,    403,  403,    401,      401),
+    "reopen_referral":       (200,  403,     200,       403,      403,    403,    403,  403,    401,      401),
+    "audit_query":           (403,  403,     403,       403,      403,    200,    403,  403,    401,      401),
+    "audit_verify":          (403,  403,     403,       403,      403,    200,    403,  403,    401,      401),
+    "audit_checkpoint":      (403,  403,     403,       403,      403,    200,    403,  403,    401,      401),
+    "audit_inclusion":       (403,  403,     403,       403,      403,    200,    403,  403,    401,      401),
+    "audit_consistency":     (403,  403,     403,       403,      403,    200,    403,  403,    401,      401),
+    "audit_export":          (403,  403,     403,       403,      403,    200,    403,  403,    401,      401),
+    "audit_referral_access": (403,  403,     403,       403,      403,    200,    403,  403,    401,      401),
+    "audit_subject_access":  (403,  403,     403,       403,      403,    200,    403,  403,    401,      401),
+    "list_duplicates":       (403,  403,     200,       403,      403,    403,    403,  403,    401,      401),
+    "confirm_duplicate":     (403,  403,     200,       403,      403,    403,    403,  403,    401,      401),
+    "dismiss_duplicate":     (403,  403,     200,       403,      403,    403,    403,  403,    401,      401),
+    "list_deliveries":       (403,  403,     403,       403,      403,    403,    200,  403,    401,      401),
+    "replay_delivery":       (403,  403,     403,       403,      403,    403,    200,  403,    401,      401),
+    "deadline_policy":       (403,  403,     200,       403,      403,    403,    403,  403,    401,      401),
+    "report_sla":            (403,  403,     200,       403,      403,    403,    403,  403,    401,      401),
+    "report_statistics":     (403,  403,     200,       403,      403,    403,    403,  200,    401,      401),
 }
 # fmt: on
 
@@ -178,6 +181,26 @@ class World:
             **kwargs,
         )
 
+    @property
+    def roles(self) -> dict[str, str]:
+        return {"owner": "caseworker", "other_cw": "caseworker", "revoked": "supervisor"} | {
+            r: r for r in ("supervisor", "auditor", "admin", "analyst")
+        }
+
+    def denials(self, role: str) -> list[dict[str, Any]]:
+        """The refusals on record for the role's user: (entry id, action, role)."""
+        user_id = self.user_ids.get(role)
+        if user_id is None:
+            return []
+        with self.services.uow() as uow:
+            rows = self.services.audit.query(uow.session, AuditFilter(actor_id=user_id), limit=200)
+            opened = [self.services.audit.open_entry(uow.session, row) for row in rows]
+        return [
+            {"id": e.id, "action": e.record["action"], "role": e.record["role"]}
+            for e in opened
+            if e.record is not None and e.record["outcome"] == "denied"
+        ]
+
     def snapshot(self) -> tuple[Any, ...]:
         with self.services.uow() as uow:
             s = uow.session
@@ -220,6 +243,7 @@ def build_world(
         "partner_other": make_user("partner", partner_id=QUETTA),
         "auditor": make_user("auditor"),
         "admin": make_user("admin"),
+        "analyst": make_user("analyst"),
         "revoked": make_user("supervisor"),
     }
     assert users.revoke_tokens(services, handles["revoked"].actor.user_id) == 1
@@ -376,11 +400,16 @@ def test_role_endpoint_matrix(
     assert _route_exists(app, spec), f"{spec.method} {spec.path} is in the contract but has no route"
     world = world_factory(state=spec.state, duplicate=spec.duplicate)
     before = world.snapshot()
+    denials_before = world.denials(role)
     resp = world.call(spec.method, spec.path, role, spec.body() if spec.body else None)
     if expected == 401:
         assert_json_error(resp, 401, "unauthenticated")
     elif expected == 403:
         assert_json_error(resp, 403, "forbidden")
+        # Each refusal is on record, once, under the refused user.
+        new = [d for d in world.denials(role) if d not in denials_before]
+        assert len(new) == 1, new
+        assert new[0]["role"] == ("partner" if role.startswith("partner") else world.roles[role])
     else:
         assert resp.status_code == expected, resp.get_data(as_text=True)
         _check_success(endpoint, role, world, resp.get_json() if resp.is_json else resp.get_data(as_text=True))
@@ -573,3 +602,179 @@ def test_partner_never_sees_another_partners_assignment(
         ):
             resp = client.post(f"/api/v1/assignments/{by_partner[theirs]}/{action}", json=body, headers=staff.headers)
             assert_json_error(resp, 403, "forbidden")
+
+
+# -- after the case moved on: decline, withdrawal, close, consent withdrawal, erasure --------------------
+def _move(world: World, state: str) -> None:
+    """Take the world's case (offered to the holding partner) to `state`."""
+    c, aid, rid = world.client, world.assignment_id, world.referral_id
+
+    def ok(resp: Any) -> None:
+        assert resp.status_code in (200, 201), resp.get_data(as_text=True)
+
+    if state == "declined":
+        ok(world.call("POST", f"/api/v1/assignments/{aid}/decline", "partner_holding", {"reason": "no_capacity"}))
+        drain(world.services)
+    elif state == "referral_withdrawn":
+        ok(world.call("POST", f"/api/v1/referrals/{rid}/withdraw", "owner", {"note": "moved"}))
+    elif state == "closed":
+        ok(world.call("POST", f"/api/v1/assignments/{aid}/accept", "partner_holding"))
+        ok(world.call("POST", f"/api/v1/assignments/{aid}/close", "partner_holding", {"outcome": "services_delivered"}))
+    elif state == "consent_withdrawn":
+        ok(world.call("POST", f"/api/v1/assignments/{aid}/accept", "partner_holding"))
+        ok(world.call("POST", f"/api/v1/referrals/{rid}/consent/withdraw", "owner", {}))
+    elif state == "erased":
+        ok(world.call("POST", f"/api/v1/assignments/{aid}/accept", "partner_holding"))
+        erase_subject(world.services, world.subject_id)
+    else:  # pragma: no cover
+        raise AssertionError(state)
+    del c
+
+
+AFTER_STATES = ("declined", "referral_withdrawn", "closed", "consent_withdrawn", "erased")
+AFTER_ENDPOINTS: dict[str, Endpoint] = {
+    "get_referral": ENDPOINTS["get_referral_offered"],
+    "accept": ENDPOINTS["accept"],
+    "followup": Endpoint(
+        "POST", "/api/v1/assignments/{assignment_id}/followups", lambda: {"outcome": "contacted", "note": "called"}
+    ),
+    "close": ENDPOINTS["close"],
+    "audit_referral_access": ENDPOINTS["audit_referral_access"],
+}
+# What each role gets once the case is in that state: the holding partner loses the file with its offer
+# or its consent, and its actions are refused as conflicts (it is known to be its assignment); nobody
+# else gains anything; the owner and supervisors keep the file; the auditor keeps the record.
+# fmt: off
+AFTER: dict[tuple[str, str], tuple[int, int, int, int, int, int]] = {
+    #                                         owner supervisor p_holding p_other auditor analyst
+    ("declined", "get_referral"):            (200,  200,       403,      403,    403,    403),
+    ("declined", "accept"):                  (403,  403,       409,      403,    403,    403),
+    ("declined", "followup"):                (403,  403,       409,      403,    403,    403),
+    ("declined", "close"):                   (403,  409,       409,      403,    403,    403),
+    ("declined", "audit_referral_access"):   (403,  403,       403,      403,    200,    403),
+    ("referral_withdrawn", "get_referral"):  (200,  200,       403,      403,    403,    403),
+    ("referral_withdrawn", "accept"):        (403,  403,       409,      403,    403,    403),
+    ("referral_withdrawn", "followup"):      (403,  403,       409,      403,    403,    403),
+    ("referral_withdrawn", "close"):         (403,  409,       409,      403,    403,    403),
+    ("referral_withdrawn", "audit_referral_access"): (403, 403, 403,     403,    200,    403),
+    ("closed", "get_referral"):              (200,  200,       403,      403,    403,    403),
+    ("closed", "accept"):                    (403,  403,       409,      403,    403,    403),
+    ("closed", "followup"):                  (403,  403,       409,      403,    403,    403),
+    ("closed", "close"):                     (403,  409,       409,      403,    403,    403),
+    ("closed", "audit_referral_access"):     (403,  403,       403,      403,    200,    403),
+    ("consent_withdrawn", "get_referral"):   (200,  200,       403,      403,    403,    403),
+    ("consent_withdrawn", "accept"):         (403,  403,       409,      403,    403,    403),
+    ("consent_withdrawn", "followup"):       (403,  403,       409,      403,    403,    403),
+    ("consent_withdrawn", "close"):          (403,  409,       409,      403,    403,    403),
+    ("consent_withdrawn", "audit_referral_access"): (403, 403, 403,      403,    200,    403),
+    ("erased", "get_referral"):              (200,  200,       200,      403,    403,    403),
+    ("erased", "accept"):                    (403,  403,       409,      403,    403,    403),
+    ("erased", "followup"):                  (403,  403,       409,      403,    403,    403),
+    ("erased", "close"):                     (403,  200,       200,      403,    403,    403),
+    ("erased", "audit_referral_access"):     (403,  403,       403,      403,    200,    403),
+}
+# fmt: on
+AFTER_ROLES = ("owner", "supervisor", "partner_holding", "partner_other", "auditor", "analyst")
+AFTER_CELLS = [
+    (state, endpoint, role, expected)
+    for (state, endpoint), row in AFTER.items()
+    for role, expected in zip(AFTER_ROLES, row, strict=True)
+]
+
+
+@pytest.mark.parametrize(
+    ("state", "endpoint", "role", "expected"), AFTER_CELLS, ids=[f"{s}-{e}-{r}" for s, e, r, _ in AFTER_CELLS]
+)
+def test_after_the_case_moved_on_each_role_gets_what_the_state_allows(
+    world_factory: Callable[..., World], state: str, endpoint: str, role: str, expected: int
+) -> None:
+    world = world_factory()
+    _move(world, state)
+    spec = AFTER_ENDPOINTS[endpoint]
+    before = world.snapshot()
+    denials_before = world.denials(role)
+    resp = world.call(spec.method, spec.path, role, spec.body() if spec.body else None)
+    assert resp.status_code == expected, resp.get_data(as_text=True)
+    if expected >= 400:
+        assert resp.is_json and set(resp.get_json()) == {"error"}
+        assert world.snapshot() == before, "a refused call changed state"
+    if expected == 403:
+        assert len([d for d in world.denials(role) if d not in denials_before]) == 1, "the refusal is on record"
+    # A note cannot be sealed for an erased person: a clear conflict, not a 500.
+    if (
+        state == "erased" and endpoint == "followup" and expected == 409
+    ):  # its note cannot be sealed: a clear conflict, not a 500
+        assert resp.get_json()["error"]["code"] == "subject_erased"
+    if state == "erased" and endpoint == "get_referral" and expected == 200:
+        subject = resp.get_json()["subject"]
+        assert subject.get("full_name") is None and subject.get("erased") in (True, None)
+        assert "Zarmeena" not in resp.get_data(as_text=True)
+
+
+# -- objects that do not exist --------------------------------------------------------------------------
+CW, SUP, PH, PO, AUD, ADM, ANA = (
+    "owner",
+    "supervisor",
+    "partner_holding",
+    "partner_other",
+    "auditor",
+    "admin",
+    "analyst",
+)
+ASKING = (CW, SUP, PH, PO, AUD, ADM, ANA)
+# A role that may do the action on some object learns that this one does not exist (404); a role that may
+# do it on none is refused before the lookup (403), so its answer says nothing about existence.
+MISSING: dict[str, tuple[str, str, Any, frozenset[str], int]] = {
+    "get_referral": ("GET", "/api/v1/referrals/no-such-id", None, frozenset({CW, SUP, PH, PO}), 404),
+    "withdraw_consent": ("POST", "/api/v1/referrals/no-such-id/consent/withdraw", {}, frozenset({CW, SUP}), 404),
+    "withdraw_referral": ("POST", "/api/v1/referrals/no-such-id/withdraw", {}, frozenset({CW, SUP}), 404),
+    "reopen_referral": ("POST", "/api/v1/referrals/no-such-id/reopen", {"note": "x"}, frozenset({CW, SUP}), 404),
+    "accept": ("POST", "/api/v1/assignments/no-such-id/accept", None, frozenset({PH, PO}), 404),
+    "decline": ("POST", "/api/v1/assignments/no-such-id/decline", {"reason": "no_capacity"}, frozenset({PH, PO}), 404),
+    "followup": (
+        "POST",
+        "/api/v1/assignments/no-such-id/followups",
+        {"outcome": "contacted"},
+        frozenset({PH, PO}),
+        404,
+    ),
+    "close": (
+        "POST",
+        "/api/v1/assignments/no-such-id/close",
+        {"outcome": "other", "note": "x"},
+        frozenset({SUP, PH, PO}),
+        404,
+    ),
+    "get_partner": ("GET", "/api/v1/partners/no-such-partner", None, frozenset(set(ASKING) - {ANA}), 404),
+    "confirm_duplicate": ("POST", "/api/v1/duplicates/no-such-id/confirm", None, frozenset({SUP}), 404),
+    "dismiss_duplicate": ("POST", "/api/v1/duplicates/no-such-id/dismiss", {}, frozenset({SUP}), 404),
+    "list_deliveries": ("GET", "/api/v1/partners/no-such-partner/deliveries", None, frozenset({ADM}), 404),
+    "replay_delivery": (
+        "POST",
+        f"/api/v1/partners/{MEDICAL}/deliveries/no-such-id/replay",
+        None,
+        frozenset({ADM}),
+        404,
+    ),
+    # An auditor may ask about any id: a report with nothing in it.
+    "audit_referral_access": ("GET", "/api/v1/audit/referrals/no-such-id/access", None, frozenset({AUD}), 200),
+    "audit_subject_access": ("GET", "/api/v1/audit/subjects/no-such-id/access", None, frozenset({AUD}), 200),
+}
+
+
+@pytest.mark.parametrize("endpoint", sorted(MISSING))
+def test_an_object_that_does_not_exist_is_404_to_a_role_that_may_ask_and_403_to_one_that_may_not(
+    world_factory: Callable[..., World], endpoint: str
+) -> None:
+    method, path, body, may, status = MISSING[endpoint]
+    world = world_factory()
+    for role in ASKING:
+        resp = world.call(method, path, role, body)
+        if role not in may:
+            assert_json_error(resp, 403, "forbidden")
+        elif status == 404:
+            assert_json_error(resp, 404, "not_found")
+        else:  # the report about the id holds only the asking itself, the refusals included
+            assert resp.status_code == status, resp.get_data(as_text=True)
+            items = resp.get_json()["items"]
+            assert items and {i["action"] for i in items} == {"audit.read"}
