@@ -21,17 +21,89 @@ import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from tests.factories import referral_body
-from tests.leaks import EXTRA_NEEDLES, MARKERS, MORE_MARKERS
+from tests.e2e.service_process import base_env, cli
+from tests.factories import partner, referral_body
+from tests.leaks import CANARY, EXTRA_NEEDLES, MARKERS, MORE_MARKERS, find_leaks, marked_referral
+from tests.receivers import Mailbox, WebhookReceiver
 
 ERR = MORE_MARKERS["error_input"]
 
 
+PARTNERS = ("p-peshawar-medical", "p-canary-relief")  # the second's name is stored in the clear: a control
+
+
 def scenario_needles() -> list[str]:
     return [*MARKERS.values(), *EXTRA_NEEDLES, *MORE_MARKERS.values()]
+
+
+def scenario_env(home: Path, box: Mailbox, **extra: str) -> dict[str, str]:
+    return base_env(
+        home,
+        REFERRAL_WEBHOOK_ALLOW_PRIVATE="1",
+        REFERRAL_SMTP_URL=f"smtp://127.0.0.1:{box.port}",
+        REFERRAL_RATELIMIT_ENABLED="0",  # the careless client's many errors are not what is tested here
+        REFERRAL_INSECURE_COOKIES="1",  # plain http on loopback: the web sign-in's cookies must come back
+        **extra,
+    )
+
+
+@dataclass
+class Cast:
+    tokens: dict[str, str]  # caseworker, supervisor, auditor
+    staff: dict[str, str]  # partner id -> a staff member's token
+    secrets: list[str]  # the webhook signing secrets
+
+
+def set_up(env: dict[str, str], hook: WebhookReceiver, folder: Path) -> Cast:
+    """As an operator does: init, the partner directory with contacts and webhooks, one user per role."""
+    cli(env, "init")
+    directory = folder / "partners.json"
+    directory.write_text(
+        json.dumps(
+            [
+                partner(id=PARTNERS[0], capacity=100, contact_email="intake@peshawar-relief.example.org"),
+                partner(id=PARTNERS[1], name=CANARY, capacity=100, contact_email="cases@canary.example.org"),
+            ]
+        )
+    )
+    cli(env, "partners", "import", str(directory))
+    secrets = [json.loads(cli(env, "partners", "webhook", p, hook.url).stdout)["secret"] for p in PARTNERS]
+    hook.secret = None  # two endpoints, two secrets: signatures are tested elsewhere
+
+    def token(*args: str) -> str:
+        return str(json.loads(cli(env, "users", "create", *args).stdout)["token"])
+
+    tokens = {role: token("--role", role, "--name", f"{role}-1") for role in ("caseworker", "supervisor", "auditor")}
+    staff = {p: token("--role", "partner", "--partner", p, "--name", f"staff-{p}") for p in PARTNERS}
+    return Cast(tokens, staff, secrets)
+
+
+def _scan(what: str, blob: bytes, needles: list[str]) -> list[str]:
+    return [f"{what}: {hit}" for hit in find_leaks(blob, needles)]
+
+
+def scan_everything(
+    *, files: bytes, logs: str, hook: WebhookReceiver, box: Mailbox, trail: Trail, secrets: list[str]
+) -> list[str]:
+    """Every marker form in what the service wrote and sent, and every secret in its files and logs."""
+    needles = scenario_needles()
+    hits = _scan("stored files", files, needles) + _scan("log", logs.encode(), needles)
+    for r in hook.received:
+        hits += _scan("webhook", json.dumps(r.headers).encode() + r.body, needles)
+    for m in box.messages:
+        hits += _scan("e-mail", m.as_bytes(), needles)
+        text = "".join(str(part.get_content()) for part in m.walk() if not part.is_multipart())
+        hits += _scan("e-mail text", text.encode(), needles)
+    for what, status, body in trail.errors:
+        hits += _scan(f"error answer ({what}, {status})", body, needles)
+    for secret in [*trail.secrets, *secrets]:
+        if secret.encode() in files or secret in logs:
+            hits.append(f"a token, password or signing secret ({secret[:6]}…) is in the files or the log")
+    return hits
 
 
 @dataclass
@@ -142,16 +214,7 @@ def tell(base: str, tokens: dict[str, str], partners: dict[str, str], caseworker
     `partners`: a staff token per partner id."""
     trail = Trail(secrets=[*tokens.values(), *partners.values()])
     cw, sup = tokens["caseworker"], tokens["supervisor"]
-    marked = referral_body(
-        subject__full_name=MARKERS["full_name"],
-        subject__cnic=MARKERS["cnic"],
-        subject__phone=MARKERS["phone"],
-        subject__address=MARKERS["address"],
-        subject__date_of_birth=MARKERS["date_of_birth"],
-        incident__type=MORE_MARKERS["incident_type"],
-        incident__narrative=MARKERS["narrative"],
-        consent={"given": True, "method": "written", "share": ["contact", "identity", "incident"]},
-    )
+    marked = marked_referral(incident__type=MORE_MARKERS["incident_type"])
     first = _json(call(base, "POST", "/api/v1/referrals", cw, marked), 201)
     # The same person again, other spellings of the same CNIC and phone: a subject of its own and a
     # possible duplicate for the supervisors.

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
 from urllib.parse import quote, quote_plus
+
+from tests.factories import referral_body
 
 # Distinctive values that cannot occur by chance; each is also searched in derived forms.
 MARKERS = {
@@ -71,3 +74,17 @@ MORE_MARKERS = {
     "error_input": "Wombatmarker typed into the wrong box",
     "password": "Lemurmarker-correct-horse-9",
 }
+
+
+def marked_referral(**overrides: Any) -> dict[str, Any]:
+    """A referral body with a marker in every personal field, shared with every partner scope."""
+    return referral_body(
+        subject__full_name=MARKERS["full_name"],
+        subject__cnic=MARKERS["cnic"],
+        subject__phone=MARKERS["phone"],
+        subject__address=MARKERS["address"],
+        subject__date_of_birth=MARKERS["date_of_birth"],
+        incident__narrative=MARKERS["narrative"],
+        consent={"given": True, "method": "written", "share": ["contact", "identity", "incident"]},
+        **overrides,
+    )

@@ -16,7 +16,7 @@ from referral_service.bootstrap import Services
 from referral_service.db.models import AuditEntry
 from referral_service.services.audit import integrate_all
 from tests.factories import referral_body
-from tests.leaks import CANARY, MARKERS, all_needles, find_leaks
+from tests.leaks import CANARY, MARKERS, all_needles, find_leaks, marked_referral
 from tests.pipeline import InProcessPipeline
 
 
@@ -32,15 +32,7 @@ def test_needle_forms_find_what_they_should() -> None:
 
 
 def submit_marked_referrals(client: Any, cw_headers: dict[str, str]) -> list[dict[str, Any]]:
-    marked = referral_body(
-        subject__full_name=MARKERS["full_name"],
-        subject__cnic=MARKERS["cnic"],
-        subject__phone=MARKERS["phone"],
-        subject__address=MARKERS["address"],
-        subject__date_of_birth=MARKERS["date_of_birth"],
-        incident__narrative=MARKERS["narrative"],
-        consent={"given": True, "method": "written", "share": ["contact", "identity", "incident"]},
-    )
+    marked = marked_referral()
     first = client.post("/api/v1/referrals", json=marked, headers=cw_headers)
     assert first.status_code == 201, first.get_json()
     # The same person again, CNIC without dashes and phone in local form: the duplicate path (a subject of

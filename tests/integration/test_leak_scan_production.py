@@ -23,11 +23,9 @@ from kombu import Exchange, Queue
 from referral_service.crypto.keyring import create_keyring
 from referral_service.messaging.broker import connect
 from referral_service.messaging.names import DEAD_EXCHANGE, EVENTS_EXCHANGE, PARTNERS_EXCHANGE, partner_routing_key
-from tests.e2e.service_process import Service, base_env, cli, wait_until
-from tests.e2e.test_leak_scan_run import PARTNERS, scan_everything
-from tests.factories import partner
+from tests.e2e.service_process import Service, cli, wait_until
 from tests.integration.harness import create_vhost, delete_vhost
-from tests.leak_scenario import scenario_needles, tell
+from tests.leak_scenario import PARTNERS, scan_everything, scenario_env, scenario_needles, set_up, tell
 from tests.leaks import CANARY, find_leaks
 from tests.receivers import free_port, smtp_server, webhook_receiver
 from tests.servers import AMQP_URL, require_postgres, require_rabbitmq, scratch_database
@@ -93,39 +91,15 @@ def test_nothing_the_production_service_wrote_holds_a_marker_or_a_secret(stack: 
     home: Path = stack["home"]
     processes: list[Service] = []
     with webhook_receiver() as hook, smtp_server() as box:
-        env = base_env(
+        env = scenario_env(
             home,
+            box,
             REFERRAL_DATABASE_URL=stack["database_url"],
             REFERRAL_BROKER_URL=stack["amqp_url"],
             REFERRAL_KEYRING=str(home / "keyring.json"),
-            REFERRAL_WEBHOOK_ALLOW_PRIVATE="1",
-            REFERRAL_SMTP_URL=f"smtp://127.0.0.1:{box.port}",
-            REFERRAL_RATELIMIT_ENABLED="0",
-            REFERRAL_INSECURE_COOKIES="1",
             REFERRAL_SECRET_KEY="leak-scan-" + uuid.uuid4().hex,  # shared by the gunicorn workers
         )
-        cli(env, "init")
-        directory = tmp_path / "partners.json"
-        directory.write_text(
-            json.dumps(
-                [
-                    partner(id=PARTNERS[0], capacity=100, contact_email="intake@peshawar-relief.example.org"),
-                    partner(id=PARTNERS[1], name=CANARY, capacity=100, contact_email="cases@canary.example.org"),
-                ]
-            )
-        )
-        cli(env, "partners", "import", str(directory))
-        secrets = [json.loads(cli(env, "partners", "webhook", p, hook.url).stdout)["secret"] for p in PARTNERS]
-        tokens = {
-            role: json.loads(cli(env, "users", "create", "--role", role, "--name", f"{role}-1").stdout)["token"]
-            for role in ("caseworker", "supervisor", "auditor")
-        }
-        staff = {
-            p: json.loads(
-                cli(env, "users", "create", "--role", "partner", "--partner", p, "--name", f"staff-{p}").stdout
-            )["token"]
-            for p in PARTNERS
-        }
+        cast = set_up(env, hook, tmp_path)
         tap = _tap(stack["amqp_url"])
         port = free_port()
         try:
@@ -137,7 +111,7 @@ def test_nothing_the_production_service_wrote_holds_a_marker_or_a_secret(stack: 
             processes.append(api)
             base = f"http://127.0.0.1:{port}"
             wait_until(lambda: _up(base), timeout=60, what="gunicorn answering")
-            trail = tell(base, tokens, staff, "caseworker-1")
+            trail = tell(base, cast.tokens, cast.staff, "caseworker-1")
             sent = {"assignment.offered", "assignment.withdrawn"}
             wait_until(
                 lambda: sent <= {json.loads(r.body)["type"] for r in hook.received} and len(box.messages) >= 2,
@@ -167,9 +141,9 @@ def test_nothing_the_production_service_wrote_holds_a_marker_or_a_secret(stack: 
     logs = "".join(p.output for p in processes) + erased.stdout + erased.stderr + verified.stdout + verified.stderr
     assert "Traceback" not in logs, logs[-3000:]
 
-    hits = scan_everything(files=files + dump, logs=logs, hook=hook, box=box, trail=trail, secrets=secrets)
+    hits = scan_everything(files=files + dump, logs=logs, hook=hook, box=box, trail=trail, secrets=cast.secrets)
     hits += [f"broker message: {hit}" for hit in find_leaks(broker, scenario_needles())]
-    for secret in [*trail.secrets, *secrets]:
+    for secret in [*trail.secrets, *cast.secrets]:
         if secret.encode() in broker:
             hits.append(f"a token, password or signing secret ({secret[:6]}…) is in a broker message")
     assert hits == [], "\n".join(hits[:40])
