@@ -45,7 +45,8 @@ def scratch_database(prefix: str = "referral_test") -> Iterator[str]:
     """A new, empty PostgreSQL database for one test or session; dropped afterwards."""
     require_postgres()
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    # pool_pre_ping: the chaos run restarts PostgreSQL while this database lives; its drop must still work.
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:

@@ -3,11 +3,12 @@ of each view (`api.openapi.operation`) shapes the answer."""
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
 from typing import Any
 
 from flask import Blueprint, current_app, g, request
-from marshmallow import Schema, ValidationError
+from marshmallow import Schema, ValidationError, fields
 
 from referral_service.domain.errors import Unauthenticated, ValidationFailed
 from referral_service.domain.model import Actor
@@ -73,28 +74,40 @@ def load(schema: Schema, data: dict[str, Any]) -> Any:
     try:
         return schema.load(data)
     except ValidationError as exc:
-        raise ValidationFailed("the request has invalid fields", _flatten(exc.messages)) from None
-
-
-def _flatten(messages: Any) -> dict[str, Any]:
-    return _without_unknown_names(messages) if isinstance(messages, dict) else {"_schema": messages}
+        messages = exc.messages
+        fields = _without_unknown_names(messages, schema) if isinstance(messages, dict) else {"_schema": messages}
+        raise ValidationFailed("the request has invalid fields", fields) from None
 
 
 _UNKNOWN = ["Unknown field."]  # marshmallow's message for a key the schema does not have
 
 
-def _without_unknown_names(messages: dict[Any, Any]) -> dict[Any, Any]:
-    """An unknown key is the client's own text, and could be anything (a person's name pasted into the
-    wrong place): the answer says how many unknown fields an object had, never what they were called."""
+def _without_unknown_names(messages: dict[Any, Any], schema: Schema | None) -> dict[Any, Any]:
+    """An unknown key is the client's own text and could be anything (a person's name pasted into the
+    wrong place), so it is never echoed: the answer counts an object's unknown fields and, for a likely
+    typo, names the field of ours it resembles."""
+    known = {f.data_key or name: f for name, f in (schema.fields.items() if schema is not None else ())}
     out: dict[Any, Any] = {}
-    unknown = 0
+    unknown: list[str] = []
     for key, value in messages.items():
         if value == _UNKNOWN:
-            unknown += 1
+            unknown.append(str(key))
+        elif isinstance(value, dict):
+            field = known.get(key)
+            if isinstance(field, fields.List) and isinstance(field.inner, fields.Nested):
+                # A list of objects: the messages are keyed by item index.
+                out[key] = {
+                    i: _without_unknown_names(v, field.inner.schema) if isinstance(v, dict) else v
+                    for i, v in value.items()
+                }
+            else:
+                out[key] = _without_unknown_names(value, field.schema if isinstance(field, fields.Nested) else None)
         else:
-            out[key] = _without_unknown_names(value) if isinstance(value, dict) else value
+            out[key] = value
     if unknown:
-        out["_unknown"] = [f"{unknown} field(s) that this object does not have (see /api/v1/openapi.json)"]
+        near = sorted({m for k in unknown for m in difflib.get_close_matches(k, list(known), n=1, cutoff=0.75)})
+        hint = f"; did you mean {', '.join(near)}?" if near else ""
+        out["_unknown"] = [f"{len(unknown)} field(s) that this object does not have{hint} (see /api/v1/openapi.json)"]
     return out
 
 

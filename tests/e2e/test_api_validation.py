@@ -108,10 +108,11 @@ REJECTED: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
     ("consent_share_unknown", {"consent__share": ["contact", "everything"]}, ("consent", "share")),
     ("consent_share_a_string", {"consent__share": "contact"}, ("consent", "share")),
     ("staff_sex_unknown", {"preferences__staff_sex": "robot"}, ("preferences", "staff_sex")),
-    ("unknown_top_level_field", {"nickname": "Zee"}, ("nickname",)),
-    ("unknown_subject_field", {"subject__nickname": "Zee"}, ("subject", "nickname")),
-    ("unknown_incident_field", {"incident__weapon": "ied"}, ("incident", "weapon")),
-    ("unknown_consent_field", {"consent__expires": "never"}, ("consent", "expires")),
+    # An unknown key is counted where it was, never echoed (it is the client's text: it could be a name).
+    ("unknown_top_level_field", {"nickname": "Zee"}, ("_unknown",)),
+    ("unknown_subject_field", {"subject__nickname": "Zee"}, ("subject", "_unknown")),
+    ("unknown_incident_field", {"incident__weapon": "ied"}, ("incident", "_unknown")),
+    ("unknown_consent_field", {"consent__expires": "never"}, ("consent", "_unknown")),
     ("subject_a_string", {"subject": "Zarmeena Khattak"}, ("subject",)),
     ("subject_missing", {"subject": DELETE}, ("subject",)),
     ("incident_a_list", {"incident": ["bombing"]}, ("incident",)),
@@ -129,6 +130,22 @@ def test_invalid_referral_is_rejected_naming_the_field_and_writes_nothing(
     messages = field_at(error["fields"], path)
     assert messages, error
     assert row_counts(services) == before
+
+
+def test_an_unknown_field_is_never_echoed_but_a_likely_typo_is_pointed_to_the_right_name(
+    services: Any, client: Any, caseworker: Any
+) -> None:
+    body = referral_body(subject__nickname="Zee")
+    body["subject"]["ful_name"] = body["subject"].pop("full_name")
+    body["Zarmeena Khattak"] = 1
+    error = error_of(client.post("/api/v1/referrals", json=body, headers=caseworker.headers), 422)
+    text = json.dumps(error)
+    assert "nickname" not in text and "ful_name" not in text and "Zarmeena" not in text
+    assert error["fields"]["subject"]["_unknown"] == [
+        "2 field(s) that this object does not have; did you mean full_name? (see /api/v1/openapi.json)"
+    ]
+    assert error["fields"]["subject"]["full_name"] == ["Missing data for required field."]
+    assert error["fields"]["_unknown"] == ["1 field(s) that this object does not have (see /api/v1/openapi.json)"]
 
 
 def test_several_bad_fields_are_reported_together(services: Any, client: Any, caseworker: Any) -> None:
@@ -377,7 +394,7 @@ def test_idempotency_key_too_long_is_422_and_writes_nothing(services: Any, clien
         ("decline", {}, "reason"),
         ("close", {"outcome": "done"}, "outcome"),
         ("followups", {"outcome": ""}, "outcome"),
-        ("followups", {"outcome": "contacted", "extra": 1}, "extra"),
+        ("followups", {"outcome": "contacted", "extra": 1}, "_unknown"),
     ],
 )
 def test_partner_action_bodies_are_validated(
