@@ -300,6 +300,7 @@ def latency(
     duration: float,
     submitters: int,
     routers: int,
+    profile: str | None = None,
 ) -> dict[str, Any]:
     created = users.create_user(services, name=f"bench-{uuid.uuid4().hex[:6]}", role="caseworker")
     actor = Actor(created["id"], Role.CASEWORKER, None, created["name"])
@@ -345,6 +346,26 @@ def latency(
     }
     before = {k: cpu_seconds(pids=v) for k, v in groups.items()}
     before["postgres"], before["rabbitmq"] = cpu_seconds(("postgres",)), cpu_seconds(("beam.smp",))
+    spy = None
+    if profile:
+        # py-spy samples the first router for the steady phase: collapsed stacks, one line per stack.
+        spy = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("py-spy")),
+                "record",
+                "--pid",
+                str(procs[2].pid),
+                "--format",
+                "raw",
+                "--output",
+                profile,
+                "--rate",
+                "200",
+                "--nonblocking",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     for t in threads:
         t.start()
     for t in threads:
@@ -355,6 +376,9 @@ def latency(
         time.sleep(0.1)
     watcher.stop.set()
     watcher.join(5)
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
     after = {k: cpu_seconds(pids=v) for k, v in groups.items()}
     after["postgres"], after["rabbitmq"] = cpu_seconds(("postgres",)), cpu_seconds(("beam.smp",))
     cpu_ms = {k: round((after[k] - before[k]) / total * 1000, 2) for k in before}
@@ -465,6 +489,7 @@ def main() -> int:
     parser.add_argument("--min-rate", type=float, default=40.0, help="--find-rate: lowest rate tried (default 40)")
     parser.add_argument("--max-rate", type=float, default=400.0, help="--find-rate: highest rate tried (default 400)")
     parser.add_argument("--rate-step", type=float, default=10.0, help="--find-rate: resolution (default 10/s)")
+    parser.add_argument("--profile-router", metavar="FILE", help="py-spy the first router: collapsed stacks")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database and vhost")
     args = parser.parse_args()
 
@@ -479,7 +504,9 @@ def main() -> int:
         print(f"scratch database and vhost ready ({env['REFERRAL_BROKER_URL'].rsplit('/', 1)[1]})", flush=True)
 
         def run(rate: float) -> dict[str, Any]:
-            return latency(services, env, partner_ids, rate, args.duration, args.submitters, args.routers)
+            return latency(
+                services, env, partner_ids, rate, args.duration, args.submitters, args.routers, args.profile_router
+            )
 
         result: dict[str, Any] = {}
         if args.find_rate:

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -179,7 +179,10 @@ def close(services: Services, cmd: CloseAssignment, actor: Actor) -> dict[str, A
 
 # -- routing (run by the router worker) ----------------------------------------------------------
 class _PartnerPool:
-    """The active partners' profiles with their open loads, read once per routing pass (if needed)."""
+    """The active partners' profiles with their open loads, read once per transaction (if needed): a
+    router's batch of referrals shares one read. The loads only rank partners; a chosen partner's
+    place is always counted again under its row lock (`_choose_partner`), so a load that another
+    router has raised since can cost a second choice, never a place over capacity."""
 
     def __init__(self, session: Session) -> None:
         self._session = session
@@ -230,6 +233,24 @@ def _partner_profiles(session: Any) -> list[PartnerProfile]:
     ]
 
 
+_POOL = "referral_service.partner_pool"
+_SUBJECTS = "referral_service.routing_subjects"
+
+
+def prepare_routing(uow: UnitOfWork, referral_ids: Sequence[str]) -> None:
+    """Before routing several referrals in one transaction: lock them all with their assignments and
+    read their subjects, in a few statements, instead of a few per referral."""
+    session = uow.session
+    cases.lock_referrals(session, referral_ids)
+    subject_ids = {
+        r.subject_id for r in session.identity_map.values() if isinstance(r, Referral) and r.id in referral_ids
+    }
+    if subject_ids:
+        # Held in session.info: the identity map keeps unchanged rows only weakly, and `session.get`
+        # below should find them there.
+        session.info[_SUBJECTS] = session.scalars(select(Subject).where(Subject.id.in_(subject_ids))).all()
+
+
 def route_open_needs(uow: UnitOfWork, services: Services, referral_id: str) -> list[str]:
     """Offer every needed service that has no open or finished assignment to the best partner left.
 
@@ -243,7 +264,9 @@ def route_open_needs(uow: UnitOfWork, services: Services, referral_id: str) -> l
         return []
     subject = must(session.get(Subject, referral.subject_id), "subject")
     now = services.clock.now()
-    pool = _PartnerPool(session)
+    pool = session.info.get(_POOL)
+    if pool is None:
+        pool = session.info[_POOL] = _PartnerPool(session)
     offered: list[str] = []
     unroutable: list[str] = []
     for need in lifecycle.needs_to_route(state):
@@ -280,23 +303,38 @@ def _choose_partner(
         if result.chosen is None:
             return result, None
         # Competing routers counted loads before either committed: lock the chosen partner and count
-        # again, so two routers can never both fill its last place.
-        row = session.scalars(
-            for_update(session, select(Partner).where(Partner.id == result.chosen.id)).execution_options(
-                populate_existing=True
+        # again, so two routers can never both fill its last place. Without flushing what this
+        # transaction has written so far (a batch's earlier referrals: flushed once, at commit): the
+        # database counts what is committed or flushed, and this transaction's new offers that are
+        # not flushed yet are counted from the session. (A pending change of an existing row's status
+        # is counted as it stands in the database: only ever one too many, never one too few.)
+        with session.no_autoflush:
+            row = session.scalars(
+                for_update(session, select(Partner).where(Partner.id == result.chosen.id)).execution_options(
+                    populate_existing=True
+                )
+            ).one()
+            open_now = int(session.scalar(_OPEN_COUNT, {"partner_id": row.id}) or 0) + _unflushed_offers(
+                session, row.id
             )
-        ).one()
-        open_now = int(
-            session.scalar(
-                select(func.count())
-                .select_from(Assignment)
-                .where(Assignment.partner_id == row.id, Assignment.status.in_(OPEN_ASSIGNMENT_STATUSES))
-            )
-            or 0
-        )
         if open_now < row.capacity:
             return result, row
         pool.set_load(row.id, open_now)
+
+
+#: A partner's open assignments: built once (compiled once, then a prepared statement on PostgreSQL).
+_OPEN_COUNT = (
+    select(func.count())
+    .select_from(Assignment)
+    .where(Assignment.partner_id == bindparam("partner_id"), Assignment.status.in_(OPEN_ASSIGNMENT_STATUSES))
+)
+
+
+def _unflushed_offers(session: Session, partner_id: str) -> int:
+    open_statuses = set(OPEN_ASSIGNMENT_STATUSES)
+    return sum(
+        1 for o in session.new if isinstance(o, Assignment) and o.partner_id == partner_id and o.status in open_statuses
+    )
 
 
 def _record_decision(session: Session, referral_id: str, service: str, result: RoutingResult, now: datetime) -> None:
