@@ -235,6 +235,7 @@ def _partner_profiles(session: Any) -> list[PartnerProfile]:
 
 _POOL = "referral_service.partner_pool"
 _SUBJECTS = "referral_service.routing_subjects"
+_HELD = "referral_service.locked_partners"
 
 
 def prepare_routing(uow: UnitOfWork, referral_ids: Sequence[str]) -> None:
@@ -277,6 +278,7 @@ def route_open_needs(uow: UnitOfWork, services: Services, referral_id: str) -> l
             continue
         state = _offer(uow, services, referral, state, need.service, result, partner_row, now)
         pool.took_one(partner_row.id)
+        session.info[_HELD][partner_row.id].open_now += 1
         offered.append(state.assignments[-1].id)
     cases.save(uow, services, referral, lifecycle.conclude_routing(state, offered, unroutable, at=now), now)
     return offered
@@ -294,32 +296,49 @@ def _case_profile(referral: Referral, subject: Subject, service: str) -> CasePro
     )
 
 
+class _HeldPartner:
+    """A partner row this transaction has locked, with its open assignments counted under the lock."""
+
+    def __init__(self, row: Partner, open_now: int) -> None:
+        self.row, self.open_now = row, open_now
+
+
 def _choose_partner(
     session: Session, pool: _PartnerPool, case: CaseProfile, tried: frozenset[str]
 ) -> tuple[RoutingResult, Partner | None]:
     """The best partner with a place left, and its row, locked; (result without a choice, None) if none."""
+    held: dict[str, _HeldPartner] = session.info.setdefault(_HELD, {})
     while True:
         result = route_referral(case, pool.profiles(), set(tried))
         if result.chosen is None:
             return result, None
-        # Competing routers counted loads before either committed: lock the chosen partner and count
-        # again, so two routers can never both fill its last place. Without flushing what this
-        # transaction has written so far (a batch's earlier referrals: flushed once, at commit): the
-        # database counts what is committed or flushed, and this transaction's new offers that are
-        # not flushed yet are counted from the session. (A pending change of an existing row's status
-        # is counted as it stands in the database: only ever one too many, never one too few.)
-        with session.no_autoflush:
-            row = session.scalars(
-                for_update(session, select(Partner).where(Partner.id == result.chosen.id)).execution_options(
-                    populate_existing=True
-                )
-            ).one()
-            open_now = int(session.scalar(_OPEN_COUNT, {"partner_id": row.id}) or 0) + _unflushed_offers(
-                session, row.id
+        partner = held.get(result.chosen.id)
+        if partner is None:
+            partner = held[result.chosen.id] = _lock_and_count(session, result.chosen.id)
+        # Once locked, the count stays true to the end of the transaction: an open assignment is only
+        # ever created by a router holding this lock (`_offer` counts its own), and a response or a
+        # close only lowers the count (counted too high, a partner is passed over, never overfilled).
+        if partner.open_now < partner.row.capacity:
+            return result, partner.row
+        pool.set_load(partner.row.id, partner.open_now)
+
+
+def _lock_and_count(session: Session, partner_id: str) -> _HeldPartner:
+    """Competing routers counted loads before either committed: lock the chosen partner and count
+    again, so two routers can never both fill its last place.
+
+    Without flushing what this transaction has written so far (a batch's earlier referrals are
+    flushed once, at commit): the database counts what is committed or flushed, and this
+    transaction's new offers that are not flushed yet are counted from the session. (A pending
+    change of an existing row's status is counted as the database has it: too high, never too low.)"""
+    with session.no_autoflush:
+        row = session.scalars(
+            for_update(session, select(Partner).where(Partner.id == partner_id)).execution_options(
+                populate_existing=True
             )
-        if open_now < row.capacity:
-            return result, row
-        pool.set_load(row.id, open_now)
+        ).one()
+        open_now = int(session.scalar(_OPEN_COUNT, {"partner_id": row.id}) or 0) + _unflushed_offers(session, row.id)
+    return _HeldPartner(row, open_now)
 
 
 #: A partner's open assignments: built once (compiled once, then a prepared statement on PostgreSQL).
