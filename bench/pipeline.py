@@ -276,10 +276,27 @@ def cpu_seconds(names: tuple[str, ...] = (), pids: tuple[int, ...] = ()) -> floa
     return total
 
 
-def start_worker(env: dict[str, str], name: str) -> subprocess.Popen[str]:
+def postgres_pids(services: Services) -> set[int]:
+    """The PostgreSQL processes that work for this benchmark: the backends connected to its scratch
+    database, and the shared background ones (WAL writer, checkpointer...). Other databases' backends
+    (other people's tests on the same server) are left out."""
+    with services.engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "OR backend_type NOT IN ('client backend', 'autovacuum worker', 'parallel worker')"
+            )
+        ).all()
+    return {int(r[0]) for r in rows}
+
+
+def start_worker(env: dict[str, str], name: str, code: str | None = None) -> subprocess.Popen[str]:
+    """`referral-service worker NAME`; from another checkout's code if `code` names one (a baseline)."""
+    extra = {"PYTHONPATH": code} if code else {}
     proc = subprocess.Popen(
         [sys.executable, "-m", "referral_service", "worker", name],
-        env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, **env, "PYTHONUNBUFFERED": "1", **extra},
+        cwd=code,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -301,11 +318,12 @@ def latency(
     submitters: int,
     routers: int,
     profile: str | None = None,
+    code: str | None = None,
 ) -> dict[str, Any]:
     created = users.create_user(services, name=f"bench-{uuid.uuid4().hex[:6]}", role="caseworker")
     actor = Actor(created["id"], Role.CASEWORKER, None, created["name"])
-    procs = [start_worker(env, "relay"), start_worker(env, "integrator")]
-    procs += [start_worker(env, "router") for _ in range(routers)]
+    procs = [start_worker(env, "relay", code), start_worker(env, "integrator", code)]
+    procs += [start_worker(env, "router", code) for _ in range(routers)]
     watcher = OfferWatcher(env["REFERRAL_BROKER_URL"], partner_ids)
     watcher.start()
     watcher.ready.wait(10)
@@ -345,7 +363,9 @@ def latency(
         "bench (submit)": (os.getpid(),),
     }
     before = {k: cpu_seconds(pids=v) for k, v in groups.items()}
-    before["postgres"], before["rabbitmq"] = cpu_seconds(("postgres",)), cpu_seconds(("beam.smp",))
+    pg_before = {pid: cpu_seconds(pids=(pid,)) for pid in postgres_pids(services)}
+    before["postgres"] = 0.0
+    before["postgres (all)"], before["rabbitmq"] = cpu_seconds(("postgres",)), cpu_seconds(("beam.smp",))
     spy = None
     if profile:
         # py-spy samples the first router for the steady phase: collapsed stacks, one line per stack.
@@ -380,9 +400,12 @@ def latency(
         spy.send_signal(signal.SIGINT)
         spy.wait(30)
     after = {k: cpu_seconds(pids=v) for k, v in groups.items()}
-    after["postgres"], after["rabbitmq"] = cpu_seconds(("postgres",)), cpu_seconds(("beam.smp",))
+    # Backends that connected during the run count from their start; those that left are lost (pools keep theirs).
+    after["postgres"] = sum(cpu_seconds(pids=(pid,)) - pg_before.get(pid, 0.0) for pid in postgres_pids(services))
+    after["postgres (all)"], after["rabbitmq"] = cpu_seconds(("postgres",)), cpu_seconds(("beam.smp",))
     cpu_ms = {k: round((after[k] - before[k]) / total * 1000, 2) for k in before}
-    cpu_ms["total"] = round(sum(cpu_ms.values()), 2)
+    # RabbitMQ is one process for every vhost: its figure includes whatever else uses the broker.
+    cpu_ms["total"] = round(sum(v for k, v in cpu_ms.items() if k != "postgres (all)"), 2)
     for p in procs:
         p.send_signal(signal.SIGTERM)
     for p in procs:
@@ -490,6 +513,12 @@ def main() -> int:
     parser.add_argument("--max-rate", type=float, default=400.0, help="--find-rate: highest rate tried (default 400)")
     parser.add_argument("--rate-step", type=float, default=10.0, help="--find-rate: resolution (default 10/s)")
     parser.add_argument("--profile-router", metavar="FILE", help="py-spy the first router: collapsed stacks")
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="also run the workers from this checkout (e.g. `git archive` of main), alternating",
+    )
+    parser.add_argument("--compare-rounds", type=int, default=2, help="--baseline: rounds of each (default 2)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database and vhost")
     args = parser.parse_args()
 
@@ -503,9 +532,17 @@ def main() -> int:
             declare_broker(conn, partner_ids)
         print(f"scratch database and vhost ready ({env['REFERRAL_BROKER_URL'].rsplit('/', 1)[1]})", flush=True)
 
-        def run(rate: float) -> dict[str, Any]:
+        def run(rate: float, code: str | None = None) -> dict[str, Any]:
             return latency(
-                services, env, partner_ids, rate, args.duration, args.submitters, args.routers, args.profile_router
+                services,
+                env,
+                partner_ids,
+                rate,
+                args.duration,
+                args.submitters,
+                args.routers,
+                args.profile_router,
+                code,
             )
 
         result: dict[str, Any] = {}
@@ -521,6 +558,15 @@ def main() -> int:
                 f"to {args.rate_step:.0f}/s)",
                 flush=True,
             )
+        elif args.baseline:
+            # The baseline's workers and this checkout's, alternating at the same rate in one run.
+            result["compare"] = []
+            for _ in range(args.compare_rounds):
+                for label, code in (("baseline", args.baseline), ("this checkout", None)):
+                    lat = run(args.rate, code)
+                    result["compare"].append({"workers": label, **lat})
+                    print(f"[{label} workers]", flush=True)
+                    report_latency(lat, args.duration)
         elif not args.skip_latency:
             result["latency"] = lat = run(args.rate)
             report_latency(lat, args.duration)

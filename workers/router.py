@@ -16,6 +16,9 @@ from workers.handlers import CONSUMER_GROUPS
 GROUP = "router"
 #: Deliveries routed per transaction at most (those that have already arrived; see `IdempotentConsumer`).
 BATCH = 20
+#: Seconds a batch waits for more deliveries after its first (see `IdempotentConsumer`): 20 ms of
+#: latency at most, against a p99 goal of 250 ms, for several referrals per transaction at 50–100/s.
+LINGER = 0.02
 
 
 def prepare_routes(uow: UnitOfWork, _services: Services, batch: Sequence[dict[str, Any]]) -> None:
@@ -24,7 +27,9 @@ def prepare_routes(uow: UnitOfWork, _services: Services, batch: Sequence[dict[st
     prepare_routing(uow, [rid for event in batch if isinstance(rid := event.get("referral_id"), str) and rid])
 
 
-def make_router(connection: Connection, services: Services, *, batch: int = BATCH) -> IdempotentConsumer:
+def make_router(
+    connection: Connection, services: Services, *, batch: int = BATCH, linger: float = LINGER
+) -> IdempotentConsumer:
     return IdempotentConsumer(
         connection,
         services,
@@ -33,4 +38,5 @@ def make_router(connection: Connection, services: Services, *, batch: int = BATC
         prefetch=max(20, batch),
         batch=batch,
         before_batch=prepare_routes,
+        linger=linger,
     )

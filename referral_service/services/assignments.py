@@ -204,32 +204,57 @@ class _PartnerPool:
         self.set_load(partner_id, load + 1)
 
 
-def _partner_profiles(session: Any) -> list[PartnerProfile]:
-    open_counts = dict(
-        session.execute(
-            select(Assignment.partner_id, func.count())
-            .where(Assignment.status.in_(OPEN_ASSIGNMENT_STATUSES))
-            .group_by(Assignment.partner_id)
-        ).all()
+#: The active partners with their open loads, in one statement built once (no ORM objects: the pool
+#: only ranks; the chosen partner's row is locked and loaded on its own).
+_OPEN_LOAD = (
+    select(func.count())
+    .select_from(Assignment)
+    .where(Assignment.partner_id == Partner.id, Assignment.status.in_(OPEN_ASSIGNMENT_STATUSES))
+    .correlate(Partner)
+    .scalar_subquery()
+)
+_DIRECTORY = (
+    select(
+        Partner.id,
+        Partner.name,
+        Partner.services,
+        Partner.provinces,
+        Partner.districts,
+        Partner.languages,
+        Partner.capacity,
+        _OPEN_LOAD,
+        Partner.accepts_minors,
+        Partner.staff_sex,
+        Partner.active,
+        Partner.offers_made,
+        Partner.offers_accepted,
+        Partner.response_seconds_total,
+        Partner.responses,
     )
+    .where(Partner.active.is_(True))
+    .order_by(Partner.id)
+)
+
+
+def _partner_profiles(session: Session) -> list[PartnerProfile]:
     return [
         PartnerProfile(
-            id=p.id,
-            name=p.name,
-            services=p.services,
-            provinces=p.provinces,
-            districts=p.districts,
-            languages=p.languages,
-            capacity=p.capacity,
-            open_assignments=int(open_counts.get(p.id, 0)),
-            accepts_minors=p.accepts_minors,
-            staff_sex=p.staff_sex,
-            active=p.active,
-            offers_made=p.offers_made,
-            offers_accepted=p.offers_accepted,
-            mean_response_hours=(p.response_seconds_total / p.responses / 3600) if p.responses else None,
+            id=r[0],
+            name=r[1],
+            services=r[2],
+            provinces=r[3],
+            districts=r[4],
+            languages=r[5],
+            capacity=r[6],
+            open_assignments=int(r[7] or 0),
+            accepts_minors=r[8],
+            staff_sex=r[9],
+            active=r[10],
+            offers_made=r[11],
+            offers_accepted=r[12],
+            mean_response_hours=(r[13] / r[14] / 3600) if r[14] else None,
         )
-        for p in session.scalars(select(Partner).where(Partner.active.is_(True)).order_by(Partner.id))
+        for r in session.execute(_DIRECTORY)
     ]
 
 
