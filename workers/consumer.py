@@ -166,9 +166,10 @@ class IdempotentConsumer(ConsumerMixin):
                 self._process(*item)
             return
         self.batches += len(pending) > 1
-        for message, *_ in pending:
-            message.ack()
-            self.handled += 1
+        # One ack for the batch: every earlier delivery on this channel is either in it or was already
+        # settled (dead-lettered, retried, requeued) when it arrived.
+        pending[-1][0].ack(multiple=True)
+        self.handled += len(pending)
 
     def _handle_batch(self, pending: Sequence[tuple[Message, str, dict[str, Any], Handler]]) -> None:
         unique: dict[str, tuple[dict[str, Any], Handler]] = {}
