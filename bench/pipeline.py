@@ -518,6 +518,7 @@ def main() -> int:
         metavar="DIR",
         help="also run the workers from this checkout (e.g. `git archive` of main), alternating",
     )
+    parser.add_argument("--workers-from", metavar="DIR", help="run every worker from this checkout's code")
     parser.add_argument("--compare-rounds", type=int, default=2, help="--baseline: rounds of each (default 2)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database and vhost")
     args = parser.parse_args()
@@ -542,7 +543,7 @@ def main() -> int:
                 args.submitters,
                 args.routers,
                 args.profile_router,
-                code,
+                code or args.workers_from,
             )
 
         result: dict[str, Any] = {}
