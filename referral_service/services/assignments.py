@@ -20,7 +20,7 @@ from referral_service.db.models import (
     Subject,
     new_id,
 )
-from referral_service.db.session import UnitOfWork
+from referral_service.db.session import UnitOfWork, transaction_info
 from referral_service.domain import access, lifecycle
 from referral_service.domain.access import Action, Scope
 from referral_service.domain.commands import (
@@ -272,9 +272,9 @@ def prepare_routing(uow: UnitOfWork, referral_ids: Sequence[str]) -> None:
         r.subject_id for r in session.identity_map.values() if isinstance(r, Referral) and r.id in referral_ids
     }
     if subject_ids:
-        # Held in session.info: the identity map keeps unchanged rows only weakly, and `session.get`
+        # Held for the transaction: the identity map keeps unchanged rows only weakly, and `session.get`
         # below should find them there.
-        session.info[_SUBJECTS] = session.scalars(select(Subject).where(Subject.id.in_(subject_ids))).all()
+        transaction_info(session)[_SUBJECTS] = session.scalars(select(Subject).where(Subject.id.in_(subject_ids))).all()
 
 
 def route_open_needs(uow: UnitOfWork, services: Services, referral_id: str) -> list[str]:
@@ -290,9 +290,9 @@ def route_open_needs(uow: UnitOfWork, services: Services, referral_id: str) -> l
         return []
     subject = must(session.get(Subject, referral.subject_id), "subject")
     now = services.clock.now()
-    pool = session.info.get(_POOL)
+    pool = transaction_info(session).get(_POOL)
     if pool is None:
-        pool = session.info[_POOL] = _PartnerPool(session)
+        pool = transaction_info(session)[_POOL] = _PartnerPool(session)
     offered: list[str] = []
     unroutable: list[str] = []
     for need in lifecycle.needs_to_route(state):
@@ -303,7 +303,7 @@ def route_open_needs(uow: UnitOfWork, services: Services, referral_id: str) -> l
             continue
         state = _offer(uow, services, referral, state, need.service, result, partner_row, now)
         pool.took_one(partner_row.id)
-        session.info[_HELD][partner_row.id].open_now += 1
+        transaction_info(session)[_HELD][partner_row.id].open_now += 1
         offered.append(state.assignments[-1].id)
     cases.save(uow, services, referral, lifecycle.conclude_routing(state, offered, unroutable, at=now), now)
     return offered
@@ -332,7 +332,7 @@ def _choose_partner(
     session: Session, pool: _PartnerPool, case: CaseProfile, tried: frozenset[str]
 ) -> tuple[RoutingResult, Partner | None]:
     """The best partner with a place left, and its row, locked; (result without a choice, None) if none."""
-    held: dict[str, _HeldPartner] = session.info.setdefault(_HELD, {})
+    held: dict[str, _HeldPartner] = transaction_info(session).setdefault(_HELD, {})
     while True:
         result = route_referral(case, pool.profiles(), set(tried))
         if result.chosen is None:

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from referral_service.db.models import Assignment, Deadline, Partner, Referral
-from referral_service.db.session import UnitOfWork
+from referral_service.db.session import UnitOfWork, transaction_info
 from referral_service.domain import events, lifecycle
 from referral_service.domain.access import Case
 from referral_service.domain.errors import NotFound
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 
 # -- loading ---------------------------------------------------------------------------------------------
-#: session.info key: the referrals `lock_referrals` locked (with their assignments) in this transaction.
+#: The referrals `lock_referrals` locked (with their assignments) in this transaction.
 _LOCKED = "referral_service.locked_referrals"
 
 
@@ -58,14 +58,14 @@ def lock_referrals(session: Session, referral_ids: Collection[str]) -> list[Refe
         ).execution_options(populate_existing=True)
     ).all()
     # The session's identity map holds unchanged rows only weakly: keep them here for the transaction.
-    session.info.setdefault(_LOCKED, {}).update((r.id, r) for r in found)
+    transaction_info(session).setdefault(_LOCKED, {}).update((r.id, r) for r in found)
     return list(found)
 
 
 def lock_referral(session: Session, referral_id: str) -> Referral:
     """The referral, locked (PostgreSQL) before its assignments are read, so every move of one case
     sees the moves before it: its status is derived from all of them."""
-    locked: Referral | None = session.info.get(_LOCKED, {}).get(referral_id)
+    locked: Referral | None = transaction_info(session).get(_LOCKED, {}).get(referral_id)
     if locked is not None:
         # Locked with its assignments earlier in this transaction: no one else can have moved it since,
         # and the session holds every change made to it here.
