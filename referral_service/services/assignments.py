@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -264,17 +264,40 @@ _HELD = "referral_service.locked_partners"
 
 
 def prepare_routing(uow: UnitOfWork, referral_ids: Sequence[str]) -> None:
-    """Before routing several referrals in one transaction: lock them all with their assignments and
-    read their subjects, in a few statements, instead of a few per referral."""
+    """Before routing several referrals in one transaction: lock them all with their assignments,
+    read their subjects, and lock and count the partners they will most likely be offered to, in
+    a few statements instead of a few per referral.
+
+    The partners are locked in id order, as the referrals are, so two routers whose batches want
+    the same partners queue for them instead of deadlocking; a partner chosen later (the likely one
+    was full) is locked when it is chosen."""
     session = uow.session
-    cases.lock_referrals(session, referral_ids)
-    subject_ids = {
-        r.subject_id for r in session.identity_map.values() if isinstance(r, Referral) and r.id in referral_ids
-    }
-    if subject_ids:
-        # Held for the transaction: the identity map keeps unchanged rows only weakly, and `session.get`
-        # below should find them there.
-        transaction_info(session)[_SUBJECTS] = session.scalars(select(Subject).where(Subject.id.in_(subject_ids))).all()
+    referrals = cases.lock_referrals(session, referral_ids)
+    subject_ids = {r.subject_id for r in referrals}
+    if not subject_ids:
+        return
+    # Held for the transaction: the identity map keeps unchanged rows only weakly, and `session.get`
+    # in `route_open_needs` should find them there.
+    subjects = {s.id: s for s in session.scalars(select(Subject).where(Subject.id.in_(subject_ids)))}
+    transaction_info(session)[_SUBJECTS] = subjects
+    pool = _pool(session)
+    likely: set[str] = set()
+    for referral in referrals:
+        subject = subjects.get(referral.subject_id)
+        if subject is None:
+            continue
+        for need in lifecycle.needs_to_route(cases.state_of(referral)):
+            choice = route_referral(_case_profile(referral, subject, need.service), pool.profiles(), set(need.tried))
+            if choice.chosen is not None:
+                likely.add(choice.chosen.id)
+    _lock_partners(session, likely)
+
+
+def _pool(session: Session) -> _PartnerPool:
+    pool: _PartnerPool | None = transaction_info(session).get(_POOL)
+    if pool is None:
+        pool = transaction_info(session)[_POOL] = _PartnerPool(session)
+    return pool
 
 
 def route_open_needs(uow: UnitOfWork, services: Services, referral_id: str) -> list[str]:
@@ -290,9 +313,7 @@ def route_open_needs(uow: UnitOfWork, services: Services, referral_id: str) -> l
         return []
     subject = must(session.get(Subject, referral.subject_id), "subject")
     now = services.clock.now()
-    pool = transaction_info(session).get(_POOL)
-    if pool is None:
-        pool = transaction_info(session)[_POOL] = _PartnerPool(session)
+    pool = _pool(session)
     offered: list[str] = []
     unroutable: list[str] = []
     for need in lifecycle.needs_to_route(state):
@@ -349,28 +370,44 @@ def _choose_partner(
 
 
 def _lock_and_count(session: Session, partner_id: str) -> _HeldPartner:
-    """Competing routers counted loads before either committed: lock the chosen partner and count
-    again, so two routers can never both fill its last place.
+    _lock_partners(session, [partner_id])
+    held: _HeldPartner = transaction_info(session)[_HELD][partner_id]
+    return held
 
-    Without flushing what this transaction has written so far (a batch's earlier referrals are
-    flushed once, at commit): the database counts what is committed or flushed, and this
-    transaction's new offers that are not flushed yet are counted from the session. (A pending
-    change of an existing row's status is counted as the database has it: too high, never too low.)"""
+
+def _lock_partners(session: Session, partner_ids: Collection[str]) -> None:
+    """Competing routers counted loads before either committed: lock the partners (id order) and
+    count their open assignments again, so two routers can never both fill a partner's last place.
+
+    The count is a statement of its own, after the lock is granted: in READ COMMITTED it sees every
+    offer committed by whoever held the lock before. Without flushing what this transaction has
+    written so far (a batch's earlier referrals are flushed once, at commit): the database counts
+    what is committed or flushed, and this transaction's new offers that are not flushed yet are
+    counted from the session. (A pending change of an existing row's status is counted as the
+    database has it: too high, never too low.)"""
+    held: dict[str, _HeldPartner] = transaction_info(session).setdefault(_HELD, {})
+    wanted = sorted(set(partner_ids) - set(held))
+    if not wanted:
+        return
     with session.no_autoflush:
-        row = session.scalars(
-            for_update(session, select(Partner).where(Partner.id == partner_id)).execution_options(
+        rows = session.scalars(
+            for_update(session, select(Partner).where(Partner.id.in_(wanted)).order_by(Partner.id)).execution_options(
                 populate_existing=True
             )
-        ).one()
-        open_now = int(session.scalar(_OPEN_COUNT, {"partner_id": row.id}) or 0) + _unflushed_offers(session, row.id)
-    return _HeldPartner(row, open_now)
+        ).all()
+        counts: dict[str, int] = {pid: n for pid, n in session.execute(_OPEN_COUNTS, {"ids": wanted})}
+    for row in rows:
+        held[row.id] = _HeldPartner(row, int(counts.get(row.id, 0)) + _unflushed_offers(session, row.id))
 
 
-#: A partner's open assignments: built once (compiled once, then a prepared statement on PostgreSQL).
-_OPEN_COUNT = (
-    select(func.count())
-    .select_from(Assignment)
-    .where(Assignment.partner_id == bindparam("partner_id"), Assignment.status.in_(OPEN_ASSIGNMENT_STATUSES))
+#: Some partners' open assignments: built once (compiled once, then a prepared statement on PostgreSQL).
+_OPEN_COUNTS = (
+    select(Assignment.partner_id, func.count())
+    .where(
+        Assignment.partner_id.in_(bindparam("ids", expanding=True)),
+        Assignment.status.in_(OPEN_ASSIGNMENT_STATUSES),
+    )
+    .group_by(Assignment.partner_id)
 )
 
 
