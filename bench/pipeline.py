@@ -16,6 +16,8 @@ Everything runs in a scratch database and a scratch RabbitMQ vhost, removed afte
     .venv/bin/python bench/pipeline.py                  # 100 referrals/s for 25 s
     .venv/bin/python bench/pipeline.py --rate 50 --duration 10 --relay-rows 2000
     .venv/bin/python bench/pipeline.py --find-rate --duration 15 --skip-throughput
+    .venv/bin/python bench/pipeline.py --rate 100 --baseline /tmp/base   # main's workers, alternating
+    .venv/bin/pip install -e '.[bench]' && .venv/bin/python bench/pipeline.py --profile-router /tmp/r.txt
 """
 
 from __future__ import annotations
