@@ -4,9 +4,10 @@ with the reason; nothing is acked silently.
 
 With `batch` > 1 the consume loop gathers the deliveries that have already arrived, or arrive
 within `linger` of the first (up to `batch`), and handles them in one transaction: one
-processed-message lookup, one insert for all of them, one commit, then one ack for all. If anything in the batch fails, the whole transaction is rolled back
-and each message is handled again alone, so a poison message still fails (and is dead-lettered)
-alone, and the others are not held back by it.
+processed-message lookup, one insert for all of them, one commit, then one ack for all. If
+anything in the batch fails, the whole transaction is rolled back and each message is handled
+again alone, so a poison message still fails (and is dead-lettered) alone, and the others are not
+held back by it.
 """
 
 from __future__ import annotations
