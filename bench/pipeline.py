@@ -4,14 +4,20 @@
    with confirms, mark published), against raw kombu publish-with-confirms of the same bodies to
    the same exchange and queue, measured in the same run (alternating rounds, best of each).
 2. Latency: referrals submitted through the service layer at a steady rate while
-   `referral-service worker relay` and `worker router` run as their own processes; the time from
-   the start of each submit to the moment its offer arrives in the partner's queue
-   `partner.{id}.assignments` (p50/p95/p99).
+   `referral-service worker relay`, `worker router` and `worker integrator` (the audit log's) run as
+   their own processes; the time from the start of each submit to the moment its offer arrives in
+   the partner's queue `partner.{id}.assignments` (p50/p95/p99), and the CPU time per referral of
+   each part (from `/proc`), printed next to the goals of issue 13.
+3. With `--find-rate`: the highest rate whose p99 stays within the goal (bisection between
+   `--min-rate` and `--max-rate`, one latency run per probe on the same scratch database).
 
 Everything runs in a scratch database and a scratch RabbitMQ vhost, removed afterwards.
 
     .venv/bin/python bench/pipeline.py                  # 100 referrals/s for 25 s
     .venv/bin/python bench/pipeline.py --rate 50 --duration 10 --relay-rows 2000
+    .venv/bin/python bench/pipeline.py --find-rate --duration 15 --skip-throughput
+    .venv/bin/python bench/pipeline.py --rate 100 --baseline /tmp/base   # main's workers, alternating
+    .venv/bin/pip install -e '.[bench]' && .venv/bin/python bench/pipeline.py --profile-router /tmp/r.txt
 """
 
 from __future__ import annotations
@@ -52,6 +58,10 @@ from workers.relay import OutboxRelay
 
 PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 AMQP_HOST_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672")
+# Issue 13's goals for the whole pipeline.
+GOAL_CPU_MS = 8.0  # CPU per referral: submit, relay, router, integrator, PostgreSQL, RabbitMQ
+GOAL_P99_MS = 250.0  # submit → offer p99 ...
+GOAL_RATE = 100.0  # ... at this many referrals per second
 DISTRICTS = [
     ("Khyber Pakhtunkhwa", "Peshawar"),
     ("Khyber Pakhtunkhwa", "Mardan"),
@@ -268,10 +278,27 @@ def cpu_seconds(names: tuple[str, ...] = (), pids: tuple[int, ...] = ()) -> floa
     return total
 
 
-def start_worker(env: dict[str, str], name: str) -> subprocess.Popen[str]:
+def postgres_pids(services: Services) -> set[int]:
+    """The PostgreSQL processes that work for this benchmark: the backends connected to its scratch
+    database, and the shared background ones (WAL writer, checkpointer...). Other databases' backends
+    (other people's tests on the same server) are left out."""
+    with services.engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "OR backend_type NOT IN ('client backend', 'autovacuum worker', 'parallel worker')"
+            )
+        ).all()
+    return {int(r[0]) for r in rows}
+
+
+def start_worker(env: dict[str, str], name: str, code: str | None = None) -> subprocess.Popen[str]:
+    """`referral-service worker NAME`; from another checkout's code if `code` names one (a baseline)."""
+    extra = {"PYTHONPATH": code} if code else {}
     proc = subprocess.Popen(
         [sys.executable, "-m", "referral_service", "worker", name],
-        env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, **env, "PYTHONUNBUFFERED": "1", **extra},
+        cwd=code,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -292,10 +319,13 @@ def latency(
     duration: float,
     submitters: int,
     routers: int,
+    profile: str | None = None,
+    code: str | None = None,
 ) -> dict[str, Any]:
     created = users.create_user(services, name=f"bench-{uuid.uuid4().hex[:6]}", role="caseworker")
     actor = Actor(created["id"], Role.CASEWORKER, None, created["name"])
-    procs = [start_worker(env, "relay")] + [start_worker(env, "router") for _ in range(routers)]
+    procs = [start_worker(env, "relay", code), start_worker(env, "integrator", code)]
+    procs += [start_worker(env, "router", code) for _ in range(routers)]
     watcher = OfferWatcher(env["REFERRAL_BROKER_URL"], partner_ids)
     watcher.start()
     watcher.ready.wait(10)
@@ -328,9 +358,36 @@ def latency(
                 committed_at[outcome.body["id"]] = end
 
     threads = [threading.Thread(target=submitter, args=(k,)) for k in range(submitters)]
-    groups = {"relay": (procs[0].pid,), "router": tuple(p.pid for p in procs[1:]), "bench (submit)": (os.getpid(),)}
+    groups = {
+        "relay": (procs[0].pid,),
+        "router": tuple(p.pid for p in procs[2:]),
+        "integrator": (procs[1].pid,),
+        "bench (submit)": (os.getpid(),),
+    }
     before = {k: cpu_seconds(pids=v) for k, v in groups.items()}
-    before["postgres"], before["rabbitmq"] = cpu_seconds(("postgres",)), cpu_seconds(("beam.smp",))
+    pg_before = {pid: cpu_seconds(pids=(pid,)) for pid in postgres_pids(services)}
+    before["postgres"] = 0.0
+    before["postgres (all)"], before["rabbitmq"] = cpu_seconds(("postgres",)), cpu_seconds(("beam.smp",))
+    spy = None
+    if profile:
+        # py-spy samples the first router for the steady phase: collapsed stacks, one line per stack.
+        spy = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("py-spy")),
+                "record",
+                "--pid",
+                str(procs[2].pid),
+                "--format",
+                "raw",
+                "--output",
+                profile,
+                "--rate",
+                "200",
+                "--nonblocking",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     for t in threads:
         t.start()
     for t in threads:
@@ -341,9 +398,16 @@ def latency(
         time.sleep(0.1)
     watcher.stop.set()
     watcher.join(5)
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
     after = {k: cpu_seconds(pids=v) for k, v in groups.items()}
-    after["postgres"], after["rabbitmq"] = cpu_seconds(("postgres",)), cpu_seconds(("beam.smp",))
+    # Backends that connected during the run count from their start; those that left are lost (pools keep theirs).
+    after["postgres"] = sum(cpu_seconds(pids=(pid,)) - pg_before.get(pid, 0.0) for pid in postgres_pids(services))
+    after["postgres (all)"], after["rabbitmq"] = cpu_seconds(("postgres",)), cpu_seconds(("beam.smp",))
     cpu_ms = {k: round((after[k] - before[k]) / total * 1000, 2) for k in before}
+    # RabbitMQ is one process for every vhost: its figure includes whatever else uses the broker.
+    cpu_ms["total"] = round(sum(v for k, v in cpu_ms.items() if k != "postgres (all)"), 2)
     for p in procs:
         p.send_signal(signal.SIGTERM)
     for p in procs:
@@ -372,6 +436,68 @@ def latency(
     }
 
 
+def report_latency(lat: dict[str, Any], duration: float) -> None:
+    cpu = lat["cpu_ms_per_referral"]
+    p99_goal = "met" if lat["p99"] <= GOAL_P99_MS and lat["missing"] == 0 else "NOT met"
+    cpu_goal = "met" if cpu["total"] <= GOAL_CPU_MS else "NOT met"
+    print(
+        f"latency submit→offer in partner queue at {lat['rate']:.1f}/s for {duration:.0f}s "
+        f"({lat['arrived']}/{lat['submitted']} arrived, {lat['missing']} missing): "
+        f"p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms, p99 {lat['p99']:.1f} ms, "
+        f"max {lat['max']:.1f} ms",
+        flush=True,
+    )
+    print(
+        f"  of which submit (encrypt + commit) p50 {lat['submit_p50']:.1f} ms, p99 {lat['submit_p99']:.1f} "
+        f"ms; commit→offer p50 {lat['commit_p50']:.1f} ms, p99 {lat['commit_p99']:.1f} ms; "
+        f"{lat['late_starts']} submits started >50 ms late",
+        flush=True,
+    )
+    parts = ", ".join(f"{k} {v:.2f}" for k, v in cpu.items() if k != "total")
+    print(
+        f"  CPU ms per referral: {parts}; total {cpu['total']:.2f} (goal ≤ {GOAL_CPU_MS:.0f}: {cpu_goal}) "
+        f"(load average {lat['loadavg'][0]:.1f})",
+        flush=True,
+    )
+    if abs(lat["rate"] - GOAL_RATE) < 0.05 * GOAL_RATE:
+        print(
+            f"  p99 {lat['p99']:.1f} ms at {lat['rate']:.0f}/s (goal ≤ {GOAL_P99_MS:.0f} ms at "
+            f"{GOAL_RATE:.0f}/s): {p99_goal}",
+            flush=True,
+        )
+
+
+def find_rate(run: Any, low: float, high: float, step: float) -> tuple[float | None, list[dict[str, Any]]]:
+    """The highest rate (to `step`) whose p99 is within the goal and loses nothing: bisection."""
+    probes: list[dict[str, Any]] = []
+
+    def ok(rate: float) -> bool:
+        lat = run(rate)
+        probes.append(lat)
+        good = bool(lat["p99"] <= GOAL_P99_MS and lat["missing"] == 0 and lat["rate"] >= 0.97 * rate)
+        print(
+            f"  probe {rate:.0f}/s: p99 {lat['p99']:.1f} ms, CPU total {lat['cpu_ms_per_referral']['total']:.2f} "
+            f"ms/referral → {'within' if good else 'over'} the goal",
+            flush=True,
+        )
+        return good
+
+    if not ok(low):
+        return None, probes
+    best = low
+    if ok(high):
+        return high, probes
+    while high - best > step:
+        mid = round((best + high) / 2 / step) * step
+        if mid in (best, high):
+            break
+        if ok(mid):
+            best = mid
+        else:
+            high = mid
+    return best, probes
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, default=100.0, help="referrals per second (default 100)")
@@ -381,6 +507,21 @@ def main() -> int:
     parser.add_argument("--relay-rows", type=int, default=5000, help="outbox rows per throughput round")
     parser.add_argument("--rounds", type=int, default=2, help="throughput rounds (best of; default 2)")
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument(
+        "--find-rate", action="store_true", help=f"search the highest rate with p99 ≤ {GOAL_P99_MS:.0f} ms"
+    )
+    parser.add_argument("--min-rate", type=float, default=40.0, help="--find-rate: lowest rate tried (default 40)")
+    parser.add_argument("--max-rate", type=float, default=400.0, help="--find-rate: highest rate tried (default 400)")
+    parser.add_argument("--rate-step", type=float, default=10.0, help="--find-rate: resolution (default 10/s)")
+    parser.add_argument("--profile-router", metavar="FILE", help="py-spy the first router: collapsed stacks")
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="also run the workers from this checkout (e.g. `git archive` of main), alternating",
+    )
+    parser.add_argument("--workers-from", metavar="DIR", help="run every worker from this checkout's code")
+    parser.add_argument("--compare-rounds", type=int, default=2, help="--baseline: rounds of each (default 2)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database and vhost")
     args = parser.parse_args()
 
@@ -394,46 +535,62 @@ def main() -> int:
             declare_broker(conn, partner_ids)
         print(f"scratch database and vhost ready ({env['REFERRAL_BROKER_URL'].rsplit('/', 1)[1]})", flush=True)
 
+        def run(rate: float, code: str | None = None) -> dict[str, Any]:
+            return latency(
+                services,
+                env,
+                partner_ids,
+                rate,
+                args.duration,
+                args.submitters,
+                args.routers,
+                args.profile_router,
+                code or args.workers_from,
+            )
+
         result: dict[str, Any] = {}
-        if not args.skip_latency:
-            result["latency"] = latency(
-                services, env, partner_ids, args.rate, args.duration, args.submitters, args.routers
-            )
-            lat = result["latency"]
+        if args.find_rate:
+            best, probes = find_rate(run, args.min_rate, args.max_rate, args.rate_step)
+            result["find_rate"] = {"best": best, "probes": probes}
+            for lat in probes:
+                report_latency(lat, args.duration)
             print(
-                f"latency submit→offer in partner queue at {lat['rate']:.1f}/s for {args.duration:.0f}s "
-                f"({lat['arrived']}/{lat['submitted']} arrived, {lat['missing']} missing): "
-                f"p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms, p99 {lat['p99']:.1f} ms, "
-                f"max {lat['max']:.1f} ms",
+                f"highest rate with p99 ≤ {GOAL_P99_MS:.0f} ms and nothing missing: "
+                + (f"{best:.0f}/s" if best is not None else f"below {args.min_rate:.0f}/s")
+                + f" (goal: at least {GOAL_RATE:.0f}/s; searched {args.min_rate:.0f}–{args.max_rate:.0f}/s "
+                f"to {args.rate_step:.0f}/s)",
                 flush=True,
             )
+        elif args.baseline:
+            # The baseline's workers and this checkout's, alternating at the same rate in one run.
+            result["compare"] = []
+            for _ in range(args.compare_rounds):
+                for label, code in (("baseline", args.baseline), ("this checkout", None)):
+                    lat = run(args.rate, code)
+                    result["compare"].append({"workers": label, **lat})
+                    print(f"[{label} workers]", flush=True)
+                    report_latency(lat, args.duration)
+        elif not args.skip_latency:
+            result["latency"] = lat = run(args.rate)
+            report_latency(lat, args.duration)
+        if not args.skip_throughput:
+            with services.uow() as uow:
+                uow.session.execute(text("UPDATE outbox SET published_at = now() WHERE published_at IS NULL"))
+                uow.commit()
+            result["throughput"] = tp = throughput(services, env["REFERRAL_BROKER_URL"], args.relay_rows, args.rounds)
+            ratio = tp["relay_per_s"] / tp["raw_per_s"]
             print(
-                f"  of which submit (encrypt + commit) p50 {lat['submit_p50']:.1f} ms, p99 {lat['submit_p99']:.1f} "
-                f"ms; commit→offer p50 {lat['commit_p50']:.1f} ms, p99 {lat['commit_p99']:.1f} ms; "
-                f"{lat['late_starts']} submits started >50 ms late",
+                f"relay {tp['relay_per_s']:.0f} rows/s vs raw kombu publish-with-confirms {tp['raw_per_s']:.0f} "
+                f"msg/s ({tp['rows']} messages of {tp['body_bytes'][0]}-{tp['body_bytes'][1]} bytes, best of "
+                f"{args.rounds}): ratio {ratio:.2f}",
                 flush=True,
             )
-            print(
-                f"  CPU ms per referral: {lat['cpu_ms_per_referral']} (load average {lat['loadavg'][0]:.1f})",
-                flush=True,
-            )
-        with services.uow() as uow:
-            uow.session.execute(text("UPDATE outbox SET published_at = now() WHERE published_at IS NULL"))
-            uow.commit()
-        result["throughput"] = tp = throughput(services, env["REFERRAL_BROKER_URL"], args.relay_rows, args.rounds)
-        ratio = tp["relay_per_s"] / tp["raw_per_s"]
-        print(
-            f"relay {tp['relay_per_s']:.0f} rows/s vs raw kombu publish-with-confirms {tp['raw_per_s']:.0f} msg/s "
-            f"({tp['rows']} messages of {tp['body_bytes'][0]}-{tp['body_bytes'][1]} bytes, best of "
-            f"{args.rounds}): ratio {ratio:.2f}",
-            flush=True,
-        )
+            result["ratio"] = ratio
         with services.uow() as uow:
             left = uow.session.scalar(
                 select(func.count()).select_from(OutboxMessage).where(OutboxMessage.published_at.is_(None))
             )
         services.dispose()
-        result["ratio"] = ratio
         print(json.dumps({"result": result, "unpublished_left": left}, default=str))
     return 0
 

@@ -189,6 +189,9 @@ class OutboxWakeup:
     committed some, this process's own commit signal, or else the poll interval."""
 
     LISTENING_POLL = 0.2  # only a safety net while notifications arrive
+    #: After a notification, how long to let more commits land before claiming: fewer, fuller batches
+    #: for a few milliseconds of latency.
+    LINGER = 0.005
 
     def __init__(self, services: Services, poll_interval: float) -> None:
         self.signal = services.outbox_signal
@@ -201,6 +204,7 @@ class OutboxWakeup:
         )
         self._conn: Any = None
         self._retry_at = 0.0
+        self.linger = self.LINGER
 
     def clear(self) -> None:
         self.signal.clear()
@@ -225,8 +229,17 @@ class OutboxWakeup:
             self.signal.wait(self.poll_interval)
             return
         try:
+            woken = False
             for _ in conn.notifies(timeout=self.LISTENING_POLL, stop_after=1):
-                pass
+                woken = True
+            if woken:
+                # Every commit sends one: what arrived while the last batch was published (or arrives
+                # within the linger) is for rows the next claim takes anyway. One wake-up for all of
+                # them, instead of one claim each that mostly finds nothing.
+                if self.linger:
+                    time.sleep(self.linger)
+                for _ in conn.notifies(timeout=0.0):
+                    pass
         except Exception as exc:  # noqa: BLE001 - the database went away: poll until it is back
             log.warning("relay: outbox notifications lost (%s); polling", type(exc).__name__)
             self.close()

@@ -279,6 +279,13 @@ class Assignment(Base):
             sqlite_where=text("status IN ('offered', 'accepted')"),
             postgresql_where=text("status IN ('offered', 'accepted')"),
         ),
+        # Each partner's open assignments, which the router counts before every offer (index-only).
+        Index(
+            "ix_assignments_open_per_partner",
+            "partner_id",
+            sqlite_where=text("status IN ('offered', 'accepted')"),
+            postgresql_where=text("status IN ('offered', 'accepted')"),
+        ),
     )
 
 

@@ -66,6 +66,22 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 log = logging.getLogger(__name__)
 
+_TRANSACTION_INFO = "referral_service.transaction_info"
+
+
+def transaction_info(session: Session) -> dict[str, Any]:
+    """Like `session.info`, but emptied when the transaction ends (commit or rollback): for what is
+    only true while it lasts, such as the rows it has locked."""
+    info: dict[str, Any] = session.info.setdefault(_TRANSACTION_INFO, {})
+    return info
+
+
+@event.listens_for(Session, "after_commit")
+@event.listens_for(Session, "after_rollback")
+def _forget_transaction_info(session: Session) -> None:
+    session.info.pop(_TRANSACTION_INFO, None)
+
+
 _CURRENT: ContextVar[UnitOfWork | None] = ContextVar("referral_service.unit_of_work", default=None)
 
 

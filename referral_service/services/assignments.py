@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -21,7 +21,7 @@ from referral_service.db.models import (
     User,
     new_id,
 )
-from referral_service.db.session import UnitOfWork
+from referral_service.db.session import UnitOfWork, transaction_info
 from referral_service.domain import access, lifecycle
 from referral_service.domain.access import Action, Scope
 from referral_service.domain.commands import (
@@ -208,7 +208,10 @@ def close(services: Services, cmd: CloseAssignment, actor: Actor) -> dict[str, A
 
 # -- routing (run by the router worker) ----------------------------------------------------------
 class _PartnerPool:
-    """The active partners' profiles with their open loads, read once per routing pass (if needed)."""
+    """The active partners' profiles with their open loads, read once per transaction (if needed): a
+    router's batch of referrals shares one read. The loads only rank partners; a chosen partner's
+    place is always counted again under its row lock (`_choose_partner`), so a load that another
+    router has raised since can cost a second choice, never a place over capacity."""
 
     def __init__(self, session: Session) -> None:
         self._session = session
@@ -230,33 +233,100 @@ class _PartnerPool:
         self.set_load(partner_id, load + 1)
 
 
-def _partner_profiles(session: Any) -> list[PartnerProfile]:
-    open_counts = dict(
-        session.execute(
-            select(Assignment.partner_id, func.count())
-            .where(Assignment.status.in_(OPEN_ASSIGNMENT_STATUSES))
-            .group_by(Assignment.partner_id)
-        ).all()
+#: The active partners with their open loads, in one statement built once (no ORM objects: the pool
+#: only ranks; the chosen partner's row is locked and loaded on its own).
+_OPEN_LOAD = (
+    select(func.count())
+    .select_from(Assignment)
+    .where(Assignment.partner_id == Partner.id, Assignment.status.in_(OPEN_ASSIGNMENT_STATUSES))
+    .correlate(Partner)
+    .scalar_subquery()
+)
+_DIRECTORY = (
+    select(
+        Partner.id,
+        Partner.name,
+        Partner.services,
+        Partner.provinces,
+        Partner.districts,
+        Partner.languages,
+        Partner.capacity,
+        _OPEN_LOAD,
+        Partner.accepts_minors,
+        Partner.staff_sex,
+        Partner.active,
+        Partner.offers_made,
+        Partner.offers_accepted,
+        Partner.response_seconds_total,
+        Partner.responses,
     )
+    .where(Partner.active.is_(True))
+    .order_by(Partner.id)
+)
+
+
+def _partner_profiles(session: Session) -> list[PartnerProfile]:
     return [
         PartnerProfile(
-            id=p.id,
-            name=p.name,
-            services=p.services,
-            provinces=p.provinces,
-            districts=p.districts,
-            languages=p.languages,
-            capacity=p.capacity,
-            open_assignments=int(open_counts.get(p.id, 0)),
-            accepts_minors=p.accepts_minors,
-            staff_sex=p.staff_sex,
-            active=p.active,
-            offers_made=p.offers_made,
-            offers_accepted=p.offers_accepted,
-            mean_response_hours=(p.response_seconds_total / p.responses / 3600) if p.responses else None,
+            id=r[0],
+            name=r[1],
+            services=r[2],
+            provinces=r[3],
+            districts=r[4],
+            languages=r[5],
+            capacity=r[6],
+            open_assignments=int(r[7] or 0),
+            accepts_minors=r[8],
+            staff_sex=r[9],
+            active=r[10],
+            offers_made=r[11],
+            offers_accepted=r[12],
+            mean_response_hours=(r[13] / r[14] / 3600) if r[14] else None,
         )
-        for p in session.scalars(select(Partner).where(Partner.active.is_(True)).order_by(Partner.id))
+        for r in session.execute(_DIRECTORY)
     ]
+
+
+_POOL = "referral_service.partner_pool"
+_SUBJECTS = "referral_service.routing_subjects"
+_HELD = "referral_service.locked_partners"
+
+
+def prepare_routing(uow: UnitOfWork, referral_ids: Sequence[str]) -> None:
+    """Before routing several referrals in one transaction: lock them all with their assignments,
+    read their subjects, and lock and count the partners they will most likely be offered to, in
+    a few statements instead of a few per referral.
+
+    The partners are locked in id order, as the referrals are, so two routers whose batches want
+    the same partners queue for them instead of deadlocking; a partner chosen later (the likely one
+    was full) is locked when it is chosen."""
+    session = uow.session
+    referrals = cases.lock_referrals(session, referral_ids)
+    subject_ids = {r.subject_id for r in referrals}
+    if not subject_ids:
+        return
+    # Held for the transaction: the identity map keeps unchanged rows only weakly, and `session.get`
+    # in `route_open_needs` should find them there.
+    subjects = {s.id: s for s in session.scalars(select(Subject).where(Subject.id.in_(subject_ids)))}
+    transaction_info(session)[_SUBJECTS] = subjects
+    pool = _pool(session)
+    likely: set[str] = set()
+    for referral in referrals:
+        subject = subjects.get(referral.subject_id)
+        if subject is None:
+            continue
+        for need in lifecycle.needs_to_route(cases.state_of(referral)):
+            choice = route_referral(_case_profile(referral, subject, need.service), pool.profiles(), set(need.tried))
+            if choice.chosen is not None:
+                likely.add(choice.chosen.id)
+    _lock_partners(session, likely)
+
+
+def _pool(session: Session) -> _PartnerPool:
+    pool: _PartnerPool | None = transaction_info(session).get(_POOL)
+    if pool is None:
+        pool = transaction_info(session)[_POOL] = _PartnerPool(session)
+    return pool
 
 
 def route_open_needs(uow: UnitOfWork, services: Services, referral_id: str) -> list[str]:
@@ -272,7 +342,7 @@ def route_open_needs(uow: UnitOfWork, services: Services, referral_id: str) -> l
         return []
     subject = must(session.get(Subject, referral.subject_id), "subject")
     now = services.clock.now()
-    pool = _PartnerPool(session)
+    pool = _pool(session)
     offered: list[str] = []
     unroutable: list[str] = []
     for need in lifecycle.needs_to_route(state):
@@ -283,6 +353,7 @@ def route_open_needs(uow: UnitOfWork, services: Services, referral_id: str) -> l
             continue
         state = _offer(uow, services, referral, state, need.service, result, partner_row, now)
         pool.took_one(partner_row.id)
+        transaction_info(session)[_HELD][partner_row.id].open_now += 1
         offered.append(state.assignments[-1].id)
     cases.save(uow, services, referral, lifecycle.conclude_routing(state, offered, unroutable, at=now), now)
     return offered
@@ -300,32 +371,80 @@ def _case_profile(referral: Referral, subject: Subject, service: str) -> CasePro
     )
 
 
+class _HeldPartner:
+    """A partner row this transaction has locked, with its open assignments counted under the lock."""
+
+    def __init__(self, row: Partner, open_now: int) -> None:
+        self.row, self.open_now = row, open_now
+
+
 def _choose_partner(
     session: Session, pool: _PartnerPool, case: CaseProfile, tried: frozenset[str]
 ) -> tuple[RoutingResult, Partner | None]:
     """The best partner with a place left, and its row, locked; (result without a choice, None) if none."""
+    held: dict[str, _HeldPartner] = transaction_info(session).setdefault(_HELD, {})
     while True:
         result = route_referral(case, pool.profiles(), set(tried))
         if result.chosen is None:
             return result, None
-        # Competing routers counted loads before either committed: lock the chosen partner and count
-        # again, so two routers can never both fill its last place.
-        row = session.scalars(
-            for_update(session, select(Partner).where(Partner.id == result.chosen.id)).execution_options(
+        partner = held.get(result.chosen.id)
+        if partner is None:
+            partner = held[result.chosen.id] = _lock_and_count(session, result.chosen.id)
+        # Once locked, the count stays true to the end of the transaction: an open assignment is only
+        # ever created by a router holding this lock (`_offer` counts its own), and a response or a
+        # close only lowers the count (counted too high, a partner is passed over, never overfilled).
+        if partner.open_now < partner.row.capacity:
+            return result, partner.row
+        pool.set_load(partner.row.id, partner.open_now)
+
+
+def _lock_and_count(session: Session, partner_id: str) -> _HeldPartner:
+    _lock_partners(session, [partner_id])
+    held: _HeldPartner = transaction_info(session)[_HELD][partner_id]
+    return held
+
+
+def _lock_partners(session: Session, partner_ids: Collection[str]) -> None:
+    """Competing routers counted loads before either committed: lock the partners (id order) and
+    count their open assignments again, so two routers can never both fill a partner's last place.
+
+    The count is a statement of its own, after the lock is granted: in READ COMMITTED it sees every
+    offer committed by whoever held the lock before. Without flushing what this transaction has
+    written so far (a batch's earlier referrals are flushed once, at commit): the database counts
+    what is committed or flushed, and this transaction's new offers that are not flushed yet are
+    counted from the session. (A pending change of an existing row's status is counted as the
+    database has it: too high, never too low.)"""
+    held: dict[str, _HeldPartner] = transaction_info(session).setdefault(_HELD, {})
+    wanted = sorted(set(partner_ids) - set(held))
+    if not wanted:
+        return
+    with session.no_autoflush:
+        rows = session.scalars(
+            for_update(session, select(Partner).where(Partner.id.in_(wanted)).order_by(Partner.id)).execution_options(
                 populate_existing=True
             )
-        ).one()
-        open_now = int(
-            session.scalar(
-                select(func.count())
-                .select_from(Assignment)
-                .where(Assignment.partner_id == row.id, Assignment.status.in_(OPEN_ASSIGNMENT_STATUSES))
-            )
-            or 0
-        )
-        if open_now < row.capacity:
-            return result, row
-        pool.set_load(row.id, open_now)
+        ).all()
+        counts: dict[str, int] = {pid: n for pid, n in session.execute(_OPEN_COUNTS, {"ids": wanted})}
+    for row in rows:
+        held[row.id] = _HeldPartner(row, int(counts.get(row.id, 0)) + _unflushed_offers(session, row.id))
+
+
+#: Some partners' open assignments: built once (compiled once, then a prepared statement on PostgreSQL).
+_OPEN_COUNTS = (
+    select(Assignment.partner_id, func.count())
+    .where(
+        Assignment.partner_id.in_(bindparam("ids", expanding=True)),
+        Assignment.status.in_(OPEN_ASSIGNMENT_STATUSES),
+    )
+    .group_by(Assignment.partner_id)
+)
+
+
+def _unflushed_offers(session: Session, partner_id: str) -> int:
+    open_statuses = set(OPEN_ASSIGNMENT_STATUSES)
+    return sum(
+        1 for o in session.new if isinstance(o, Assignment) and o.partner_id == partner_id and o.status in open_statuses
+    )
 
 
 def _record_decision(session: Session, referral_id: str, service: str, result: RoutingResult, now: datetime) -> None:

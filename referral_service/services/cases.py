@@ -8,7 +8,7 @@ anything: the rules are in `domain/lifecycle.py` and `domain/access.py`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from referral_service.db.models import Assignment, Deadline, Partner, Referral
-from referral_service.db.session import UnitOfWork
+from referral_service.db.session import UnitOfWork, transaction_info
 from referral_service.domain import events, lifecycle
 from referral_service.domain.access import Case
 from referral_service.domain.errors import NotFound
@@ -36,9 +36,40 @@ if TYPE_CHECKING:
 
 
 # -- loading ---------------------------------------------------------------------------------------------
+#: The referrals `lock_referrals` locked (with their assignments) in this transaction.
+_LOCKED = "referral_service.locked_referrals"
+
+
+def lock_referrals(session: Session, referral_ids: Collection[str]) -> list[Referral]:
+    """Lock several referrals and their assignments in three statements, in id order (so two routers
+    locking overlapping sets queue instead of deadlocking), for a batch that moves them all: each
+    `lock_referral` of one of them in this transaction then reads nothing more."""
+    ids = sorted(set(referral_ids))
+    if not ids:
+        return []
+    found = session.scalars(
+        for_update(session, select(Referral).where(Referral.id.in_(ids)).order_by(Referral.id)).execution_options(
+            populate_existing=True
+        )
+    ).all()
+    session.scalars(
+        for_update(
+            session, select(Assignment).where(Assignment.referral_id.in_(ids)).order_by(Assignment.id)
+        ).execution_options(populate_existing=True)
+    ).all()
+    # The session's identity map holds unchanged rows only weakly: keep them here for the transaction.
+    transaction_info(session).setdefault(_LOCKED, {}).update((r.id, r) for r in found)
+    return list(found)
+
+
 def lock_referral(session: Session, referral_id: str) -> Referral:
     """The referral, locked (PostgreSQL) before its assignments are read, so every move of one case
     sees the moves before it: its status is derived from all of them."""
+    locked: Referral | None = transaction_info(session).get(_LOCKED, {}).get(referral_id)
+    if locked is not None:
+        # Locked with its assignments earlier in this transaction: no one else can have moved it since,
+        # and the session holds every change made to it here.
+        return locked
     referral = session.scalars(
         for_update(session, select(Referral).where(Referral.id == referral_id)).execution_options(
             populate_existing=True
