@@ -135,6 +135,8 @@ def _submit(cmd: SubmitReferral, uow: UnitOfWork, services: Services, actor: Act
         linked_existing_subject=False,
         created_at=now,
         updated_at=now,
+        # A new referral has none: said here, so reading its case below does not ask the database.
+        assignments=[],
     )
     if cmd.incident_type or cmd.incident_date or cmd.incident_narrative:
         incident = json.dumps(
