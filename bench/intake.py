@@ -435,7 +435,7 @@ def embedded(workdir: Path) -> Iterator[Service]:
 
 
 @contextmanager
-def production(workdir: Path, api_workers: int) -> Iterator[Service]:
+def production(workdir: Path, api_workers: int, api_threads: int) -> Iterator[Service]:
     from referral_service.crypto.keyring import create_keyring
 
     name = f"referral_intake_{uuid.uuid4().hex[:8]}"
@@ -463,7 +463,8 @@ def production(workdir: Path, api_workers: int) -> Iterator[Service]:
         port = free_port()
         api = stack.start(
             "serve",
-            [sys.executable, "-m", "referral_service", "serve", "--port", str(port), "--workers", str(api_workers)],
+            [sys.executable, "-m", "referral_service", "serve", "--port", str(port), "--workers", str(api_workers)]
+            + ["--threads", str(api_threads)],
         )
         workers = [stack.start(w, [sys.executable, "-m", "referral_service", "worker", w]) for w in WORKERS]
         for w in workers:
@@ -549,7 +550,7 @@ def service_round(svc: Service, wrk: Wrk, seconds: float, limit_total: int = 0) 
 
 def run_profile(profile: str, args: argparse.Namespace, workdir: Path, floor_url: str) -> dict[str, Any]:
     wrk = Wrk(workdir, args.threads, args.connections)
-    context = embedded(workdir) if profile == "embedded" else production(workdir, args.api_workers)
+    context = embedded(workdir) if profile == "embedded" else production(workdir, args.api_workers, args.api_threads)
     with context as svc:
         print(f"[{profile}] up: API pid {svc.api.pid}; workers {[w.name for w in svc.workers] or 'in-process'}")
         # Warm-up outside the measurement: connections, caches, the first pages of every table.
@@ -663,6 +664,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2, help="wrk -t (default 2)")
     parser.add_argument("--connections", type=int, default=8, help="wrk -c (default 8)")
     parser.add_argument("--api-workers", type=int, default=2, help="gunicorn workers of the production API")
+    parser.add_argument("--api-threads", type=int, default=1, help="threads per gunicorn worker (serve --threads)")
     parser.add_argument("--rss", type=int, default=0, metavar="N", help="RSS after N and after 2N more referrals")
     parser.add_argument("--py-spy", type=float, default=0, metavar="S", help="profile the API for S s (extra round)")
     parser.add_argument("--keep-profile", metavar="DIR", help="where to keep py-spy's collapsed stacks")

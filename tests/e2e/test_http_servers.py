@@ -184,3 +184,35 @@ def test_gunicorn_does_not_take_a_clients_word_for_https(gunicorn: tuple[Service
     )
     assert status == 200
     assert "strict-transport-security" not in headers
+
+
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_gunicorn_metrics_sum_every_workers_requests(env: dict[str, str], tmp_path: Path, threads: str) -> None:
+    """Two workers (sync, or gthread with 4 threads): whichever worker answers a scrape, it counts the
+    requests that both served (prometheus-client multiprocess mode), not only its own."""
+    token = "scrape-" + "m" * 40
+    shared = tmp_path / "metrics"
+    env = {**env, "REFERRAL_METRICS_TOKEN": token, "PROMETHEUS_MULTIPROC_DIR": str(shared)}
+    shared.mkdir()
+    (shared / "counter_1.db").write_bytes(b"samples of an earlier run")  # emptied at start
+    port = _free_port()
+    service = Service(env, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2", "--threads", threads)
+    try:
+        wait_until(lambda: _port_open(port), timeout=30, what="gunicorn listening")
+        served = 40
+        for _ in range(served):  # a new connection each: the workers take them as they come
+            assert _exchange(port, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")[0] == 200
+        line = 'http_requests_total{endpoint="/healthz",method="GET",status="200"} 40.0'
+        head = (
+            f"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        )
+        for _ in range(6):
+            status, _headers, body = _exchange(port, head)
+            assert status == 200
+            assert line in body.decode(), body.decode()[:3000]
+        writers = {p.name for p in shared.glob("counter_*.db")}
+        assert "counter_1.db" not in writers
+        assert len(writers) == 2, writers  # both workers counted requests
+    finally:
+        assert service.terminate() == 0, service.output()
+    assert shared.is_dir()  # the operator's folder is kept
