@@ -203,9 +203,7 @@ def test_gunicorn_metrics_sum_every_workers_requests(env: dict[str, str], tmp_pa
         for _ in range(served):  # a new connection each: the workers take them as they come
             assert _exchange(port, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")[0] == 200
         line = 'http_requests_total{endpoint="/healthz",method="GET",status="200"} 40.0'
-        head = (
-            f"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
-        )
+        head = f"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
         for _ in range(6):
             status, _headers, body = _exchange(port, head)
             assert status == 200
