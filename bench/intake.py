@@ -40,7 +40,7 @@ import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,7 +212,11 @@ class Stack:
         log = self.workdir / f"{name}.log"
         out = log.open("wb")
         popen = subprocess.Popen(
-            argv, env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}, stdout=out, stderr=subprocess.STDOUT
+            argv,
+            env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
+            cwd=self.env.get("PYTHONPATH"),
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
         proc = Proc(name, popen, log)
         self.procs.append(proc)
@@ -224,10 +228,17 @@ class Stack:
         self.procs.clear()
 
 
+def code_env(env: dict[str, str], code: Path | None) -> dict[str, str]:
+    """The environment that runs the service from another checkout (`--baseline`): its folder first on
+    the import path, ahead of this worktree's editable install."""
+    return env if code is None else {**env, "PYTHONPATH": str(code)}
+
+
 def cli(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "referral_service", *args],
         env={**os.environ, **env},
+        cwd=env.get("PYTHONPATH"),
         input=stdin,
         capture_output=True,
         text=True,
@@ -416,9 +427,9 @@ def _prepare(env: dict[str, str], workdir: Path) -> str:
 
 
 @contextmanager
-def embedded(workdir: Path) -> Iterator[Service]:
+def embedded(workdir: Path, code: Path | None = None) -> Iterator[Service]:
     home = workdir / "embedded"
-    env = {"REFERRAL_HOME": str(home), "REFERRAL_INSECURE_COOKIES": "1"}
+    env = code_env({"REFERRAL_HOME": str(home), "REFERRAL_INSECURE_COOKIES": "1"}, code)
     for name in ("REFERRAL_DATABASE_URL", "REFERRAL_BROKER_URL", "REFERRAL_KEYRING"):
         os.environ.pop(name, None)
     token = _prepare(env, workdir)
@@ -435,7 +446,7 @@ def embedded(workdir: Path) -> Iterator[Service]:
 
 
 @contextmanager
-def production(workdir: Path, api_workers: int, api_threads: int) -> Iterator[Service]:
+def production(workdir: Path, api_workers: int, api_threads: int, code: Path | None = None) -> Iterator[Service]:
     from referral_service.crypto.keyring import create_keyring
 
     name = f"referral_intake_{uuid.uuid4().hex[:8]}"
@@ -450,12 +461,15 @@ def production(workdir: Path, api_workers: int, api_threads: int) -> Iterator[Se
     home.mkdir()
     create_keyring(home / "keyring.json")
     url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    env = {
-        "REFERRAL_HOME": str(home),
-        "REFERRAL_DATABASE_URL": url,
-        "REFERRAL_BROKER_URL": f"{AMQP_HOST_URL}/{name}",
-        "REFERRAL_KEYRING": str(home / "keyring.json"),
-    }
+    env = code_env(
+        {
+            "REFERRAL_HOME": str(home),
+            "REFERRAL_DATABASE_URL": url,
+            "REFERRAL_BROKER_URL": f"{AMQP_HOST_URL}/{name}",
+            "REFERRAL_KEYRING": str(home / "keyring.json"),
+        },
+        code,
+    )
     stack = Stack(workdir, env)
     engine = create_engine(url)
     try:
@@ -464,7 +478,7 @@ def production(workdir: Path, api_workers: int, api_threads: int) -> Iterator[Se
         api = stack.start(
             "serve",
             [sys.executable, "-m", "referral_service", "serve", "--port", str(port), "--workers", str(api_workers)]
-            + ["--threads", str(api_threads)],
+            + (["--threads", str(api_threads)] if api_threads > 1 else []),
         )
         workers = [stack.start(w, [sys.executable, "-m", "referral_service", "worker", w]) for w in WORKERS]
         for w in workers:
@@ -550,69 +564,96 @@ def service_round(svc: Service, wrk: Wrk, seconds: float, limit_total: int = 0) 
 
 def run_profile(profile: str, args: argparse.Namespace, workdir: Path, floor_url: str) -> dict[str, Any]:
     wrk = Wrk(workdir, args.threads, args.connections)
-    context = embedded(workdir) if profile == "embedded" else production(workdir, args.api_workers, args.api_threads)
-    with context as svc:
-        print(f"[{profile}] up: API pid {svc.api.pid}; workers {[w.name for w in svc.workers] or 'in-process'}")
-        # Warm-up outside the measurement: connections, caches, the first pages of every table.
-        wrk.run(floor_url, "/floor", "", 3)
-        wrk.run(svc.url, "/api/v1/referrals", svc.token, 3)
-        svc.drain()
-        rounds: list[Round] = []
-        for r in range(args.rounds):
-            # Who goes first alternates, so a drift in the machine's load weighs on both alike.
-            if r % 2 == 0:
-                fl = wrk.run(floor_url, "/floor", "", args.duration)
-                sv, drain_s, cpu_ms = service_round(svc, wrk, args.duration)
-            else:
-                sv, drain_s, cpu_ms = service_round(svc, wrk, args.duration)
-                fl = wrk.run(floor_url, "/floor", "", args.duration)
-            rounds.append(Round(fl, sv, drain_s, cpu_ms))
-            print(
-                f"[{profile}] round {r + 1}: floor {fl.rate:.0f}/s (p99 {fl.p99_ms:.1f} ms, {fl.bad} non-2xx), "
-                f"service {sv.rate:.1f}/s (p50 {sv.p50_ms:.1f} ms, p99 {sv.p99_ms:.1f} ms, {sv.bad} non-2xx, "
-                f"{sv.socket_errors} socket errors), drained {drain_s:.1f} s after; ratio {rounds[-1].ratio:.3f}; "
-                f"CPU ms/referral {cpu_ms}; load average {os.getloadavg()[0]:.2f}",
-                flush=True,
+    with ExitStack() as stack:
+        # With --baseline, the same profile from another checkout runs beside this one, in the same rounds.
+        codes = [("baseline", Path(args.baseline).resolve()), ("this", None)] if args.baseline else [("this", None)]
+        services: list[tuple[str, Service]] = []
+        for label, code in codes:
+            sub = workdir / label
+            sub.mkdir()
+            context = (
+                embedded(sub, code)
+                if profile == "embedded"
+                else production(sub, args.api_workers, args.api_threads if code is None else 1, code)
             )
-        left = svc.backlog()
-        result: dict[str, Any] = {
-            "profile": profile,
-            "rounds": [
-                {
-                    "floor_per_s": x.floor.rate,
-                    "service_per_s": x.service.rate,
-                    "ratio": x.ratio,
-                    "service_p50_ms": x.service.p50_ms,
-                    "service_p99_ms": x.service.p99_ms,
-                    "drain_s": x.drain_s,
-                    "cpu_ms_per_referral": x.cpu_ms,
-                }
-                for x in rounds
-            ],
-            "failed": sum(x.service.bad + x.service.socket_errors + x.floor.bad for x in rounds),
-            "backlog_after": left,
-        }
-        ratio = statistics.median(x.ratio for x in rounds)
-        sustained = statistics.median(
-            x.service.ok / (x.service.seconds + x.drain_s) / x.floor.rate for x in rounds if x.floor.rate
-        )
-        result["ratio_median"], result["sustained_ratio_median"] = ratio, sustained
-        goal = GOALS[profile]
-        print(
-            f"[{profile}] median ratio to the floor {ratio:.3f}× "
-            f"(goal ≥ {goal}×: {'met' if ratio >= goal else 'NOT met'});"
-            f" counting the drain after each round {sustained:.3f}×; floor median "
-            f"{statistics.median(x.floor.rate for x in rounds):.0f}/s, service median "
-            f"{statistics.median(x.service.rate for x in rounds):.1f}/s; failed requests {result['failed']}; "
-            f"after the run {left['referrals']} referrals, {left['without_offer']} without an offer, "
-            f"{left['outbox']} outbox rows unpublished, {left['audit_unsequenced']} audit entries unsequenced",
-            flush=True,
-        )
+            services.append((label, stack.enter_context(context)))
+        for label, svc in services:
+            print(
+                f"[{profile}/{label}] up: API pid {svc.api.pid}; "
+                f"workers {[w.name for w in svc.workers] or 'in-process'}"
+            )
+            # Warm-up outside the measurement: connections, caches, the first pages of every table.
+            wrk.run(svc.url, "/api/v1/referrals", svc.token, 3)
+            svc.drain()
+        wrk.run(floor_url, "/floor", "", 3)
+        rounds: dict[str, list[Round]] = {label: [] for label, _ in services}
+        for r in range(args.rounds):
+            # The order rotates, so a drift in the machine's load weighs on each alike.
+            parts: list[str | None] = [None, *(label for label, _ in services)]
+            parts = parts[r % len(parts) :] + parts[: r % len(parts)]
+            done: dict[str, tuple[Load, float, dict[str, float]]] = {}
+            fl: Load | None = None
+            for part in parts:
+                if part is None:
+                    fl = wrk.run(floor_url, "/floor", "", args.duration)
+                else:
+                    done[part] = service_round(dict(services)[part], wrk, args.duration)
+            assert fl is not None
+            for label, (sv, drain_s, cpu_ms) in done.items():
+                rounds[label].append(Round(fl, sv, drain_s, cpu_ms))
+                print(
+                    f"[{profile}/{label}] round {r + 1}: floor {fl.rate:.0f}/s (p99 {fl.p99_ms:.1f} ms, {fl.bad} "
+                    f"non-2xx), service {sv.rate:.1f}/s (p50 {sv.p50_ms:.1f} ms, p99 {sv.p99_ms:.1f} ms, {sv.bad} "
+                    f"non-2xx, {sv.socket_errors} socket errors), drained {drain_s:.1f} s after; ratio "
+                    f"{rounds[label][-1].ratio:.3f}; CPU ms/referral {cpu_ms}; load average {os.getloadavg()[0]:.2f}",
+                    flush=True,
+                )
+        result: dict[str, Any] = {"profile": profile}
+        for label, svc in services:
+            result[label] = summarise(profile, label, svc, rounds[label])
+        this = dict(services)["this"]
         if args.py_spy:
-            result["py_spy"] = str(profile_round(svc, wrk, workdir, args.py_spy, args.keep_profile))
+            result["py_spy"] = str(profile_round(this, wrk, workdir, args.py_spy, args.keep_profile))
         if args.rss:
-            result["rss"] = rss_rounds(svc, wrk, args.rss)
+            result["rss"] = rss_rounds(this, wrk, args.rss)
         return result
+
+
+def summarise(profile: str, label: str, svc: Service, rounds: list[Round]) -> dict[str, Any]:
+    left = svc.backlog()
+    result: dict[str, Any] = {
+        "rounds": [
+            {
+                "floor_per_s": x.floor.rate,
+                "service_per_s": x.service.rate,
+                "ratio": x.ratio,
+                "service_p50_ms": x.service.p50_ms,
+                "service_p99_ms": x.service.p99_ms,
+                "drain_s": x.drain_s,
+                "cpu_ms_per_referral": x.cpu_ms,
+            }
+            for x in rounds
+        ],
+        "failed": sum(x.service.bad + x.service.socket_errors + x.floor.bad for x in rounds),
+        "backlog_after": left,
+    }
+    ratio = statistics.median(x.ratio for x in rounds)
+    sustained = statistics.median(
+        x.service.ok / (x.service.seconds + x.drain_s) / x.floor.rate for x in rounds if x.floor.rate
+    )
+    result["ratio_median"], result["sustained_ratio_median"] = ratio, sustained
+    goal = GOALS[profile]
+    print(
+        f"[{profile}/{label}] median ratio to the floor {ratio:.3f}× "
+        f"(goal ≥ {goal}×: {'met' if ratio >= goal else 'NOT met'});"
+        f" counting the drain after each round {sustained:.3f}×; floor median "
+        f"{statistics.median(x.floor.rate for x in rounds):.0f}/s, service median "
+        f"{statistics.median(x.service.rate for x in rounds):.1f}/s; failed requests {result['failed']}; "
+        f"after the run {left['referrals']} referrals, {left['without_offer']} without an offer, "
+        f"{left['outbox']} outbox rows unpublished, {left['audit_unsequenced']} audit entries unsequenced",
+        flush=True,
+    )
+    return result
 
 
 def profile_round(svc: Service, wrk: Wrk, workdir: Path, seconds: float, keep: str | None) -> Path:
@@ -665,6 +706,9 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=8, help="wrk -c (default 8)")
     parser.add_argument("--api-workers", type=int, default=2, help="gunicorn workers of the production API")
     parser.add_argument("--api-threads", type=int, default=1, help="threads per gunicorn worker (serve --threads)")
+    parser.add_argument(
+        "--baseline", metavar="DIR", help="also run the service from this checkout (e.g. a worktree of main)"
+    )
     parser.add_argument("--rss", type=int, default=0, metavar="N", help="RSS after N and after 2N more referrals")
     parser.add_argument("--py-spy", type=float, default=0, metavar="S", help="profile the API for S s (extra round)")
     parser.add_argument("--keep-profile", metavar="DIR", help="where to keep py-spy's collapsed stacks")
@@ -691,7 +735,12 @@ def main() -> int:
                 sub.mkdir()
                 results.append(run_profile(profile, args, sub, floor_url))
     print(json.dumps({"results": results, "loadavg_after": os.getloadavg()}, default=str))
-    ok = all(r["failed"] == 0 and not r["backlog_after"]["without_offer"] for r in results)
+    ok = all(
+        r[label]["failed"] == 0 and not r[label]["backlog_after"]["without_offer"]
+        for r in results
+        for label in ("baseline", "this")
+        if label in r
+    )
     return 0 if ok else 1
 
 
