@@ -39,7 +39,7 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -312,7 +312,17 @@ class Wrk:
         self.workdir, self.threads, self.connections = workdir, threads, connections
         self.runs = 0
 
-    def run(self, url: str, path: str, token: str, seconds: float, limit_total: int = 0) -> Load:
+    def run(
+        self,
+        url: str,
+        path: str,
+        token: str,
+        seconds: float,
+        limit_total: int = 0,
+        reached: Callable[[], bool] | None = None,
+    ) -> Load:
+        """`limit_total`: each thread stops sending after its share; wrk itself only ends at the end of its
+        duration, so with `reached` (polled every second) it is interrupted (SIGINT: it still reports)."""
         self.runs += 1
         script = self.workdir / f"wrk-{self.runs}.lua"
         script.write_text(
@@ -327,12 +337,20 @@ class Wrk:
             }
         )
         argv = ["wrk", f"-t{self.threads}", f"-c{self.connections}", f"-d{seconds:.0f}s", "--timeout", "30s"]
-        done = subprocess.run([*argv, "-s", str(script), url], capture_output=True, text=True, check=False)
-        line = next((ln for ln in done.stdout.splitlines() if ln.startswith("BENCH-RESULT")), None)
-        if done.returncode != 0 or line is None:
-            raise RuntimeError(f"wrk failed: {done.stdout}{done.stderr}")
-        if done.stderr.strip():
-            print("  wrk: " + done.stderr.strip().replace("\n", "\n  wrk: "), flush=True)
+        proc = subprocess.Popen(
+            [*argv, "-s", str(script), url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        if reached is not None:
+            while proc.poll() is None and not reached():
+                time.sleep(1.0)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate()
+        line = next((ln for ln in stdout.splitlines() if ln.startswith("BENCH-RESULT")), None)
+        if proc.returncode != 0 or line is None:
+            raise RuntimeError(f"wrk failed: {stdout}{stderr}")
+        if stderr.strip():
+            print("  wrk: " + stderr.strip().replace("\n", "\n  wrk: "), flush=True)
         ok, bad, _requests, micros, p50, p99, *errors = (int(v) for v in line.split()[1:])
         return Load(ok, bad, micros / 1e6, p50 / 1000, p99 / 1000, sum(errors))
 
@@ -676,7 +694,12 @@ def profile_round(svc: Service, wrk: Wrk, workdir: Path, seconds: float, keep: s
 def rss_rounds(svc: Service, wrk: Wrk, per_step: int) -> dict[str, Any]:
     steps = []
     for step in (1, 2):
-        load = wrk.run(svc.url, "/api/v1/referrals", svc.token, 3600, limit_total=per_step)
+        target = svc.backlog()["referrals"] + per_step
+
+        def reached(target: int = target) -> bool:
+            return bool(svc.backlog()["referrals"] >= target)
+
+        load = wrk.run(svc.url, "/api/v1/referrals", svc.token, 3600, limit_total=per_step, reached=reached)
         drain_s, left = svc.drain()
         rss = {f"api[{p}]": round(rss_mb(p), 1) for p in svc.api_rss_pids()}
         rss.update({w.name: round(rss_mb(w.pid), 1) for w in svc.workers})
