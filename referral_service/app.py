@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 import traceback
@@ -12,8 +13,9 @@ from typing import Any
 
 from flask import Flask, g, jsonify, request
 from flask.json.provider import DefaultJSONProvider
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
@@ -43,34 +45,47 @@ class IsoJSONProvider(DefaultJSONProvider):
 
 
 class Metrics:
-    """One registry per app, so several apps (tests) never collide on global metric names."""
+    """One registry per app, so several apps (tests) never collide on global metric names.
+
+    Under gunicorn (`serve`) each worker process counts its own requests, and a scrape is answered by
+    whichever worker gets it. With PROMETHEUS_MULTIPROC_DIR set (`serve` sets it), prometheus-client's
+    multiprocess mode keeps every worker's samples in files there, and a scrape sums them all: the
+    counters and histograms are then registered nowhere, and the scrape registry reads the files.
+    """
 
     def __init__(self, services: Services) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "http_requests_total", "HTTP requests", ["method", "endpoint", "status"], registry=self.registry
-        )
-        self.latency = Histogram(
-            "http_request_duration_seconds", "HTTP request latency", ["endpoint"], registry=self.registry
-        )
-        outbox = Gauge("outbox_pending_messages", "Committed events not yet published", registry=self.registry)
-
-        def _pending() -> float:
-            from referral_service.db.models import OutboxMessage
-
-            try:
-                with services.session_factory() as session:
-                    return float(
-                        session.scalar(
-                            select(func.count()).select_from(OutboxMessage).where(OutboxMessage.published_at.is_(None))
-                        )
-                        or 0
-                    )
-            except OperationalError:
-                return float("nan")
-
-        outbox.set_function(_pending)
+        shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        own = None if shared else self.registry
+        self.requests = Counter("http_requests_total", "HTTP requests", ["method", "endpoint", "status"], registry=own)
+        self.latency = Histogram("http_request_duration_seconds", "HTTP request latency", ["endpoint"], registry=own)
+        if shared:
+            MultiProcessCollector(self.registry, path=shared)
+        # Asked of the database at each scrape: the same answer whichever worker is asked.
+        self.registry.register(OutboxCollector(services))
         self.registry.register(DamageCollector(services))
+
+
+class OutboxCollector(Collector):
+    """`outbox_pending_messages`: committed events not yet published, counted at scrape time."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    def collect(self) -> list[Metric]:
+        from referral_service.db.models import OutboxMessage
+
+        try:
+            with self.services.session_factory() as session:
+                pending = float(
+                    session.scalar(
+                        select(func.count()).select_from(OutboxMessage).where(OutboxMessage.published_at.is_(None))
+                    )
+                    or 0
+                )
+        except OperationalError:
+            pending = float("nan")
+        return [GaugeMetricFamily("outbox_pending_messages", "Committed events not yet published", value=pending)]
 
 
 class DamageCollector(Collector):

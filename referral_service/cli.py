@@ -6,8 +6,10 @@ import getpass
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import uuid
 from collections.abc import Callable
 from functools import wraps
@@ -173,8 +175,15 @@ def _on_stop_signal(callback: Callable[[], None]) -> None:
 @click.option("--host", default="0.0.0.0", show_default=True)  # noqa: S104 - containers listen on all
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", "workers_", default=2, show_default=True, type=int)
+@click.option(
+    "--threads",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Request threads per worker; above 1, gunicorn's gthread workers (keep-alive, overlapping database waits).",
+)
 @operator_errors
-def serve(host: str, port: int, workers_: int) -> None:
+def serve(host: str, port: int, workers_: int, threads: int) -> None:
     """The HTTP API under gunicorn (production)."""
     from gunicorn.app.base import BaseApplication
 
@@ -182,6 +191,7 @@ def serve(host: str, port: int, workers_: int) -> None:
 
     _services().dispose()  # fail fast, in one line, before gunicorn forks
     hide_gunicorn_banner()
+    metrics_dir, made_metrics_dir = _multiprocess_metrics_dir()
 
     class _Gunicorn(BaseApplication):
         def load_config(self) -> None:
@@ -189,10 +199,16 @@ def serve(host: str, port: int, workers_: int) -> None:
                 self.cfg.set(name, value)
             self.cfg.set("bind", f"{host}:{port}")
             self.cfg.set("workers", workers_)
+            if threads > 1:
+                self.cfg.set("worker_class", "gthread")
+                self.cfg.set("threads", threads)
             # No gunicorn access log: it would write the path as the client sent it (decoded), and a client
             # can put anything there. The app logs each request by its route instead (app.py, `_observe`).
             self.cfg.set("accesslog", None)
             self.cfg.set("graceful_timeout", 20)
+            self.cfg.set("child_exit", _metrics_child_exit)
+            if made_metrics_dir:
+                self.cfg.set("on_exit", lambda _arbiter: shutil.rmtree(metrics_dir, ignore_errors=True))
 
         def load(self) -> Any:
             from referral_service.app import create_app
@@ -200,6 +216,29 @@ def serve(host: str, port: int, workers_: int) -> None:
             return create_app(_services(check_keys=False))
 
     _Gunicorn().run()
+
+
+def _multiprocess_metrics_dir() -> tuple[Path, bool]:
+    """Where gunicorn's workers keep their Prometheus samples, so that a scrape sums every worker's
+    (prometheus-client multiprocess mode). Set before any worker imports prometheus-client. An operator's
+    PROMETHEUS_MULTIPROC_DIR is used and emptied of an earlier run's samples; else a private temporary
+    folder, removed at exit. Returns the folder and whether it was made here."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        path = Path(given)
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):
+            stale.unlink()
+        return path, False
+    path = Path(tempfile.mkdtemp(prefix="referral-metrics-"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    return path, True
+
+
+def _metrics_child_exit(_arbiter: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
 
 
 @main.command()

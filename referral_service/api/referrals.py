@@ -40,6 +40,9 @@ IDEMPOTENCY_KEY = {
     "schema": {"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX},
     "description": "a retry with the same key and body gets the first answer, and nothing is submitted twice",
 }
+# One instance for every request: building a schema (and its nested ones) costs more than loading a body,
+# and loading keeps no state on the instance.
+_REFERRAL_INPUT = ReferralInputSchema()
 _STAFF_ONLY = {403: "only the referral's caseworker or a supervisor may do this"}
 
 
@@ -64,7 +67,7 @@ def submit_referral() -> Any:
     if key is not None and not (0 < len(key) <= IDEMPOTENCY_KEY_MAX):
         raise ValidationFailed("Idempotency-Key must be 1-200 characters", {"Idempotency-Key": ["bad length"]})
     mac = referrals.request_mac(services(), data) if key else None
-    cmd = load(ReferralInputSchema(), data)
+    cmd = load(_REFERRAL_INPUT, data)
     outcome = referrals.submit_referral(services(), cmd, actor, idempotency_key=key, mac=mac)
     return outcome.body  # a replay answers as the first request did
 

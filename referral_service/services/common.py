@@ -75,7 +75,9 @@ def next_counter(session: Session, name: str) -> int:
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stmt = insert(Counter).values(name=name, value=1)
     stmt = stmt.on_conflict_do_update(index_elements=[Counter.name], set_={"value": Counter.value + 1})
-    return int(session.execute(stmt.returning(Counter.value)).scalar_one())
+    # On the connection: the counter needs none of the session's pending rows, so no flush happens here
+    # (they go in the caller's next flush, with the rest).
+    return int(session.connection().execute(stmt.returning(Counter.value)).scalar_one())
 
 
 def must(value: T | None, what: str = "row") -> T:

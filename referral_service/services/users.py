@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from referral_service.db.models import ApiToken, Partner, User
+from referral_service.db.session import READ_ONLY
 from referral_service.domain import auth
 from referral_service.domain.errors import Conflict, NotFound, Unauthenticated, ValidationFailed
 from referral_service.domain.model import Actor, Role
@@ -71,12 +72,24 @@ def create_user(
         return {"id": user.id, "name": user.name, "role": user.role, "partner_id": user.partner_id, "token": token}
 
 
+# Built once: every API request asks it. Only a live token of an active user matches, so a revoked token
+# or a deactivated user is refused on the very next request (nothing about a token is cached).
+_ACTOR_FOR_TOKEN = (
+    select(User.id, User.role, User.partner_id, User.name)
+    .join(ApiToken, ApiToken.user_id == User.id)
+    .where(ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None), User.active.is_(True))
+    .limit(1)
+)
+
+
 def actor_for_token(services: Services, token: str) -> Actor:
-    with services.uow() as uow:
-        row = uow.session.scalars(select(ApiToken).where(ApiToken.token_hash == hash_token(token))).first()
-        if row is None or row.revoked_at is not None or not row.user.active:
-            raise Unauthenticated("invalid or revoked token")
-        return _actor(row.user)
+    # One statement on a read-only connection: no ORM objects, and on SQLite a deferred transaction, so
+    # checking a token never waits for (or holds) the write lock that intakes queue on.
+    with services.engine.connect().execution_options(**{READ_ONLY: True}) as conn:
+        row = conn.execute(_ACTOR_FOR_TOKEN, {"token_hash": hash_token(token)}).first()
+    if row is None:
+        raise Unauthenticated("invalid or revoked token")
+    return Actor(user_id=row.id, role=Role(row.role), partner_id=row.partner_id, name=row.name)
 
 
 def sign_in(services: Services, name: str, password: str) -> Actor:

@@ -184,3 +184,42 @@ def test_gunicorn_does_not_take_a_clients_word_for_https(gunicorn: tuple[Service
     )
     assert status == 200
     assert "strict-transport-security" not in headers
+
+
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_gunicorn_metrics_sum_every_workers_requests(env: dict[str, str], tmp_path: Path, threads: str) -> None:
+    """Two workers (sync, or gthread with 4 threads): whichever worker answers a scrape, it counts the
+    requests that both served (prometheus-client multiprocess mode), not only its own."""
+    token = "scrape-" + "m" * 40
+    shared = tmp_path / "metrics"
+    env = {**env, "REFERRAL_METRICS_TOKEN": token, "PROMETHEUS_MULTIPROC_DIR": str(shared)}
+    shared.mkdir()
+    (shared / "counter_1.db").write_bytes(b"samples of an earlier run")  # emptied at start
+    port = _free_port()
+    service = Service(env, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2", "--threads", threads)
+    health = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    try:
+        wait_until(lambda: _port_open(port), timeout=30, what="gunicorn listening")
+        assert not (shared / "counter_1.db").exists()
+        served = 0
+
+        def both_served() -> bool:
+            # A new connection each time: the workers take them as they come, so in time both serve some
+            # (each worker's samples are in a file named after its process id).
+            nonlocal served
+            assert _exchange(port, health)[0] == 200
+            served += 1
+            return len(list(shared.glob("counter_*.db"))) == 2
+
+        wait_until(both_served, timeout=60, interval=0.01, what="both workers serving")
+        line = f'http_requests_total{{endpoint="/healthz",method="GET",status="200"}} {float(served)}'
+        scrape = (
+            f"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        )
+        for _ in range(6):
+            status, _headers, body = _exchange(port, scrape)
+            assert status == 200
+            assert line in body.decode(), (served, body.decode()[:3000])
+    finally:
+        assert service.terminate() == 0, service.output()
+    assert shared.is_dir()  # the operator's folder is kept
