@@ -1,0 +1,300 @@
+"""Fuzzing the API from its own OpenAPI document (schemathesis), with a bearer token for every role.
+
+Schemathesis reads `/api/v1/openapi.json` from the app (in-process over WSGI, the embedded profile) and,
+for every documented operation, sends requests built from the document: its coverage phase (boundary
+and invalid values of each parameter and body field) and its fuzzing phase (random valid and invalid
+data). Every answer must be no server error, have a documented status code and content type, and a
+body and headers that match the schema the document gives for that status.
+
+The database holds a small world first (partners, referrals offered, accepted, followed up and
+withdrawn, a possible duplicate, a parked webhook delivery, an integrated audit log), and path ids are
+drawn half the time from the ids that exist, so the fuzz reaches past "404 no such referral" into the
+views' own checks. Each role runs in its own test (`test_fuzz[caseworker]`, …), over every operation.
+
+Bounded: `REFERRAL_FUZZ_EXAMPLES` (default below) caps the fuzzing phase per operation and role;
+`derandomize` keeps CI's run reproducible (the same cases every run). `REFERRAL_FUZZ_SEED=random` draws
+new ones, for a longer hunt by hand (README, "Fuzzing the API").
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+from flask import Flask, Response
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from schemathesis.checks import not_a_server_error
+from schemathesis.core.failures import FailureGroup
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from referral_service.app import create_app
+from referral_service.bootstrap import Services, bootstrap
+from referral_service.crypto.keyring import create_keyring
+from referral_service.db.models import Notification
+from referral_service.domain.model import Role
+from referral_service.services import partners, users
+from referral_service.services.audit import integrate_all
+from schemas import PartnerSchema
+from tests.conftest import FakeClock, embedded_settings
+from tests.factories import partner, referral_body
+from tests.pipeline import drain
+
+ROLES = tuple(role.value for role in Role)
+MEDICAL, LEGAL, QUETTA = "p-peshawar-medical", "p-peshawar-legal", "p-quetta-legal"
+DELIVERY = "msg_fuzz"
+OUTPUT = Path(__file__).resolve().parents[2] / "test-output"  # kept by CI as artefacts, never committed
+EXAMPLES = int(os.environ.get("REFERRAL_FUZZ_EXAMPLES", "15"))
+RANDOM_SEED = os.environ.get("REFERRAL_FUZZ_SEED") == "random"
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+]
+
+
+@dataclass
+class World:
+    app: Flask
+    services: Services
+    tokens: dict[str, str]
+    # Real ids by path-parameter name: what a fuzzed path may name instead of a random string.
+    ids: dict[str, list[str]] = field(default_factory=dict)
+    # (operation, role, status) -> requests sent: written to test-output/fuzz-summary.json for BENCHMARKS.md.
+    tally: Counter[tuple[str, str, int]] = field(default_factory=Counter)
+    started: float = field(default_factory=time.monotonic)
+
+    def summary(self) -> dict[str, Any]:
+        operations: dict[str, dict[str, Any]] = {}
+        for (op, role, status), n in sorted(self.tally.items()):
+            entry = operations.setdefault(op, {"requests": 0, "by_role": {}, "by_status": {}})
+            entry["requests"] += n
+            entry["by_role"][role] = entry["by_role"].get(role, 0) + n
+            entry["by_status"][str(status)] = entry["by_status"].get(str(status), 0) + n
+        return {
+            "examples_setting": EXAMPLES,
+            "seed": "random" if RANDOM_SEED else "derandomized",
+            "seconds": round(time.monotonic() - self.started, 1),
+            "requests": sum(self.tally.values()),
+            "operations": operations,
+        }
+
+
+def _seed(services: Services, app: Flask, clock: FakeClock) -> World:
+    partners.upsert_partners(
+        services,
+        [
+            PartnerSchema().load(partner(capacity=50)),
+            PartnerSchema().load(partner(id=LEGAL, name="Peshawar Legal Aid", services=["legal_aid"], capacity=50)),
+            PartnerSchema().load(
+                partner(
+                    id=QUETTA,
+                    name="Quetta Legal Aid",
+                    services=["legal_aid"],
+                    provinces=["Balochistan"],
+                    districts=["Quetta"],
+                )
+            ),
+        ],
+    )
+    tokens: dict[str, str] = {}
+    for role in ROLES:
+        made = users.create_user(
+            services, name=f"fuzz-{role}", role=role, partner_id=MEDICAL if role == Role.PARTNER else None
+        )
+        tokens[role] = made["token"]
+    client = app.test_client()
+
+    def call(method: str, path: str, role: str, status: int, **kwargs: Any) -> Any:
+        resp = client.open(path, method=method, headers={"Authorization": f"Bearer {tokens[role]}"}, **kwargs)
+        assert resp.status_code == status, (method, path, resp.get_data(as_text=True)[:300])
+        return resp.get_json()
+
+    share = {"given": True, "method": "written", "share": ["contact", "identity", "incident"]}
+    bodies = [
+        referral_body(consent=share),
+        referral_body(subject__phone=None),  # the same CNIC: a possible duplicate of the first
+        referral_body(needs=["medical", "legal_aid"], risk_level="critical", subject__cnic="17301-7654321-1"),
+        referral_body(subject__cnic=None, subject__phone="+923339876543", subject__date_of_birth=None),
+        referral_body(consent={"given": False}, subject__cnic="17301-1111111-1", subject__phone=None),
+    ]
+    referrals = [call("POST", "/api/v1/referrals", "caseworker", 201, json=body) for body in bodies]
+    drain(services)
+    offers = call("GET", "/api/v1/assignments?limit=100", "partner", 200)["items"]
+    by_referral = {a["referral_id"]: a["id"] for a in offers}
+    accepted = by_referral[referrals[0]["id"]]
+    call("POST", f"/api/v1/assignments/{accepted}/accept", "partner", 200)
+    call("POST", f"/api/v1/assignments/{accepted}/followups", "partner", 201, json={"outcome": "contacted"})
+    call("POST", f"/api/v1/referrals/{referrals[3]['id']}/withdraw", "caseworker", 200, json={"note": "moved"})
+    with services.uow() as uow:
+        now = clock.now()
+        uow.session.add(
+            Notification(
+                id=DELIVERY,
+                partner_id=MEDICAL,
+                channel="webhook",
+                event_id="e-fuzz",
+                event_type="assignment.offered",
+                payload={},
+                status="parked",
+                attempts=30,
+                last_error="HTTP 500",
+                last_status=500,
+                retry_since=now,
+                created_at=now,
+                last_attempt_at=now,
+            )
+        )
+        uow.commit()
+    drain(services)
+    integrate_all(services)
+    clock.advance(days=8)  # the unanswered offers are overdue now
+    duplicates = call("GET", "/api/v1/duplicates", "supervisor", 200)["items"]
+    assert duplicates, "the seeded world has a possible duplicate to decide"
+    return World(
+        app=app,
+        services=services,
+        tokens=tokens,
+        ids={
+            "referral_id": [r["id"] for r in referrals],
+            "subject_id": [r["subject_id"] for r in referrals],
+            "assignment_id": sorted(by_referral.values()),
+            "partner_id": [MEDICAL, LEGAL, QUETTA],
+            "duplicate_id": [d["id"] for d in duplicates],
+            "delivery_id": [DELIVERY],
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, migrated_template: Path) -> Iterator[World]:
+    home = tmp_path_factory.mktemp("fuzz") / "instance"
+    shutil.copytree(migrated_template, home)
+    clock = FakeClock()
+    # The fuzz's own tokens never fail, but its invalid requests are many: failed authentications (the
+    # only ones the API limiter counts) must not turn the run into a stream of 429s.
+    settings_ = embedded_settings(home, REFERRAL_RATELIMIT_API_AUTH_FAILURES="100000 per minute")
+    services = bootstrap(settings_, clock=clock)
+    app = create_app(services, {"TESTING": True})
+    world = _seed(services, app, clock)
+    # The fuzzed app serves the document the tests were made from.
+    assert app.test_client().get("/api/v1/openapi.json").get_json() == DOCUMENT
+    KNOWN_IDS.update(world.ids)
+    yield world
+    KNOWN_IDS.clear()
+    if world.tally:
+        OUTPUT.mkdir(exist_ok=True)
+        (OUTPUT / "fuzz-summary.json").write_text(json.dumps(world.summary(), indent=1) + "\n")
+    services.dispose()
+
+
+def _served_document() -> dict[str, Any]:
+    """The document as the service serves it, read once at import: schemathesis makes one test per operation
+    at collection. It is built from the routes alone, so an empty instance serves the same one."""
+    with tempfile.TemporaryDirectory(prefix="referral-fuzz-doc-") as tmp:
+        settings_ = embedded_settings(Path(tmp))
+        create_keyring(settings_.keyring_path)
+        services = bootstrap(settings_)
+        try:
+            resp = create_app(services, {"TESTING": True}).test_client().get("/api/v1/openapi.json")
+        finally:
+            services.dispose()
+    assert resp.status_code == 200, resp.status_code
+    document: dict[str, Any] = resp.get_json()
+    return document
+
+
+DOCUMENT = _served_document()
+schema = schemathesis.openapi.from_dict(DOCUMENT)
+# Real ids by path-parameter name, filled by the `world` fixture before the first case is drawn.
+KNOWN_IDS: dict[str, list[str]] = {}
+
+
+def _known(name: str, fallback: str, index: int) -> str:
+    ids = KNOWN_IDS.get(name)
+    return ids[index % len(ids)] if ids else fallback
+
+
+@schema.hook
+def flatmap_path_parameters(_: Any, path_parameters: dict[str, Any] | None) -> Any:
+    # Half of the time an id that exists, so the views' access rules and state checks are reached too.
+    if not path_parameters:  # an operation without ids in its path
+        return st.just(path_parameters)
+    return st.fixed_dictionaries(
+        {
+            name: st.one_of(st.just(value), st.integers(0, 63).map(functools.partial(_known, name, value)))
+            for name, value in path_parameters.items()
+        }
+    )
+
+
+@pytest.mark.parametrize("role", ROLES)
+@schema.parametrize()
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=not RANDOM_SEED,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+def test_fuzz(case: Any, world: World, role: str) -> None:
+    response = case.call_and_validate(
+        app=world.app, headers={"Authorization": f"Bearer {world.tokens[role]}"}, checks=CHECKS
+    )
+    world.tally[(f"{case.method.upper()} {case.operation.path}", role, response.status_code)] += 1
+
+
+# -- the checks themselves: each catches the fault it is named for ------------------------------------
+BROKEN_ANSWERS = {
+    "server error": (
+        lambda: ({"error": {"code": "internal_error", "message": "x", "fields": {}}}, 500),
+        "Server error",
+    ),
+    "undocumented status": (
+        lambda: ({"error": {"code": "teapot", "message": "x", "fields": {}}}, 418),
+        "Undocumented status code",
+    ),
+    "body breaks its schema": (lambda: ({"id": 7, "name": None}, 200), "Response violates schema"),
+    "undocumented content type": (
+        lambda: Response("<p>partner</p>", 200, mimetype="text/html"),
+        "Undocumented Content-Type",
+    ),
+    "header breaks its schema": (
+        lambda: Response(
+            json.dumps({"error": {"code": "too_many_requests", "message": "x", "fields": {}}}),
+            429,
+            mimetype="application/json",
+            headers={"Retry-After": "soon"},
+        ),
+        "Response header does not conform to the schema",
+    ),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(BROKEN_ANSWERS))
+def test_each_check_catches_the_fault_it_is_named_for(fault: str, app: Flask, make_user: Any) -> None:
+    """A view made to answer wrongly: the fuzz's checks fail on it, so a green fuzz means they held."""
+    answer, title = BROKEN_ANSWERS[fault]
+    app.view_functions["api.get_partner"] = lambda partner_id: answer()
+    case = schema["/api/v1/partners/{partner_id}"]["GET"].Case(path_parameters={"partner_id": MEDICAL})
+    with pytest.raises(FailureGroup) as caught:
+        case.call_and_validate(app=app, headers=make_user("caseworker").headers, checks=CHECKS)
+    assert title in str(caught.value), str(caught.value)
