@@ -9,7 +9,9 @@ body and headers that match the schema the document gives for that status.
 The database holds a small world first (partners, referrals offered, accepted, followed up and
 withdrawn, a possible duplicate, a parked webhook delivery, an integrated audit log), and path ids are
 drawn half the time from the ids that exist, so the fuzz reaches past "404 no such referral" into the
-views' own checks. Each role runs in its own test (`test_fuzz[caseworker]`, …), over every operation.
+views' own checks. Each operation and role is its own test (`test_fuzz[GET /api/v1/referrals][analyst]`).
+The document is read at import (schemathesis makes the tests at collection; `schemathesis.pytest.from_fixture`
+does not work with pytest 9, which has no `Node._nodeid`), the app it fuzzes is the module's `world`.
 
 Bounded: `REFERRAL_FUZZ_EXAMPLES` (default below) caps the fuzzing phase per operation and role;
 `derandomize` keeps CI's run reproducible (the same cases every run). `REFERRAL_FUZZ_SEED=random` draws
