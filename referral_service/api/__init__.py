@@ -122,9 +122,10 @@ def query_int(name: str) -> int | None:
 
 
 def query_choice(name: str, choices: Iterable[str]) -> str | None:
-    """An optional filter that must be one of `choices`: a typo gives 422, not a silently empty list."""
+    """An optional filter that must be one of `choices`: a typo gives 422, not a silently empty list.
+    Sent empty (`?status=`) is a value too, and not one of them: 422, not the unfiltered list."""
     raw = request.args.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return None
     allowed = list(choices)
     if raw not in allowed:

@@ -6,7 +6,7 @@ from flask import request
 
 from referral_service.api import bp, current_actor, json_body, load, query_choice, query_int, services
 from referral_service.api.openapi import PAGE, choice, operation
-from referral_service.domain.access import Action
+from referral_service.domain.access import REFUSALS, Action
 from referral_service.domain.commands import AcceptAssignment, CloseAssignment, DeclineAssignment, RecordFollowUp
 from referral_service.domain.model import AssignmentStatus
 from referral_service.services import assignments, deadlines, partners
@@ -130,15 +130,28 @@ def deadline_policy() -> Any:
     return deadlines.effective_policy(services(), current_actor())
 
 
+# The policy keeps analysts to aggregate statistics: the directory answers them 403, in the policy's words.
+PARTNERS_NOT_FOR_ANALYSTS = REFUSALS[Action.READ_PARTNERS]
+
+
 @bp.get("/partners")
-@operation("The partner directory, by id (any signed-in role)", response=PartnerPageSchema, parameters=PAGE)
+@operation(
+    "The partner directory, by id (every signed-in role but analysts)",
+    response=PartnerPageSchema,
+    parameters=PAGE,
+    errors={403: PARTNERS_NOT_FOR_ANALYSTS},
+)
 def list_partners() -> Any:
     actor = current_actor()
     return partners.list_partners(services(), actor, limit=query_int("limit"), cursor=request.args.get("cursor"))
 
 
 @bp.get("/partners/<partner_id>")
-@operation("One partner organisation (any signed-in role)", response=PartnerViewSchema)
+@operation(
+    "One partner organisation (every signed-in role but analysts)",
+    response=PartnerViewSchema,
+    errors={403: PARTNERS_NOT_FOR_ANALYSTS},
+)
 def get_partner(partner_id: str) -> Any:
     return partners.get_partner(services(), partner_id, current_actor())
 

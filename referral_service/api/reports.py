@@ -24,7 +24,9 @@ _RANGE = (
 
 def query_date(name: str) -> date | None:
     raw = request.args.get(name)
-    if not raw:
+    # Left out means the default; sent empty (`?to=`, an unfilled template) is not a date, and a report over
+    # a range the client did not mean must not come back as if it had asked for it.
+    if raw is None:
         return None
     try:
         return date.fromisoformat(raw)

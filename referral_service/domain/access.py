@@ -190,7 +190,8 @@ REFUSALS: dict[Action, str] = {
     Action.RECORD_FOLLOWUP: "only the assigned partner may do this",
     Action.CLOSE_ASSIGNMENT: "only the assigned partner or a supervisor may do this",
     Action.LIST_OVERDUE: "overdue deadlines are for supervisors",
-    Action.READ_PARTNERS: "sign in to read the partner directory",
+    # Every signed-in role but the analyst's reads it (a caller without a token gets 401, never this).
+    Action.READ_PARTNERS: "analysts see aggregate statistics only, not the partner directory",
     Action.WRITE_PARTNERS: "only admins change the partner directory",
     Action.READ_DELIVERIES: "only admins see deliveries to partners",
     Action.REPLAY_DELIVERY: "only admins replay deliveries to partners",

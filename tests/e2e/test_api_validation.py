@@ -331,6 +331,7 @@ BAD_LIST_QUERIES = [
     (f"cursor={_cursor(['2026-01-01T00:00:00+00:00'])}", "cursor"),
     (f"cursor={_cursor('x')}", "cursor"),
     ("status=lost", "status"),
+    ("status=", "status"),  # sent empty is not left out (the fuzz found it answered as the unfiltered list)
 ]
 
 
