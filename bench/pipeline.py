@@ -114,7 +114,8 @@ def bench_partners() -> list[dict[str, Any]]:
 def scratch(keep: bool) -> Iterator[dict[str, str]]:
     """A scratch database, vhost and keyring; yields the REFERRAL_* environment."""
     name = f"referral_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    # pool_pre_ping: bench/chaos.py restarts PostgreSQL while this database lives; the drop must still work.
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     vhost_made = subprocess.run(["rabbitmqctl", "-q", "add_vhost", name], capture_output=True, check=False)
