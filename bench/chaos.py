@@ -53,12 +53,14 @@ from sqlalchemy import create_engine, func, select, text
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from intake import wait_http  # noqa: E402
 from pipeline import scratch  # noqa: E402
 
 from referral_service.config import Settings  # noqa: E402
 from referral_service.db.models import Assignment, AuditEntry, Notification, OutboxMessage, Referral  # noqa: E402
 from referral_service.messaging.names import EVENTS_EXCHANGE  # noqa: E402
 from tests.factories import partner, referral_body  # noqa: E402
+from tests.receivers import free_port  # noqa: E402
 
 PARTNER_IDS = [f"chaos-{i}" for i in range(4)]
 PROCESS_GROUPS = ("relay", "router", "deadlines", "integrator", "notify")
@@ -98,14 +100,6 @@ class Process:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
                 self.kill()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _cli(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
@@ -441,19 +435,6 @@ def _cast(env: dict[str, str], receiver: Receiver, folder: Path) -> tuple[str, d
     return caseworker, staff
 
 
-def _wait_up(bases: list[str], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    for base in bases:
-        while True:
-            try:
-                with urllib.request.urlopen(base + "/healthz", timeout=2):  # noqa: S310
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"{base} did not come up") from None
-                time.sleep(0.3)
-
-
 def _drive(
     args: Any, run: Run, processes: list[Process], restarts: list[tuple[str, float]], servers: bool
 ) -> Counter[str]:
@@ -482,7 +463,7 @@ def _production(args: Any, tmp: Path, extra: dict[str, str]) -> int:
     home = tmp / "home"
     env = _common_env(home, extra, args.accept_seconds)
     caseworker, staff = _cast(env, receiver, tmp)
-    ports = [_free_port(), _free_port()]
+    ports = [free_port(), free_port()]
     processes = [
         Process(
             f"api-{i}",
@@ -495,7 +476,8 @@ def _production(args: Any, tmp: Path, extra: dict[str, str]) -> int:
     for p in processes:
         p.start()
     bases = [f"http://127.0.0.1:{port}" for port in ports]
-    _wait_up(bases)
+    for base in bases:
+        wait_http(base + "/healthz")
     run = Run(bases, caseworker, staff)
     engine = create_engine(env["REFERRAL_DATABASE_URL"], pool_pre_ping=True)
     sampler = Sampler(env["REFERRAL_DATABASE_URL"], run.stop)
@@ -519,11 +501,12 @@ def _embedded(args: Any, tmp: Path) -> int:
     home = tmp / "home"
     env = _common_env(home, {}, args.accept_seconds)
     caseworker, staff = _cast(env, receiver, tmp)
-    port = _free_port()
+    port = free_port()
     process = Process("run", ["run", "--port", str(port)], env, tmp / "run.log")
     process.start()
     bases = [f"http://127.0.0.1:{port}"]
-    _wait_up(bases)
+    for base in bases:
+        wait_http(base + "/healthz")
     run = Run(bases, caseworker, staff)
     url = Settings.from_env(env).database_url
     engine = create_engine(url)

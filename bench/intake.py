@@ -47,19 +47,15 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, text
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# One source for the bench's partners, districts and servers: the pipeline bench's.
+from pipeline import AMQP_HOST_URL, DISTRICTS, PG_ADMIN_URL, bench_partners  # noqa: E402
+
 BENCH_DIR = Path(__file__).resolve().parent
-PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-AMQP_HOST_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672")
 GOALS = {"production": 0.4, "embedded": 0.25}
 RSS_GOAL_MB = 150.0
 WORKERS = ("relay", "router", "integrator", "notify")
-DISTRICTS = [
-    ("Khyber Pakhtunkhwa", "Peshawar"),
-    ("Khyber Pakhtunkhwa", "Mardan"),
-    ("Punjab", "Lahore"),
-    ("Sindh", "Karachi South"),
-    ("Balochistan", "Quetta"),
-]
 
 # One Lua state per wrk thread. Every request gets its own number n (base + thread * 10^6 + counter), so
 # its own CNIC, phone and Idempotency-Key; statuses are counted per thread and summed in done().
@@ -132,25 +128,6 @@ def referral_template() -> str:
     for slot, fmt in (("NUM", "%d"), ('"CNIC"', '"%s"'), ('"PHONE"', '"%s"'), ('"PROVINCE"', '"%s"')):
         raw = raw.replace(slot, fmt, 1)
     return raw.replace('"DISTRICT"', '"%s"', 1)
-
-
-def bench_partners() -> list[dict[str, Any]]:
-    return [
-        {
-            "id": f"bench-{district.lower().replace(' ', '-')}",
-            "name": f"Bench {district}",
-            "networks": ["victim_assistance"],
-            "services": ["medical", "psychosocial"],
-            "provinces": [province],
-            "districts": [district],
-            "languages": ["ur", "en"],
-            "capacity": 100_000,
-            "accepts_minors": True,
-            "staff_sex": ["female", "male"],
-            "active": True,
-        }
-        for province, district in DISTRICTS
-    ]
 
 
 # -- processes -----------------------------------------------------------------------------------
