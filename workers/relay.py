@@ -14,7 +14,7 @@ import time
 from datetime import timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, exists, or_, select, update
+from sqlalchemy import Table, bindparam, delete, exists, false, or_, select, update
 from sqlalchemy.orm import Session
 
 from referral_service.bootstrap import Services
@@ -147,7 +147,11 @@ class OutboxRelay:
     def prune(self) -> int:
         cutoff = self.services.clock.now() - RETENTION
         with self.services.uow() as uow:
-            result = uow.session.execute(delete(OutboxMessage).where(OutboxMessage.published_at < cutoff))
+            # A notice the notify worker has not taken up yet (it was down for a week) stays: its
+            # webhook or e-mail is still owed.
+            old = (OutboxMessage.published_at < cutoff) & (OutboxMessage.notify_pending == false())
+            gone = delete(OutboxMessage).where(old)
+            result = uow.session.execute(gone)
             uow.commit()
             return int(getattr(result, "rowcount", 0) or 0)
 
