@@ -25,8 +25,14 @@ READ_ONLY = "referral_read_only"
 @contextmanager
 def read_only_session(engine: Engine) -> Iterator[Session]:
     """A session for one long read: its own connection and transaction, rolled back at the end; on
-    SQLite a deferred transaction (a WAL snapshot) instead of the writers' IMMEDIATE one."""
-    with engine.connect().execution_options(**{READ_ONLY: True}) as connection:
+    SQLite a deferred transaction (a WAL snapshot) instead of the writers' IMMEDIATE one; on PostgreSQL
+    REPEATABLE READ, one snapshot for every statement (READ COMMITTED takes a new one per statement, so
+    `audit verify` counted entries and then leaves that the integrator had added meanwhile). Reading
+    only, such a transaction never fails to serialize."""
+    options: dict[str, Any] = {READ_ONLY: True}
+    if engine.dialect.name == "postgresql":
+        options["isolation_level"] = "REPEATABLE READ"
+    with engine.connect().execution_options(**options) as connection:
         session = Session(bind=connection)
         try:
             yield session
