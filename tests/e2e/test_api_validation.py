@@ -19,8 +19,18 @@ from schemas.referrals import NARRATIVE_MAX, PAKISTAN_TIME
 from tests.factories import DELETE, referral_body
 
 # "Today" is the date in Pakistan, where caseworkers work (see schemas.referrals.PAKISTAN_TIME).
-TODAY = datetime.now(PAKISTAN_TIME).date().isoformat()
-TOMORROW = (datetime.now(PAKISTAN_TIME).date() + timedelta(days=1)).isoformat()
+# Resolved when each request is made, not at import: a run that straddles midnight in Pakistan (19:00 UTC)
+# would otherwise send yesterday's "tomorrow", which is today by then.
+TODAY, TOMORROW = "<today in Pakistan>", "<tomorrow in Pakistan>"
+
+
+def dated(value: Any) -> Any:
+    """`value` with TODAY and TOMORROW replaced by the dates they name now."""
+    if isinstance(value, dict):
+        return {k: dated(v) for k, v in value.items()}
+    if value in (TODAY, TOMORROW):
+        return (datetime.now(PAKISTAN_TIME).date() + timedelta(days=int(value == TOMORROW))).isoformat()
+    return value
 
 
 def row_counts(services: Any) -> dict[str, int]:
@@ -125,7 +135,7 @@ def test_invalid_referral_is_rejected_naming_the_field_and_writes_nothing(
     services: Any, client: Any, caseworker: Any, overrides: dict[str, Any], path: tuple[str, ...]
 ) -> None:
     before = row_counts(services)
-    resp = client.post("/api/v1/referrals", json=referral_body(**overrides), headers=caseworker.headers)
+    resp = client.post("/api/v1/referrals", json=referral_body(**dated(overrides)), headers=caseworker.headers)
     error = error_of(resp, 422, "validation_failed")
     messages = field_at(error["fields"], path)
     assert messages, error
@@ -192,19 +202,20 @@ ACCEPTED: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
 def test_valid_forms_are_accepted_and_stored_normalised(
     services: Any, client: Any, caseworker: Any, overrides: dict[str, Any], expected: dict[str, Any]
 ) -> None:
-    resp = client.post("/api/v1/referrals", json=referral_body(**overrides), headers=caseworker.headers)
+    resp = client.post("/api/v1/referrals", json=referral_body(**dated(overrides)), headers=caseworker.headers)
     assert resp.status_code == 201, resp.get_json()
     shown = client.get(f"/api/v1/referrals/{resp.get_json()['id']}", headers=caseworker.headers).get_json()
-    for key, value in expected.items():
+    for key, value in dated(expected).items():
         assert shown["subject"][key] == value, key
 
 
 def test_narrative_at_the_limit_and_incident_dated_today_are_accepted(client: Any, caseworker: Any) -> None:
-    body = referral_body(incident__narrative="n" * NARRATIVE_MAX, incident__date=TODAY)
+    today = dated(TODAY)
+    body = referral_body(incident__narrative="n" * NARRATIVE_MAX, incident__date=today)
     resp = client.post("/api/v1/referrals", json=body, headers=caseworker.headers)
     assert resp.status_code == 201, resp.get_json()
     shown = client.get(f"/api/v1/referrals/{resp.get_json()['id']}", headers=caseworker.headers).get_json()
-    assert len(shown["incident"]["narrative"]) == NARRATIVE_MAX and shown["incident"]["date"] == TODAY
+    assert len(shown["incident"]["narrative"]) == NARRATIVE_MAX and shown["incident"]["date"] == today
 
 
 def test_consent_not_given_needs_no_method(client: Any, caseworker: Any) -> None:
