@@ -50,10 +50,10 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode, urlsplit
 
-from sqlalchemy import Engine, create_engine, func, insert, select, text
+from sqlalchemy import Engine, Table, create_engine, func, insert, select, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -345,7 +345,7 @@ def copy_templates(bench: Bench, template_ids: list[str], total: int, rng: rando
                 ("deadlines", Deadline),
             ):
                 if new[name]:
-                    session.execute(insert(model.__table__), new[name])
+                    session.execute(insert(cast(Table, model.__table__)), new[name])
             uow.commit()
         if made % 10_000 < batch:
             print(f"  copies: {made:,} of {to_make:,}", flush=True)
@@ -383,7 +383,9 @@ def seed(bench: Bench, stack: Stack, templates: int, total: int) -> str:
                 "audit_entries",
             )
         }
-        statuses = dict(conn.execute(text("SELECT status, count(*) FROM referrals GROUP BY status")).all())
+        statuses: dict[str, int] = {
+            str(k): int(v) for k, v in conn.execute(text("SELECT status, count(*) FROM referrals GROUP BY status"))
+        }
     bench.seeding = {
         "through_service": 50 + templates,
         "submit_s": round(submitted_s, 1),
@@ -472,17 +474,25 @@ class Page:
     check: Callable[[str], bool] | None = None
 
 
-def measure(browser: Browser, page: Page, warmup: int, requests: int) -> dict[str, Any]:
+def measure(browser: Browser, page: Page, warmup: int, requests: int, budget_s: float) -> dict[str, Any]:
+    """`requests` timed requests, fewer (at least 20) when the warm-ups say they would take over `budget_s`:
+    a page of several seconds would otherwise hold the run for many minutes."""
     times: list[float] = []
     failures: list[int] = []
     sample = ""
-    for k in range(warmup + requests):
-        status, content, ms = browser.request("GET", page.path)
+    for _ in range(warmup):
+        status, sample, ms = browser.request("GET", page.path)
+        times.append(ms)
         if status != 200:
             failures.append(status)
-        if k >= warmup:
-            times.append(ms)
-        sample = content
+    if times and budget_s:
+        requests = max(20, min(requests, int(budget_s * 1000 / (sum(times) / len(times)))))
+    times = []
+    for _ in range(requests):
+        status, sample, ms = browser.request("GET", page.path)
+        if status != 200:
+            failures.append(status)
+        times.append(ms)
     checked = page.check(sample) if page.check else True
     p95 = percentile(times, 95)
     return {
@@ -494,6 +504,7 @@ def measure(browser: Browser, page: Page, warmup: int, requests: int) -> dict[st
         "p95_ms": round(p95, 1),
         "p99_ms": round(percentile(times, 99), 1),
         "max_ms": round(max(times), 1),
+        "requests": len(times),
         "bytes": len(sample.encode()),
         "failures": len(failures),
         "failure_statuses": sorted(set(failures)),
@@ -587,7 +598,7 @@ def pages(bench: Bench, url: str) -> list[tuple[Browser, Page]]:
 
 
 def report(results: list[dict[str, Any]]) -> None:
-    print(f"{'who':<11} {'page':<48} {'p50':>7} {'p95':>7} {'p99':>7} {'goal':>5}  result", flush=True)
+    print(f"{'who':<11} {'page':<48} {'n':>4} {'p50':>7} {'p95':>7} {'p99':>7} {'goal':>5}  result", flush=True)
     for r in results:
         verdict = "PASS" if r["pass"] else "FAIL"
         extra = ""
@@ -596,10 +607,63 @@ def report(results: list[dict[str, Any]]) -> None:
         if not r["content_ok"]:
             extra += " (content check failed)"
         print(
-            f"{r['who']:<11} {r['page'][:48]:<48} {r['p50_ms']:>7.1f} {r['p95_ms']:>7.1f} {r['p99_ms']:>7.1f} "
-            f"{r['goal_ms']:>5.0f}  {verdict}{extra}",
+            f"{r['who']:<11} {r['page'][:48]:<48} {r['requests']:>4} {r['p50_ms']:>7.1f} {r['p95_ms']:>7.1f} "
+            f"{r['p99_ms']:>7.1f} {r['goal_ms']:>5.0f}  {verdict}{extra}",
             flush=True,
         )
+
+
+def profile_pages(bench: Bench, results: list[dict[str, Any]], requests: int, top: int) -> dict[str, str]:
+    """cProfile of each page that missed its goal, in this process through Flask's test client on the same
+    database (signed in through the same form): the frames by cumulative time, the service's own first."""
+    import cProfile
+    import io
+    import pstats
+
+    from referral_service.app import create_app
+
+    app = create_app(bench.services)
+    clients: dict[tuple[str, bool], Any] = {}
+    out: dict[str, str] = {}
+    for r in results:
+        if r["pass"]:
+            continue
+        api = r["path"].startswith("/api/")
+        client = clients.get((r["who"], api))
+        if client is None:
+            client = clients[(r["who"], api)] = app.test_client()
+            if api:
+                client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {bench.people[r['who']]['token']}"
+            else:
+                found = _CSRF.search(client.get("/login").get_data(as_text=True))
+                assert found is not None
+                form = {"name": bench.people[r["who"]]["name"], "password": PASSWORD, "csrf_token": found[1]}
+                signed = client.post("/login", data=form)
+                assert signed.status_code == 302, signed.status_code
+        for _ in range(3):
+            client.get(r["path"])
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(requests):
+            client.get(r["path"])
+        profiler.disable()
+        text_out = io.StringIO()
+        stats = pstats.Stats(profiler, stream=text_out)
+        stats.sort_stats("cumulative").print_stats(r"referral_service|schemas|jinja2|sqlalchemy/engine", top)
+        text_out.write("\n-- by own time --\n")
+        stats.sort_stats("tottime").print_stats(top)
+        out[r["page"]] = text_out.getvalue()
+        print(f"\n== cProfile, {requests} requests: {r['who']} {r['page']} ({r['path']})", flush=True)
+        print(_trim_profile(out[r["page"]]), flush=True)
+    return out
+
+
+def _trim_profile(report: str) -> str:
+    """pstats' tables without its preamble, with the folder prefix of each file cut short."""
+    lines = [
+        ln for ln in report.splitlines() if ln.strip() and not ln.lstrip().startswith(("Ordered by", "List reduced"))
+    ]
+    return "\n".join(re.sub(r"/\S*/(site-packages|wt-pages)/", "", ln) for ln in lines)
 
 
 def main() -> int:
@@ -609,8 +673,15 @@ def main() -> int:
     parser.add_argument("--templates", type=int, default=2000, help="referrals submitted through the service")
     parser.add_argument("--requests", type=int, default=200, help="timed requests per page (default 200)")
     parser.add_argument("--warmup", type=int, default=20, help="untimed requests per page first (default 20)")
+    parser.add_argument(
+        "--budget", type=float, default=90.0, help="seconds per page at most, measured by the warm-ups (0: none)"
+    )
     parser.add_argument("--keep", type=Path, metavar="DIR", help="embedded: seed once into DIR, reuse it next time")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the raw figures here")
+    parser.add_argument(
+        "--profile", type=int, default=0, metavar="N", help="cProfile N requests of each page that missed its goal"
+    )
+    parser.add_argument("--only", metavar="TEXT", help="measure only the pages whose name contains TEXT")
     args = parser.parse_args()
 
     with ExitStack() as exits:
@@ -650,20 +721,26 @@ def main() -> int:
         )
         print(f"rows: {s['rows']}; referral statuses: {s['statuses']}", flush=True)
         targets = pages(bench, url)
+        if args.only:
+            targets = [(b, p) for b, p in targets if args.only in p.label]
         load_before = os.getloadavg()
         print(f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}", flush=True)
         results = []
         for browser, page in targets:
-            results.append(measure(browser, page, args.warmup, args.requests))
+            results.append(measure(browser, page, args.warmup, args.requests, args.budget))
+            r = results[-1]
+            print(f"  {r['page']}: p95 {r['p95_ms']:.1f} ms over {r['requests']}", flush=True)
         load_after = os.getloadavg()
         print(
-            f"{profile}: {args.requests} sequential requests per page after {args.warmup} warm-ups (ms)",
+            f"{profile}: n sequential requests per page (at most {args.requests}, about {args.budget:.0f} s) after "
+            f"{args.warmup} warm-ups (ms)",
             flush=True,
         )
         report(results)
         print(f"load average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}", flush=True)
         failed = [r for r in results if not r["pass"]]
         print(f"{len(results) - len(failed)} of {len(results)} pages within their goal", flush=True)
+        profiles = profile_pages(bench, results, args.profile, 25) if args.profile else {}
         if args.json:
             args.json.write_text(
                 json.dumps(
@@ -674,6 +751,7 @@ def main() -> int:
                         "load_after": load_after,
                         "seeding": bench.seeding,
                         "results": results,
+                        "profiles": profiles,
                     },
                     indent=1,
                     default=str,
