@@ -442,8 +442,16 @@ class Browser:
             data = urlencode(form)
             headers["Content-Type"] = "application/x-www-form-urlencoded"
         t = time.perf_counter()
-        self.conn.request(method, path, body=data, headers=headers)
-        answer = self.conn.getresponse()
+        try:
+            self.conn.request(method, path, body=data, headers=headers)
+            answer = self.conn.getresponse()
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            # The server closed the idle keep-alive connection (another role's pages took minutes):
+            # a browser opens a new one; the warm-ups take that cost.
+            self.conn.close()
+            t = time.perf_counter()
+            self.conn.request(method, path, body=data, headers=headers)
+            answer = self.conn.getresponse()
         content = answer.read()
         elapsed = (time.perf_counter() - t) * 1000
         for header, value in answer.getheaders():
