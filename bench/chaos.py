@@ -294,6 +294,9 @@ def settle(engine: Any, run: Run, timeout: float) -> bool:
                 pending = conn.execute(
                     select(func.count()).select_from(Notification).where(Notification.status == "pending")
                 ).scalar_one()
+                pending += conn.execute(
+                    select(func.count()).select_from(OutboxMessage).where(OutboxMessage.notify_pending.is_(True))
+                ).scalar_one()
                 unsequenced = conn.execute(
                     select(func.count()).select_from(AuditEntry).where(AuditEntry.idx.is_(None))
                 ).scalar_one()

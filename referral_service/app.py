@@ -153,6 +153,14 @@ def create_app(services: Services, config: dict[str, Any] | None = None) -> Flas
             return _too_large()
         return None
 
+    @app.before_request
+    def _refuse_nul() -> Any:
+        # PostgreSQL text cannot hold U+0000: looking up an id that has one fails in the driver (a 500 on
+        # every route with an id). No record has such an id, so it is simply not found.
+        if any("\x00" in str(value) for value in (request.view_args or {}).values()):
+            return error_response(404, "not_found", "no such record")
+        return None
+
     app.register_blueprint(api_bp)
     app.register_blueprint(ops_bp)
     init_web(app)

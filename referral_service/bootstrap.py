@@ -15,9 +15,7 @@ from referral_service.config import ConfigError, Settings
 from referral_service.crypto import BlindIndexer, FieldCipher, FileKeyring, KeyProvider
 from referral_service.db.session import UnitOfWork, make_engine
 from referral_service.domain.deadlines import DeadlinePolicy
-from referral_service.domain.events import Event
 from referral_service.files import PRIVATE_DIR, PRIVATE_FILE, restrict_to_owner
-from referral_service.services import notifications
 from referral_service.services.access import AccessRecorder, AuditRecorder
 from referral_service.services.damage import DamageLog, DamageReporter
 from referral_service.services.matching import DuplicateMatcher
@@ -45,12 +43,7 @@ class Services:
     outbox_signal: threading.Event = field(default_factory=threading.Event)
 
     def uow(self) -> UnitOfWork:
-        return UnitOfWork(self.session_factory, on_commit=self.outbox_signal.set, on_partner_notice=self._notice)
-
-    def _notice(self, uow: UnitOfWork, event: Event) -> None:
-        # Notification rows are written with the event that calls for them (no second consumer, no
-        # second transaction per offer): see services.notifications.
-        notifications.enqueue(uow, self, event)
+        return UnitOfWork(self.session_factory, on_commit=self.outbox_signal.set)
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -33,8 +33,8 @@ def _loop(services: Services, stop: threading.Event, poll: float, sender: Sender
                 if gone := prune(services):
                     log.info("notify: pruned %d old notification rows", gone)
             sent = deliver_due(services, sender=sender)
-            if sum(sent.values()):
-                continue  # there may be more due already
+            if sent.more:
+                continue  # a full round: more is due already
             upcoming = next_due(services)
         except Exception as exc:  # noqa: BLE001 - database blip: try again next poll
             log.warning("notify: delivery round failed (%s)", type(exc).__name__)

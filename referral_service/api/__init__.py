@@ -48,10 +48,31 @@ def _bearer_challenge(response: Any) -> Any:
 
 def _read_json() -> Any:
     try:
-        return request.get_json(silent=True)
+        data = request.get_json(silent=True)
     except RecursionError:
         # The json module raises RecursionError, not ValueError, on deeply nested input: silent= misses it.
         raise MalformedJson("the body is nested too deeply") from None
+    if _has_nul(data):
+        # PostgreSQL text cannot hold U+0000 ("\u0000" is valid JSON): a plaintext column would fail in the
+        # driver as a 500, a sealed one would keep it on SQLite only. No name, note or code needs one.
+        raise MalformedJson("text in the body must not contain NUL (U+0000) characters")
+    return data
+
+
+def _has_nul(data: Any) -> bool:
+    # A loop, not recursion: the parser already accepted the depth, and the answer must not be a RecursionError.
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def json_body() -> dict[str, Any]:

@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     TypeDecorator,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -359,8 +360,18 @@ class OutboxMessage(Base):
     body: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     published_at: Mapped[datetime | None]
+    # A partner notice that the partner's own systems (webhook, e-mail) must hear of, not yet taken up
+    # by the notify worker: it reads its work from here, so the event's own transaction writes nothing
+    # more than the outbox row.
+    notify_pending: Mapped[bool] = mapped_column(default=False, server_default=false())
     __table_args__ = (
         Index("ix_outbox_pending", "published_at", "id"),
+        Index(
+            "ix_outbox_notify_pending",
+            "id",
+            sqlite_where=text("notify_pending = 1"),
+            postgresql_where=text("notify_pending = true"),
+        ),
         Index("ix_outbox_aggregate", "aggregate_id", "id"),
         UniqueConstraint("event_id", "exchange", name="uq_outbox_event_exchange"),
     )

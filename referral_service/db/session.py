@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from referral_service.db.models import OutboxMessage
-from referral_service.domain.events import Event
+from referral_service.domain.events import PARTNER_SYSTEM_EVENTS, Event
 from referral_service.files import restrict_sqlite_files
 from referral_service.messaging.names import EVENTS_EXCHANGE, OUTBOX_CHANNEL, PARTNERS_EXCHANGE, partner_routing_key
 
@@ -25,8 +25,14 @@ READ_ONLY = "referral_read_only"
 @contextmanager
 def read_only_session(engine: Engine) -> Iterator[Session]:
     """A session for one long read: its own connection and transaction, rolled back at the end; on
-    SQLite a deferred transaction (a WAL snapshot) instead of the writers' IMMEDIATE one."""
-    with engine.connect().execution_options(**{READ_ONLY: True}) as connection:
+    SQLite a deferred transaction (a WAL snapshot) instead of the writers' IMMEDIATE one; on PostgreSQL
+    REPEATABLE READ, one snapshot for every statement (READ COMMITTED takes a new one per statement, so
+    `audit verify` counted entries and then leaves that the integrator had added meanwhile). Reading
+    only, such a transaction never fails to serialize."""
+    options: dict[str, Any] = {READ_ONLY: True}
+    if engine.dialect.name == "postgresql":
+        options["isolation_level"] = "REPEATABLE READ"
+    with engine.connect().execution_options(**options) as connection:
         session = Session(bind=connection)
         try:
             yield session
@@ -111,11 +117,9 @@ class UnitOfWork:
         self,
         session_factory: sessionmaker[Session],
         on_commit: Any = None,
-        on_partner_notice: Callable[[UnitOfWork, Event], None] | None = None,
     ) -> None:
         self._factory = session_factory
         self._on_commit = on_commit
-        self._on_partner_notice = on_partner_notice
         self._emitted = False
         self._keep: list[Callable[[Session], None]] = []
         self._must_commit = False
@@ -148,8 +152,11 @@ class UnitOfWork:
     def keep_on_rollback(self, write: Callable[[Session], None]) -> None:
         self._keep.append(write)
 
-    def emit(self, event: Event, *, exchange: str = EVENTS_EXCHANGE, routing_key: str | None = None) -> None:
-        """Record `event` in the outbox, in this transaction: published only if it commits."""
+    def emit(
+        self, event: Event, *, exchange: str = EVENTS_EXCHANGE, routing_key: str | None = None, notify: bool = False
+    ) -> None:
+        """Record `event` in the outbox, in this transaction: published only if it commits. `notify`
+        marks it for the notify worker too (webhook and e-mail to the partner)."""
         self.session.add(
             OutboxMessage(
                 event_id=event.event_id,
@@ -158,6 +165,7 @@ class UnitOfWork:
                 exchange=exchange,
                 routing_key=routing_key or event.routing_key,
                 body=event.to_message(),
+                notify_pending=notify,
             )
         )
         if not self._emitted and self.session.get_bind().dialect.name == "postgresql":
@@ -168,11 +176,15 @@ class UnitOfWork:
         self._emitted = True
 
     def deliver_to_partner(self, event: Event, partner_id: str) -> None:
-        """Also put `event` on the partner's own queue (direct exchange, key = partner id), and write what
-        must reach the partner's own systems (webhook, e-mail rows) in this same transaction."""
-        self.emit(event, exchange=PARTNERS_EXCHANGE, routing_key=partner_routing_key(partner_id))
-        if self._on_partner_notice is not None:
-            self._on_partner_notice(self, event)
+        """Also put `event` on the partner's own queue (direct exchange, key = partner id). The same row
+        is what the notify worker reads for the partner's own systems (webhook, e-mail): one row, one
+        commit, nothing more in this transaction."""
+        self.emit(
+            event,
+            exchange=PARTNERS_EXCHANGE,
+            routing_key=partner_routing_key(partner_id),
+            notify=event.routing_key in PARTNER_SYSTEM_EVENTS,
+        )
 
     def commit(self) -> None:
         self.session.commit()

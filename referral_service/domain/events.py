@@ -195,3 +195,9 @@ EVENT_TYPES: dict[str, type[Event]] = {
         SubjectErased,
     )
 }
+
+# What a partner's own systems (webhook, e-mail) hear of: the contract's list of webhook events. Their
+# partner-queue rows in the outbox are marked for the notify worker when they are written.
+PARTNER_SYSTEM_EVENTS: tuple[str, ...] = tuple(
+    cls.routing_key for cls in (AssignmentOffered, AssignmentWithdrawn, FollowUpDue, FollowUpOverdue)
+)

@@ -1,17 +1,18 @@
 """Notifications to partners: webhooks and e-mail, from the events, with retries and a record of each.
 
-1. `enqueue` (called by the unit of work for every partner notice, in the transaction that emits the
-   event): one `Notification` row per channel the partner has, with the payload fixed there:
-   identifiers, service, risk level, due time and the case page link, all from the event. Nothing
-   personal is read, so nothing personal can be written. The row commits with the offer or not at all;
-   its id is the `webhook-id`, the same on every retry.
-2. `deliver_due` (the notify worker's step, with the time passed in): claims due rows with a lease
-   (committed before sending, so a killed worker's rows come due again once the lease ends: at least
-   once), sends them (one connection per endpoint, its secret opened once) and records every answer of
-   the step in one transaction. A failure or time-out is retried with exponential back-off and full
-   jitter, the first retry within 30 seconds, for at least `RETRY_FOR` (a day); after that the row is
-   parked with the reason. Admins list a partner's recent deliveries and replay one; `prune` deletes
-   old rows.
+1. The event's own transaction writes nothing for this: the partner notice it puts in the outbox (for
+   the partner's queue) is marked `notify_pending` when partners' systems hear of its type, so it
+   commits with the offer or not at all, at no further cost to the router or the deadline scheduler.
+2. `deliver_due` (the notify worker's round, with the time passed in) leases due retries and takes up
+   pending notices in one transaction, committed before sending (a killed worker's rows come due again
+   once the lease ends: at least once): one `Notification` row per channel the partner has, with the
+   payload fixed there: identifiers, service, risk level, due time and the case page link, all from
+   the event. Nothing personal is read, so nothing personal can be written. The row's id is the
+   `webhook-id`, the same on every retry. Then it sends them (one connection per endpoint, its secret
+   opened once) and records every answer of the round in one transaction. A failure or time-out is
+   retried with exponential back-off and full jitter, the first retry within 30 seconds, for at least
+   `RETRY_FOR` (a day); after that the row is parked with the reason. Admins list a partner's recent
+   deliveries and replay one; `prune` deletes old rows.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Table, bindparam, delete, insert, select, update
+from sqlalchemy import Table, bindparam, delete, insert, select, true, update
 
-from referral_service.db.models import Notification, Partner, Referral, WebhookEndpoint
+from referral_service.db.models import Notification, OutboxMessage, Partner, Referral, WebhookEndpoint
 from referral_service.domain import events
 from referral_service.domain.access import Action
 from referral_service.domain.errors import NotFound
@@ -66,95 +67,140 @@ def new_message_id() -> str:
     return "msg_" + secrets.token_hex(16)
 
 
-# -- 1. from events to notification rows ------------------------------------------------------------
-# The partner's channels, read once per notice: the endpoint (if any) and the contact address.
+# -- 1. from the outbox's partner notices to notification rows (in the notify worker's round) ------
 _TABLE = cast(Table, Notification.__table__)
 _N = _TABLE.c
-_CHANNELS = (
-    select(WebhookEndpoint.active, WebhookEndpoint.events, Partner.contact_email)
-    .select_from(Partner)
-    .outerjoin(WebhookEndpoint, WebhookEndpoint.partner_id == Partner.id)
-    .where(Partner.id == bindparam("partner_id"))
-)
+_OUTBOX = cast(Table, OutboxMessage.__table__)
+_O = _OUTBOX.c
+_E = WebhookEndpoint.__table__.c
+_P = Partner.__table__.c
 _INSERT = insert(_TABLE)
-_RISK_OF = select(Referral.risk_level).where(Referral.id == bindparam("referral_id"))
+# The partner notices not yet taken up, oldest first (the partial index holds only these). PostgreSQL
+# skips rows another notify worker is taking up; a relay publishing the same rows waits at most for
+# this short transaction, and never the other way round (this one never waits for a lock).
+_NOTICES = select(_O.id, _O.body).where(_O.notify_pending == true()).order_by(_O.id).limit(bindparam("limit"))
+_NOTICES_SKIP_LOCKED = _NOTICES.with_for_update(skip_locked=True, of=_OUTBOX)
+_TAKEN = update(_OUTBOX).where(_O.id.in_(bindparam("ids", expanding=True))).values(notify_pending=False)
+# The channels of the partners a round's notices are for, read once per round.
+_CHANNELS = (
+    select(
+        _P.id, _P.contact_email, _P.notify_language,
+        _E.active, _E.events, _E.url, _E.id.label("endpoint_id"), _E.secret_ct,
+    )
+    .select_from(Partner.__table__.outerjoin(WebhookEndpoint.__table__, _E.partner_id == _P.id))
+    .where(_P.id.in_(bindparam("ids", expanding=True)))
+)  # fmt: skip
+_RISK_OF = select(Referral.id, Referral.risk_level).where(Referral.id.in_(bindparam("ids", expanding=True)))
+# Rows already written for these events: a repeated or tampered notice must not make every round fail
+# on the unique key (it would stop all notifications); it is skipped instead.
+_EXISTING = select(_N.channel, _N.partner_id, _N.event_id).where(_N.event_id.in_(bindparam("ids", expanding=True)))
 
 
-def _due_of(event: events.Event) -> str | None:
-    if isinstance(event, events.AssignmentOffered):
-        return event.accept_by
-    if isinstance(event, events.DeadlineEvent):
-        return event.due_at
-    return None
-
-
-def enqueue(uow: UnitOfWork, services: Services, event: events.Event) -> int:
-    """Rows for each channel of the partner the event is for, in the event's own transaction (the unit
-    of work calls this for every partner notice); returns how many were added.
-
-    The body is built from the event's identifiers and categories alone: nothing personal is read, so
-    nothing personal can be written."""
-    kind = event.routing_key
-    if kind not in webhooks.WEBHOOK_EVENTS:
-        return 0
-    partner_id = getattr(event, "partner_id", None)
-    assignment_id = getattr(event, "assignment_id", None)
-    if not isinstance(partner_id, str) or not isinstance(assignment_id, str) or event.referral_id is None:
-        return 0
-    session = uow.session
-    found = session.connection().execute(_CHANNELS, {"partner_id": partner_id}).first()
-    if found is None:
-        return 0
-    smtp = services.settings.smtp is not None and bool(found.contact_email)
-    if kind in DIGEST_EVENTS and smtp:
-        _add_to_digest(uow, services, partner_id, event.event_id, event.referral_id)
-    channels = []
-    if found.active and kind in (found.events or []):
-        channels.append(WEBHOOK)
-    if kind in EMAIL_EVENTS and smtp:
-        channels.append(EMAIL)
-    if not channels:
-        return 0
-    risk_level = getattr(event, "risk_level", None)
-    if risk_level is None:  # a withdrawal does not carry it
-        risk_level = session.connection().execute(_RISK_OF, {"referral_id": event.referral_id}).scalar()
+def _payload(body: dict[str, Any], public_url: str, risk_of: dict[str, str]) -> dict[str, Any]:
+    """What the partner's system is sent: the event's identifiers, categories and times, nothing else
+    (nothing personal is in the event, so nothing personal can be sent)."""
+    kind = body["type"]
+    referral_id = body["referral_id"]
     data: dict[str, Any] = {
-        "event_id": event.event_id,
-        "assignment_id": assignment_id,
-        "referral_id": event.referral_id,
-        "partner_id": partner_id,
-        "service": getattr(event, "service", None),
-        "risk_level": risk_level,
-        "due_at": _due_of(event),
-        "url": f"{services.settings.public_url}/referrals/{event.referral_id}",
+        "event_id": body["event_id"],
+        "assignment_id": body["assignment_id"],
+        "referral_id": referral_id,
+        "partner_id": body["partner_id"],
+        "service": body.get("service"),
+        # A withdrawal does not carry the risk level: the referral's, read for the round.
+        "risk_level": body.get("risk_level") or risk_of.get(referral_id),
+        "due_at": body.get("accept_by") if kind == events.AssignmentOffered.routing_key else body.get("due_at"),
+        "url": f"{public_url}/referrals/{referral_id}",
     }
     for extra in ("deadline_id", "kind", "reason"):
-        value = getattr(event, extra, None)
+        value = body.get(extra)
         if isinstance(value, str):
             data[extra] = value
-    payload = {"type": kind, "timestamp": event.occurred_at.isoformat(), "data": data}
-    now = services.clock.now()
-    # On the connection: no ORM objects to flush, and the unique (channel, partner, event) key still
-    # guards against a second row for one event.
-    rows = [
-        {
-            "id": new_message_id(),
-            "partner_id": partner_id,
-            "channel": channel,
-            "event_id": event.event_id,
-            "event_type": kind,
-            "payload": payload,
-            "status": PENDING,
-            "attempts": 0,
-            "next_attempt_at": now,
-            "retry_since": now,
-            "created_at": now,
-        }
-        for channel in channels
-    ]
-    # One row is the common case: a plain execute, cheaper than the executemany path.
-    session.connection().execute(_INSERT, rows[0] if len(rows) == 1 else rows)
-    return len(rows)
+    return {"type": kind, "timestamp": body["occurred_at"], "data": data}
+
+
+def _usable(body: Any) -> bool:
+    return (
+        isinstance(body, dict)
+        and body.get("type") in webhooks.WEBHOOK_EVENTS
+        and all(isinstance(body.get(k), str) for k in ("event_id", "referral_id", "partner_id", "assignment_id"))
+        and isinstance(body.get("occurred_at"), str)
+    )
+
+
+def _take_up(
+    uow: UnitOfWork, services: Services, now: datetime, until: datetime, limit: int
+) -> tuple[int, list[Claimed]]:
+    """Turn up to `limit` pending partner notices into notification rows, one per channel the partner
+    has now, and mark the notices taken, in the caller's transaction. The rows due at once are written
+    already leased to this round and returned, ready to send; the others (digests) wait for their hour.
+    Returns how many notices were taken up and the leased rows."""
+    connection = uow.session.connection()
+    query = _NOTICES_SKIP_LOCKED if connection.dialect.name == "postgresql" else _NOTICES
+    notices = connection.execute(query, {"limit": limit}).all()
+    if not notices:
+        return 0, []
+    usable = [n.body for n in notices if _usable(n.body)]
+    if len(usable) < len(notices):
+        # A damaged row fails alone: it is taken (never retried for ever), and only counted in the log.
+        log.warning("notify: %d partner notice(s) unreadable, skipped", len(notices) - len(usable))
+    partners = {b["partner_id"] for b in usable}
+    channels = {r.id: r for r in connection.execute(_CHANNELS, {"ids": sorted(partners)})} if partners else {}
+    smtp = services.settings.smtp is not None
+    todo: list[tuple[dict[str, Any], list[tuple[str, Any, Any]]]] = []
+    for body in usable:
+        found = channels.get(body["partner_id"])
+        if found is None:
+            continue  # the partner is gone
+        kind = body["type"]
+        mail_to = (found.contact_email, found.notify_language) if smtp and found.contact_email else None
+        if kind in DIGEST_EVENTS and mail_to is not None:
+            _add_to_digest(uow, services, body["partner_id"], body["event_id"], body["referral_id"])
+        wanted: list[tuple[str, Any, Any]] = []
+        if found.active and found.url is not None and kind in (found.events or []):
+            wanted.append((WEBHOOK, (found.url, found.endpoint_id, bytes(found.secret_ct)), None))
+        if kind in EMAIL_EVENTS and mail_to is not None:
+            wanted.append((EMAIL, None, mail_to))
+        if wanted:
+            todo.append((body, wanted))
+    rows: list[dict[str, Any]] = []
+    claimed: list[Claimed] = []
+    if todo:
+        missing_risk = sorted({b["referral_id"] for b, _ in todo if not b.get("risk_level")})
+        risk_of = (
+            {r.id: r.risk_level for r in connection.execute(_RISK_OF, {"ids": missing_risk})} if missing_risk else {}
+        )
+        seen = {tuple(r) for r in connection.execute(_EXISTING, {"ids": sorted({b["event_id"] for b, _ in todo})})}
+        public_url = services.settings.public_url
+    for body, wanted in todo:
+        payload = _payload(body, public_url, risk_of)
+        for channel, endpoint, contact in wanted:
+            key = (channel, body["partner_id"], body["event_id"])
+            if key in seen:
+                log.warning("notify: a second notice for event %s (%s) skipped", body["event_id"], channel)
+                continue
+            seen.add(key)
+            message_id = new_message_id()
+            rows.append(
+                {
+                    "id": message_id,
+                    "partner_id": body["partner_id"],
+                    "channel": channel,
+                    "event_id": body["event_id"],
+                    "event_type": body["type"],
+                    "payload": payload,
+                    "status": PENDING,
+                    "attempts": 0,
+                    "next_attempt_at": until,  # leased to this round from the start
+                    "retry_since": now,
+                    "created_at": now,
+                }
+            )
+            claimed.append(Claimed(message_id, body["partner_id"], channel, payload, 0, now, endpoint, contact))
+    if rows:
+        connection.execute(_INSERT, rows[0] if len(rows) == 1 else rows)
+    connection.execute(_TAKEN, {"ids": [n.id for n in notices]})
+    return len(notices), claimed
 
 
 def digest_time(now: datetime) -> datetime:
@@ -219,8 +265,6 @@ class Claimed:
     contact: tuple[str, str] | None = None  # (address, language)
 
 
-_E = WebhookEndpoint.__table__.c
-_P = Partner.__table__.c
 # The due rows with what sending them needs, in one statement built once (per dialect: PostgreSQL
 # skips the rows another worker is leasing).
 _DUE = (
@@ -239,18 +283,25 @@ _LEASE = update(_TABLE).where(_N.id.in_(bindparam("ids", expanding=True))).value
 
 
 def _claim(services: Services, now: datetime, limit: int) -> list[Claimed]:
-    """Lease the due rows (committed before anything is sent: if this worker dies, they come due again
-    when the lease ends) and read their endpoints and contacts, in one transaction."""
+    return _claim_round(services, now, limit)[1]
+
+
+def _claim_round(services: Services, now: datetime, limit: int) -> tuple[bool, list[Claimed]]:
+    """Lease what is due, in one transaction committed before anything is sent (if this worker dies,
+    its rows come due again when the lease ends): first the retries that are due, with their
+    endpoints and contacts, then, up to `limit`, the partner notices not yet taken up. Returns whether
+    the round was full (more may be waiting) and the leased rows."""
+    until = now + timedelta(seconds=services.settings.notify_lease_seconds)
     with services.uow() as uow:
         connection = uow.session.connection()
         query = _DUE_SKIP_LOCKED if connection.dialect.name == "postgresql" else _DUE
         rows = connection.execute(query, {"now": now, "limit": limit}).all()
-        if not rows:
-            return []
-        until = now + timedelta(seconds=services.settings.notify_lease_seconds)
-        connection.execute(_LEASE, {"ids": [r.id for r in rows], "until": until})
-        uow.commit()
-    return [
+        if rows:
+            connection.execute(_LEASE, {"ids": [r.id for r in rows], "until": until})
+        taken, fresh = _take_up(uow, services, now, until, limit - len(rows)) if len(rows) < limit else (0, [])
+        if rows or taken:
+            uow.commit()
+    retries = [
         Claimed(
             r.id,
             r.partner_id,
@@ -263,6 +314,7 @@ def _claim(services: Services, now: datetime, limit: int) -> list[Claimed]:
         )
         for r in rows
     ]
+    return len(rows) + taken >= limit, retries + fresh
 
 
 class Sender:
@@ -421,6 +473,12 @@ def _record(services: Services, results: list[dict[str, Any]], unsent: list[str]
         uow.commit()
 
 
+class RoundCounts(dict[str, int]):
+    """A round's rows per resulting status; `more` if the round took a full batch (more may be due)."""
+
+    more: bool = False
+
+
 def deliver_due(
     services: Services,
     now: datetime | None = None,
@@ -429,15 +487,15 @@ def deliver_due(
     rng: Callable[[], float] = random.random,
     elapsed: Callable[[], float] = time.monotonic,
     sender: Sender | None = None,
-) -> dict[str, int]:
+) -> RoundCounts:
     """One round of the notify worker: send what is due at `now`; counts per resulting status. The
     worker passes its long-lived `sender`; without one, the round has its own.
 
     The round stops sending once half the lease has gone by (slow receivers), so no row is still being
     sent when its lease ends and another worker could take it."""
     now = now or services.clock.now()
-    counts = {PENDING: 0, DELIVERED: 0, PARKED: 0}
-    rows = _claim(services, now, limit or services.settings.notify_batch)
+    counts = RoundCounts({PENDING: 0, DELIVERED: 0, PARKED: 0})
+    counts.more, rows = _claim_round(services, now, limit or services.settings.notify_batch)
     if not rows:
         return counts
     started, budget = elapsed(), services.settings.notify_lease_seconds / 2

@@ -97,7 +97,8 @@ def sign_in(services: Services, name: str, password: str) -> Actor:
     worker and host sees it). Every refusal is the same Unauthenticated, whatever the reason."""
     now = services.clock.now()
     with services.uow() as uow:
-        user = uow.session.scalars(select(User).where(User.name == name.strip())).first()
+        # No name holds U+0000, and PostgreSQL would refuse the query (a 500 on the sign-in page): unknown.
+        user = None if "\x00" in name else uow.session.scalars(select(User).where(User.name == name.strip())).first()
         user_id = user.id if user is not None else None
         refused = (
             "unknown_name"

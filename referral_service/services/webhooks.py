@@ -41,10 +41,7 @@ if TYPE_CHECKING:
     from referral_service.services.ports import Services
 
 # Routing keys a partner's endpoint hears of (the contract's list).
-WEBHOOK_EVENTS = tuple(
-    cls.routing_key
-    for cls in (events.AssignmentOffered, events.AssignmentWithdrawn, events.FollowUpDue, events.FollowUpOverdue)
-)
+WEBHOOK_EVENTS = events.PARTNER_SYSTEM_EVENTS
 MAX_URL = 2000
 _SEAL_PURPOSE = "webhook-secret/v1"
 _SEAL_DOMAIN = b"referral-service/webhook-secret/v1"

@@ -96,10 +96,10 @@ def test_no_contact_address_means_no_mail_and_a_relay_that_is_down_is_retried(
     try:
         add_partner(id="p-two", contact_email=CONTACT)
         _offer(down, client, make_user)
+        assert notifications.deliver_due(down)["pending"] == 1
         with down.uow() as uow:
             channels = uow.session.scalars(select(Notification.channel).where(Notification.partner_id == "p-two")).all()
         assert channels == ["email"]
-        assert notifications.deliver_due(down)["pending"] == 1
         with down.uow() as uow:
             row = uow.session.scalars(select(Notification).where(Notification.partner_id == "p-two")).one()
             assert row.last_error == "SMTP failed (ConnectionRefusedError)" and row.attempts == 1
@@ -127,11 +127,12 @@ def test_overdue_follow_ups_are_mailed_once_a_day_as_one_digest(
         pipeline.drain()
     finally:
         pipeline.close()
+    assert notifications.deliver_due(services)["delivered"] == 0  # not before the digest hour
     with services.uow() as uow:
         [digest] = uow.session.scalars(select(Notification).where(Notification.channel == "digest")).all()
         send_at = digest.next_attempt_at
     assert send_at > clock.now() and send_at - clock.now() <= timedelta(days=1) and send_at.hour == 3
-    assert notifications.deliver_due(services)["delivered"] == 0  # not before the digest hour
+    assert notifications.deliver_due(services)["delivered"] == 0
     assert len(mailbox.messages) == 1
 
     clock.current = send_at

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from referral_service.audit.log import AuditFilter
 from referral_service.bootstrap import Services, bootstrap
-from referral_service.db.models import Assignment, Notification, WebhookEndpoint
+from referral_service.db.models import Assignment, Notification, OutboxMessage, WebhookEndpoint
 from referral_service.domain import events
 from referral_service.services import notifications
 from referral_service.services.deadlines import fire_due_deadlines
@@ -186,11 +186,12 @@ def test_a_notify_worker_killed_after_claiming_loses_nothing(
     assert len(receiver.received) == 1 and receiver.received[0].error is None
 
 
-def test_notification_rows_commit_with_the_offer_that_calls_for_them_or_not_at_all(
+def test_a_partner_notice_reaches_the_webhook_only_if_its_transaction_commits_and_only_once(
     services: Services, pipeline: InProcessPipeline, receiver: WebhookReceiver, client: Any, make_user: Any
 ) -> None:
     referral, _cw = _submit(client, make_user)
     pipeline.drain()
+    assert notifications.deliver_due(services)["delivered"] == 1
     [row] = _rows(services)
     with services.uow() as uow:
         [assignment_id] = uow.session.scalars(select(Assignment.id).where(Assignment.referral_id == referral["id"]))
@@ -203,13 +204,55 @@ def test_notification_rows_commit_with_the_offer_that_calls_for_them_or_not_at_a
     )
     with services.uow() as uow:
         uow.deliver_to_partner(offer, PARTNER_ID)
-        # The transaction rolls back (an error in the router, a lost lock): the row goes with it.
+        # The transaction rolls back (an error in the router, a lost lock): the notice goes with it.
+    assert notifications.deliver_due(services)["delivered"] == 0
     assert [r.id for r in _rows(services)] == [row.id]
     with services.uow() as uow:
         uow.deliver_to_partner(offer, PARTNER_ID)
         uow.commit()
-    assert len(_rows(services)) == 2
+    assert notifications.deliver_due(services)["delivered"] == 1
+    assert notifications.deliver_due(services)["delivered"] == 0  # taken up once
     assert {r.event_id for r in _rows(services)} == {row.event_id, offer.event_id}
+    assert [r.verified["data"]["event_id"] for r in receiver.received] == [row.event_id, offer.event_id]
+    with services.uow() as uow:
+        pending = uow.session.scalars(select(OutboxMessage.id).where(OutboxMessage.notify_pending.is_(True))).all()
+    assert pending == []
+
+
+def test_a_damaged_or_repeated_partner_notice_is_skipped_alone_and_the_others_of_its_round_are_delivered(
+    services: Services, pipeline: InProcessPipeline, receiver: WebhookReceiver, client: Any, make_user: Any
+) -> None:
+    referral, _cw = _submit(client, make_user)
+    pipeline.drain()
+    with services.uow() as uow:
+        notice = uow.session.scalars(select(OutboxMessage).where(OutboxMessage.notify_pending.is_(True))).one()
+        damaged = OutboxMessage(
+            event_id="00000000-0000-0000-0000-00000000dead",
+            type="assignment.offered",
+            aggregate_id=referral["id"],
+            exchange=notice.exchange,
+            routing_key=notice.routing_key,
+            body={"type": "assignment.offered", "event_id": 7},  # no ids: cannot be sent
+            notify_pending=True,
+        )
+        # A copy of the offer's notice under another outbox key (tampered, or written twice): the
+        # partner hears of the offer once, and the round does not fail on the unique key.
+        repeated = OutboxMessage(
+            event_id="00000000-0000-0000-0000-0000000beef0",
+            type=notice.type,
+            aggregate_id=referral["id"],
+            exchange=notice.exchange,
+            routing_key=notice.routing_key,
+            body=dict(notice.body),
+            notify_pending=True,
+        )
+        uow.session.add_all([damaged, repeated])
+        uow.commit()
+    assert notifications.deliver_due(services) == {"pending": 0, "delivered": 1, "parked": 0}
+    assert len(receiver.received) == 1 and receiver.received[0].verified["data"]["referral_id"] == referral["id"]
+    assert notifications.deliver_due(services) == {"pending": 0, "delivered": 0, "parked": 0}
+    with services.uow() as uow:
+        assert uow.session.scalars(select(OutboxMessage.id).where(OutboxMessage.notify_pending.is_(True))).all() == []
 
 
 def test_a_receiver_that_times_out_is_retried_with_the_same_id_and_costs_one_time_out_per_round(

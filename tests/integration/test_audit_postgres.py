@@ -185,3 +185,36 @@ def test_postgresql_builds_each_entrys_canonical_bytes_exactly_as_the_verifier_d
     get_referral(world.services, referral_id, caseworker)
     integrate_all(world.services)
     assert database_bytes_match_python(world.services) > 2
+
+
+def test_verify_while_the_log_grows_reads_one_snapshot(pg_services: Services) -> None:
+    """`audit verify` on a live log (found by bench/soak.py: "the tree holds 1 leaves with no entry"): its
+    statements must all read one snapshot, not each the latest commit, or the entries counted first and the
+    leaves counted later disagree while the integrator appends."""
+    from referral_service.db.session import read_only_session
+    from referral_service.services.audit import verify
+
+    actor = Actor("grower", Role.SUPERVISOR)
+    errors: list[BaseException] = []
+    _write(pg_services, actor, 20, errors)
+    integrate_all(pg_services)
+    with read_only_session(pg_services.engine) as session:
+        before = session.scalar(select(func.count()).select_from(AuditEntry))
+        _write(pg_services, actor, 5, errors)
+        integrate_all(pg_services)
+        assert session.scalar(select(func.count()).select_from(AuditEntry)) == before
+
+    stop = threading.Event()
+    wins: list[int] = []
+    writer = threading.Thread(target=_write, args=(pg_services, actor, 400, errors))
+    integrator = threading.Thread(target=_integrate_until, args=(pg_services, stop, wins, errors))
+    writer.start()
+    integrator.start()
+    reports = []
+    while writer.is_alive():
+        reports.append(verify(pg_services))
+    stop.set()
+    integrator.join(60)
+    assert errors == []
+    assert len(reports) > 3
+    assert [r.line() for r in reports if not r.ok] == []
