@@ -244,6 +244,12 @@ class Referral(Base):
     assignments: Mapped[list[Assignment]] = relationship(
         back_populates="referral", order_by="Assignment.offered_at", lazy="selectin"
     )
+    __table_args__ = (
+        # The lists' order (newest first) per caseworker and per status: a page is an index range, not a
+        # walk of the whole created_at index filtered row by row (migration 0010).
+        Index("ix_referrals_caseworker_created", "caseworker_id", "created_at", "id"),
+        Index("ix_referrals_status_created", "status", "created_at", "id"),
+    )
 
 
 class Assignment(Base):

@@ -155,7 +155,13 @@ def list_duplicates(
         )
     with services.uow() as uow:
         rows = uow.session.scalars(query.limit(limit + 1)).all()
-        items = [duplicate_view(uow.session, services, d, actor) for d in rows[:limit]]
+        page = rows[:limit]
+        # Both sides of every pair in three queries (subjects, their keys, referrals), not four per pair.
+        services.vault.load_subjects(uow.session, [s for d in page for s in (d.subject_id, d.earlier_subject_id)])
+        sides = [r for d in page for r in (d.referral_id, d.earlier_referral_id)]
+        held = uow.session.scalars(select(Referral).where(Referral.id.in_(sides))).all() if sides else []
+        items = [duplicate_view(uow.session, services, d, actor) for d in page]
+        del held  # the referrals only had to stay in the session while the views were made
         nxt = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
         uow.commit()  # the reveals' audit entries
         return {"items": items, "next": nxt}

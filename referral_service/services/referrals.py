@@ -353,9 +353,10 @@ def list_referrals(
         query = query.where(or_(Referral.created_at < at, and_(Referral.created_at == at, Referral.id < rid)))
     with services.uow() as uow:
         rows = uow.session.scalars(query.limit(limit + 1)).all()
+        subjects = services.vault.load_subjects(uow.session, [r.subject_id for r in rows[:limit]])
         items = []
         for r in rows[:limit]:
-            subject = must(uow.session.get(Subject, r.subject_id), "subject")
+            subject = must(subjects.get(r.subject_id), "subject")
             name = services.vault.reveal_subject(
                 uow.session, subject, ["full_name"], actor=actor, referral_id=r.id, action="referral.list"
             )
