@@ -22,7 +22,7 @@ from workers.consumer import Handler, PoisonMessage
 
 
 def route_referral(uow: UnitOfWork, services: Services, event: dict[str, Any]) -> None:
-    """Offer the referral's open needs to partners (again): after intake, re-opening, a decline or expiry."""
+    """Offer the referral's open needs to partners (again): after intake, re-opening, a decline, expiry or close."""
     referral_id = event.get("referral_id")
     if not isinstance(referral_id, str) or not referral_id:
         raise PoisonMessage("no referral_id")
@@ -35,12 +35,15 @@ def route_referral(uow: UnitOfWork, services: Services, event: dict[str, Any]) -
 
 
 CONSUMER_GROUPS: Mapping[str, Mapping[type[events.Event], Handler]] = {
-    # The router routes each consented referral, and routes it onward on decline and expiry.
+    # The router routes each consented referral, and routes it onward on decline and expiry, and once a
+    # served need closes: a need that found no partner then leaves the referral unroutable (where
+    # supervisors look), or is offered to a partner that has joined since.
     "router": {
         events.ReferralSubmitted: route_referral,
         events.ReferralReopened: route_referral,
         events.AssignmentDeclined: route_referral,
         events.AssignmentExpired: route_referral,
+        events.AssignmentClosed: route_referral,
     },
 }
 

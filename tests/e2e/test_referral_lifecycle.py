@@ -217,3 +217,29 @@ def test_a_withdrawn_referral_leaves_the_overdue_list(
     assert resp.status_code == 200
     # Nobody is left to make that contact: it is not listed as overdue any more.
     assert client.get("/api/v1/deadlines/overdue", headers=supervisor.headers).get_json()["items"] == []
+
+
+def test_once_the_served_need_closes_a_need_no_partner_serves_leaves_the_referral_unroutable_not_routing(
+    client: Any, services: Any, make_user: Any, add_partner: Any
+) -> None:
+    # Found by the pages bench: the referral stayed "routing" for ever, with no offer out and no router
+    # coming, so no supervisor's list of unroutable referrals ever showed the victim's unmet need.
+    add_partner(services=["medical"])
+    cw = make_user("caseworker")
+    staff = make_user("partner", partner_id="p-peshawar-medical")
+    referral = _submit_and_route(client, services, cw.headers, needs=["medical", "legal_aid"])
+    [medical] = referral["assignments"]
+    assert referral["status"] == "routing"  # medical is offered; legal aid found no partner
+    assert client.post(f"/api/v1/assignments/{medical['id']}/accept", headers=staff.headers).status_code == 200
+    closed = client.post(
+        f"/api/v1/assignments/{medical['id']}/close",
+        json={"outcome": "services_delivered", "services_delivered": ["medical"]},
+        headers=staff.headers,
+    )
+    assert closed.status_code == 200, closed.get_json()
+    drain(services)
+    shown = client.get(f"/api/v1/referrals/{referral['id']}", headers=cw.headers).get_json()
+    assert shown["status"] == "unroutable"
+    supervisor = make_user("supervisor")
+    listed = client.get("/api/v1/referrals?status=unroutable", headers=supervisor.headers).get_json()["items"]
+    assert [r["id"] for r in listed] == [referral["id"]]
