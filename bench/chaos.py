@@ -461,13 +461,11 @@ def _drive(
     return kills
 
 
-def _production(args: Any, tmp: Path, extra: dict[str, str]) -> int:
-    receiver = Receiver()
-    home = tmp / "home"
-    env = _common_env(home, extra, args.accept_seconds)
-    caseworker, staff = _cast(env, receiver, tmp)
+def production_processes(env: dict[str, str], tmp: Path, *, replicas: int) -> tuple[list[str], list[Process]]:
+    """The production profile's processes, not started: 2 API processes (`serve`, one gunicorn worker
+    each, on free ports) and `replicas` of each worker group; returns the API base URLs too."""
     ports = [free_port(), free_port()]
-    processes = [
+    apis = [
         Process(
             f"api-{i}",
             ["serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
@@ -475,10 +473,21 @@ def _production(args: Any, tmp: Path, extra: dict[str, str]) -> int:
             tmp / f"api-{i}.log",
         )
         for i, port in enumerate(ports)
-    ] + [Process(f"{g}-{i}", ["worker", g], env, tmp / f"{g}-{i}.log") for g in PROCESS_GROUPS for i in range(2)]
+    ]
+    workers = [
+        Process(f"{g}-{i}", ["worker", g], env, tmp / f"{g}-{i}.log") for g in PROCESS_GROUPS for i in range(replicas)
+    ]
+    return [f"http://127.0.0.1:{port}" for port in ports], apis + workers
+
+
+def _production(args: Any, tmp: Path, extra: dict[str, str]) -> int:
+    receiver = Receiver()
+    home = tmp / "home"
+    env = _common_env(home, extra, args.accept_seconds)
+    caseworker, staff = _cast(env, receiver, tmp)
+    bases, processes = production_processes(env, tmp, replicas=2)
     for p in processes:
         p.start()
-    bases = [f"http://127.0.0.1:{port}" for port in ports]
     for base in bases:
         wait_http(base + "/healthz")
     run = Run(bases, caseworker, staff)

@@ -65,14 +65,13 @@ from sqlalchemy import Engine, create_engine, func, select
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from chaos import PROCESS_GROUPS, Process, Receiver, Run, _cast, _cli, _common_env, settle  # noqa: E402
+from chaos import Process, Receiver, Run, _cast, _cli, _common_env, production_processes, settle  # noqa: E402
 from intake import rss_mb, tree, wait_http  # noqa: E402
 from pipeline import percentile, scratch  # noqa: E402
 
 from referral_service.app import MAX_BODY_BYTES  # noqa: E402
 from referral_service.db.models import Assignment, OutboxMessage, Referral  # noqa: E402
 from tests.factories import referral_body  # noqa: E402
-from tests.receivers import free_port  # noqa: E402
 
 FLAT_MB = 5.0
 API = "/api/v1"
@@ -552,21 +551,8 @@ def soak(args: argparse.Namespace, tmp: Path, extra: dict[str, str]) -> int:
     other = json.loads(_cli(env, "users", "create", "--role", "caseworker", "--name", "soak-cw2"))["token"]
     gone = json.loads(_cli(env, "users", "create", "--role", "caseworker", "--name", "soak-cw-gone"))
     _cli(env, "users", "revoke", gone["id"])
-    ports = [free_port(), free_port()]
-    processes = [
-        Process(
-            f"api-{i}",
-            ["serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            env,
-            tmp / f"api-{i}.log",
-        )
-        for i, port in enumerate(ports)
-    ] + [
-        Process(f"{g}-{i}", ["worker", g], env, tmp / f"{g}-{i}.log")
-        for g in PROCESS_GROUPS
-        for i in range(args.replicas)
-    ]
-    world = World([f"http://127.0.0.1:{p}" for p in ports], caseworker, other, gone["token"], staff)
+    bases, processes = production_processes(env, tmp, replicas=args.replicas)
+    world = World(bases, caseworker, other, gone["token"], staff)
     engine = create_engine(env["REFERRAL_DATABASE_URL"], pool_pre_ping=True)
     bad_rate = args.rate * args.bad_share / (1 - args.bad_share)
     rows: list[dict[str, Any]] = []

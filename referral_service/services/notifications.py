@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Table, bindparam, delete, insert, select, true, update
+from sqlalchemy import Connection, Table, bindparam, delete, insert, select, true, update
 
 from referral_service.db.models import Notification, OutboxMessage, Partner, Referral, WebhookEndpoint
 from referral_service.domain import events
@@ -128,6 +128,9 @@ def _usable(body: Any) -> bool:
     )
 
 
+Todo = list[tuple[dict[str, Any], list[tuple[str, Any, Any]]]]  # (notice body, its channels)
+
+
 def _take_up(
     uow: UnitOfWork, services: Services, now: datetime, until: datetime, limit: int
 ) -> tuple[int, list[Claimed]]:
@@ -147,7 +150,7 @@ def _take_up(
     partners = {b["partner_id"] for b in usable}
     channels = {r.id: r for r in connection.execute(_CHANNELS, {"ids": sorted(partners)})} if partners else {}
     smtp = services.settings.smtp is not None
-    todo: list[tuple[dict[str, Any], list[tuple[str, Any, Any]]]] = []
+    todo: Todo = []
     for body in usable:
         found = channels.get(body["partner_id"])
         if found is None:
@@ -163,15 +166,23 @@ def _take_up(
             wanted.append((EMAIL, None, mail_to))
         if wanted:
             todo.append((body, wanted))
+    rows, claimed = _rows_for(connection, services.settings.public_url, todo, now, until) if todo else ([], [])
+    if rows:
+        connection.execute(_INSERT, rows[0] if len(rows) == 1 else rows)
+    connection.execute(_TAKEN, {"ids": [n.id for n in notices]})
+    return len(notices), claimed
+
+
+def _rows_for(
+    connection: Connection, public_url: str, todo: Todo, now: datetime, until: datetime
+) -> tuple[list[dict[str, Any]], list[Claimed]]:
+    """The notification rows for the notices that have channels, already leased to this round, and what
+    sending them needs. An event that already has its row on a channel is skipped."""
+    missing_risk = sorted({b["referral_id"] for b, _ in todo if not b.get("risk_level")})
+    risk_of = {r.id: r.risk_level for r in connection.execute(_RISK_OF, {"ids": missing_risk})} if missing_risk else {}
+    seen = {tuple(r) for r in connection.execute(_EXISTING, {"ids": sorted({b["event_id"] for b, _ in todo})})}
     rows: list[dict[str, Any]] = []
     claimed: list[Claimed] = []
-    if todo:
-        missing_risk = sorted({b["referral_id"] for b, _ in todo if not b.get("risk_level")})
-        risk_of = (
-            {r.id: r.risk_level for r in connection.execute(_RISK_OF, {"ids": missing_risk})} if missing_risk else {}
-        )
-        seen = {tuple(r) for r in connection.execute(_EXISTING, {"ids": sorted({b["event_id"] for b, _ in todo})})}
-        public_url = services.settings.public_url
     for body, wanted in todo:
         payload = _payload(body, public_url, risk_of)
         for channel, endpoint, contact in wanted:
@@ -197,10 +208,7 @@ def _take_up(
                 }
             )
             claimed.append(Claimed(message_id, body["partner_id"], channel, payload, 0, now, endpoint, contact))
-    if rows:
-        connection.execute(_INSERT, rows[0] if len(rows) == 1 else rows)
-    connection.execute(_TAKEN, {"ids": [n.id for n in notices]})
-    return len(notices), claimed
+    return rows, claimed
 
 
 def digest_time(now: datetime) -> datetime:
