@@ -39,7 +39,6 @@ from referral_service.services.authorization import authorize
 from referral_service.services.common import clamp_limit
 
 if TYPE_CHECKING:
-    from referral_service.db.session import UnitOfWork
     from referral_service.services.ports import Services
 
 log = logging.getLogger(__name__)
@@ -132,13 +131,12 @@ Todo = list[tuple[dict[str, Any], list[tuple[str, Any, Any]]]]  # (notice body, 
 
 
 def _take_up(
-    uow: UnitOfWork, services: Services, now: datetime, until: datetime, limit: int
+    connection: Connection, services: Services, now: datetime, until: datetime, limit: int
 ) -> tuple[int, list[Claimed]]:
     """Turn up to `limit` pending partner notices into notification rows, one per channel the partner
     has now, and mark the notices taken, in the caller's transaction. The rows due at once are written
     already leased to this round and returned, ready to send; the others (digests) wait for their hour.
     Returns how many notices were taken up and the leased rows."""
-    connection = uow.session.connection()
     query = _NOTICES_SKIP_LOCKED if connection.dialect.name == "postgresql" else _NOTICES
     notices = connection.execute(query, {"limit": limit}).all()
     if not notices:
@@ -158,7 +156,7 @@ def _take_up(
         kind = body["type"]
         mail_to = (found.contact_email, found.notify_language) if smtp and found.contact_email else None
         if kind in DIGEST_EVENTS and mail_to is not None:
-            _add_to_digest(uow, services, body["partner_id"], body["event_id"], body["referral_id"])
+            _add_to_digest(connection, now, body["partner_id"], body["event_id"], body["referral_id"])
         wanted: list[tuple[str, Any, Any]] = []
         if found.active and found.url is not None and kind in (found.events or []):
             wanted.append((WEBHOOK, (found.url, found.endpoint_id, bytes(found.secret_ct)), None))
@@ -217,30 +215,36 @@ def digest_time(now: datetime) -> datetime:
     return at if at > now else at + timedelta(days=1)
 
 
-def _add_to_digest(uow: UnitOfWork, services: Services, partner_id: str, event_id: str, referral_id: str) -> None:
-    now = services.clock.now()
+# The partner's digest for a day, locked (PostgreSQL) so two notify workers adding to it do not lose
+# each other's reminders.
+_DIGEST_ROW = (
+    select(_N.id, _N.payload)
+    .where(_N.channel == DIGEST, _N.partner_id == bindparam("partner_id"), _N.event_id == bindparam("key"))
+    .with_for_update()
+)
+_DIGEST_PAYLOAD = update(_TABLE).where(_N.id == bindparam("b_id")).values(payload=bindparam("b_payload"))
+
+
+def _add_to_digest(connection: Connection, now: datetime, partner_id: str, event_id: str, referral_id: str) -> None:
     send_at = digest_time(now)
     key = f"digest-{send_at.date().isoformat()}"
-    row = uow.session.scalars(
-        select(Notification).where(
-            Notification.channel == DIGEST, Notification.partner_id == partner_id, Notification.event_id == key
-        )
-    ).first()
+    row = connection.execute(_DIGEST_ROW, {"partner_id": partner_id, "key": key}).first()
     if row is None:
-        uow.session.add(
-            Notification(
-                id=new_message_id(),
-                partner_id=partner_id,
-                channel=DIGEST,
-                event_id=key,
-                event_type=events.FollowUpOverdue.routing_key,
-                payload={"event_ids": [event_id], "referral_ids": [referral_id]},
-                status=PENDING,
-                attempts=0,
-                next_attempt_at=send_at,
-                retry_since=send_at,
-                created_at=now,
-            )
+        connection.execute(
+            _INSERT,
+            {
+                "id": new_message_id(),
+                "partner_id": partner_id,
+                "channel": DIGEST,
+                "event_id": key,
+                "event_type": events.FollowUpOverdue.routing_key,
+                "payload": {"event_ids": [event_id], "referral_ids": [referral_id]},
+                "status": PENDING,
+                "attempts": 0,
+                "next_attempt_at": send_at,
+                "retry_since": send_at,
+                "created_at": now,
+            },
         )
         return
     payload = dict(row.payload)
@@ -248,7 +252,7 @@ def _add_to_digest(uow: UnitOfWork, services: Services, partner_id: str, event_i
         return
     payload["event_ids"] = [*payload.get("event_ids", []), event_id]
     payload["referral_ids"] = sorted({*payload.get("referral_ids", []), referral_id})
-    row.payload = payload
+    connection.execute(_DIGEST_PAYLOAD, {"b_id": row.id, "b_payload": payload})
 
 
 # -- 2. delivering ---------------------------------------------------------------------------------
@@ -300,15 +304,13 @@ def _claim_round(services: Services, now: datetime, limit: int) -> tuple[bool, l
     endpoints and contacts, then, up to `limit`, the partner notices not yet taken up. Returns whether
     the round was full (more may be waiting) and the leased rows."""
     until = now + timedelta(seconds=services.settings.notify_lease_seconds)
-    with services.uow() as uow:
-        connection = uow.session.connection()
+    # A Core transaction (committed on leaving, rolled back on an error): nothing here is ORM state.
+    with services.engine.begin() as connection:
         query = _DUE_SKIP_LOCKED if connection.dialect.name == "postgresql" else _DUE
         rows = connection.execute(query, {"now": now, "limit": limit}).all()
         if rows:
             connection.execute(_LEASE, {"ids": [r.id for r in rows], "until": until})
-        taken, fresh = _take_up(uow, services, now, until, limit - len(rows)) if len(rows) < limit else (0, [])
-        if rows or taken:
-            uow.commit()
+        taken, fresh = _take_up(connection, services, now, until, limit - len(rows)) if len(rows) < limit else (0, [])
     retries = [
         Claimed(
             r.id,
@@ -327,30 +329,35 @@ def _claim_round(services: Services, now: datetime, limit: int) -> tuple[bool, l
 
 class Sender:
     """Sends the rows of the notify worker's rounds. It lives as long as the worker: each endpoint's
-    secret is opened once, and its connection is kept alive across rounds (no new TCP and TLS
-    handshake per round) as long as the receiver allows and its URL, checked again at the start of
-    every round, still leads to the same address."""
+    signer is made once from its opened secret, and its connection is kept alive across rounds (no
+    new TCP and TLS handshake per round) as long as the receiver allows and its URL, checked again
+    at least every `RECHECK_SECONDS` and whenever the rules change, still leads to the same address."""
 
     IDLE_SECONDS = 30.0  # connections unused this long are closed (receivers close theirs sooner or later)
+    # A kept connection is pinned to the address that passed, so a later DNS answer cannot redirect it;
+    # the URL is looked up again this often to follow a receiver that moved (or now resolves to a
+    # refused address), not once per round, which costs a lookup per round at every rate.
+    RECHECK_SECONDS = 30.0
 
     def __init__(self, services: Services, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.services = services
         self.now = services.clock.now()
         self._clock = clock
-        self._secrets: dict[tuple[str, bytes], str] = {}
+        self._signers: dict[tuple[str, bytes], webhooks.Signer] = {}
         self._connections: dict[str, tuple[webhooks.Connection, float]] = {}
-        self._checked: set[str] = set()  # endpoint ids whose URL this round has checked
+        # endpoint id -> (when its URL was last checked, under which rule)
+        self._checked: dict[str, tuple[float, bool]] = {}
         self._broken: dict[str, str] = {}  # endpoint id -> why it could not be reached this round
 
     def begin_round(self, now: datetime) -> None:
         self.now = now
-        self._checked.clear()
         self._broken.clear()
         idle_since = self._clock() - self.IDLE_SECONDS
         for endpoint_id, (connection, used_at) in list(self._connections.items()):
             if used_at < idle_since:
                 connection.close()
                 del self._connections[endpoint_id]
+                self._checked.pop(endpoint_id, None)
 
     def send(self, row: Claimed) -> Outcome:
         if row.channel == WEBHOOK:
@@ -362,19 +369,24 @@ class Sender:
     def _connection(self, endpoint_id: str, url: str) -> webhooks.Connection:
         held = self._connections.get(endpoint_id)
         connection = held[0] if held is not None else None
-        # Once a round the URL is checked again (DNS may have changed, or the rules), and the kept
-        # connection is used only if it still goes to the address that passes.
-        if (
-            connection is not None
-            and endpoint_id not in self._checked
-            and (connection.url != url or not connection.still_leads_to_checked_address(self.services))
+        at = self._clock()
+        rule = self.services.settings.webhook_allow_private
+        checked = self._checked.get(endpoint_id)
+        due = checked is None or at - checked[0] >= self.RECHECK_SECONDS or checked[1] != rule
+        due = due or (connection is not None and connection.refused)  # a refused URL is looked at every round
+        # The kept connection is used only if its URL, checked again when due (DNS may have changed, or
+        # the rules), still goes to the address that passes.
+        if connection is not None and (
+            connection.url != url or (due and not connection.still_leads_to_checked_address(self.services))
         ):
             connection.close()
             connection = None
         if connection is None:
-            connection = webhooks.Connection(self.services, url)
-        self._checked.add(endpoint_id)
-        self._connections[endpoint_id] = (connection, self._clock())
+            connection = webhooks.Connection(self.services, url)  # checks the URL
+            due = True
+        if due:
+            self._checked[endpoint_id] = (at, rule)
+        self._connections[endpoint_id] = (connection, at)
         return connection
 
     def _webhook(self, row: Claimed) -> Outcome:
@@ -386,11 +398,11 @@ class Sender:
             # One unreachable receiver must not hold up everyone else's for a time-out per row.
             return Outcome(False, error=f"not sent: {broken} on an earlier message of this round"[:200])
         key = (endpoint_id, sealed)  # a re-registered webhook has a new sealed secret
-        secret = self._secrets.get(key)
-        if secret is None:
-            secret = self._secrets[key] = webhooks.open_secret(self.services, endpoint_id, sealed)
+        signer = self._signers.get(key)
+        if signer is None:
+            signer = self._signers[key] = webhooks.Signer(webhooks.open_secret(self.services, endpoint_id, sealed))
         connection = self._connection(endpoint_id, url)
-        answer = connection.post(secret, row.id, webhooks.body_text(row.payload), at=self.now)
+        answer = connection.post(signer, row.id, webhooks.body_text(row.payload), at=self.now)
         if answer.status is None:
             self._broken[endpoint_id] = answer.error or "failed"
         return Outcome(answer.ok, answer.status, answer.error)
@@ -472,13 +484,11 @@ _RELEASE = update(_TABLE).where(_N.id == bindparam("b_id"), _N.status == PENDING
 def _record(services: Services, results: list[dict[str, Any]], unsent: list[str], now: datetime) -> None:
     """Every answer of the step in one transaction (a worker killed before it re-sends them, with the
     same webhook-id: at least once); rows the step had no time for are due again at once."""
-    with services.uow() as uow:
-        connection = uow.session.connection()
+    with services.engine.begin() as connection:
         if results:
             connection.execute(_RECORD, results)
         if unsent:
             connection.execute(_RELEASE.values(next_attempt_at=now), [{"b_id": i} for i in unsent])
-        uow.commit()
 
 
 class RoundCounts(dict[str, int]):

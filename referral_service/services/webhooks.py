@@ -217,12 +217,21 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
         self.sock = self._tls.wrap_socket(raw, server_hostname=self.host)  # certificate checked for the host
 
 
-def signed_headers(secret: str, message_id: str, at: datetime, body: str) -> dict[str, str]:
-    return {
-        "webhook-id": message_id,
-        "webhook-timestamp": str(int(at.timestamp())),
-        "webhook-signature": Webhook(secret).sign(message_id, at, body),
-    }
+class Signer:
+    """Signs with one endpoint's secret; made once per secret (the package decodes the secret when
+    its `Webhook` is built)."""
+
+    def __init__(self, secret: str) -> None:
+        self._webhook = Webhook(secret)
+
+    def headers(self, message_id: str, at: datetime, body: str) -> dict[str, str]:
+        return {
+            "webhook-id": message_id,
+            "webhook-timestamp": str(int(at.timestamp())),
+            "webhook-signature": self._webhook.sign(message_id, at, body),
+            "content-type": "application/json",
+            "user-agent": USER_AGENT,
+        }
 
 
 @functools.cache
@@ -253,6 +262,10 @@ class Connection:
         )
         self._used = False
 
+    @property
+    def refused(self) -> bool:
+        return self._conn is None
+
     def still_leads_to_checked_address(self, services: Services) -> bool:
         """The URL checked again: it must still pass, and still lead to the address this connection uses."""
         if self._conn is None:
@@ -263,16 +276,12 @@ class Connection:
             return False
         return target == self._target
 
-    def post(self, secret: str, message_id: str, body: str, *, at: datetime) -> Answer:
+    def post(self, signer: Signer, message_id: str, body: str, *, at: datetime) -> Answer:
         """One signed POST. Any non-2xx answer, time-out or refusal is a failed `Answer` with a short reason."""
         conn = self._conn
         if conn is None:
             return Answer(False, None, self._refused)
-        headers = {
-            **signed_headers(secret, message_id, at, body),
-            "content-type": "application/json",
-            "user-agent": USER_AGENT,
-        }
+        headers = signer.headers(message_id, at, body)
         try:
             try:
                 return self._exchange(conn, body.encode(), headers)

@@ -18,7 +18,7 @@ from referral_service.audit.log import AuditFilter
 from referral_service.bootstrap import Services, bootstrap
 from referral_service.db.models import Assignment, Notification, OutboxMessage, WebhookEndpoint
 from referral_service.domain import events
-from referral_service.services import notifications
+from referral_service.services import notifications, webhooks
 from referral_service.services.deadlines import fire_due_deadlines
 from referral_service.services.webhooks import register_webhook
 from tests.conftest import FakeClock, embedded_settings
@@ -441,6 +441,50 @@ def test_the_workers_kept_connection_serves_later_rounds_until_the_url_stops_pas
     assert len(r.received) == 2
     last = _rows(services)[-1]
     assert (last.last_error or "").startswith("webhook URL refused: only https://")
+
+
+def test_a_kept_connection_looks_its_url_up_again_every_recheck_interval_not_every_round(
+    services: Services,
+    pipeline: InProcessPipeline,
+    add_partner: Any,
+    client: Any,
+    make_user: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    add_partner()
+    lookups: list[str] = []
+    real_check = webhooks.check_url
+
+    def counted(url: str, **kwargs: Any) -> webhooks.Target:
+        lookups.append(url)
+        return real_check(url, **kwargs)
+
+    monkeypatch.setattr(webhooks, "check_url", counted)
+    ticks = [1000.0]
+    sender = notifications.Sender(services, clock=lambda: ticks[0])
+    with webhook_receiver(keep_alive=True) as r:
+        r.secret = register_webhook(services, PARTNER_ID, r.url)["secret"]
+        lookups.clear()  # the registration's own check
+
+        def one_round(i: int) -> None:
+            _submit(client, make_user, subject__phone=f"+92300765433{i}", subject__cnic=f"17301-765433{i}-5")
+            pipeline.drain()
+            assert notifications.deliver_due(services, sender=sender)["delivered"] == 1
+
+        for i in range(3):  # three rounds within the interval: one lookup, when the connection opened
+            one_round(i)
+            ticks[0] += 5
+        assert len(lookups) == 1
+        # The interval since the first look-up has passed (and the connection was used 20 s ago, so it is
+        # still kept): looked up again.
+        ticks[0] = 1000.0 + notifications.Sender.RECHECK_SECONDS
+        one_round(3)
+        assert len(lookups) == 2
+        one_round(4)
+        assert len(lookups) == 2
+        sender.close()
+    # Every round used the one kept connection: the later look-up still led to the same address.
+    assert len(r.received) == 5 and len({x.client_port for x in r.received}) == 1
 
 
 def test_the_cli_registers_a_webhook_prints_the_secret_once_and_stores_it_sealed(

@@ -8,7 +8,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from referral_service.services.notifications import FIRST_RETRY, MAX_BACKOFF, RETRY_FOR, backoff
-from referral_service.services.webhooks import UrlRefused, check_url, new_secret, signed_headers
+from referral_service.services.webhooks import Signer, UrlRefused, check_url, new_secret
 
 
 def resolver(*addresses: str):  # what DNS would answer, without asking it
@@ -72,7 +72,7 @@ def test_signatures_verify_with_the_standardwebhooks_package() -> None:
     assert secret.startswith("whsec_")
     body = '{"type":"assignment.offered"}'
     at = datetime.now(UTC)
-    headers = signed_headers(secret, "msg_1", at, body)
+    headers = Signer(secret).headers("msg_1", at, body)
     assert Webhook(secret).verify(body, headers) == {"type": "assignment.offered"}
     with pytest.raises(Exception, match="No matching signature"):
         Webhook(new_secret()).verify(body, headers)
