@@ -6,7 +6,8 @@
 * No SSRF: only `https://`, to a host whose every address is public. `REFERRAL_WEBHOOK_ALLOW_PRIVATE=1`
   (tests, closed networks) also allows loopback and private addresses, over http or https. Link-local
   (cloud metadata at 169.254.169.254), multicast, unspecified and reserved addresses are refused always.
-  The check runs at registration and again at every delivery, and the request goes to the very address
+  The check runs at registration, whenever the notify worker opens a connection, and again on a kept
+  connection at least every 30 seconds (`Sender.RECHECK_SECONDS`); the request goes to the very address
   that was checked (no second lookup that DNS rebinding could answer differently); redirects are not
   followed.
 """
