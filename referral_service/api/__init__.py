@@ -4,17 +4,21 @@ of each view (`api.openapi.operation`) shapes the answer."""
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
-from typing import Any
+import functools
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from flask import Blueprint, current_app, g, request
 from marshmallow import Schema, ValidationError, fields
 
+from referral_service.domain.access import Action
 from referral_service.domain.errors import Unauthenticated, ValidationFailed
 from referral_service.domain.model import Actor
 from referral_service.services import users
+from referral_service.services.authorization import screen
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
+View = TypeVar("View", bound=Callable[..., Any])
 
 
 def services() -> Any:
@@ -32,6 +36,23 @@ def current_actor() -> Actor:
     actor = users.actor_for_token(services(), token.strip())
     g.actor = actor
     return actor
+
+
+def requires(action: Action) -> Callable[[View], View]:
+    """Role before anything the request carries, as `web.views.page` does for the pages: a caller whose
+    role no case could allow `action` is refused (and the refusal recorded) before the view reads its
+    body or parameters, so a 400 or 422 never tells it what the endpoint takes. The service decides
+    again on the case itself. Under `operation`, which answers for the view."""
+
+    def wrap(view: View) -> View:
+        @functools.wraps(view)
+        def screened(*args: Any, **kwargs: Any) -> Any:
+            screen(services(), current_actor(), action)
+            return view(*args, **kwargs)
+
+        return screened  # type: ignore[return-value]
+
+    return wrap
 
 
 @bp.after_request
