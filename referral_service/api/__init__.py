@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import difflib
 import functools
+import json
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from flask import Blueprint, current_app, g, request
 from marshmallow import Schema, ValidationError, fields
 
+from referral_service.domain import text
 from referral_service.domain.access import Action
 from referral_service.domain.errors import Unauthenticated, ValidationFailed
 from referral_service.domain.model import Actor
@@ -68,32 +70,23 @@ def _bearer_challenge(response: Any) -> Any:
 
 
 def _read_json() -> Any:
+    """The body as JSON, or None when it is not JSON (as `request.get_json(silent=True)`)."""
+    if not request.is_json:
+        return None
+    raw = request.get_data(cache=True)
     try:
-        data = request.get_json(silent=True)
+        # Decoded as json.loads decodes bytes (UTF-8, or the UTF-16/32 it detects; surrogates let through),
+        # so the check below reads the very text that was parsed.
+        source = raw.decode(json.detect_encoding(raw), "surrogatepass")
+        data = current_app.json.loads(source)
+    except ValueError:  # not JSON, or not in the encoding it claims (UnicodeDecodeError is a ValueError)
+        return None
     except RecursionError:
-        # The json module raises RecursionError, not ValueError, on deeply nested input: silent= misses it.
+        # The json module raises RecursionError, not ValueError, on deeply nested input.
         raise MalformedJson("the body is nested too deeply") from None
-    if _has_nul(data):
-        # PostgreSQL text cannot hold U+0000 ("\u0000" is valid JSON): a plaintext column would fail in the
-        # driver as a 500, a sealed one would keep it on SQLite only. No name, note or code needs one.
-        raise MalformedJson("text in the body must not contain NUL (U+0000) characters")
+    if text.unstorable_json(source):
+        raise MalformedJson(text.MESSAGE)
     return data
-
-
-def _has_nul(data: Any) -> bool:
-    # A loop, not recursion: the parser already accepted the depth, and the answer must not be a RecursionError.
-    stack = [data]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                return True
-        elif isinstance(item, dict):
-            stack.extend(item)
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
 
 
 def json_body() -> dict[str, Any]:
