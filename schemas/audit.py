@@ -13,12 +13,13 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from referral_service.audit.log import AuditFilter
+from referral_service.domain.access import Outcome
 from referral_service.services.common import MAX_CURSOR_CHARS, MAX_LIMIT
 
 # Ids and action codes the log records are short and plain; anything else is not a filter.
 _ID = validate.Length(min=1, max=100)
 _ACTION = validate.Regexp(r"^[a-z][a-z0-9_.]{0,63}$", error="an action code such as referral.read")
-_OUTCOME = validate.OneOf(("allowed", "denied"))
+_OUTCOME = validate.OneOf(tuple(Outcome))
 _TREE_INDEX = validate.Range(min=0, max=2**63 - 1)
 _TREE_SIZE = validate.Range(min=1, max=2**63 - 1)
 

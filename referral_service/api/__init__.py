@@ -4,17 +4,23 @@ of each view (`api.openapi.operation`) shapes the answer."""
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
-from typing import Any
+import functools
+import json
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from flask import Blueprint, current_app, g, request
 from marshmallow import Schema, ValidationError, fields
 
+from referral_service.domain import text
+from referral_service.domain.access import Action
 from referral_service.domain.errors import Unauthenticated, ValidationFailed
 from referral_service.domain.model import Actor
 from referral_service.services import users
+from referral_service.services.authorization import screen
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
+View = TypeVar("View", bound=Callable[..., Any])
 
 
 def services() -> Any:
@@ -34,6 +40,23 @@ def current_actor() -> Actor:
     return actor
 
 
+def requires(action: Action) -> Callable[[View], View]:
+    """Role before anything the request carries, as `web.views.page` does for the pages: a caller whose
+    role no case could allow `action` is refused (and the refusal recorded) before the view reads its
+    body or parameters, so a 400 or 422 never tells it what the endpoint takes. The service decides
+    again on the case itself. Under `operation`, which answers for the view."""
+
+    def wrap(view: View) -> View:
+        @functools.wraps(view)
+        def screened(*args: Any, **kwargs: Any) -> Any:
+            screen(services(), current_actor(), action)
+            return view(*args, **kwargs)
+
+        return screened  # type: ignore[return-value]
+
+    return wrap
+
+
 @bp.after_request
 def _bearer_challenge(response: Any) -> Any:
     # RFC 6750 §3: a 401 names the scheme; error="invalid_token" only when a bearer token was sent.
@@ -47,32 +70,23 @@ def _bearer_challenge(response: Any) -> Any:
 
 
 def _read_json() -> Any:
+    """The body as JSON, or None when it is not JSON (as `request.get_json(silent=True)`)."""
+    if not request.is_json:
+        return None
+    raw = request.get_data(cache=True)
     try:
-        data = request.get_json(silent=True)
+        # Decoded as json.loads decodes bytes (UTF-8, or the UTF-16/32 it detects; surrogates let through),
+        # so the check below reads the very text that was parsed.
+        source = raw.decode(json.detect_encoding(raw), "surrogatepass")
+        data = current_app.json.loads(source)
+    except ValueError:  # not JSON, or not in the encoding it claims (UnicodeDecodeError is a ValueError)
+        return None
     except RecursionError:
-        # The json module raises RecursionError, not ValueError, on deeply nested input: silent= misses it.
+        # The json module raises RecursionError, not ValueError, on deeply nested input.
         raise MalformedJson("the body is nested too deeply") from None
-    if _has_nul(data):
-        # PostgreSQL text cannot hold U+0000 ("\u0000" is valid JSON): a plaintext column would fail in the
-        # driver as a 500, a sealed one would keep it on SQLite only. No name, note or code needs one.
-        raise MalformedJson("text in the body must not contain NUL (U+0000) characters")
+    if text.unstorable_json(source):
+        raise MalformedJson(text.MESSAGE)
     return data
-
-
-def _has_nul(data: Any) -> bool:
-    # A loop, not recursion: the parser already accepted the depth, and the answer must not be a RecursionError.
-    stack = [data]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                return True
-        elif isinstance(item, dict):
-            stack.extend(item)
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
 
 
 def json_body() -> dict[str, Any]:

@@ -4,13 +4,12 @@ from typing import Any
 
 from flask import request
 
-from referral_service.api import bp, current_actor, json_body, load, query_choice, query_int, services
+from referral_service.api import bp, current_actor, json_body, load, query_choice, query_int, requires, services
 from referral_service.api.openapi import PAGE, choice, operation
 from referral_service.domain.access import REFUSALS, Action
 from referral_service.domain.commands import AcceptAssignment, CloseAssignment, DeclineAssignment, RecordFollowUp
 from referral_service.domain.model import AssignmentStatus
 from referral_service.services import assignments, deadlines, partners
-from referral_service.services.authorization import screen
 from schemas import (
     AssignmentPageSchema,
     AssignmentSchema,
@@ -41,6 +40,7 @@ _CONCURRENT = "someone else changed the assignment at the same time; reload it"
     parameters=(choice("status", AssignmentStatus, "only assignments in this status"), *PAGE),
     errors={403: "the assignment inbox is for partner staff and supervisors"},
 )
+@requires(Action.LIST_ASSIGNMENTS)
 def inbox() -> Any:
     actor = current_actor()
     return assignments.inbox(
@@ -58,6 +58,7 @@ def inbox() -> Any:
     response=AssignmentSchema,
     errors={**_ASSIGNED_PARTNER, 409: f"the assignment is not offered any more; or {_CONCURRENT}"},
 )
+@requires(Action.ACCEPT_ASSIGNMENT)
 def accept(assignment_id: str) -> Any:
     return assignments.accept(services(), AcceptAssignment(assignment_id), current_actor())
 
@@ -69,6 +70,7 @@ def accept(assignment_id: str) -> Any:
     response=AssignmentSchema,
     errors={**_ASSIGNED_PARTNER, 409: f"the assignment is not open; or {_DAMAGED}; or {_CONCURRENT}"},
 )
+@requires(Action.DECLINE_ASSIGNMENT)
 def decline(assignment_id: str) -> Any:
     actor = current_actor()
     data = load(DeclineSchema(), json_body())
@@ -84,6 +86,7 @@ def decline(assignment_id: str) -> Any:
     status=201,
     errors={**_ASSIGNED_PARTNER, 409: f"the assignment is not accepted; or {_DAMAGED}; or {_CONCURRENT}"},
 )
+@requires(Action.RECORD_FOLLOWUP)
 def followup(assignment_id: str) -> Any:
     actor = current_actor()
     data = load(FollowUpSchema(), json_body())
@@ -101,6 +104,7 @@ def followup(assignment_id: str) -> Any:
         409: f"the assignment is not open; or {_DAMAGED}; or {_CONCURRENT}",
     },
 )
+@requires(Action.CLOSE_ASSIGNMENT)
 def close(assignment_id: str) -> Any:
     actor = current_actor()
     data = load(CloseSchema(), json_body())
@@ -115,6 +119,7 @@ def close(assignment_id: str) -> Any:
     parameters=PAGE,
     errors={403: "overdue deadlines are for supervisors"},
 )
+@requires(Action.LIST_OVERDUE)
 def overdue() -> Any:
     actor = current_actor()
     return deadlines.overdue(services(), actor, limit=query_int("limit"), cursor=request.args.get("cursor"))
@@ -126,6 +131,7 @@ def overdue() -> Any:
     response=DeadlinePolicySchema,
     errors={403: "overdue deadlines are for supervisors"},
 )
+@requires(Action.LIST_OVERDUE)
 def deadline_policy() -> Any:
     return deadlines.effective_policy(services(), current_actor())
 
@@ -141,6 +147,7 @@ PARTNERS_NOT_FOR_ANALYSTS = REFUSALS[Action.READ_PARTNERS]
     parameters=PAGE,
     errors={403: PARTNERS_NOT_FOR_ANALYSTS},
 )
+@requires(Action.READ_PARTNERS)
 def list_partners() -> Any:
     actor = current_actor()
     return partners.list_partners(services(), actor, limit=query_int("limit"), cursor=request.args.get("cursor"))
@@ -152,6 +159,7 @@ def list_partners() -> Any:
     response=PartnerViewSchema,
     errors={403: PARTNERS_NOT_FOR_ANALYSTS},
 )
+@requires(Action.READ_PARTNERS)
 def get_partner(partner_id: str) -> Any:
     return partners.get_partner(services(), partner_id, current_actor())
 
@@ -164,9 +172,9 @@ def get_partner(partner_id: str) -> Any:
     status=201,
     errors={403: "only admins change the partner directory"},
 )
+@requires(Action.WRITE_PARTNERS)
 def upsert_partner() -> Any:
     actor = current_actor()
-    screen(services(), actor, Action.WRITE_PARTNERS)  # role before body
     body = json_body()
     data = load(PartnerSchema(), body)
     return partners.upsert_partners(services(), [data], actor)[0]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from referral_service.api import bp, current_actor, query_choice, query_int, services
+from referral_service.api import bp, current_actor, query_choice, query_int, requires, services
 from referral_service.api.openapi import PAGE, choice, operation
+from referral_service.domain.access import Action
 from referral_service.services import notifications
 from schemas.deliveries import DELIVERY_STATUSES, DeliveryPageSchema, DeliverySchema
 
@@ -22,6 +23,7 @@ _ADMINS = {403: "only admins see deliveries to partners", 404: "no such partner"
     ),
     errors=_ADMINS,
 )
+@requires(Action.READ_DELIVERIES)
 def list_deliveries(partner_id: str) -> Any:
     return notifications.list_deliveries(
         services(),
@@ -38,5 +40,6 @@ def list_deliveries(partner_id: str) -> Any:
     response=DeliverySchema,
     errors={403: "only admins replay deliveries to partners", 404: "no such delivery"},
 )
+@requires(Action.REPLAY_DELIVERY)
 def replay_delivery(partner_id: str, delivery_id: str) -> Any:
     return notifications.replay_delivery(services(), current_actor(), partner_id, delivery_id)

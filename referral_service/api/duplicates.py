@@ -6,13 +6,21 @@ from typing import Any
 
 from flask import request
 
-from referral_service.api import bp, current_actor, load, optional_json_body, query_choice, query_int, services
+from referral_service.api import (
+    bp,
+    current_actor,
+    load,
+    optional_json_body,
+    query_choice,
+    query_int,
+    requires,
+    services,
+)
 from referral_service.api.openapi import PAGE, choice, operation
 from referral_service.domain.access import Action
 from referral_service.domain.commands import ConfirmDuplicate, DismissDuplicate
 from referral_service.domain.duplicates import DuplicateStatus
 from referral_service.services import duplicates
-from referral_service.services.authorization import screen
 from schemas.duplicates import DuplicateDecisionResultSchema, DuplicateDecisionSchema, DuplicatePageSchema
 
 _SUPERVISORS = {403: "possible duplicates are for supervisors"}
@@ -26,6 +34,7 @@ _DECIDED = {**_SUPERVISORS, 409: "this possible duplicate was already confirmed 
     errors=_SUPERVISORS,
     parameters=(choice("status", DuplicateStatus, "which questions", default=DuplicateStatus.PENDING), *PAGE),
 )
+@requires(Action.LIST_DUPLICATES)
 def list_duplicates() -> Any:
     actor = current_actor()
     return duplicates.list_duplicates(
@@ -45,10 +54,9 @@ def list_duplicates() -> Any:
     response=DuplicateDecisionResultSchema,
     errors=_DECIDED,
 )
+@requires(Action.CONFIRM_DUPLICATE)
 def confirm_duplicate(duplicate_id: str) -> Any:
     actor = current_actor()
-    # Role before body, as for intake: a caller who may not decide learns nothing from validation.
-    screen(services(), actor, Action.CONFIRM_DUPLICATE)
     load(DuplicateDecisionSchema(), optional_json_body())
     return duplicates.confirm(services(), ConfirmDuplicate(duplicate_id), actor)
 
@@ -61,8 +69,8 @@ def confirm_duplicate(duplicate_id: str) -> Any:
     response=DuplicateDecisionResultSchema,
     errors=_DECIDED,
 )
+@requires(Action.DISMISS_DUPLICATE)
 def dismiss_duplicate(duplicate_id: str) -> Any:
     actor = current_actor()
-    screen(services(), actor, Action.DISMISS_DUPLICATE)
     load(DuplicateDecisionSchema(), optional_json_body())
     return duplicates.dismiss(services(), DismissDuplicate(duplicate_id), actor)

@@ -12,6 +12,7 @@ from referral_service.api import (
     optional_json_body,
     query_choice,
     query_int,
+    requires,
     services,
 )
 from referral_service.api.openapi import PAGE, choice, operation
@@ -20,7 +21,6 @@ from referral_service.domain.commands import ReopenReferral, WithdrawConsent, Wi
 from referral_service.domain.errors import ValidationFailed
 from referral_service.domain.model import ReferralStatus
 from referral_service.services import referrals
-from referral_service.services.authorization import screen
 from schemas import (
     ConsentWithdrawnSchema,
     ReferralInputSchema,
@@ -58,10 +58,9 @@ _STAFF_ONLY = {403: "only the referral's caseworker or a supervisor may do this"
         409: "this Idempotency-Key was already used with a different body",
     },
 )
+@requires(Action.SUBMIT_REFERRAL)
 def submit_referral() -> Any:
     actor = current_actor()
-    # Role before body: a caller who may not submit learns nothing about what a valid referral looks like.
-    screen(services(), actor, Action.SUBMIT_REFERRAL)
     data = json_body()
     key = request.headers.get("Idempotency-Key")
     if key is not None and not (0 < len(key) <= IDEMPOTENCY_KEY_MAX):
@@ -80,6 +79,7 @@ def submit_referral() -> Any:
     "stands, and only the subject's fields that the consent scopes release.",
     errors={403: "you may not see this referral"},
 )
+@requires(Action.READ_REFERRAL)
 def get_referral(referral_id: str) -> Any:
     return referrals.get_referral(services(), referral_id, current_actor())
 
@@ -91,6 +91,7 @@ def get_referral(referral_id: str) -> Any:
     parameters=(choice("status", ReferralStatus, "only referrals in this status"), *PAGE),
     errors={403: "only caseworkers and supervisors list referrals"},
 )
+@requires(Action.LIST_REFERRALS)
 def list_referrals() -> Any:
     actor = current_actor()
     return referrals.list_referrals(
@@ -110,6 +111,7 @@ def list_referrals() -> Any:
     response=ConsentWithdrawnSchema,
     errors={**_STAFF_ONLY, 409: "consent was already withdrawn"},
 )
+@requires(Action.WITHDRAW_CONSENT)
 def withdraw_consent(referral_id: str) -> Any:
     actor = current_actor()
     data = load(WithdrawSchema(), optional_json_body())
@@ -124,6 +126,7 @@ def withdraw_consent(referral_id: str) -> Any:
     response=ReferralStateSchema,
     errors={**_STAFF_ONLY, 409: "the referral is already withdrawn or closed"},
 )
+@requires(Action.WITHDRAW_REFERRAL)
 def withdraw_referral(referral_id: str) -> Any:
     actor = current_actor()
     data = load(WithdrawSchema(), optional_json_body())
@@ -140,6 +143,7 @@ def withdraw_referral(referral_id: str) -> Any:
         409: "the referral is not withdrawn or unroutable, or its consent was withdrawn or never given",
     },
 )
+@requires(Action.REOPEN_REFERRAL)
 def reopen_referral(referral_id: str) -> Any:
     actor = current_actor()
     data = load(ReopenSchema(), json_body())

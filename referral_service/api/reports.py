@@ -7,13 +7,12 @@ from typing import Any
 
 from flask import request
 
-from referral_service.api import bp, current_actor, services
+from referral_service.api import bp, current_actor, requires, services
 from referral_service.api.openapi import operation, query
 from referral_service.domain.access import Action
 from referral_service.domain.errors import ValidationFailed
 from referral_service.domain.statistics import DIMENSIONS
 from referral_service.services import reports
-from referral_service.services.authorization import screen
 from schemas import SlaReportSchema, StatisticsSchema
 
 _RANGE = (
@@ -41,9 +40,9 @@ def query_date(name: str) -> date | None:
     parameters=_RANGE,
     errors={403: "the SLA report is for supervisors"},
 )
+@requires(Action.REPORT_SLA)
 def sla() -> Any:
     actor = current_actor()
-    screen(services(), actor, Action.REPORT_SLA)  # role before parameters
     return reports.sla_report(services(), actor, query_date("from"), query_date("to"))
 
 
@@ -61,8 +60,8 @@ def sla() -> Any:
     ),
     errors={403: "the statistics are for analysts and supervisors"},
 )
+@requires(Action.REPORT_STATISTICS)
 def statistics() -> Any:
     actor = current_actor()
-    screen(services(), actor, Action.REPORT_STATISTICS)
     by = reports.parse_dimensions(request.args.get("by"))
     return reports.statistics_report(services(), actor, by, query_date("from"), query_date("to"))

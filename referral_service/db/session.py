@@ -109,6 +109,8 @@ class UnitOfWork:
     record of something already done (a read of personal data), so leaving without committing is a bug
     and raises `UncommittedRecord`; `keep_on_rollback(write)` is for records of refusals, which must
     outlive the rollback that the refusal itself causes: `write` runs again in a fresh transaction.
+    `on_failure(hook)` is for records of what the error itself means (an allowed action that met a
+    conflict): `hook(error)` runs once the unit of work is closed, outside it, when it ends by an error.
     """
 
     session: Session
@@ -122,13 +124,14 @@ class UnitOfWork:
         self._on_commit = on_commit
         self._emitted = False
         self._keep: list[Callable[[Session], None]] = []
+        self._on_failure: list[Callable[[BaseException], None]] = []
         self._must_commit = False
         self._token: Token[UnitOfWork | None] | None = None
 
     def __enter__(self) -> UnitOfWork:
         self.session = self._factory()
         self._emitted = False
-        self._keep, self._must_commit = [], False
+        self._keep, self._on_failure, self._must_commit = [], [], False
         self._token = _CURRENT.set(self)
         return self
 
@@ -136,6 +139,7 @@ class UnitOfWork:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         forgotten = exc_type is None and self._must_commit
+        hooks, self._on_failure = self._on_failure, []
         try:
             self.rollback()
         finally:
@@ -143,6 +147,13 @@ class UnitOfWork:
             if self._token is not None:
                 _CURRENT.reset(self._token)
                 self._token = None
+        if exc is not None:
+            for hook in hooks:
+                try:
+                    hook(exc)
+                except Exception:
+                    # The error that ended the unit of work is what the caller must see, not this one.
+                    log.exception("a failure hook of a unit of work failed")
         if forgotten:
             raise UncommittedRecord("a unit of work that recorded a read ended without committing it")
 
@@ -151,6 +162,9 @@ class UnitOfWork:
 
     def keep_on_rollback(self, write: Callable[[Session], None]) -> None:
         self._keep.append(write)
+
+    def on_failure(self, hook: Callable[[BaseException], None]) -> None:
+        self._on_failure.append(hook)
 
     def emit(
         self, event: Event, *, exchange: str = EVENTS_EXCHANGE, routing_key: str | None = None, notify: bool = False
@@ -192,6 +206,7 @@ class UnitOfWork:
             self._on_commit()
         self._emitted = False
         self._keep.clear()
+        self._on_failure.clear()
         self._must_commit = False
 
     def rollback(self) -> None:

@@ -71,6 +71,14 @@ class Action(StrEnum):
     REPORT_STATISTICS = "report.statistics"  # aggregate counts with small cells suppressed
 
 
+class Outcome(StrEnum):
+    """How an access record ends (the `outcome` of an audit entry)."""
+
+    ALLOWED = "allowed"
+    DENIED = "denied"  # the policy refused it (403)
+    CONFLICT = "conflict"  # the policy allowed it, but the move could not be made (409): nothing changed
+
+
 class Relation(StrEnum):
     NO_CASE = "no_case"  # the action is on no one case: intake, lists, the directory, the duplicates queue
     OWN_CASEWORKER = "own_caseworker"  # the caller submitted the referral

@@ -81,6 +81,23 @@ CLOSE_OUTCOMES = ("services_delivered", "referred_elsewhere", "client_declined",
 FOLLOWUP_OUTCOMES = ("contacted", "service_started", "service_delivered", "no_contact", "client_declined", "other")
 LANGUAGES = ("ur", "en", "ps", "pa", "sd", "bal", "skr", "hnd", "bsk", "shi", "kas", "brh", "other")
 
+# A partner organisation's fields besides its `id`, as the API's partner object names them: what the
+# directory stores and shows, and what tells a partner object from an HSDS organization in an import.
+PARTNER_FIELDS = (
+    "name",
+    "networks",
+    "services",
+    "provinces",
+    "districts",
+    "languages",
+    "capacity",
+    "accepts_minors",
+    "staff_sex",
+    "active",
+    "contact_email",
+    "notify_language",
+)
+
 # Which personal fields each consent scope releases to a partner holding the case.
 SCOPE_FIELDS: dict[str, tuple[str, ...]] = {
     "contact": ("full_name", "phone", "address"),

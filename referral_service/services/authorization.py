@@ -2,8 +2,11 @@
 
 The rules are in `domain/access.py`. This module only asks them and reports each decision, allowed
 or denied, to the `AccessRecorder` (`_record`, the one place it is called for decisions), so the
-audit log can keep every decision in the transaction of the call it belongs to. Reveals of personal
-data are reported by the vault itself (`Vault.reveal_*`).
+audit log can keep every decision in the transaction of the call it belongs to. An allowed action
+whose transaction then fails with a conflict (409: the state machine refused the move, someone
+changed the case meanwhile) loses that record with the rollback, so the attempt is recorded again
+after it, with the outcome `conflict` and the error's code: auditors see attempts that failed, as
+they see refusals. Reveals of personal data are reported by the vault itself (`Vault.reveal_*`).
 """
 
 from __future__ import annotations
@@ -11,9 +14,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from referral_service.db.session import current_unit_of_work
 from referral_service.domain import access
-from referral_service.domain.access import Action, Case, Consent, Decision, Relation
-from referral_service.domain.errors import Forbidden
+from referral_service.domain.access import Action, Case, Consent, Decision, Outcome, Relation
+from referral_service.domain.errors import Conflict, Forbidden
 from referral_service.domain.model import Actor
 
 if TYPE_CHECKING:
@@ -34,6 +38,23 @@ def decide(
     `details`: identifiers and codes that say what was asked (an auditor's filters, say)."""
     decision = access.decide(actor, action, case)
     _record(services, actor, decision, referral_id, subject_id, details)
+    uow = current_unit_of_work()
+    if decision.allowed and uow is not None:
+
+        def conflicted(error: BaseException) -> None:
+            if isinstance(error, Conflict):
+                # Only the error's code: its message may describe the case.
+                _record(
+                    services,
+                    actor,
+                    decision,
+                    referral_id,
+                    subject_id,
+                    {**(details or {}), "conflict": error.code},
+                    outcome=Outcome.CONFLICT,
+                )
+
+        uow.on_failure(conflicted)
     return decision
 
 
@@ -71,12 +92,14 @@ def _record(
     referral_id: str | None,
     subject_id: str | None,
     details: Mapping[str, str] | None,
+    *,
+    outcome: Outcome | None = None,
 ) -> None:
     services.access.record(
         actor=actor,
         action=decision.action.value,
         referral_id=referral_id,
         subject_id=subject_id,
-        outcome="allowed" if decision.allowed else "denied",
+        outcome=(outcome or (Outcome.ALLOWED if decision.allowed else Outcome.DENIED)).value,
         details=details,
     )

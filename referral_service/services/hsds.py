@@ -28,7 +28,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from referral_service.domain.geography import UnknownPlace, provinces, resolve_place
-from referral_service.domain.model import LANGUAGES, SERVICES
+from referral_service.domain.model import LANGUAGES, PARTNER_FIELDS, SERVICES
 
 _WORDS = {
     "medical": ("medical", "health", "hospital", "clinic", "trauma care", "physiotherapy"),
@@ -72,23 +72,7 @@ _LANGUAGE_ALIASES = {
     "brahui": "brh",
 }
 # Keys of a partner object in our own API format (a list of these is imported as it is).
-PARTNER_KEYS = frozenset(
-    {
-        "id",
-        "name",
-        "networks",
-        "services",
-        "provinces",
-        "districts",
-        "languages",
-        "capacity",
-        "accepts_minors",
-        "staff_sex",
-        "active",
-        "contact_email",
-        "notify_language",
-    }
-)
+PARTNER_KEYS = frozenset({"id", *PARTNER_FIELDS})
 # What HSDS cannot say: set on a new partner from the defaults, never overwritten on an existing one.
 KEPT_ON_UPDATE = ("capacity", "staff_sex", "active", "networks", "notify_language")
 MAX_FILE_BYTES = 50 * 1024 * 1024

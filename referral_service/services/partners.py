@@ -11,7 +11,7 @@ from sqlalchemy import select
 from referral_service.db.models import Partner
 from referral_service.domain.access import Action
 from referral_service.domain.errors import NotFound
-from referral_service.domain.model import Actor
+from referral_service.domain.model import PARTNER_FIELDS, Actor
 from referral_service.services.authorization import authorize
 from referral_service.services.common import clamp_limit, decode_cursor, encode_cursor
 
@@ -26,24 +26,8 @@ class ImportRecord(Protocol):
     keep_on_update: tuple[str, ...]
 
 
-FIELDS = (
-    "name",
-    "networks",
-    "services",
-    "provinces",
-    "districts",
-    "languages",
-    "capacity",
-    "accepts_minors",
-    "staff_sex",
-    "active",
-    "contact_email",
-    "notify_language",
-)
-
-
 def partner_view(p: Partner) -> dict[str, Any]:
-    return {"id": p.id, **{f: getattr(p, f) for f in FIELDS}}
+    return {"id": p.id, **{f: getattr(p, f) for f in PARTNER_FIELDS}}
 
 
 def upsert_partners(
@@ -60,7 +44,7 @@ def upsert_partners(
             if row is None:
                 row = Partner(id=data["id"])
                 uow.session.add(row)
-            for f in FIELDS:
+            for f in PARTNER_FIELDS:
                 if f in data:
                     setattr(row, f, data[f])
             out.append(row)
@@ -106,13 +90,13 @@ def import_partners(services: Services, records: Sequence[ImportRecord], *, dry_
             if row is None:
                 row = Partner(id=data["id"])
                 uow.session.add(row)
-                for f in FIELDS:
+                for f in PARTNER_FIELDS:
                     if f in data:
                         setattr(row, f, data[f])
                 lines.append(ImportLine("new", record.label, data["id"]))
                 continue
             changed = tuple(
-                f for f in FIELDS if f in data and f not in record.keep_on_update and getattr(row, f) != data[f]
+                f for f in PARTNER_FIELDS if f in data and f not in record.keep_on_update and getattr(row, f) != data[f]
             )
             for f in changed:
                 setattr(row, f, data[f])

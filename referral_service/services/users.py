@@ -17,6 +17,7 @@ from referral_service.db.session import READ_ONLY
 from referral_service.domain import auth
 from referral_service.domain.errors import Conflict, NotFound, Unauthenticated, ValidationFailed
 from referral_service.domain.model import Actor, Role
+from referral_service.domain.text import unstorable
 from referral_service.services import sessions
 
 if TYPE_CHECKING:
@@ -97,8 +98,9 @@ def sign_in(services: Services, name: str, password: str) -> Actor:
     worker and host sees it). Every refusal is the same Unauthenticated, whatever the reason."""
     now = services.clock.now()
     with services.uow() as uow:
-        # No name holds U+0000, and PostgreSQL would refuse the query (a 500 on the sign-in page): unknown.
-        user = None if "\x00" in name else uow.session.scalars(select(User).where(User.name == name.strip())).first()
+        # No name holds a NUL or a lone surrogate, and the database would refuse the query (a 500 on the
+        # sign-in page): such a name is unknown.
+        user = None if unstorable(name) else uow.session.scalars(select(User).where(User.name == name.strip())).first()
         user_id = user.id if user is not None else None
         refused = (
             "unknown_name"
@@ -115,7 +117,8 @@ def sign_in(services: Services, name: str, password: str) -> Actor:
     # Verified outside the transaction (argon2 is slow on purpose; no lock is held meanwhile), and
     # always, so an unknown name or a paused account takes as long as a wrong password.
     try:
-        right = bool(_hasher.verify(stored, password))
+        # A password no one could have set (it has no UTF-8 form) is wrong without hashing it.
+        right = not unstorable(password) and bool(_hasher.verify(stored, password))
     except (VerificationError, InvalidHashError):
         right = False
     if refused is not None or user_id is None or actor is None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from flask_babel import gettext as _
 from marshmallow import Schema, ValidationError
 from werkzeug.datastructures import MultiDict
 
+from referral_service.domain.text import unstorable
 from referral_service.web.i18n import translate_error
 
 SUBJECT_FIELDS = (
@@ -117,11 +119,27 @@ def flatten_errors(messages: Any, prefix: str = "") -> dict[str, list[str]]:
 
 
 def load(schema: Schema, payload: dict[str, Any]) -> tuple[Any, dict[str, list[str]]]:
-    """(loaded value, {}) or (None, field errors ready to show)."""
+    """(loaded value, {}) or (None, field errors ready to show). Text that cannot be stored (a NUL; the
+    API's rule, `domain.text`) is marked on its field before the schema looks at anything."""
+    unstorable_at = [name for name, value in _texts(payload) if unstorable(value)]
+    if unstorable_at:
+        message = _("This text holds a character that cannot be stored. Retype it and send the form again.")
+        return None, {name: [message] for name in unstorable_at}
     try:
         return schema.load(payload), {}
     except ValidationError as exc:
         return None, flatten_errors(exc.messages)
+
+
+def _texts(payload: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """(form field name, text) of every string in a payload: the dotted path, as the form names it."""
+    if isinstance(payload, str):
+        return [(prefix, payload)]
+    if isinstance(payload, dict):
+        return [t for key, value in payload.items() for t in _texts(value, f"{prefix}.{key}" if prefix else key)]
+    if isinstance(payload, list):
+        return [t for value in payload for t in _texts(value, prefix)]
+    return []
 
 
 def note_payload(form: MultiDict[str, str], choice_field: str) -> dict[str, Any]:

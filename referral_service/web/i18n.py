@@ -178,7 +178,8 @@ AUDIT_ACTION_LABELS = {
     "audit.verify": _l("Verified the audit log"),
     "auth.sign_in": _l("Signed in"),
 }
-AUDIT_OUTCOME_LABELS = {"allowed": _l("Allowed"), "denied": _l("Refused")}
+# "conflict": allowed, but the case had moved on (409), so nothing was done.
+AUDIT_OUTCOME_LABELS = {"allowed": _l("Allowed"), "denied": _l("Refused"), "conflict": _l("Could not be done")}
 FIELD_LABELS = {
     "full_name": _l("Name"),
     "date_of_birth": _l("Date of birth"),

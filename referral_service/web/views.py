@@ -24,8 +24,9 @@ from flask import (
     session,
     url_for,
 )
-from flask_babel import get_locale
+from flask_babel import LazyString, get_locale
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
 from marshmallow import Schema
@@ -44,7 +45,14 @@ from referral_service.domain.commands import (
     WithdrawReferral,
 )
 from referral_service.domain.duplicates import DuplicateStatus
-from referral_service.domain.errors import Conflict, DomainError, Forbidden, Unauthenticated
+from referral_service.domain.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    PersonErased,
+    RecordDamaged,
+    Unauthenticated,
+)
 from referral_service.domain.geography import districts, provinces
 from referral_service.domain.model import (
     CLOSE_OUTCOMES,
@@ -543,28 +551,25 @@ def _back_to(referral_id: str | None) -> Any:
     return redirect(url_for("web.inbox"))
 
 
+# What a person is told when a move they may make could not be made, per domain exception (the most
+# specific class that is named wins, so a new kind of conflict gets the general message until it has one).
+CONFLICT_MESSAGES: dict[type[Conflict], LazyString] = {
+    RecordDamaged: _l(
+        "This person's record is damaged, so nothing new can be stored for them. Ask an administrator to check it."
+    ),
+    PersonErased: _l("This person's data was erased on request, so no new note can be stored. Save it without a note."),
+    Conflict: _l(
+        "This was changed at the same time by someone else, or is no longer possible. Reload the page and try again."
+    ),
+}
+
+
+def _conflict_message(exc: Conflict) -> LazyString:
+    return next(CONFLICT_MESSAGES[c] for c in type(exc).__mro__ if c in CONFLICT_MESSAGES)
+
+
 def _conflict(exc: Conflict, referral_id: str | None = None) -> Any:
-    if exc.code == "damaged_record":
-        flash(
-            _(
-                "This person's record is damaged, so nothing new can be stored for them. "
-                "Ask an administrator to check it."
-            ),
-            "error",
-        )
-    elif exc.code == "subject_erased":
-        flash(
-            _("This person's data was erased on request, so no new note can be stored. Save it without a note."),
-            "error",
-        )
-    else:
-        flash(
-            _(
-                "This was changed at the same time by someone else, or is no longer possible. "
-                "Reload the page and try again."
-            ),
-            "error",
-        )
+    flash(str(_conflict_message(exc)), "error")
     return _back_to(referral_id or request.form.get("referral_id"))
 
 

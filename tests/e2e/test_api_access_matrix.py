@@ -417,6 +417,69 @@ def test_role_endpoint_matrix(
     assert world.snapshot() == before, "a refused call changed state"
 
 
+# -- role before body and parameters ----------------------------------------------------------------
+# A user's role, for telling a refusal of the role (no case could allow it) from one of the case.
+KIND = {"owner": "caseworker", "other_cw": "caseworker", "partner_holding": "partner", "partner_other": "partner"}
+# Every query parameter an endpoint reads, each with a value that fails its check.
+BAD_QUERY = (
+    "limit=many&cursor=%25%25&status=no-such-status&from=someday&to=someday&by=no_such_dimension"
+    "&index=first&size=all&first=one&second=two&since=never&until=never&actor_id=&action="
+)
+# A body that does not parse, one that is not an object, and an object that fails every schema.
+BAD_BODIES = (
+    ('{"reason": ', "malformed"),
+    ("[1, 2]", "not an object"),
+    ('{"reason": "no_such_reason", "outcome": 7, "note": ["x"], "subject": 1, "id": 2, "no_such_field": 3}', "invalid"),
+)
+
+
+def _refused_by_role(endpoint: str) -> list[str]:
+    """The users whose role the matrix refuses on this endpoint for every user of that role."""
+    row = {r: s for r, s in zip(ROLES, MATRIX[endpoint], strict=True) if r not in ("anonymous", "revoked")}
+    by_kind: dict[str, set[int]] = {}
+    for role, status in row.items():
+        by_kind.setdefault(KIND.get(role, role), set()).add(status)
+    return [role for role in row if by_kind[KIND.get(role, role)] == {403}]
+
+
+def _with_bad_query(path: str) -> str:
+    return f"{path}{'&' if '?' in path else '?'}{BAD_QUERY}"
+
+
+@pytest.mark.parametrize("endpoint", sorted(ENDPOINTS))
+def test_a_role_that_may_not_call_an_endpoint_gets_403_whatever_body_or_parameters_it_sends(
+    world_factory: Callable[..., World], endpoint: str
+) -> None:
+    # A 400 or 422 for a bad body would tell a caller who may not use the endpoint what it takes.
+    spec = ENDPOINTS[endpoint]
+    refused = _refused_by_role(endpoint)
+    world = world_factory(state=spec.state, duplicate=spec.duplicate)
+    before = world.snapshot()
+    sends: list[tuple[str, str | None]] = [(_with_bad_query(spec.path), None)]
+    if spec.method == "POST":
+        sends += [(spec.path, body) for body, _ in BAD_BODIES]
+    for role in refused:
+        for path, raw in sends:
+            denials_before = world.denials(role)
+            resp = world.client.open(
+                path.format(
+                    referral_id=world.referral_id,
+                    assignment_id=world.assignment_id,
+                    subject_id=world.subject_id,
+                    duplicate_id=world.duplicate_id,
+                    delivery_id=DELIVERY,
+                ),
+                method=spec.method,
+                headers=world.headers[role],
+                data=raw,
+                content_type="application/json" if raw is not None else None,
+            )
+            assert resp.status_code == 403, (role, path, raw, resp.get_data(as_text=True))
+            assert_json_error(resp, 403, "forbidden")
+            assert len([d for d in world.denials(role) if d not in denials_before]) == 1, (role, path, raw)
+    assert world.snapshot() == before, "a refused call changed state"
+
+
 def _rule(spec: Endpoint) -> tuple[str, str]:
     return spec.method, (
         spec.path.partition("?")[0]

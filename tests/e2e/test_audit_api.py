@@ -472,3 +472,41 @@ def test_an_auditors_own_queries_are_audited_with_their_filters(story: Story) ->
     filtered = [e for e in mine if e["referral_id"] == story.referral_id]
     assert filtered and filtered[-1]["details"]["action"] == "referral.read"
     assert any(e["subject_id"] == story.subject_id and e["details"].get("report") == "access" for e in mine)
+
+
+# -- actions that were allowed but could not be done ---------------------------------------------------
+def test_an_allowed_action_that_fails_with_a_conflict_is_on_record_as_a_conflict_without_personal_data(
+    story: Story, make_user: Any
+) -> None:
+    staff = make_user("partner", partner_id=MEDICAL)
+    client, rid = story.client, story.referral_id
+    shown = client.get(f"/api/v1/referrals/{rid}", headers=story.caseworker.headers).get_json()
+    [assignment] = shown["assignments"]
+    aid = assignment["id"]
+    declined = client.post(f"/api/v1/assignments/{aid}/decline", json={"reason": "no_capacity"}, headers=staff.headers)
+    assert declined.status_code == 200, declined.get_data(as_text=True)
+    # The partner's own assignment, so the policy allows it; the state machine refuses: declined is final.
+    late = client.post(f"/api/v1/assignments/{aid}/accept", headers=staff.headers)
+    assert late.status_code == 409, late.get_data(as_text=True)
+    cw = story.caseworker.headers
+    assert client.post(f"/api/v1/referrals/{rid}/withdraw", json={"note": "moved"}, headers=cw).status_code == 200
+    again = client.post(f"/api/v1/referrals/{rid}/withdraw", json={"note": "moved again"}, headers=cw)
+    assert again.status_code == 409, again.get_data(as_text=True)
+    integrate_all(story.services)
+
+    def outcomes(actor: UserHandle, action: str) -> list[dict[str, Any]]:
+        return story.entries(actor_id=actor.actor.user_id, action=action)
+
+    [accept] = outcomes(staff, "assignment.accept")
+    assert (accept["outcome"], accept["role"], accept["referral_id"]) == ("conflict", "partner", rid)
+    assert accept["details"]["conflict"] == "conflict"  # the error code the caller got, nothing of the case
+    [decline] = outcomes(staff, "assignment.decline")
+    assert decline["outcome"] == "allowed"  # a move that succeeded is recorded once, as allowed
+    withdrawals = outcomes(story.caseworker, "referral.withdraw")
+    assert sorted(e["outcome"] for e in withdrawals) == ["allowed", "conflict"]
+    for entry in (accept, *withdrawals):
+        assert set(entry["details"]) <= {"via", "conflict", "fields"} and not entry["details"].get("fields"), entry
+        text = json.dumps(entry)
+        for personal in ("Zarmeena", "17301", "3001234567", "Hayatabad", "Qissa Khwani", "moved"):
+            assert personal not in text, personal
+    assert story.audit("/api/v1/audit/verify")["ok"] is True

@@ -371,3 +371,47 @@ def test_partner_closes_from_the_page_with_the_services_of_its_assignment(
         closed = uow.session.get(Assignment, medical["id"])
         assert closed is not None
         assert (closed.status, closed.services_delivered) == ("closed", ["medical"])
+
+
+# -- what a partner is told when its follow-up cannot be stored -------------------------------------------
+@pytest.mark.parametrize(
+    ("happened", "told"),
+    [
+        ("erased", "This person's data was erased on request, so no new note can be stored."),
+        ("damaged", "This person's record is damaged, so nothing new can be stored for them."),
+        ("declined", "This was changed at the same time by someone else, or is no longer possible."),
+    ],
+)
+def test_a_partner_is_told_why_its_follow_up_could_not_be_stored(
+    client: FlaskClient, services: Any, make_user: Any, add_partner: Any, happened: str, told: str
+) -> None:
+    from referral_service.services.subjects import erase_subject
+    from tests.e2e.test_damaged_records import damage_key_of
+    from tests.factories import referral_body
+
+    add_partner()
+    cw = make_user("caseworker")
+    staff = make_user("partner", partner_id="p-peshawar-medical", password=PASSWORD)
+    submitted = client.post("/api/v1/referrals", json=referral_body(), headers=cw.headers).get_json()
+    rid, sid = submitted["id"], submitted["subject_id"]
+    drain(services)
+    [a] = client.get(f"/api/v1/referrals/{rid}", headers=cw.headers).get_json()["assignments"]
+    assert client.post(f"/api/v1/assignments/{a['id']}/accept", headers=staff.headers).status_code == 200
+    sign_in(client, staff.actor.name)
+    token = csrf_token(client, f"/referrals/{rid}")
+    if happened == "erased":
+        erase_subject(services, sid)
+    elif happened == "damaged":
+        damage_key_of(services, sid)
+    else:
+        resp = client.post(
+            f"/api/v1/assignments/{a['id']}/decline", json={"reason": "no_capacity"}, headers=staff.headers
+        )
+        assert resp.status_code == 200, resp.get_data(as_text=True)
+    resp = client.post(
+        f"/assignments/{a['id']}/followup",
+        data={"outcome": "contacted", "note": "phoned, visit booked", "referral_id": rid, "csrf_token": token},
+    )
+    assert resp.status_code == 302, resp.get_data(as_text=True)[:300]
+    page = client.get(resp.headers["Location"], follow_redirects=True).get_data(as_text=True)
+    assert told.replace("'", "&#39;") in page

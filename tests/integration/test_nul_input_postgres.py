@@ -114,3 +114,19 @@ def test_a_sign_in_name_with_nul_is_refused_like_an_unknown_one(pg_services: Ser
     assert answers[0].status_code == answers[1].status_code < 500
     with pytest.raises(Unauthenticated):
         users.sign_in(pg_services, "cw-web\u0000", "correct horse battery staple")
+
+
+@pytest.mark.parametrize("literal", ["\\ud800", "\\udfff", "\\ud83d\\ud83d"], ids=["high", "low", "two_highs"])
+def test_a_lone_surrogate_in_a_referral_is_refused_on_postgresql_too(
+    pg_services: Services, api: Any, literal: str
+) -> None:
+    body = referral_body(subject__cnic=None, subject__phone=None)
+    raw = json.dumps(body).replace('"Injured at', f'"{literal} Injured at', 1)
+    assert literal in raw
+    answer = api.post(
+        "/api/v1/referrals", data=raw, content_type="application/json", headers=_token(pg_services, "caseworker")
+    )
+    assert answer.status_code == 400, answer.get_data(as_text=True)
+    assert answer.get_json()["error"]["code"] == "malformed_json"
+    with pg_services.uow() as uow:
+        assert uow.session.scalar(select(func.count()).select_from(Referral)) == 0

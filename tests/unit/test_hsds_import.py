@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from referral_service.domain.model import PARTNER_FIELDS
 from referral_service.services.hsds import looks_like_hsds, partners_from_hsds
 from schemas import PartnerSchema
 
@@ -29,3 +30,15 @@ def test_hsds_organizations_become_partners_with_mapped_services_and_areas() -> 
 def test_plain_partner_lists_are_not_mistaken_for_hsds() -> None:
     assert not looks_like_hsds([{"id": "x", "services": ["medical"]}])
     assert not looks_like_hsds([])
+
+
+def test_a_partner_object_is_told_from_hsds_by_the_directorys_own_fields() -> None:
+    from referral_service.services.hsds import is_partner_object
+    from tests.factories import partner
+
+    # The one list of a partner's fields is the API schema's, and every one of them marks our own format.
+    assert {"id", *PARTNER_FIELDS} == set(PartnerSchema().fields)
+    full = partner(contact_email="intake@example.org", notify_language="ur")
+    assert set(full) == set(PartnerSchema().fields), "the factory gives every field of the schema"
+    assert is_partner_object(full)
+    assert not is_partner_object({**full, "organization_id": "x"}), "a key of HSDS's, not ours"

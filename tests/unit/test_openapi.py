@@ -110,7 +110,7 @@ def test_openapi_documents_the_audit_log_for_auditors(spec: dict[str, Any]) -> N
     assert {"id", "at", "actor_id", "role", "action", "referral_id", "outcome", "details", "index", "leaf_hash"} <= set(
         entry["required"]
     )
-    assert entry["properties"]["outcome"]["enum"] == ["allowed", "denied", None]  # null: a damaged entry
+    assert entry["properties"]["outcome"]["enum"] == ["allowed", "denied", "conflict", None]  # null: a damaged entry
     assert entry["properties"]["index"]["nullable"] is True
     verify = spec["components"]["schemas"]["AuditVerify"]
     assert {"ok", "entries", "head", "size", "first_bad", "problem"} <= set(verify["required"])
