@@ -49,4 +49,6 @@ def unstorable(text: str) -> bool:
 def unstorable_json(source: str) -> bool:
     """Whether the JSON text `source` (already parsed: every escape is inside a string) would give a
     string, key or value, that holds a NUL or a lone surrogate."""
+    if "\\u" not in source:  # nearly every body: no escape at all, so only raw characters can count
+        return _DECODED.search(source) is not None
     return any(match["pair"] is None for match in _SOURCE.finditer(source))
