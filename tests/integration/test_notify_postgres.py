@@ -14,10 +14,12 @@ import pytest
 from sqlalchemy import func, select
 
 from referral_service.bootstrap import Services
-from referral_service.db.models import Notification
+from referral_service.config import SmtpRelay
+from referral_service.db.models import Notification, OutboxMessage
+from referral_service.services import notifications
 from referral_service.services.assignments import route_open_needs
 from referral_service.services.webhooks import register_webhook
-from tests.integration.harness import World
+from tests.integration.harness import World, unique_id
 from tests.receivers import webhook_receiver
 
 pytestmark = pytest.mark.integration
@@ -111,3 +113,54 @@ def test_a_notify_worker_killed_mid_round_on_postgresql_loses_nothing(
     # Only what the killed worker had sent came twice (at least once, same id: receivers deduplicate).
     assert {i for i, n in ids.items() if n > 1} <= sent_before_kill
     assert all(r.error is None for r in receiver.received)
+
+
+def test_overdue_reminders_for_one_partner_join_one_digest_row_on_postgresql(pg_services: Services) -> None:
+    """The digest is read and extended in the notify worker's Core transaction (`SELECT … FOR UPDATE`, a
+    JSON payload written back): on PostgreSQL too, reminders of two rounds end up in one row, once each."""
+    world = World(pg_services)
+    partner_id = world.add_partner(capacity=1000, contact_email="intake@partner.example.org")
+    pg_services.settings = replace(pg_services.settings, smtp=SmtpRelay("127.0.0.1", 9, False))
+    referral_id, assignment_id = unique_id(), unique_id()
+
+    def overdue(event_id: str) -> OutboxMessage:
+        return OutboxMessage(
+            event_id=event_id,
+            type="followup.overdue",
+            aggregate_id=referral_id,
+            exchange="partners",
+            routing_key=f"partner.{partner_id}",
+            body={
+                "type": "followup.overdue",
+                "event_id": event_id,
+                "referral_id": referral_id,
+                "partner_id": partner_id,
+                "assignment_id": assignment_id,
+                "occurred_at": "2026-12-01T10:00:00+00:00",
+                "risk_level": "high",
+                "due_at": "2026-12-01T09:00:00+00:00",
+            },
+            notify_pending=True,
+        )
+
+    first, second, third = unique_id(), unique_id(), unique_id()
+    with pg_services.uow() as uow:
+        uow.session.add_all([overdue(first), overdue(second)])
+        uow.commit()
+    notifications.deliver_due(pg_services)
+    with pg_services.uow() as uow:
+        uow.session.add(overdue(third))
+        uow.commit()
+    notifications.deliver_due(pg_services)
+    notifications.deliver_due(pg_services)  # nothing left to take up: the digest is unchanged
+    with pg_services.uow() as uow:
+        rows = uow.session.execute(
+            select(Notification.channel, Notification.status, Notification.payload).where(
+                Notification.partner_id == partner_id
+            )
+        ).all()
+        pending = uow.session.scalar(select(func.count()).where(OutboxMessage.notify_pending.is_(True)))
+    assert [tuple(r) for r in rows] == [
+        ("digest", "pending", {"event_ids": [first, second, third], "referral_ids": [referral_id]})
+    ]
+    assert pending == 0
