@@ -75,13 +75,22 @@ def authorize(
     return decision
 
 
-def screen(services: Services, actor: Actor, action: Action) -> None:
+def screen(
+    services: Services,
+    actor: Actor,
+    action: Action,
+    *,
+    referral_id: str | None = None,
+    details: Mapping[str, str] | None = None,
+) -> None:
     """Role before case and body: refuse (recorded) a role that no case could allow the action, before
     anything is loaded or validated, so the refused caller learns nothing about either. A role that
-    passes is not recorded here: the decision on the case itself follows, and is."""
+    passes is not recorded here: the decision on the case itself follows, and is. `referral_id` and
+    `details` are the identifiers the caller asked for (from the path), so the refusal says what it
+    was refused."""
     if not access.role_may(actor.role, action):
         decision = Decision(action, False, Relation.NO_CASE, Consent.NO_CASE)
-        _record(services, actor, decision, None, None, None)
+        _record(services, actor, decision, referral_id, None, details)
         raise Forbidden(decision.refusal)
 
 

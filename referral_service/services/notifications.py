@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, cast
 from sqlalchemy import Connection, Table, bindparam, delete, insert, select, true, update
 
 from referral_service.db.models import Notification, OutboxMessage, Partner, Referral, WebhookEndpoint
+from referral_service.db.session import READ_ONLY
 from referral_service.domain import events
 from referral_service.domain.access import Action
 from referral_service.domain.errors import NotFound
@@ -559,14 +560,15 @@ def prune(services: Services, now: datetime | None = None, *, batch: int = 1000)
     return total
 
 
+_NEXT_DUE = select(_N.next_attempt_at).where(_N.status == PENDING).order_by(_N.next_attempt_at).limit(1)
+
+
 def next_due(services: Services) -> datetime | None:
-    with services.uow() as uow:
-        return uow.session.scalars(
-            select(Notification.next_attempt_at)
-            .where(Notification.status == PENDING)
-            .order_by(Notification.next_attempt_at)
-            .limit(1)
-        ).first()
+    # A read on its own connection: on SQLite a deferred transaction, so the worker's wait after every
+    # round does not take the write lock that intake queues on.
+    with services.engine.connect().execution_options(**{READ_ONLY: True}) as connection:
+        due: datetime | None = connection.execute(_NEXT_DUE).scalar()
+        return due
 
 
 # -- what admins see and do ------------------------------------------------------------------------

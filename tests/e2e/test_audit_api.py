@@ -510,3 +510,22 @@ def test_an_allowed_action_that_fails_with_a_conflict_is_on_record_as_a_conflict
         for personal in ("Zarmeena", "17301", "3001234567", "Hayatabad", "Qissa Khwani", "moved"):
             assert personal not in text, personal
     assert story.audit("/api/v1/audit/verify")["ok"] is True
+
+
+def test_a_role_refused_before_its_body_is_read_is_on_record_naming_what_it_asked_for(
+    story: Story, make_user: Any
+) -> None:
+    analyst = make_user("analyst")
+    client, rid = story.client, story.referral_id
+    refused = client.post(f"/api/v1/referrals/{rid}/withdraw", json={"not": "a valid body"}, headers=analyst.headers)
+    assert refused.status_code == 403, refused.get_data(as_text=True)
+    shown = client.get(f"/api/v1/referrals/{rid}", headers=story.caseworker.headers).get_json()
+    aid = shown["assignments"][0]["id"]
+    assert client.post(f"/api/v1/assignments/{aid}/decline", json={}, headers=analyst.headers).status_code == 403
+    integrate_all(story.services)
+    [withdraw] = story.entries(actor_id=analyst.actor.user_id, action="referral.withdraw")
+    assert (withdraw["outcome"], withdraw["referral_id"]) == ("denied", rid)
+    # An auditor asking who tried to reach this referral finds the refusal too.
+    assert any(e["actor_id"] == analyst.actor.user_id for e in story.entries(referral_id=rid))
+    [decline] = story.entries(actor_id=analyst.actor.user_id, action="assignment.decline")
+    assert decline["outcome"] == "denied" and decline["details"]["assignment_id"] == aid
