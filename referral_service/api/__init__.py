@@ -21,7 +21,6 @@ from referral_service.services.authorization import screen
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 View = TypeVar("View", bound=Callable[..., Any])
-_MAX_RECORDED_ID = 100
 
 
 def services() -> Any:
@@ -50,11 +49,7 @@ def requires(action: Action) -> Callable[[View], View]:
     def wrap(view: View) -> View:
         @functools.wraps(view)
         def screened(*args: Any, **kwargs: Any) -> Any:
-            # The path's identifiers go on the refusal's record (an auditor asks who tried to reach a
-            # referral or a delivery), cut short: they are what the caller typed.
-            asked = {k: str(v)[:_MAX_RECORDED_ID] for k, v in kwargs.items()}
-            referral_id = asked.pop("referral_id", None)
-            screen(services(), current_actor(), action, referral_id=referral_id, details=asked or None)
+            screen(services(), current_actor(), action, asked=kwargs)  # the path's ids go on a refusal's record
             return view(*args, **kwargs)
 
         return screened  # type: ignore[return-value]

@@ -75,22 +75,21 @@ def authorize(
     return decision
 
 
-def screen(
-    services: Services,
-    actor: Actor,
-    action: Action,
-    *,
-    referral_id: str | None = None,
-    details: Mapping[str, str] | None = None,
-) -> None:
+#: How much of an identifier the caller typed goes on a refusal's record.
+MAX_ASKED_ID = 100
+
+
+def screen(services: Services, actor: Actor, action: Action, *, asked: Mapping[str, object] | None = None) -> None:
     """Role before case and body: refuse (recorded) a role that no case could allow the action, before
     anything is loaded or validated, so the refused caller learns nothing about either. A role that
-    passes is not recorded here: the decision on the case itself follows, and is. `referral_id` and
-    `details` are the identifiers the caller asked for (from the path), so the refusal says what it
-    was refused."""
+    passes is not recorded here: the decision on the case itself follows, and is. `asked` holds the
+    identifiers the request named (a view's path arguments: referral, assignment, delivery ids): the
+    refusal's record names them, cut short, so an auditor asking who tried to reach a referral finds it."""
     if not access.role_may(actor.role, action):
+        details = {k: str(v)[:MAX_ASKED_ID] for k, v in (asked or {}).items()}
+        referral_id = details.pop("referral_id", None)
         decision = Decision(action, False, Relation.NO_CASE, Consent.NO_CASE)
-        _record(services, actor, decision, referral_id, None, details)
+        _record(services, actor, decision, referral_id, None, details or None)
         raise Forbidden(decision.refusal)
 
 

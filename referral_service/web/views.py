@@ -158,7 +158,7 @@ def page(action: Action) -> Callable[[F], F]:
                     flash(_("Your session has ended. Sign in again."), "info")
                 return redirect(url_for("web.login", next=target))
             try:
-                screen(services(), actor, action)
+                screen(services(), actor, action, asked=kwargs)  # the path's ids go on a refusal's record
             except Forbidden:
                 return forbidden_page()
             return view(actor, *args, **kwargs)
