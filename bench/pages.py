@@ -30,6 +30,7 @@ What it does:
     .venv/bin/python bench/pages.py                          # embedded, 100,000 referrals
     .venv/bin/python bench/pages.py --production
     .venv/bin/python bench/pages.py --keep /tmp/pages-home   # seed once, reuse the home next time
+    .venv/bin/python bench/pages.py --production --keep /tmp/pages-pg   # the same, scratch database kept
     .venv/bin/python bench/pages.py --json /tmp/pages.json --requests 200 --warmup 20
 """
 
@@ -411,9 +412,15 @@ def seed(bench: Bench, stack: Stack, templates: int, total: int) -> str:
 def profile_env(production: bool, keep: Path | None) -> Iterator[tuple[str, dict[str, str], Path, bool]]:
     """(profile, REFERRAL_* environment, work folder, already seeded)."""
     if production:
-        with scratch(keep is not None) as env:
+        saved = keep / "bench-seeded.json" if keep else None
+        if saved is not None and saved.exists():
+            # A scratch database, vhost and keyring left by an earlier `--production --keep DIR` run.
+            env = json.loads(saved.read_text())["env"]
+            yield "production", env, Path(env["REFERRAL_HOME"]), True
+            return
+        with scratch(keep is not None) as made:
             # Plain HTTP on loopback here, so the session cookie may not be marked Secure.
-            yield "production", {**env, "REFERRAL_INSECURE_COOKIES": "1"}, Path(env["REFERRAL_HOME"]), False
+            yield "production", {**made, "REFERRAL_INSECURE_COOKIES": "1"}, Path(made["REFERRAL_HOME"]), False
         return
     home = keep or Path(tempfile.mkdtemp(prefix="referral-pages-"))
     seeded = (home / "bench-seeded.json").exists()
@@ -690,7 +697,13 @@ def main() -> int:
     parser.add_argument(
         "--budget", type=float, default=90.0, help="seconds per page at most, measured by the warm-ups (0: none)"
     )
-    parser.add_argument("--keep", type=Path, metavar="DIR", help="embedded: seed once into DIR, reuse it next time")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="seed once, reuse it next time: embedded, the home in DIR; production, the scratch database, vhost "
+        "and keyring named in DIR/bench-seeded.json (drop them by hand after)",
+    )
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the raw figures here")
     parser.add_argument(
         "--profile", type=int, default=0, metavar="N", help="cProfile N requests of each page that missed its goal"
@@ -714,7 +727,7 @@ def main() -> int:
         stack = Stack(workdir, env)
         exits.callback(stack.stop)
         if seeded:
-            saved = json.loads((home / "bench-seeded.json").read_text())
+            saved = json.loads((cast(Path, args.keep) / "bench-seeded.json").read_text())
             bench.people, bench.seeding = saved["people"], saved["seeding"]
             url = start_server(bench, stack)
             drain(engine)
@@ -723,8 +736,11 @@ def main() -> int:
             partners.upsert_partners(services, PartnerSchema(many=True).load(bench_partners()))
             print(f"seeding {args.total:,} referrals ({profile}) …", flush=True)
             url = seed(bench, stack, args.templates, args.total)
-            if args.keep and profile == "embedded":
-                (home / "bench-seeded.json").write_text(json.dumps({"people": bench.people, "seeding": bench.seeding}))
+            if args.keep:
+                args.keep.mkdir(parents=True, exist_ok=True)
+                (args.keep / "bench-seeded.json").write_text(
+                    json.dumps({"people": bench.people, "seeding": bench.seeding, "env": env})
+                )
         s = bench.seeding
         print(
             f"seeded: {s['through_service']:,} referrals through the service layer in {s['submit_s']} s "
