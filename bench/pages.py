@@ -710,7 +710,9 @@ def main() -> int:
     parser.add_argument(
         "--profile", type=int, default=0, metavar="N", help="cProfile N requests of each page that missed its goal"
     )
-    parser.add_argument("--only", metavar="TEXT", help="measure only the pages whose name contains TEXT")
+    parser.add_argument(
+        "--only", metavar="TEXT", help="measure only the pages whose name contains TEXT (several: A|B|C)"
+    )
     args = parser.parse_args()
 
     with ExitStack() as exits:
@@ -754,7 +756,8 @@ def main() -> int:
         print(f"rows: {s['rows']}; referral statuses: {s['statuses']}", flush=True)
         targets = pages(bench, url)
         if args.only:
-            targets = [(b, p) for b, p in targets if args.only in p.label]
+            wanted = args.only.split("|")
+            targets = [(b, p) for b, p in targets if any(w in p.label for w in wanted)]
         load_before = os.getloadavg()
         print(f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}", flush=True)
         results = []
