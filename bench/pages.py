@@ -30,6 +30,7 @@ What it does:
     .venv/bin/python bench/pages.py                          # embedded, 100,000 referrals
     .venv/bin/python bench/pages.py --production
     .venv/bin/python bench/pages.py --keep /tmp/pages-home   # seed once, reuse the home next time
+    .venv/bin/python bench/pages.py --production --keep /tmp/pages-pg   # the same, scratch database kept
     .venv/bin/python bench/pages.py --json /tmp/pages.json --requests 200 --warmup 20
 """
 
@@ -371,11 +372,13 @@ def seed(bench: Bench, stack: Stack, templates: int, total: int) -> str:
     copied_s = time.monotonic() - t
     drain(bench.engine)
     if bench.profile == "production":
-        # Planner statistics as autovacuum keeps them in a database that grew over time; right after the bulk
-        # copy they still describe the 2,000 templates, and PostgreSQL chose sequential scans (30 ms of a
-        # "my referrals" page for its assignments, 0.35 ms after ANALYZE).
+        # Planner statistics and visibility maps as autovacuum keeps them in a database that grew over time
+        # (since PostgreSQL 13 it vacuums tables that only grow, too); right after the bulk copy the
+        # statistics still describe the 2,000 templates, and PostgreSQL chose sequential scans (30 ms of a
+        # "my referrals" page for its assignments, 0.35 ms after ANALYZE), and without a visibility map no
+        # scan is index-only (the reports' covering indexes of migration 0011).
         with bench.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(text("ANALYZE"))
+            conn.execute(text("VACUUM ANALYZE"))
     with bench.engine.connect() as conn:
         counts = {
             table: conn.scalar(text(f"SELECT count(*) FROM {table}"))  # noqa: S608 - our own table names
@@ -411,9 +414,15 @@ def seed(bench: Bench, stack: Stack, templates: int, total: int) -> str:
 def profile_env(production: bool, keep: Path | None) -> Iterator[tuple[str, dict[str, str], Path, bool]]:
     """(profile, REFERRAL_* environment, work folder, already seeded)."""
     if production:
-        with scratch(keep is not None) as env:
+        saved = keep / "bench-seeded.json" if keep else None
+        if saved is not None and saved.exists():
+            # A scratch database, vhost and keyring left by an earlier `--production --keep DIR` run.
+            env = json.loads(saved.read_text())["env"]
+            yield "production", env, Path(env["REFERRAL_HOME"]), True
+            return
+        with scratch(keep is not None) as made:
             # Plain HTTP on loopback here, so the session cookie may not be marked Secure.
-            yield "production", {**env, "REFERRAL_INSECURE_COOKIES": "1"}, Path(env["REFERRAL_HOME"]), False
+            yield "production", {**made, "REFERRAL_INSECURE_COOKIES": "1"}, Path(made["REFERRAL_HOME"]), False
         return
     home = keep or Path(tempfile.mkdtemp(prefix="referral-pages-"))
     seeded = (home / "bench-seeded.json").exists()
@@ -690,12 +699,20 @@ def main() -> int:
     parser.add_argument(
         "--budget", type=float, default=90.0, help="seconds per page at most, measured by the warm-ups (0: none)"
     )
-    parser.add_argument("--keep", type=Path, metavar="DIR", help="embedded: seed once into DIR, reuse it next time")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="seed once, reuse it next time: embedded, the home in DIR; production, the scratch database, vhost "
+        "and keyring named in DIR/bench-seeded.json (drop them by hand after)",
+    )
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the raw figures here")
     parser.add_argument(
         "--profile", type=int, default=0, metavar="N", help="cProfile N requests of each page that missed its goal"
     )
-    parser.add_argument("--only", metavar="TEXT", help="measure only the pages whose name contains TEXT")
+    parser.add_argument(
+        "--only", metavar="TEXT", help="measure only the pages whose name contains TEXT (several: A|B|C)"
+    )
     args = parser.parse_args()
 
     with ExitStack() as exits:
@@ -714,7 +731,7 @@ def main() -> int:
         stack = Stack(workdir, env)
         exits.callback(stack.stop)
         if seeded:
-            saved = json.loads((home / "bench-seeded.json").read_text())
+            saved = json.loads((cast(Path, args.keep) / "bench-seeded.json").read_text())
             bench.people, bench.seeding = saved["people"], saved["seeding"]
             url = start_server(bench, stack)
             drain(engine)
@@ -723,8 +740,11 @@ def main() -> int:
             partners.upsert_partners(services, PartnerSchema(many=True).load(bench_partners()))
             print(f"seeding {args.total:,} referrals ({profile}) …", flush=True)
             url = seed(bench, stack, args.templates, args.total)
-            if args.keep and profile == "embedded":
-                (home / "bench-seeded.json").write_text(json.dumps({"people": bench.people, "seeding": bench.seeding}))
+            if args.keep:
+                args.keep.mkdir(parents=True, exist_ok=True)
+                (args.keep / "bench-seeded.json").write_text(
+                    json.dumps({"people": bench.people, "seeding": bench.seeding, "env": env})
+                )
         s = bench.seeding
         print(
             f"seeded: {s['through_service']:,} referrals through the service layer in {s['submit_s']} s "
@@ -736,7 +756,8 @@ def main() -> int:
         print(f"rows: {s['rows']}; referral statuses: {s['statuses']}", flush=True)
         targets = pages(bench, url)
         if args.only:
-            targets = [(b, p) for b, p in targets if args.only in p.label]
+            wanted = args.only.split("|")
+            targets = [(b, p) for b, p in targets if any(w in p.label for w in wanted)]
         load_before = os.getloadavg()
         print(f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}", flush=True)
         results = []

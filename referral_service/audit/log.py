@@ -5,6 +5,9 @@ Three steps, as in transparency-dev/tessera:
 1. **Append** (`AuditLog.append`): an action's entry is sealed and added to the action's own
    transaction, so the entry exists exactly when the action does. Nothing is sequenced here: on
    PostgreSQL an earlier id may commit later, and a counter would make every request wait on one row.
+   The sealed rows wait in the transaction and go in with one `executemany` just before it commits
+   (or before a statement of that transaction reads `audit_entries`): a list page reveals a name per
+   row, and one `INSERT` each was a round trip per row on PostgreSQL.
 2. **Integrate** (`AuditLog.integrate`): in its own transaction, one integrator at a time (a lock on
    the single `audit_head` row; others skip) gives the committed, unsequenced entries the next
    indexes, stores the leaf hashes and every node they complete, moves the head and signs a
@@ -43,8 +46,10 @@ from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import and_, func, insert, or_, select, tuple_, update
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, event, func, insert, or_, select, tuple_, update
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.util import find_tables
 
 from referral_service.audit import merkle
 from referral_service.audit.leaves import range_tree, range_tree_at
@@ -276,6 +281,47 @@ class _DbNodes:
 
 
 _INSERT_ENTRY = insert(AuditEntry)
+#: `session.info` key of the sealed rows appended in the session's open transaction, not yet inserted.
+_PENDING = "referral_service.audit.pending"
+
+
+def pending_entries(session: Session) -> int:
+    """How many appended entries of `session`'s transaction are still to be inserted (at its commit)."""
+    return len(session.info.get(_PENDING, ()))
+
+
+def write_pending(session: Session) -> None:
+    """Insert the transaction's appended entries now, in one `executemany`, in the order appended."""
+    rows = session.info.pop(_PENDING, None)
+    if rows:
+        session.connection().execute(_INSERT_ENTRY, rows)
+
+
+@event.listens_for(Session, "before_commit")
+def _write_before_commit(session: Session) -> None:
+    # In the transaction that commits, so the entries exist exactly when the action does.
+    write_pending(session)
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _write_before_reading_entries(state: ORMExecuteState) -> None:
+    # A statement of the same transaction that reads or sequences entries sees every one appended before
+    # it, as when each entry was inserted at once (an auditor's query lists its own read first).
+    statement = state.statement
+    if (
+        _PENDING in state.session.info
+        and isinstance(statement, ClauseElement)
+        and AuditEntry.__table__ in find_tables(statement, include_crud=True, include_joins=True, include_selects=True)
+    ):
+        write_pending(state.session)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_on_end(session: Session, transaction: SessionTransaction) -> None:
+    # Rolled back or closed without a commit: the entries go with the action (a refusal's entry is
+    # appended again by `UnitOfWork.keep_on_rollback`, in a transaction of its own).
+    if transaction.parent is None:
+        session.info.pop(_PENDING, None)
 
 
 class AuditLog:
@@ -295,8 +341,12 @@ class AuditLog:
 
     # -- 1. append (in the action's transaction) ------------------------------------------------
     def append(self, session: Session, event: AuditEvent) -> str:
-        """Seal the entry and insert it in `session`'s transaction; returns its id. Straight on the
-        connection: no ORM object, and no autoflush of the caller's half-built rows."""
+        """Seal the entry and add it to `session`'s transaction; returns its id. The row is inserted
+        with the transaction's other entries when it commits (`write_pending`): straight on the
+        connection, no ORM object, and no autoflush of the caller's half-built rows."""
+        # The transaction begins here if it has not (on SQLite: the write lock, as the INSERT took it),
+        # so a rollback or close of the session ends it and drops the entry with it.
+        session.connection()
         now = self.clock()
         entry_id = uuid7(now)
         record = _json(event.record())
@@ -310,8 +360,7 @@ class AuditLog:
         if details_ct is None:
             details_ct = self.keys.seal("details", entry_id, details)
         blind = self.keys.blind
-        session.connection().execute(
-            _INSERT_ENTRY,
+        session.info.setdefault(_PENDING, []).append(
             {
                 "id": entry_id,
                 "at": now,
@@ -323,7 +372,7 @@ class AuditLog:
                 "details_key": details_key,
                 "details_ct": details_ct,
                 "commitment": self.keys.commit(entry_id, record, details),
-            },
+            }
         )
         return entry_id
 
@@ -678,6 +727,8 @@ __all__ = [
     "SubjectSealer",
     "VerifyReport",
     "format_at",
+    "pending_entries",
     "row_leaf",
     "uuid7",
+    "write_pending",
 ]

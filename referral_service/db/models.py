@@ -122,6 +122,11 @@ class Subject(Base):
     # supervisors' views and statistics. Each referral still keeps its own subject row, so no data
     # (and no consent) ever moves from one referral to another.
     person_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    __table_args__ = (
+        # The statistics join a period's referrals to their subjects for these columns: read from this
+        # index alone, not from the rows with every sealed field (migration 0011).
+        Index("ix_subjects_statistics", "id", "province", "district", "stat_sex", "stat_age_band"),
+    )
 
 
 class PossibleDuplicate(Base):
@@ -249,6 +254,9 @@ class Referral(Base):
         # walk of the whole created_at index filtered row by row (migration 0010).
         Index("ix_referrals_caseworker_created", "caseworker_id", "created_at", "id"),
         Index("ix_referrals_status_created", "status", "created_at", "id"),
+        # The statistics' period of referrals with what they group by (but the needs, a JSON list that
+        # PostgreSQL cannot index): an index range, not the rows with their sealed incident (0011).
+        Index("ix_referrals_statistics", "created_at", "subject_id", "risk_level", "status"),
     )
 
 
@@ -277,6 +285,20 @@ class Assignment(Base):
     __mapper_args__ = {"version_id_col": version}
     __table_args__ = (
         Index("ix_assignments_offered_at", "offered_at"),
+        # The SLA report (migration 0011): the period's assignments already in its groups' order (risk
+        # level, partner) with every column it reads, so the counts and the percentiles read this index
+        # alone and need no sort of the year's rows by group; and each partner's open cases now.
+        Index(
+            "ix_assignments_sla",
+            "risk_level",
+            "partner_id",
+            "offered_at",
+            "status",
+            "decline_reason",
+            "responded_at",
+            "first_followup_at",
+        ),
+        Index("ix_assignments_status_partner_risk", "status", "partner_id", "risk_level"),
         # The database itself refuses a second open offer of one service for one referral.
         Index(
             "uq_assignments_open_per_service",
