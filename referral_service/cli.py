@@ -140,8 +140,10 @@ def run(host: str, port: int, threads: int) -> None:
     """The whole service in one process: HTTP API and pages, relay, router, deadline scheduler, audit integrator."""
     from referral_service.app import create_app
     from referral_service.http_server import waitress_server
+    from referral_service.malloc import limit_arenas
     from workers.runtime import Runtime
 
+    limit_arenas()  # before any thread: one process of many threads for as long as it runs
     services = _services()
     runtime = Runtime(services)
     runtime.start()
@@ -246,8 +248,10 @@ def _metrics_child_exit(_arbiter: Any, worker: Any) -> None:
 @operator_errors
 def worker(name: str) -> None:
     """Run one worker (or all) in this process; start as many processes as you need."""
+    from referral_service.malloc import limit_arenas
     from workers.runtime import WORKERS, Runtime
 
+    limit_arenas()  # before any thread (`all` runs every worker in threads of this process)
     services = _services()
     runtime = Runtime(services)
     _on_stop_signal(runtime.stop.set)
