@@ -312,6 +312,33 @@ def start_worker(env: dict[str, str], name: str, code: str | None = None) -> sub
     raise RuntimeError(f"worker {name} did not start")
 
 
+def server_autovacuum_off(services: Services) -> bool:
+    with services.engine.connect() as conn:
+        return conn.execute(text("SHOW autovacuum")).scalar() == "off"
+
+
+class StandInAnalyze(threading.Thread):
+    """What autovacuum's autoanalyze does, for a server where it is off (this machine's PostgreSQL is
+    configured so): `ANALYZE` of the bench database every `every` seconds (autovacuum's default naptime
+    is 60 s). Without it the planner keeps the statistics of the empty tables and scans assignments,
+    referrals and subjects whole, so PostgreSQL's CPU per referral grows with the run (measured: 3.2 ->
+    7.9 ms over 12,000 referrals). Its CPU is in the bench database's backends, so it is counted."""
+
+    def __init__(self, services: Services, every: float) -> None:
+        super().__init__(daemon=True)
+        self.services, self.every, self.runs = services, every, 0
+        self.stop = threading.Event()
+
+    def analyze(self) -> None:
+        with self.services.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("ANALYZE"))
+        self.runs += 1
+
+    def run(self) -> None:
+        while not self.stop.wait(self.every):
+            self.analyze()
+
+
 def latency(
     services: Services,
     env: dict[str, str],
@@ -322,6 +349,7 @@ def latency(
     routers: int,
     profile: str | None = None,
     code: str | None = None,
+    analyze_every: float = 0.0,
 ) -> dict[str, Any]:
     created = users.create_user(services, name=f"bench-{uuid.uuid4().hex[:6]}", role="caseworker")
     actor = Actor(created["id"], Role.CASEWORKER, None, created["name"])
@@ -330,6 +358,9 @@ def latency(
     watcher = OfferWatcher(env["REFERRAL_BROKER_URL"], partner_ids)
     watcher.start()
     watcher.ready.wait(10)
+    analyzer = StandInAnalyze(services, analyze_every) if analyze_every > 0 else None
+    if analyzer is not None:
+        analyzer.analyze()  # what the probe before left, as autovacuum would have seen it
     # Warm up (connections, caches) outside the measurement.
     for i in range(20):
         submit_referral(services, ReferralInputSchema().load(referral_body(i)), actor)
@@ -389,6 +420,8 @@ def latency(
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+    if analyzer is not None:
+        analyzer.start()
     for t in threads:
         t.start()
     for t in threads:
@@ -399,6 +432,9 @@ def latency(
         time.sleep(0.1)
     watcher.stop.set()
     watcher.join(5)
+    if analyzer is not None:
+        analyzer.stop.set()
+        analyzer.join(60)
     if spy is not None:
         spy.send_signal(signal.SIGINT)
         spy.wait(30)
@@ -434,6 +470,7 @@ def latency(
         "late_starts": sum(1 for x in late if x > 0.05),
         "cpu_ms_per_referral": cpu_ms,
         "loadavg": os.getloadavg(),
+        "stand_in_analyze_runs": analyzer.runs if analyzer is not None else 0,
     }
 
 
@@ -524,6 +561,14 @@ def main() -> int:
     parser.add_argument("--workers-from", metavar="DIR", help="run every worker from this checkout's code")
     parser.add_argument("--compare-rounds", type=int, default=2, help="--baseline: rounds of each (default 2)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database and vhost")
+    parser.add_argument(
+        "--analyze-every",
+        type=float,
+        default=None,
+        metavar="S",
+        help="ANALYZE the bench database every S s while it runs, as autovacuum would "
+        "(default: 60 when the server's autovacuum is off, else 0 = never)",
+    )
     args = parser.parse_args()
 
     with scratch(args.keep) as env:
@@ -535,6 +580,11 @@ def main() -> int:
         with connect(env["REFERRAL_BROKER_URL"]) as conn:
             declare_broker(conn, partner_ids)
         print(f"scratch database and vhost ready ({env['REFERRAL_BROKER_URL'].rsplit('/', 1)[1]})", flush=True)
+        analyze_every = args.analyze_every
+        if analyze_every is None:
+            analyze_every = 60.0 if server_autovacuum_off(services) else 0.0
+        if analyze_every:
+            print(f"ANALYZE every {analyze_every:.0f} s while it runs, as autovacuum would", flush=True)
 
         def run(rate: float, code: str | None = None) -> dict[str, Any]:
             return latency(
@@ -547,6 +597,7 @@ def main() -> int:
                 args.routers,
                 args.profile_router,
                 code or args.workers_from,
+                analyze_every,
             )
 
         result: dict[str, Any] = {}
