@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy import Engine, func, select
 
@@ -48,7 +48,7 @@ class PlannerStatistics:
     clock: Callable[[], float] = time.monotonic
     _checked_at: float | None = None
     _refreshed_at: float = 0.0
-    _referrals: int = field(default=-1)
+    _referrals: int | None = None  # at the last refresh; None: never refreshed
 
     def tick(self) -> bool:
         """Look (at most every `CHECK_EVERY_SECONDS`) and refresh if due; whether it refreshed."""
@@ -60,9 +60,10 @@ class PlannerStatistics:
         self._checked_at = now
         with self.engine.connect() as connection:
             referrals = int(connection.execute(_COUNT).scalar_one())
-        grown = referrals >= 2 * max(self._referrals, 1) or (self._referrals < 0)
-        stale = now - self._refreshed_at >= REFRESH_EVERY_SECONDS and referrals != self._referrals
-        if not (grown or stale):
+        last = self._referrals
+        doubled = last is None or referrals >= 2 * max(last, 1)
+        # Otherwise only once the interval has passed, and only if anything changed.
+        if not doubled and (now - self._refreshed_at < REFRESH_EVERY_SECONDS or referrals == last):
             return False
         refresh_planner_statistics(self.engine)
         self._refreshed_at, self._referrals = now, referrals

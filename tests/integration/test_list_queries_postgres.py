@@ -3,13 +3,6 @@ reveals in one `executemany` at commit, whatever its number of rows, and the log
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
-
-from sqlalchemy import event
-
-from referral_service.audit.log import AuditFilter
 from referral_service.bootstrap import Services
 from referral_service.domain.model import Actor, Role
 from referral_service.services import audit, referrals, users
@@ -17,25 +10,7 @@ from referral_service.services.audit import integrate_all
 from referral_service.services.referrals import submit_referral
 from schemas import ReferralInputSchema
 from tests.factories import referral_body
-
-
-@contextmanager
-def statements(services: Services) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        seen.append(statement)
-
-    event.listen(services.engine, "before_cursor_execute", count)
-    try:
-        yield seen
-    finally:
-        event.remove(services.engine, "before_cursor_execute", count)
-
-
-def _audited_lists(services: Services) -> int:
-    with services.uow() as uow:
-        return len(services.audit.query(uow.session, AuditFilter(action="referral.list"), limit=1000))
+from tests.statements import audited_lists, statements
 
 
 def test_a_page_of_referrals_on_postgresql_costs_the_same_statements_for_2_rows_as_for_12(
@@ -51,15 +26,15 @@ def test_a_page_of_referrals_on_postgresql_costs_the_same_statements_for_2_rows_
             submit_referral(pg_services, schema.load(body), caseworker)
 
     submit(2)
-    before = _audited_lists(pg_services)
+    before = audited_lists(pg_services)
     with statements(pg_services) as few:
         referrals.list_referrals(pg_services, caseworker, status=None, limit=25, cursor=None)
-    after_small = _audited_lists(pg_services)
+    after_small = audited_lists(pg_services)
     submit(10)
     with statements(pg_services) as many:
         large = referrals.list_referrals(pg_services, caseworker, status=None, limit=25, cursor=None)
     assert len(large["items"]) == 12
-    assert (after_small - before, _audited_lists(pg_services) - after_small) == (1 + 2, 1 + 12)
+    assert (after_small - before, audited_lists(pg_services) - after_small) == (1 + 2, 1 + 12)
     assert len(many) == len(few), (len(few), len(many))
     integrate_all(pg_services)
     report = audit.verify(pg_services)
