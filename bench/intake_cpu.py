@@ -36,6 +36,27 @@ from tests.factories import referral_body  # noqa: E402
 PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
+def database_backends(services: Any) -> set[int]:
+    """The server processes connected to this benchmark's scratch database (its pool's connections)."""
+    with services.engine.connect() as conn:
+        rows = conn.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")).all()
+    return {int(r[0]) for r in rows}
+
+
+def cpu_seconds(pids: set[int]) -> float:
+    """CPU time (user + system) used so far by these processes, from /proc (the server runs on this host)."""
+    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--postgres", action="store_true", help="a scratch PostgreSQL database, dropped after")
@@ -80,19 +101,28 @@ def main() -> int:
         print(f"{len(statements)} SQL statements per intake (and BEGIN/COMMIT):")
         for s in statements:
             print(f"  {s}")
-        n, per_batch = 1000, []
+        n, per_batch, server = 1000, [], []
         for _ in range(args.batches):
-            started = time.process_time()
+            backends = database_backends(services) if args.postgres else set()
+            started, served = time.process_time(), cpu_seconds(backends)
             for i in range(n, n + args.per_batch):
                 post(i)
             n += args.per_batch
             per_batch.append((time.process_time() - started) / args.per_batch * 1000)
+            server.append((cpu_seconds(backends) - served) / args.per_batch * 1000)
         per_batch.sort()
+        server.sort()
         print(
             f"{services.engine.dialect.name}: CPU per intake best {per_batch[0]:.2f} ms, median "
             f"{per_batch[len(per_batch) // 2]:.2f} ms ({args.batches} batches of {args.per_batch}); "
             f"load average {os.getloadavg()[0]:.2f}"
         )
+        if args.postgres:
+            print(
+                f"  PostgreSQL backends' CPU per intake best {server[0]:.2f} ms, median "
+                f"{server[len(server) // 2]:.2f} ms (this database's backends only: the WAL writer and "
+                "checkpointer, shared with every database, are left out)"
+            )
         if args.profile:
             profiler = cProfile.Profile(time.process_time)
             profiler.enable()

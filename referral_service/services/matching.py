@@ -12,11 +12,12 @@ and every lookup asks both, so a request never misses a match whichever rows exi
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
-from sqlalchemy import and_, or_, select
+from sqlalchemy import Select, and_, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from referral_service.crypto import (
@@ -112,33 +113,35 @@ class DuplicateMatcher:
         """Every earlier, non-erased subject whose CNIC or phone matches exactly, confirmed after decryption,
         oldest first, each with the columns that matched.
 
+        One statement finds the candidates of both columns (a prebuilt Core query: this runs at every
+        intake); only when there are any are their subjects loaded and their fields opened.
         A candidate that does not open (a damaged ciphertext or data key) is skipped with a log line
         naming its id: one bad row must not stop an unrelated intake that shares its blind-index value.
         """
+        asked = [(column, value) for column, value in (("cnic", cnic), ("phone", phone)) if value]
+        if not asked:
+            return []
         versions = self.index_versions(session)
+        params: dict[str, object] = {}
+        pairs = [(column, value, version) for column, value in asked for version in versions]
+        for k, (column, value, version) in enumerate(pairs):
+            params |= {f"c{k}": column, f"v{k}": version, f"x{k}": self.index_value(session, version, column, value)}
+        hits: dict[str, set[str]] = {}
+        for subject_id, column in session.connection().execute(_candidates(len(pairs)), params):
+            hits.setdefault(column, set()).add(subject_id)
+        if not hits:
+            return []
+        subjects = session.scalars(
+            select(Subject)
+            .where(Subject.id.in_(set().union(*hits.values())), Subject.erased_at.is_(None))
+            .order_by(Subject.created_at, Subject.id)
+        ).all()
         found: dict[str, SubjectMatch] = {}
         damaged: set[str] = set()
-        for column, value in (("cnic", cnic), ("phone", phone)):
-            if not value:
-                continue
+        for column, value in asked:
             wanted = _NORMALISERS[column](value)
-            matches = or_(
-                *(
-                    and_(BlindIndex.version == v, BlindIndex.value == self.index_value(session, v, column, value))
-                    for v in versions
-                )
-            )
-            # IN (subquery) so the database starts from the index lookup, not from every subject.
-            candidates = session.scalars(
-                select(Subject)
-                .where(
-                    Subject.erased_at.is_(None),
-                    Subject.id.in_(select(BlindIndex.subject_id).where(BlindIndex.column == column, matches)),
-                )
-                .order_by(Subject.created_at, Subject.id)
-            ).all()
-            for candidate in candidates:
-                if candidate.id in damaged:
+            for candidate in subjects:
+                if candidate.id not in hits.get(column, ()) or candidate.id in damaged:
                     continue
                 try:
                     stored = self.vault.open_field(
@@ -161,3 +164,27 @@ class DuplicateMatcher:
                     match = found.setdefault(candidate.id, SubjectMatch(candidate, []))
                     match.matched_on.append(column)
         return sorted(found.values(), key=lambda m: (m.subject.created_at, m.subject.id))
+
+
+@functools.cache
+def _candidates(pairs: int) -> Select[str, str]:
+    """The subjects (not erased) holding any of `pairs` blind-index values (column `c{k}`, version `v{k}`,
+    value `x{k}`), with the column that holds it: built and compiled once per number of pairs (two
+    columns times the versions in use), then a prepared statement on PostgreSQL."""
+    return (
+        select(BlindIndex.subject_id, BlindIndex.column)
+        .join(Subject, Subject.id == BlindIndex.subject_id)
+        .where(
+            Subject.erased_at.is_(None),
+            or_(
+                *(
+                    and_(
+                        BlindIndex.column == bindparam(f"c{k}"),
+                        BlindIndex.version == bindparam(f"v{k}"),
+                        BlindIndex.value == bindparam(f"x{k}"),
+                    )
+                    for k in range(pairs)
+                )
+            ),
+        )
+    )
