@@ -30,6 +30,7 @@ from referral_service.crypto import (
     normalise_phone,
 )
 from referral_service.db.models import BlindIndex, CryptoMeta, Subject
+from referral_service.db.persist import insert_rows
 from referral_service.services.vault import Vault
 
 log = logging.getLogger(__name__)
@@ -96,17 +97,18 @@ class DuplicateMatcher:
     # -- writing ---------------------------------------------------------------------------------
     def index_subject(self, session: Session, subject: Subject, cnic: str | None, phone: str | None) -> None:
         """Index a new subject's CNIC and phone under every version in use."""
-        for column, value in (("cnic", cnic), ("phone", phone)):
-            if value:
-                for version in self.index_versions(session):
-                    session.add(
-                        BlindIndex(
-                            subject_id=subject.id,
-                            column=column,
-                            version=version,
-                            value=self.index_value(session, version, column, value),
-                        )
-                    )
+        rows = [
+            {
+                "subject_id": subject.id,
+                "column": column,
+                "version": version,
+                "value": self.index_value(session, version, column, value),
+            }
+            for column, value in (("cnic", cnic), ("phone", phone))
+            if value
+            for version in self.index_versions(session)
+        ]
+        insert_rows(session, BlindIndex, rows)  # the subject's row is already written (Vault.create_subject)
 
     # -- lookups ---------------------------------------------------------------------------------
     def find_matching_subjects(self, session: Session, cnic: str | None, phone: str | None) -> list[SubjectMatch]:

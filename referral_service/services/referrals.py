@@ -21,6 +21,7 @@ from referral_service.db.models import (
     Subject,
     new_id,
 )
+from referral_service.db.persist import insert_now, insert_rows
 from referral_service.db.session import UnitOfWork
 from referral_service.domain import access, lifecycle
 from referral_service.domain.access import Action, Available, Scope
@@ -86,14 +87,18 @@ def submit_referral(
                         return SubmitOutcome(stored.response, replayed=True)
                 body = _submit(cmd, uow, services, actor)
                 if idempotency_key:
-                    uow.session.add(
-                        IdempotencyKey(
-                            user_id=actor.user_id,
-                            key=idempotency_key,
-                            request_mac=mac or "",
-                            status_code=CREATED,
-                            response=body,
-                        )
+                    insert_rows(
+                        uow.session,
+                        IdempotencyKey,
+                        [
+                            {
+                                "user_id": actor.user_id,
+                                "key": idempotency_key,
+                                "request_mac": mac or "",
+                                "status_code": CREATED,
+                                "response": body,
+                            }
+                        ],
                     )
                 uow.commit()
                 return SubmitOutcome(body)
@@ -147,12 +152,8 @@ def _submit(cmd: SubmitReferral, uow: UnitOfWork, services: Services, actor: Act
             }
         )
         referral.incident_ct = vault.seal(session, subject, "referrals", "incident", referral.id, incident)
-    session.add(referral)
-    if matches:
-        # The possible-duplicate rows refer to it, and a flush orders rows by relationships, not by foreign
-        # keys. Without a match the referral waits for the commit's flush, with the blind indexes, the
-        # idempotency key and the outbox rows: one flush fewer per intake.
-        session.flush()
+    # Written at once (db.persist), so the possible-duplicate rows below can refer to it.
+    insert_now(session, referral)
     warnings = duplicates.record_matches(services, session, actor, subject, referral, matches, now)
     authorize(
         services,

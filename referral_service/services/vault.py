@@ -35,6 +35,7 @@ from referral_service.crypto import (
     SubjectErased,
 )
 from referral_service.db.models import BlindIndex, Subject, SubjectKey, new_id
+from referral_service.db.persist import insert_now
 from referral_service.domain.errors import PersonErased, RecordDamaged
 from referral_service.domain.model import PERSONAL_SUBJECT_FIELDS, SEXES, Actor, SubjectInput, age_band
 from referral_service.services.access import AccessRecorder
@@ -71,14 +72,13 @@ class Vault:
         self.damage: DamageReporter = damage or DamageLog()
 
     # -- data keys ---------------------------------------------------------------------------
-    def _new_key(self, session: Session, subject_id: str, now: datetime) -> DataKey:
+    def _new_key(self, session: Session, subject_id: str, now: datetime) -> tuple[DataKey, SubjectKey]:
+        """A new data key for the subject, cached for the unit of work, and its wrapped row (not yet written)."""
         key, material = DataKey.generate()
         kek_id, wrapped = self.keys.wrap_dek(material, subject_id=subject_id, key_id=key.key_id)
-        session.add(
-            SubjectKey(id=str(key.key_id), subject_id=subject_id, kek_id=kek_id, wrapped=wrapped, created_at=now)
-        )
         session.info.setdefault(_DEK_CACHE, {})[subject_id] = key
-        return key
+        row = SubjectKey(id=str(key.key_id), subject_id=subject_id, kek_id=kek_id, wrapped=wrapped, created_at=now)
+        return key, row
 
     def load_subjects(self, session: Session, subject_ids: Sequence[str]) -> dict[str, Subject]:
         """A page's subjects and their wrapped data keys in two queries, instead of two per row: held by the
@@ -242,11 +242,12 @@ class Vault:
             created_at=now,
         )
         subject.id = new_id()
-        key = self._new_key(session, subject.id, now)
+        key, key_row = self._new_key(session, subject.id, now)
         subject.key_id = str(key.key_id)
         self._write_fields(session, subject, data.personal())
-        session.add(subject)
-        session.flush()
+        # Written at once, subject first (its key row refers to it): intake's hot path, see db.persist.
+        insert_now(session, subject)
+        insert_now(session, key_row)
         return subject
 
     def _write_fields(self, session: Session, subject: Subject, values: Mapping[str, str | None]) -> None:
