@@ -36,8 +36,12 @@ lint: install-test
 	$(BIN)/lint-imports
 
 ## Install and run the whole test suite (unit, integration on PostgreSQL/RabbitMQ, e2e with Chromium).
+## Test files are spread over TEST_PROCESSES processes (each test's database, vhost, ports and folders
+## are its own); the tests that restart the shared servers run after, alone.
+TEST_PROCESSES ?= 3
 test: install-test lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadfile -m "not restarts_servers"
+	$(BIN)/python -m pytest -m restarts_servers
 
 clean:
 	rm -rf $(VENV) instance test-output

@@ -21,6 +21,7 @@ from referral_service.db.models import (
     User,
     new_id,
 )
+from referral_service.db.persist import insert_rows
 from referral_service.db.session import UnitOfWork, transaction_info
 from referral_service.domain import access, lifecycle
 from referral_service.domain.access import Action, Scope
@@ -448,14 +449,19 @@ def _unflushed_offers(session: Session, partner_id: str) -> int:
 
 
 def _record_decision(session: Session, referral_id: str, service: str, result: RoutingResult, now: datetime) -> None:
-    session.add(
-        RoutingDecision(
-            referral_id=referral_id,
-            service=service,
-            chosen_partner_id=result.chosen.id if result.chosen else None,
-            considered=[c.to_json() for c in result.considered],
-            decided_at=now,
-        )
+    insert_rows(  # a row nothing in this transaction reads back: one Core INSERT (db.persist)
+        session,
+        RoutingDecision,
+        [
+            {
+                "id": new_id(),
+                "referral_id": referral_id,
+                "service": service,
+                "chosen_partner_id": result.chosen.id if result.chosen else None,
+                "considered": [c.to_json() for c in result.considered],
+                "decided_at": now,
+            }
+        ],
     )
 
 

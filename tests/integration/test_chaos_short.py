@@ -16,7 +16,8 @@ import pytest
 
 from tests.servers import require_postgres, require_rabbitmq
 
-pytestmark = pytest.mark.integration
+# Restarts the shared PostgreSQL and RabbitMQ: `make test` runs it alone, after the parallel part.
+pytestmark = [pytest.mark.integration, pytest.mark.restarts_servers]
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "chaos.py"
 SHORT = ["--referrals", "60", "--rate", "10", "--kill-every", "3", "--accept-seconds", "8", "--settle-seconds", "240"]

@@ -25,7 +25,8 @@ from referral_service.messaging.topology import EVENTS, dead_letter_queue
 from tests.integration.harness import PartnerQueues, WorkerProcess, World, rabbitmqctl, wait_until
 from workers.runtime import Runtime
 
-pytestmark = pytest.mark.integration
+# Restarts the shared PostgreSQL and RabbitMQ: `make test` runs it alone, after the parallel part.
+pytestmark = [pytest.mark.integration, pytest.mark.restarts_servers]
 
 BATCH = 200
 
