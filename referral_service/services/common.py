@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Select
+from sqlalchemy import Select, bindparam
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -69,15 +70,21 @@ def for_update(session: Session, query: S) -> S:
     return query
 
 
+@functools.cache
+def _counter_upsert(dialect: str) -> Any:
+    """The counter's upsert, built once per dialect (intake takes a number each time)."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(Counter).values(name=bindparam("name"), value=1)
+    stmt = stmt.on_conflict_do_update(index_elements=[Counter.name], set_={"value": Counter.value + 1})
+    return stmt.returning(Counter.value)
+
+
 def next_counter(session: Session, name: str) -> int:
     """Atomically increment and return a named counter (upsert, safe under concurrency)."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(Counter).values(name=name, value=1)
-    stmt = stmt.on_conflict_do_update(index_elements=[Counter.name], set_={"value": Counter.value + 1})
     # On the connection: the counter needs none of the session's pending rows, so no flush happens here
     # (they go in the caller's next flush, with the rest).
-    return int(session.connection().execute(stmt.returning(Counter.value)).scalar_one())
+    statement = _counter_upsert(session.get_bind().dialect.name)
+    return int(session.connection().execute(statement, {"name": name}).scalar_one())
 
 
 def must(value: T | None, what: str = "row") -> T:

@@ -9,7 +9,7 @@ from datetime import datetime
 from hashlib import sha256
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, bindparam, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from referral_service.db.models import (
@@ -65,6 +65,12 @@ def idempotency_key_digest(services: Services, key: str) -> str:
     return hmac.new(services.keys.derive_secret("idempotency-key"), key.encode(), sha256).hexdigest()
 
 
+#: A client's earlier answer under the same Idempotency-Key: built once, no ORM object (every intake asks).
+_STORED_ANSWER = select(IdempotencyKey.request_mac, IdempotencyKey.response).where(
+    IdempotencyKey.user_id == bindparam("user_id"), IdempotencyKey.key == bindparam("key")
+)
+
+
 def submit_referral(
     services: Services,
     cmd: SubmitReferral,
@@ -80,7 +86,11 @@ def submit_referral(
         try:
             with services.uow() as uow:
                 if idempotency_key:
-                    stored = uow.session.get(IdempotencyKey, (actor.user_id, idempotency_key))
+                    stored = (
+                        uow.session.connection()
+                        .execute(_STORED_ANSWER, {"user_id": actor.user_id, "key": idempotency_key})
+                        .first()
+                    )
                     if stored is not None:
                         if stored.request_mac != mac:
                             raise Conflict("this Idempotency-Key was already used with a different request")
