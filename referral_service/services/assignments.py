@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.exc import StaleDataError
 
 from referral_service.db.models import (
@@ -21,7 +22,7 @@ from referral_service.db.models import (
     User,
     new_id,
 )
-from referral_service.db.persist import insert_rows
+from referral_service.db.persist import insert_now, insert_rows
 from referral_service.db.session import UnitOfWork, transaction_info
 from referral_service.domain import access, lifecycle
 from referral_service.domain.access import Action, Scope
@@ -487,9 +488,13 @@ def _offer(
         reasons=result.chosen_reasons,
         offered_at=now,
         risk_level=referral.risk_level,  # a copy for the SLA report, which reads assignments alone
+        followups=[],  # a new offer has none: said here, so nothing asks the database
     )
-    row.referral = referral  # joins referral.assignments, where `save` finds it
-    uow.session.add(row)
+    # Written at once (db.persist) and joined to referral.assignments as loaded, where `save` finds it
+    # and its deadlines' rows can refer to it. The list is read first, so it cannot load the new row too.
+    current = list(referral.assignments)
+    insert_now(uow.session, row)
+    set_committed_value(referral, "assignments", [*current, row])
     partner_row.offers_made = Partner.offers_made + 1  # in SQL: no lost counts
     cases.save(uow, services, referral, change, now)
     return change.referral
