@@ -46,10 +46,8 @@ from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import and_, event, func, insert, or_, select, tuple_, update
-from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
-from sqlalchemy.sql import ClauseElement
-from sqlalchemy.sql.util import find_tables
+from sqlalchemy import and_, func, insert, or_, select, tuple_, update
+from sqlalchemy.orm import Session
 
 from referral_service.audit import merkle
 from referral_service.audit.leaves import range_tree, range_tree_at
@@ -67,6 +65,7 @@ from referral_service.audit.verifier import (
 from referral_service.crypto.envelope import encode_parts
 from referral_service.crypto.keyring import KeyProvider
 from referral_service.db.models import AuditCheckpoint, AuditEntry, AuditHead, AuditNode
+from referral_service.db.persist import insert_at_commit, pending_rows, write_pending
 
 SYSTEM = "system"
 #: From this many entries, a full verify recomputes the leaves in several processes.
@@ -280,48 +279,9 @@ class _DbNodes:
         return self.cache[(level, index)]
 
 
-_INSERT_ENTRY = insert(AuditEntry)
-#: `session.info` key of the sealed rows appended in the session's open transaction, not yet inserted.
-_PENDING = "referral_service.audit.pending"
-
-
 def pending_entries(session: Session) -> int:
     """How many appended entries of `session`'s transaction are still to be inserted (at its commit)."""
-    return len(session.info.get(_PENDING, ()))
-
-
-def write_pending(session: Session) -> None:
-    """Insert the transaction's appended entries now, in one `executemany`, in the order appended."""
-    rows = session.info.pop(_PENDING, None)
-    if rows:
-        session.connection().execute(_INSERT_ENTRY, rows)
-
-
-@event.listens_for(Session, "before_commit")
-def _write_before_commit(session: Session) -> None:
-    # In the transaction that commits, so the entries exist exactly when the action does.
-    write_pending(session)
-
-
-@event.listens_for(Session, "do_orm_execute")
-def _write_before_reading_entries(state: ORMExecuteState) -> None:
-    # A statement of the same transaction that reads or sequences entries sees every one appended before
-    # it, as when each entry was inserted at once (an auditor's query lists its own read first).
-    statement = state.statement
-    if (
-        _PENDING in state.session.info
-        and isinstance(statement, ClauseElement)
-        and AuditEntry.__table__ in find_tables(statement, include_crud=True, include_joins=True, include_selects=True)
-    ):
-        write_pending(state.session)
-
-
-@event.listens_for(Session, "after_transaction_end")
-def _forget_on_end(session: Session, transaction: SessionTransaction) -> None:
-    # Rolled back or closed without a commit: the entries go with the action (a refusal's entry is
-    # appended again by `UnitOfWork.keep_on_rollback`, in a transaction of its own).
-    if transaction.parent is None:
-        session.info.pop(_PENDING, None)
+    return pending_rows(session, AuditEntry)
 
 
 class AuditLog:
@@ -360,7 +320,9 @@ class AuditLog:
         if details_ct is None:
             details_ct = self.keys.seal("details", entry_id, details)
         blind = self.keys.blind
-        session.info.setdefault(_PENDING, []).append(
+        insert_at_commit(
+            session,
+            AuditEntry,
             {
                 "id": entry_id,
                 "at": now,
@@ -372,7 +334,7 @@ class AuditLog:
                 "details_key": details_key,
                 "details_ct": details_ct,
                 "commitment": self.keys.commit(entry_id, record, details),
-            }
+            },
         )
         return entry_id
 

@@ -13,8 +13,8 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from referral_service.db.models import OutboxMessage
-from referral_service.db.persist import insert_rows
+from referral_service.db.models import OutboxMessage, utcnow
+from referral_service.db.persist import insert_at_commit
 from referral_service.domain.events import PARTNER_SYSTEM_EVENTS, Event
 from referral_service.files import restrict_sqlite_files
 from referral_service.messaging.names import EVENTS_EXCHANGE, OUTBOX_CHANNEL, PARTNERS_EXCHANGE, partner_routing_key
@@ -172,21 +172,22 @@ class UnitOfWork:
     ) -> None:
         """Record `event` in the outbox, in this transaction: published only if it commits. `notify`
         marks it for the notify worker too (webhook and e-mail to the partner)."""
-        # One Core INSERT now rather than an object for the flush (db.persist): every change emits.
-        insert_rows(
+        # Written at commit with the transaction's other events, one statement (db.persist), not an object
+        # for the flush: every change emits, and a router's batch emits for each of its referrals.
+        insert_at_commit(
             self.session,
             OutboxMessage,
-            [
-                {
-                    "event_id": event.event_id,
-                    "type": event.routing_key,
-                    "aggregate_id": event.referral_id,
-                    "exchange": exchange,
-                    "routing_key": routing_key or event.routing_key,
-                    "body": event.to_message(),
-                    "notify_pending": notify,
-                }
-            ],
+            {
+                "event_id": event.event_id,
+                "type": event.routing_key,
+                "aggregate_id": event.referral_id,
+                "exchange": exchange,
+                "routing_key": routing_key or event.routing_key,
+                "body": event.to_message(),
+                "notify_pending": notify,
+                "created_at": utcnow(),
+                "published_at": None,
+            },
         )
         if not self._emitted and self.session.get_bind().dialect.name == "postgresql":
             # Delivered at commit only (NOTIFY is transactional): wakes relays in other processes

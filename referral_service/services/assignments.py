@@ -22,7 +22,7 @@ from referral_service.db.models import (
     User,
     new_id,
 )
-from referral_service.db.persist import insert_now, insert_rows
+from referral_service.db.persist import insert_at_commit, insert_now
 from referral_service.db.session import UnitOfWork, transaction_info
 from referral_service.domain import access, lifecycle
 from referral_service.domain.access import Action, Scope
@@ -450,19 +450,17 @@ def _unflushed_offers(session: Session, partner_id: str) -> int:
 
 
 def _record_decision(session: Session, referral_id: str, service: str, result: RoutingResult, now: datetime) -> None:
-    insert_rows(  # a row nothing in this transaction reads back: one Core INSERT (db.persist)
+    insert_at_commit(  # with the batch's other decisions, one statement at commit (db.persist)
         session,
         RoutingDecision,
-        [
-            {
-                "id": new_id(),
-                "referral_id": referral_id,
-                "service": service,
-                "chosen_partner_id": result.chosen.id if result.chosen else None,
-                "considered": [c.to_json() for c in result.considered],
-                "decided_at": now,
-            }
-        ],
+        {
+            "id": new_id(),
+            "referral_id": referral_id,
+            "service": service,
+            "chosen_partner_id": result.chosen.id if result.chosen else None,
+            "considered": [c.to_json() for c in result.considered],
+            "decided_at": now,
+        },
     )
 
 

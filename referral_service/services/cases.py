@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from referral_service.db.models import Assignment, Deadline, Partner, Referral, new_id
-from referral_service.db.persist import insert_rows
+from referral_service.db.persist import insert_at_commit
 from referral_service.db.session import UnitOfWork, transaction_info
 from referral_service.domain import events, lifecycle
 from referral_service.domain.access import Case
@@ -209,24 +209,26 @@ def save(
             row.services_delivered = delivered
     for order in change.deadlines:
         if isinstance(order, ScheduleDeadline):
-            # Its assignment's row is written already (an offer's at once: `assignments._offer`).
-            insert_rows(
+            # Written at commit with the batch's other deadlines (db.persist); its assignment's row is
+            # written already (an offer's at once: `assignments._offer`).
+            insert_at_commit(
                 session,
                 Deadline,
-                [
-                    {
-                        "id": new_id(),
-                        "referral_id": referral.id,
-                        "assignment_id": rows[order.assignment_id].id,
-                        "partner_id": order.partner_id,
-                        "kind": order.kind.value,
-                        "risk_level": referral.risk_level,
-                        "due_at": order.due_at,
-                        "wake_at": order.first_wake,
-                        "reminders": 0,
-                        "status": DeadlineStatus.PENDING.value,
-                    }
-                ],
+                {
+                    "id": new_id(),
+                    "referral_id": referral.id,
+                    "assignment_id": rows[order.assignment_id].id,
+                    "partner_id": order.partner_id,
+                    "kind": order.kind.value,
+                    "risk_level": referral.risk_level,
+                    "due_at": order.due_at,
+                    "status": DeadlineStatus.PENDING.value,
+                    "fired_at": None,
+                    "wake_at": order.first_wake,
+                    "noticed_at": None,
+                    "reminders": 0,
+                    "escalated_at": None,
+                },
             )
         else:
             resolve_deadlines(session, order, at)

@@ -30,7 +30,7 @@ from referral_service.crypto import (
     normalise_phone,
 )
 from referral_service.db.models import BlindIndex, CryptoMeta, Subject
-from referral_service.db.persist import insert_rows
+from referral_service.db.persist import insert_at_commit
 from referral_service.services.vault import Vault
 
 log = logging.getLogger(__name__)
@@ -97,18 +97,20 @@ class DuplicateMatcher:
     # -- writing ---------------------------------------------------------------------------------
     def index_subject(self, session: Session, subject: Subject, cnic: str | None, phone: str | None) -> None:
         """Index a new subject's CNIC and phone under every version in use."""
-        rows = [
-            {
-                "subject_id": subject.id,
-                "column": column,
-                "version": version,
-                "value": self.index_value(session, version, column, value),
-            }
-            for column, value in (("cnic", cnic), ("phone", phone))
-            if value
-            for version in self.index_versions(session)
-        ]
-        insert_rows(session, BlindIndex, rows)  # the subject's row is already written (Vault.create_subject)
+        for column, value in (("cnic", cnic), ("phone", phone)):
+            if value:
+                for version in self.index_versions(session):
+                    # At commit, with the others (db.persist); the subject's row is written already.
+                    insert_at_commit(
+                        session,
+                        BlindIndex,
+                        {
+                            "subject_id": subject.id,
+                            "column": column,
+                            "version": version,
+                            "value": self.index_value(session, version, column, value),
+                        },
+                    )
 
     # -- lookups ---------------------------------------------------------------------------------
     def find_matching_subjects(self, session: Session, cnic: str | None, phone: str | None) -> list[SubjectMatch]:

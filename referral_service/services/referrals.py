@@ -20,8 +20,9 @@ from referral_service.db.models import (
     RoutingDecision,
     Subject,
     new_id,
+    utcnow,
 )
-from referral_service.db.persist import insert_now, insert_rows
+from referral_service.db.persist import insert_at_commit, insert_now
 from referral_service.db.session import UnitOfWork
 from referral_service.domain import access, lifecycle
 from referral_service.domain.access import Action, Available, Scope
@@ -97,18 +98,17 @@ def submit_referral(
                         return SubmitOutcome(stored.response, replayed=True)
                 body = _submit(cmd, uow, services, actor)
                 if idempotency_key:
-                    insert_rows(
+                    insert_at_commit(
                         uow.session,
                         IdempotencyKey,
-                        [
-                            {
-                                "user_id": actor.user_id,
-                                "key": idempotency_key,
-                                "request_mac": mac or "",
-                                "status_code": CREATED,
-                                "response": body,
-                            }
-                        ],
+                        {
+                            "user_id": actor.user_id,
+                            "key": idempotency_key,
+                            "request_mac": mac or "",
+                            "status_code": CREATED,
+                            "response": body,
+                            "created_at": utcnow(),
+                        },
                     )
                 uow.commit()
                 return SubmitOutcome(body)
