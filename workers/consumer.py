@@ -20,11 +20,12 @@ from typing import Any
 
 from kombu import Connection, Message, Producer
 from kombu.mixins import ConsumerMixin
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from referral_service.bootstrap import Services
 from referral_service.db.models import ProcessedMessage
+from referral_service.db.persist import insert_at_commit
 from referral_service.db.session import UnitOfWork
 from referral_service.domain.events import EVENT_TYPES, Event
 from referral_service.messaging.broker import CONFIRM_TIMEOUT, RETRY_POLICY
@@ -55,6 +56,12 @@ class PoisonMessage(Exception):
     """The message can never be handled (malformed, or about something that does not exist):
     dead-letter it at once. Handlers raise it too; its text becomes the x-dead-reason header,
     so it must name no personal data."""
+
+
+#: Whether this consumer group has handled the event already: built once (every message asks).
+_DONE = select(ProcessedMessage.event_id).where(
+    ProcessedMessage.consumer == bindparam("consumer"), ProcessedMessage.event_id == bindparam("event_id")
+)
 
 
 def find_handler(handlers: HandlerMap, kind: str) -> Handler | None:
@@ -221,12 +228,12 @@ class IdempotentConsumer(ConsumerMixin):
 
     def _handle(self, event_id: str, event: dict[str, Any], handler: Handler) -> None:
         with self.services.uow() as uow:
-            if uow.session.get(ProcessedMessage, (self.group, event_id)) is not None:
+            done = {"consumer": self.group, "event_id": event_id}
+            if uow.session.connection().execute(_DONE, done).first() is not None:
                 return  # redelivered after a crash between commit and ack: already done
             handler(uow, self.services, event)
-            uow.session.add(
-                ProcessedMessage(consumer=self.group, event_id=event_id, processed_at=self.services.clock.now())
-            )
+            # With the handler's rows at commit, one statement (db.persist): no ORM object per message.
+            insert_at_commit(uow.session, ProcessedMessage, {**done, "processed_at": self.services.clock.now()})
             try:
                 uow.commit()
             except IntegrityError:
