@@ -33,6 +33,7 @@ from typing import Any
 
 from referral_service.domain.geography import UnknownPlace, provinces, resolve_place
 from referral_service.domain.model import LANGUAGES, PARTNER_FIELDS, SERVICES
+from referral_service.domain.text import shown
 
 _WORDS = {
     "medical": ("medical", "health", "hospital", "clinic", "trauma care", "physiotherapy"),
@@ -152,9 +153,11 @@ def _read_inside(folder: Path, name: str, budget: _Budget) -> bytes:
 
 def _read_bytes(path: Path, budget: _Budget) -> bytes:
     try:
-        with path.open("rb") as f:
-            # Only a regular file: a device or a named pipe would be read without end, or wait for ever.
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+        # Only a regular file: a device or a named pipe would be read without end, or wait for ever
+        # (opening a pipe waits for a writer, unless non-blocking; a regular file ignores the flag).
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise HsdsFileError(f"{path}: not a regular file")
             raw = f.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
@@ -537,7 +540,8 @@ def convert_records(records: list[Any], *, capacity: int = 10) -> list[Converted
         if not isinstance(record, dict):
             out.append(Converted(f"record {n}", reason=f"not an object but {type(record).__name__}"))
             continue
-        label = _text(record.get("name"))[:80] or _text(record.get("id"))[:80] or f"record {n}"
+        # The label goes on the operator's lines as it is: a name's line break must not start a line.
+        label = shown(_text(record.get("name"))[:80] or _text(record.get("id"))[:80] or f"record {n}")
         if is_partner_object(record):
             out.append(Converted(label, partner=record))
             continue
