@@ -42,6 +42,9 @@ class WebhookReceiver:
     script: list[int] = field(default_factory=list)
     # Seconds to wait before answering each POST, in turn (then at once): a slow or hung receiver.
     delays: list[float] = field(default_factory=list)
+    # Seconds the answer's headers take to arrive, a byte at a time, each byte well within any time-out
+    # (a receiver that holds the sender without ever going quiet); 0: the answer at once.
+    trickle_seconds: float = 0.0
     received: list[Received] = field(default_factory=list)
 
     def handle(self, headers: dict[str, str], body: bytes, client_port: int = 0) -> int:
@@ -85,9 +88,25 @@ def webhook_receiver(*, keep_alive: bool = False) -> Iterator[WebhookReceiver]:
             body = self.rfile.read(int(self.headers.get("content-length") or 0))
             headers = {k.lower(): v for k, v in self.headers.items()}
             status = receiver.handle(headers, body, self.client_address[1])
+            if receiver.trickle_seconds:
+                self._trickle(status, receiver.trickle_seconds)
+                return
             self.send_response(status)
             self.send_header("content-length", "0")
             self.end_headers()
+
+        def _trickle(self, status: int, seconds: float) -> None:
+            self.wfile.write(f"{self.protocol_version} {status} OK\r\nx-slow: ".encode())
+            until = time.monotonic() + seconds
+            while time.monotonic() < until:
+                try:
+                    self.wfile.write(b"z")
+                    self.wfile.flush()
+                except OSError:  # the sender gave up
+                    self.close_connection = True
+                    return
+                time.sleep(0.1)
+            self.wfile.write(b"\r\ncontent-length: 0\r\n\r\n")
 
         def log_message(self, *_: Any) -> None:
             pass

@@ -10,6 +10,8 @@
   connection at least every 30 seconds (`Sender.RECHECK_SECONDS`); the request goes to the very address
   that was checked (no second lookup that DNS rebinding could answer differently); redirects are not
   followed.
+* A post (connecting, TLS, the request and the whole answer) ends at `REFERRAL_WEBHOOK_TIMEOUT_SECONDS`,
+  however the receiver paces its bytes.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ from __future__ import annotations
 import base64
 import functools
 import http.client
+import io
 import ipaddress
 import json
 import os
 import secrets
 import socket
 import ssl
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -198,13 +202,63 @@ def _open(address: str, port: int, timeout: float | None) -> socket.socket:
     return sock
 
 
+class _Deadline:
+    """When the post under way must be over (`time.monotonic()`): a socket's time-out bounds one read,
+    and a receiver sending a byte now and then would hold the worker (and every other partner's
+    notices) for hours; each step of connecting and each read gets only the time left of the whole."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+
+    def start(self) -> None:
+        self.at = time.monotonic() + self.seconds
+
+    def left(self) -> float:
+        left = self.at - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the receiver took longer than the time-out")
+        return left
+
+
+class _DeadlineReader(io.RawIOBase):
+    def __init__(self, sock: socket.socket, deadline: _Deadline) -> None:
+        self._sock, self._deadline = sock, deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        # One read of a TLS socket waits at most its time-out in all (CPython keeps a deadline per call).
+        self._sock.settimeout(self._deadline.left())
+        return self._sock.recv_into(buffer)
+
+
+class _DeadlineSocket:
+    """The connection's socket, whose answers `http.client` reads through `_DeadlineReader`."""
+
+    def __init__(self, sock: socket.socket, deadline: _Deadline) -> None:
+        self._sock, self._deadline = sock, deadline
+
+    def makefile(self, mode: str = "rb", *_: Any, **__: Any) -> io.BufferedReader:
+        return io.BufferedReader(_DeadlineReader(self._sock, self._deadline))
+
+    def sendall(self, data: Any) -> None:
+        self._sock.settimeout(self._deadline.left())
+        self._sock.sendall(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
 class _PinnedHTTPConnection(http.client.HTTPConnection):
     def __init__(self, target: Target, timeout: float) -> None:
         super().__init__(target.host, target.port, timeout=timeout)
         self._address = target.address
+        self.deadline = _Deadline(timeout)
 
     def connect(self) -> None:
-        self.sock = _open(self._address, self.port, self.timeout)
+        self.sock = _DeadlineSocket(_open(self._address, self.port, self.deadline.left()), self.deadline)
 
 
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
@@ -212,10 +266,13 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
         super().__init__(target.host, target.port, timeout=timeout, context=context)
         self._address = target.address
         self._tls = context
+        self.deadline = _Deadline(timeout)
 
     def connect(self) -> None:
-        raw = _open(self._address, self.port, self.timeout)
-        self.sock = self._tls.wrap_socket(raw, server_hostname=self.host)  # certificate checked for the host
+        raw = _open(self._address, self.port, self.deadline.left())
+        raw.settimeout(self.deadline.left())  # the handshake waits at most this in all
+        tls = self._tls.wrap_socket(raw, server_hostname=self.host)  # certificate checked for the host
+        self.sock = _DeadlineSocket(tls, self.deadline)
 
 
 class Signer:
@@ -249,7 +306,7 @@ class Connection:
         self.url = url
         timeout = float(services.settings.webhook_timeout_seconds)
         self._refused: str | None = None
-        self._conn: http.client.HTTPConnection | None = None
+        self._conn: _PinnedHTTPConnection | _PinnedHTTPSConnection | None = None
         try:
             target = check_url(url, allow_private=services.settings.webhook_allow_private)
         except UrlRefused as exc:
@@ -304,7 +361,10 @@ class Connection:
             conn.close()
             return Answer(False, None, f"connection failed ({type(exc).__name__})")
 
-    def _exchange(self, conn: http.client.HTTPConnection, body: bytes, headers: dict[str, str]) -> Answer:
+    def _exchange(
+        self, conn: _PinnedHTTPConnection | _PinnedHTTPSConnection, body: bytes, headers: dict[str, str]
+    ) -> Answer:
+        conn.deadline.start()  # connecting (if need be), sending and the whole answer: one time-out
         conn.request("POST", self._target.path, body=body, headers=headers)
         self._used = True
         response = conn.getresponse()

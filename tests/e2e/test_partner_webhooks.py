@@ -518,3 +518,19 @@ def test_the_cli_registers_a_webhook_prints_the_secret_once_and_stores_it_sealed
     [(operator, outcome, details)] = _on_record(services, "partner.webhook_register")
     assert operator.startswith("os:") and outcome == "allowed"
     assert details == {"fields": [], "partner_id": PARTNER_ID, "via": "cli"}
+
+
+def test_a_receiver_that_trickles_its_answer_is_cut_off_at_the_time_out_not_held_on_to(
+    services: Services, pipeline: InProcessPipeline, receiver: WebhookReceiver, client: Any, make_user: Any
+) -> None:
+    # Each byte comes well within the 1 s time-out, so only a limit on the whole answer ends it: without
+    # one, a partner's system could hold the notify worker, and every other partner's notices, for hours.
+    services.settings = replace(services.settings, webhook_timeout_seconds=1)
+    receiver.trickle_seconds = 6.0
+    _submit(client, make_user)
+    pipeline.drain()
+    started = time.monotonic()
+    assert notifications.deliver_due(services) == {"pending": 1, "delivered": 0, "parked": 0}
+    assert time.monotonic() - started < 3.0
+    [row] = _rows(services)
+    assert (row.last_error, row.last_status, row.attempts) == ("timed out", None, 1)
