@@ -79,8 +79,17 @@ def _resolve(host: str, port: int) -> list[str]:
 
 def _kind(address: str) -> str:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif ip.sixtofour is not None or ip.teredo is not None:
+            # 6to4 (2002::/16) and Teredo (2001::/32) carry an IPv4 address that a tunnel delivers to:
+            # 2002:7f00:1:: is 127.0.0.1 to a host with a 6to4 route, and Python calls it global.
+            inner = [ip.sixtofour] if ip.sixtofour is not None else list(ip.teredo or ())
+            kinds = {_kind(str(a)) for a in inner}
+            return "forbidden" if "forbidden" in kinds else ("public" if kinds == {"public"} else "private")
+        elif ip.is_site_local:  # fec0::/10, deprecated but still routed inside some networks
+            return "private"
     if ip.is_link_local or ip.is_multicast or ip.is_unspecified:
         return "forbidden"
     if ip.is_loopback:  # before "reserved": ::1 is in IPv6's reserved ::/8

@@ -32,6 +32,8 @@ def resolver(*addresses: str):  # what DNS would answer, without asking it
         ),
         ("http://127.0.0.1:9000/hook", ("127.0.0.1",), True, ("127.0.0.1", 9000, "/hook")),
         ("https://intranet.cso.local/hook", ("10.1.2.3",), True, ("10.1.2.3", 443, "/hook")),
+        # A 6to4 address of a public IPv4 address is as public as that one.
+        ("https://v6.example.org/", ("2002:5db8:d70e::1",), False, ("2002:5db8:d70e::1", 443, "/")),
     ],
 )
 def test_allowed_urls_connect_to_the_address_that_was_checked(url, addresses, allow_private, target) -> None:
@@ -50,6 +52,13 @@ def test_allowed_urls_connect_to_the_address_that_was_checked(url, addresses, al
         ("https://db.internal/", ("192.168.1.5",), False, "loopback or private"),
         ("https://cgnat.example/", ("100.64.0.7",), False, "loopback or private"),
         ("https://mapped.example/", ("::ffff:127.0.0.1",), False, "loopback or private"),
+        # IPv6 forms that lead to an IPv4 address or a site's own network.
+        ("https://sixtofour.example/", ("2002:7f00:1::",), False, "loopback or private"),  # 127.0.0.1
+        ("https://sixtofour.example/", ("2002:c0a8:105::",), False, "loopback or private"),  # 192.168.1.5
+        ("https://sixtofour.example/", ("2002:a9fe:a9fe::",), True, "link-local"),  # 169.254.169.254
+        ("https://teredo.example/", ("2001:0:4136:e378:8000:63bf:80ff:fffe",), False, "loopback or private"),
+        ("https://sitelocal.example/", ("fec0::1",), False, "loopback or private"),
+        ("https://nat64.example/", ("64:ff9b::a9fe:a9fe",), True, "link-local"),
         # One private answer among public ones is enough to refuse (DNS may rotate to it).
         ("https://mixed.example/", ("93.184.215.14", "10.0.0.1"), False, "loopback or private"),
         # Cloud metadata and the like are refused even where private addresses are allowed.
