@@ -133,11 +133,15 @@ class Mailbox:
     port: int
     messages: list[EmailMessage] = field(default_factory=list)
     envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
+    logins: list[tuple[str, str]] = field(default_factory=list)  # (user, password) the relay was given
 
 
 @contextmanager
-def smtp_server() -> Iterator[Mailbox]:
+def smtp_server(*, auth_in_the_clear: bool = False) -> Iterator[Mailbox]:
+    """`auth_in_the_clear`: the relay offers AUTH without STARTTLS (a downgraded or careless relay) and
+    keeps the credentials it is sent."""
     from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult, LoginPassword
 
     box = Mailbox(free_port())
 
@@ -147,7 +151,13 @@ def smtp_server() -> Iterator[Mailbox]:
             box.messages.append(message_from_bytes(envelope.original_content, policy=policy.default))  # type: ignore[arg-type]
             return "250 OK"
 
-    controller = Controller(Handler(), hostname="127.0.0.1", port=box.port)
+    def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+        if isinstance(data, LoginPassword):
+            box.logins.append((data.login.decode(), data.password.decode()))
+        return AuthResult(success=True)
+
+    extra: dict[str, Any] = {"authenticator": authenticator, "auth_require_tls": False} if auth_in_the_clear else {}
+    controller = Controller(Handler(), hostname="127.0.0.1", port=box.port, **extra)
     controller.start()
     try:
         yield box
