@@ -127,13 +127,13 @@ def check_url(url: str, *, allow_private: bool, resolve: Any = _resolve) -> Targ
     kinds = {_kind(a) for a in addresses}
     if "forbidden" in kinds:
         raise refuse(f"{parts.hostname} resolves to a link-local, multicast or reserved address")
-    if kinds != {"public"}:
-        if not allow_private:
-            raise refuse(
-                f"{parts.hostname} resolves to a loopback or private address "
-                "(allowed only with REFERRAL_WEBHOOK_ALLOW_PRIVATE=1)"
-            )
-    elif parts.scheme != "https":
+    if kinds != {"public"} and not allow_private:
+        raise refuse(
+            f"{parts.hostname} resolves to a loopback or private address "
+            "(allowed only with REFERRAL_WEBHOOK_ALLOW_PRIVATE=1)"
+        )
+    # Plain http only inside: a name that also resolves to a public address could be sent there.
+    if parts.scheme != "https" and "public" in kinds:
         raise refuse("only https:// URLs receive webhooks")
     path = parts.path or "/"
     if parts.query:

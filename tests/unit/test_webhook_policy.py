@@ -47,6 +47,9 @@ def test_allowed_urls_connect_to_the_address_that_was_checked(url, addresses, al
         ("http://hooks.example.org/", ("93.184.215.14",), False, "only https://"),
         ("http://hooks.example.org/", ("93.184.215.14",), True, "only https://"),  # plain http to the internet
         ("ftp://hooks.example.org/", ("93.184.215.14",), True, "only https://"),
+        # Plain http where private addresses are allowed, to a name that resolves to a public one too.
+        ("http://mixed.example/", ("10.0.0.1", "93.184.215.14"), True, "only https://"),
+        ("http://mixed.example/", ("93.184.215.14", "10.0.0.1"), True, "only https://"),
         ("https://127.0.0.1/", ("127.0.0.1",), False, "loopback or private"),
         ("https://localhost/", ("::1",), False, "loopback or private"),
         ("https://db.internal/", ("192.168.1.5",), False, "loopback or private"),
