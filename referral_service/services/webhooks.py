@@ -26,6 +26,7 @@ import os
 import secrets
 import socket
 import ssl
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -99,8 +100,34 @@ def _kind(address: str) -> str:
     return "public" if ip.is_global else "private"
 
 
-def check_url(url: str, *, allow_private: bool, resolve: Any = _resolve) -> Target:
-    """The URL as a `Target` to connect to, or `UrlRefused` with the reason."""
+def _lookup(resolve: Any, host: str, port: int, timeout: float) -> list[str]:
+    """`resolve(host, port)`, given at most `timeout` seconds. The system's resolver waits for a name
+    server as long as its own settings say (tens of seconds), and a partner whose name server never
+    answers would hold the notify worker that long every round; a lookup past the time-out is left to
+    end on its own thread."""
+    answer: list[Any] = []
+
+    def run() -> None:
+        try:
+            answer.append(resolve(host, port))
+        except Exception as exc:  # noqa: BLE001 - handed to the caller's thread
+            answer.append(exc)
+
+    thread = threading.Thread(target=run, name="webhook-lookup", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not answer:
+        raise UrlRefused(
+            f"webhook URL refused: {host[:80]} did not resolve within {timeout:g} s", {"url": ["not allowed"]}
+        )
+    if isinstance(answer[0], Exception):
+        raise answer[0]
+    return list(answer[0])
+
+
+def check_url(url: str, *, allow_private: bool, resolve: Any = _resolve, timeout: float = 10.0) -> Target:
+    """The URL as a `Target` to connect to, or `UrlRefused` with the reason; the name is looked up
+    within `timeout` seconds (the webhook time-out)."""
 
     def refuse(reason: str) -> UrlRefused:
         return UrlRefused(f"webhook URL refused: {reason}", {"url": ["not allowed"]})
@@ -121,7 +148,7 @@ def check_url(url: str, *, allow_private: bool, resolve: Any = _resolve) -> Targ
     if parts.fragment:
         raise refuse("a URL with a #fragment is not allowed")
     port = port or (443 if parts.scheme == "https" else 80)
-    addresses = resolve(parts.hostname, port)
+    addresses = _lookup(resolve, parts.hostname, port, timeout)
     if not addresses:
         raise refuse(f"{parts.hostname} has no address")
     kinds = {_kind(a) for a in addresses}
@@ -174,7 +201,11 @@ def register_webhook(
         raise ValidationFailed(
             "unknown webhook event type", {"events": [f"one or more of {', '.join(WEBHOOK_EVENTS)}"]}
         )
-    check_url(url, allow_private=services.settings.webhook_allow_private)
+    check_url(
+        url,
+        allow_private=services.settings.webhook_allow_private,
+        timeout=float(services.settings.webhook_timeout_seconds),
+    )
     secret = new_secret()
     with services.uow() as uow:
         if uow.session.get(Partner, partner_id) is None:
@@ -317,7 +348,7 @@ class Connection:
         self._refused: str | None = None
         self._conn: _PinnedHTTPConnection | _PinnedHTTPSConnection | None = None
         try:
-            target = check_url(url, allow_private=services.settings.webhook_allow_private)
+            target = check_url(url, allow_private=services.settings.webhook_allow_private, timeout=timeout)
         except UrlRefused as exc:
             self._refused = exc.message[:200]
             return
@@ -338,7 +369,11 @@ class Connection:
         if self._conn is None:
             return False
         try:
-            target = check_url(self.url, allow_private=services.settings.webhook_allow_private)
+            target = check_url(
+                self.url,
+                allow_private=services.settings.webhook_allow_private,
+                timeout=float(services.settings.webhook_timeout_seconds),
+            )
         except UrlRefused:
             return False
         return target == self._target

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -77,6 +78,27 @@ def test_refused_urls_say_why(url, addresses, allow_private, reason) -> None:
     with pytest.raises(UrlRefused) as err:
         check_url(url, allow_private=allow_private, resolve=resolver(*addresses))
     assert reason in err.value.message
+
+
+def test_a_name_whose_lookup_hangs_is_refused_at_the_time_out_not_waited_for() -> None:
+    def name_server_that_never_answers(host: str, port: int) -> list[str]:
+        time.sleep(5)
+        return ["93.184.215.14"]
+
+    started = time.monotonic()
+    with pytest.raises(UrlRefused, match=r"hooks\.example\.org did not resolve within 1 s"):
+        check_url(
+            "https://hooks.example.org/", allow_private=False, resolve=name_server_that_never_answers, timeout=1.0
+        )
+    assert time.monotonic() - started < 2.0
+
+
+def test_a_lookup_that_fails_in_time_is_refused_with_its_own_reason() -> None:
+    def no_such_name(host: str, port: int) -> list[str]:
+        raise UrlRefused(f"webhook URL refused: {host} does not resolve")
+
+    with pytest.raises(UrlRefused, match="does not resolve"):
+        check_url("https://hooks.example.org/", allow_private=False, resolve=no_such_name, timeout=5.0)
 
 
 def test_signatures_verify_with_the_standardwebhooks_package() -> None:
