@@ -494,8 +494,9 @@ class _Organization:
         for i, service in enumerate(_list(org.get("services"), "services")):
             where = f"services[{i}]"
             service = _obj(service, where)
-            if _text(service.get("status")).lower() in ("inactive", "defunct"):
-                self.warn(f"service {_text(service.get('name'))[:60]!r} is {service['status']}; left out")
+            status = _text(service.get("status")).lower()
+            if status in ("inactive", "defunct"):
+                self.warn(f"service {_text(service.get('name'))[:60]!r} is {status}; left out")
                 continue
             codes = _service_codes(service, where)
             if not codes:

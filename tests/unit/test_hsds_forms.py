@@ -233,3 +233,14 @@ def test_a_datapackage_that_names_one_table_many_times_stops_at_the_total_size_l
     package["resources"] = package["resources"][:-200]
     (folder / "datapackage.json").write_text(json.dumps(package))
     assert read_directory_source(folder)
+
+
+def test_no_warning_carries_a_control_character_from_the_file(tmp_path: Path) -> None:
+    org = organization_full()
+    org["name"] = "Relief\r\x1b[2K"
+    org["services"][0]["status"] = "\r\x1cinactive\n"  # str.strip() takes these; the warning must not show them
+    org["services"][0]["name"] = "Care\nwarning: forged"
+    converted = convert_records(read_directory_source(write_json(tmp_path / "x.json", org)))
+    shown = [converted[0].label, converted[0].reason or "", *converted[0].warnings]
+    assert any("is inactive; left out" in w for w in converted[0].warnings)
+    assert not [line for line in shown if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in line)]
