@@ -18,7 +18,8 @@ from sqlalchemy.exc import ArgumentError
 
 @dataclass(frozen=True)
 class SmtpRelay:
-    """`smtp://host:port` (STARTTLS when the relay offers it) or `smtps://user:pass@host:port` (TLS)."""
+    """`smtp://host:port` (STARTTLS when the relay offers it; required to send credentials) or
+    `smtps://user:pass@host:port` (TLS)."""
 
     host: str
     port: int

@@ -2,6 +2,14 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 
 from referral_service.domain.geography import UnknownPlace, districts, provinces
 from referral_service.domain.model import LANGUAGES, NETWORKS, SERVICES
+from referral_service.domain.text import has_control
+
+
+def _no_control(name: str) -> None:
+    # A name is shown on pages, in e-mail and on the operator's import lines, one line each.
+    if has_control(name):
+        raise ValidationError("no control characters")
+
 
 _ID = validate.Regexp(r"^[a-z0-9][a-z0-9_-]{1,62}$", error="lower-case letters, digits, - and _ (2-63 chars)")
 
@@ -11,7 +19,13 @@ class PartnerSchema(Schema):
         unknown = RAISE
 
     id = fields.String(required=True, validate=_ID)
-    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    name = fields.String(
+        required=True,
+        validate=[
+            validate.Length(min=1, max=200),
+            _no_control,
+        ],
+    )
     networks = fields.List(fields.String(validate=validate.OneOf(NETWORKS)), load_default=list)
     services = fields.List(
         fields.String(validate=validate.OneOf(SERVICES)), required=True, validate=validate.Length(min=1)

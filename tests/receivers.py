@@ -42,6 +42,9 @@ class WebhookReceiver:
     script: list[int] = field(default_factory=list)
     # Seconds to wait before answering each POST, in turn (then at once): a slow or hung receiver.
     delays: list[float] = field(default_factory=list)
+    # Seconds the answer's headers take to arrive, a byte at a time, each byte well within any time-out
+    # (a receiver that holds the sender without ever going quiet); 0: the answer at once.
+    trickle_seconds: float = 0.0
     received: list[Received] = field(default_factory=list)
 
     def handle(self, headers: dict[str, str], body: bytes, client_port: int = 0) -> int:
@@ -85,9 +88,25 @@ def webhook_receiver(*, keep_alive: bool = False) -> Iterator[WebhookReceiver]:
             body = self.rfile.read(int(self.headers.get("content-length") or 0))
             headers = {k.lower(): v for k, v in self.headers.items()}
             status = receiver.handle(headers, body, self.client_address[1])
+            if receiver.trickle_seconds:
+                self._trickle(status, receiver.trickle_seconds)
+                return
             self.send_response(status)
             self.send_header("content-length", "0")
             self.end_headers()
+
+        def _trickle(self, status: int, seconds: float) -> None:
+            self.wfile.write(f"{self.protocol_version} {status} OK\r\nx-slow: ".encode())
+            until = time.monotonic() + seconds
+            while time.monotonic() < until:
+                try:
+                    self.wfile.write(b"z")
+                    self.wfile.flush()
+                except OSError:  # the sender gave up
+                    self.close_connection = True
+                    return
+                time.sleep(0.1)
+            self.wfile.write(b"\r\ncontent-length: 0\r\n\r\n")
 
         def log_message(self, *_: Any) -> None:
             pass
@@ -114,11 +133,15 @@ class Mailbox:
     port: int
     messages: list[EmailMessage] = field(default_factory=list)
     envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
+    logins: list[tuple[str, str]] = field(default_factory=list)  # (user, password) the relay was given
 
 
 @contextmanager
-def smtp_server() -> Iterator[Mailbox]:
+def smtp_server(*, auth_in_the_clear: bool = False) -> Iterator[Mailbox]:
+    """`auth_in_the_clear`: the relay offers AUTH without STARTTLS (a downgraded or careless relay) and
+    keeps the credentials it is sent."""
     from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult, LoginPassword
 
     box = Mailbox(free_port())
 
@@ -128,7 +151,13 @@ def smtp_server() -> Iterator[Mailbox]:
             box.messages.append(message_from_bytes(envelope.original_content, policy=policy.default))  # type: ignore[arg-type]
             return "250 OK"
 
-    controller = Controller(Handler(), hostname="127.0.0.1", port=box.port)
+    def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+        if isinstance(data, LoginPassword):
+            box.logins.append((data.login.decode(), data.password.decode()))
+        return AuthResult(success=True)
+
+    extra: dict[str, Any] = {"authenticator": authenticator, "auth_require_tls": False} if auth_in_the_clear else {}
+    controller = Controller(Handler(), hostname="127.0.0.1", port=box.port, **extra)
     controller.start()
     try:
         yield box

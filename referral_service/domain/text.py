@@ -46,6 +46,23 @@ def unstorable(text: str) -> bool:
     return _DECODED.search(text) is not None
 
 
+# Control characters (C0, DEL, C1: line breaks, tabs, terminal escapes) and halves of surrogate pairs. No
+# organisation's name holds one; a name that did could break the lines an operator reads (a forged
+# "updated ..." line in an import's summary) or drive the terminal.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def has_control(text: str) -> bool:
+    """Whether `text` holds a control character or a surrogate (which `unstorable` also refuses)."""
+    return _CONTROL.search(text) is not None
+
+
+def shown(text: str) -> str:
+    """`text` for one line of a terminal or a log: control characters and surrogates as escapes
+    (\\n, \\x1b, \\ud800), everything else, Urdu as well, as it is."""
+    return _CONTROL.sub(lambda m: ascii(m.group())[1:-1], text)
+
+
 def unstorable_json(source: str) -> bool:
     """Whether the JSON text `source` (already parsed: every escape is inside a string) would give a
     string, key or value, that holds a NUL or a lone surrogate."""

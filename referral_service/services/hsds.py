@@ -19,8 +19,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import lzma
+import os
 import re
+import stat
 import zipfile
+import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -29,6 +33,7 @@ from typing import Any
 
 from referral_service.domain.geography import UnknownPlace, provinces, resolve_place
 from referral_service.domain.model import LANGUAGES, PARTNER_FIELDS, SERVICES
+from referral_service.domain.text import shown
 
 _WORDS = {
     "medical": ("medical", "health", "hospital", "clinic", "trauma care", "physiotherapy"),
@@ -75,7 +80,9 @@ _LANGUAGE_ALIASES = {
 PARTNER_KEYS = frozenset({"id", *PARTNER_FIELDS})
 # What HSDS cannot say: set on a new partner from the defaults, never overwritten on an existing one.
 KEPT_ON_UPDATE = ("capacity", "staff_sex", "active", "networks", "notify_language")
-MAX_FILE_BYTES = 50 * 1024 * 1024
+MB = 1024 * 1024
+MAX_FILE_BYTES = 50 * MB
+MAX_TOTAL_BYTES = 50 * MB  # all files of one import together
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -99,32 +106,68 @@ class Converted:
 
 
 # -- reading the source --------------------------------------------------------------------------
+class _Budget:
+    """What one import may read in all (pages, tables, zip members together): a data package that names
+    one table many times, or a folder of many pages, must not hold the operator's memory."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.left = MAX_TOTAL_BYTES
+
+    def take(self, size: int) -> None:
+        self.left -= size
+        if self.left < 0:
+            raise HsdsFileError(f"{self.where}: its files together are larger than {MAX_TOTAL_BYTES // MB} MB")
+
+
 def read_directory_source(path: Path) -> list[Any]:
     """The records of a file, folder or zip: organizations (nested HSDS) or partner objects."""
+    budget = _Budget(str(path))
     if path.is_dir():
         if (path / "datapackage.json").is_file():
-            return _tabular(lambda name: _read_bytes(path / name), str(path))
+            return _tabular(lambda name: _read_inside(path, name, budget), str(path))
         pages = sorted(p for p in path.iterdir() if p.suffix.lower() == ".json" and p.is_file())
         if not pages:
             raise HsdsFileError(f"{path}: the folder holds neither datapackage.json nor .json pages")
         records: list[Any] = []
         for page in pages:
-            records.extend(_records_of(_parse_json(_read_bytes(page), page.name), page.name))
+            records.extend(_records_of(_parse_json(_read_inside(path, page.name, budget), page.name), page.name))
         return records
     if zipfile.is_zipfile(path):
-        return _from_zip(path)
-    return _records_of(_parse_json(_read_bytes(path), str(path)), str(path))
+        return _from_zip(path, budget)
+    return _records_of(_parse_json(_read_bytes(path, budget), str(path)), str(path))
 
 
-def _read_bytes(path: Path) -> bytes:
+def _read_inside(folder: Path, name: str, budget: _Budget) -> bytes:
+    """A file of the folder, itself: a symbolic link that leads out of the folder is refused (a
+    publisher's folder must not make the import read the operator's own files)."""
+    path = folder / name
     try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise HsdsFileError(f"{path}: larger than {MAX_FILE_BYTES // (1024 * 1024)} MB")
-        return path.read_bytes()
+        inside = path.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError):  # a loop of links
+        inside = False
+    if not inside:
+        raise HsdsFileError(f"{path}: a link that leads out of the folder; not read")
+    return _read_bytes(path, budget)
+
+
+def _read_bytes(path: Path, budget: _Budget) -> bytes:
+    try:
+        # Only a regular file: a device or a named pipe would be read without end, or wait for ever
+        # (opening a pipe waits for a writer, unless non-blocking; a regular file ignores the flag).
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise HsdsFileError(f"{path}: not a regular file")
+            raw = f.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise HsdsFileError(f"{path}: no such file") from None
     except OSError as exc:
         raise HsdsFileError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise HsdsFileError(f"{path}: larger than {MAX_FILE_BYTES // MB} MB")
+    budget.take(len(raw))
+    return raw
 
 
 def _parse_json(raw: bytes, where: str) -> Any:
@@ -133,6 +176,8 @@ def _parse_json(raw: bytes, where: str) -> Any:
     except (UnicodeDecodeError, ValueError) as exc:
         line = f" (line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else ""
         raise HsdsFileError(f"{where} is not valid JSON{line}") from None
+    except RecursionError:
+        raise HsdsFileError(f"{where}: JSON nested too deeply to be a directory") from None
 
 
 def _records_of(data: Any, where: str) -> list[Any]:
@@ -152,7 +197,12 @@ def _records_of(data: Any, where: str) -> list[Any]:
     )
 
 
-def _from_zip(path: Path) -> list[Any]:
+# What reading a zip member can raise besides BadZipFile: an encrypted member (RuntimeError), a
+# compression method not supported (NotImplementedError), damaged compressed data (zlib, bz2, lzma).
+_MEMBER_ERRORS = (RuntimeError, NotImplementedError, EOFError, ValueError, OSError, zlib.error, lzma.LZMAError)
+
+
+def _from_zip(path: Path, budget: _Budget) -> list[Any]:
     try:
         with zipfile.ZipFile(path) as archive:
             names = [n for n in archive.namelist() if PurePosixPath(n).name == "datapackage.json"]
@@ -167,8 +217,13 @@ def _from_zip(path: Path) -> list[Any]:
                 except KeyError:
                     raise FileNotFoundError(inner) from None
                 if info.file_size > MAX_FILE_BYTES:
-                    raise HsdsFileError(f"{path}: {inner} is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB")
-                return archive.read(info)
+                    raise HsdsFileError(f"{path}: {inner} is larger than {MAX_FILE_BYTES // MB} MB")
+                budget.take(info.file_size)  # the size read is at most the one declared (else a bad CRC)
+                try:
+                    return archive.read(info)
+                except _MEMBER_ERRORS as exc:
+                    why = "encrypted" if info.flag_bits & 0x1 else f"damaged or not supported ({type(exc).__name__})"
+                    raise HsdsFileError(f"{path}: {inner[:80]} cannot be read: {why}") from None
 
             return _tabular(member, str(path))
     except zipfile.BadZipFile:
@@ -439,8 +494,9 @@ class _Organization:
         for i, service in enumerate(_list(org.get("services"), "services")):
             where = f"services[{i}]"
             service = _obj(service, where)
-            if _text(service.get("status")).lower() in ("inactive", "defunct"):
-                self.warn(f"service {_text(service.get('name'))[:60]!r} is {service['status']}; left out")
+            status = _text(service.get("status")).lower()
+            if status in ("inactive", "defunct"):
+                self.warn(f"service {_text(service.get('name'))[:60]!r} is {status}; left out")
                 continue
             codes = _service_codes(service, where)
             if not codes:
@@ -485,7 +541,8 @@ def convert_records(records: list[Any], *, capacity: int = 10) -> list[Converted
         if not isinstance(record, dict):
             out.append(Converted(f"record {n}", reason=f"not an object but {type(record).__name__}"))
             continue
-        label = _text(record.get("name"))[:80] or _text(record.get("id"))[:80] or f"record {n}"
+        # The label goes on the operator's lines as it is: a name's line break must not start a line.
+        label = shown(_text(record.get("name"))[:80] or _text(record.get("id"))[:80] or f"record {n}")
         if is_partner_object(record):
             out.append(Converted(label, partner=record))
             continue

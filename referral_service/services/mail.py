@@ -92,6 +92,12 @@ def send(relay: SmtpRelay, message: EmailMessage, *, timeout: float = TIMEOUT_SE
             if client.has_extn("starttls"):
                 client.starttls(context=context)
                 client.ehlo()
+            elif relay.username:
+                # A relay without STARTTLS (or one whose offer was stripped on the way) would be sent
+                # the password in the clear.
+                raise smtplib.SMTPNotSupportedError(
+                    "the relay offers no STARTTLS; its credentials are not sent unencrypted"
+                )
         if relay.username:
             client.login(relay.username, relay.password or "")
         client.send_message(message)

@@ -9,7 +9,9 @@
    payload fixed there: identifiers, service, risk level, due time and the case page link, all from
    the event. Nothing personal is read, so nothing personal can be written. The row's id is the
    `webhook-id`, the same on every retry. Then it sends them (one connection per endpoint, its secret
-   opened once) and records every answer of the round in one transaction. A failure or time-out is
+   opened once; an endpoint whose posts took one time-out in all waits for the next round, so a slow
+   receiver cannot take a round from the others) and records every answer of the round in one
+   transaction. A failure or time-out is
    retried with exponential back-off and full jitter, the first retry within 30 seconds, for at least
    `RETRY_FOR` (a day); after that the row is parked with the reason. Admins list a partner's recent
    deliveries and replay one; `prune` deletes old rows.
@@ -349,16 +351,26 @@ class Sender:
         # endpoint id -> (when its URL was last checked, under which rule)
         self._checked: dict[str, tuple[float, bool]] = {}
         self._broken: dict[str, str] = {}  # endpoint id -> why it could not be reached this round
+        self._spent: dict[str, float] = {}  # endpoint id -> seconds its posts took this round
 
     def begin_round(self, now: datetime) -> None:
         self.now = now
         self._broken.clear()
+        self._spent.clear()
         idle_since = self._clock() - self.IDLE_SECONDS
         for endpoint_id, (connection, used_at) in list(self._connections.items()):
             if used_at < idle_since:
                 connection.close()
                 del self._connections[endpoint_id]
                 self._checked.pop(endpoint_id, None)
+
+    def defer(self, row: Claimed) -> bool:
+        """Whether the row waits for the next round (no attempt counted): its endpoint has had its share
+        of this one, one time-out. A receiver that answers each post just within the time-out must not
+        take the whole round from every other partner's notices."""
+        if row.channel != WEBHOOK or row.endpoint is None or row.endpoint[1] in self._broken:
+            return False  # an unreachable endpoint's rows fail at once and back off (`_webhook`)
+        return self._spent.get(row.endpoint[1], 0.0) >= self.services.settings.webhook_timeout_seconds
 
     def send(self, row: Claimed) -> Outcome:
         if row.channel == WEBHOOK:
@@ -402,8 +414,10 @@ class Sender:
         signer = self._signers.get(key)
         if signer is None:
             signer = self._signers[key] = webhooks.Signer(webhooks.open_secret(self.services, endpoint_id, sealed))
+        started = self._clock()
         connection = self._connection(endpoint_id, url)
         answer = connection.post(signer, row.id, webhooks.body_text(row.payload), at=self.now)
+        self._spent[endpoint_id] = self._spent.get(endpoint_id, 0.0) + self._clock() - started
         if answer.status is None:
             self._broken[endpoint_id] = answer.error or "failed"
         return Outcome(answer.ok, answer.status, answer.error)
@@ -525,7 +539,7 @@ def deliver_due(
     unsent: list[str] = []
     try:
         for row in rows:
-            if elapsed() - started > budget:
+            if elapsed() - started > budget or sender.defer(row):
                 unsent.append(row.id)
                 continue
             try:

@@ -10,6 +10,8 @@
   connection at least every 30 seconds (`Sender.RECHECK_SECONDS`); the request goes to the very address
   that was checked (no second lookup that DNS rebinding could answer differently); redirects are not
   followed.
+* A post (connecting, TLS, the request and the whole answer) ends at `REFERRAL_WEBHOOK_TIMEOUT_SECONDS`,
+  however the receiver paces its bytes.
 """
 
 from __future__ import annotations
@@ -17,12 +19,15 @@ from __future__ import annotations
 import base64
 import functools
 import http.client
+import io
 import ipaddress
 import json
 import os
 import secrets
 import socket
 import ssl
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -75,8 +80,17 @@ def _resolve(host: str, port: int) -> list[str]:
 
 def _kind(address: str) -> str:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif ip.sixtofour is not None or ip.teredo is not None:
+            # 6to4 (2002::/16) and Teredo (2001::/32) carry an IPv4 address that a tunnel delivers to:
+            # 2002:7f00:1:: is 127.0.0.1 to a host with a 6to4 route, and Python calls it global.
+            inner = [ip.sixtofour] if ip.sixtofour is not None else list(ip.teredo or ())
+            kinds = {_kind(str(a)) for a in inner}
+            return "forbidden" if "forbidden" in kinds else ("public" if kinds == {"public"} else "private")
+        elif ip.is_site_local:  # fec0::/10, deprecated but still routed inside some networks
+            return "private"
     if ip.is_link_local or ip.is_multicast or ip.is_unspecified:
         return "forbidden"
     if ip.is_loopback:  # before "reserved": ::1 is in IPv6's reserved ::/8
@@ -86,8 +100,34 @@ def _kind(address: str) -> str:
     return "public" if ip.is_global else "private"
 
 
-def check_url(url: str, *, allow_private: bool, resolve: Any = _resolve) -> Target:
-    """The URL as a `Target` to connect to, or `UrlRefused` with the reason."""
+def _lookup(resolve: Any, host: str, port: int, timeout: float) -> list[str]:
+    """`resolve(host, port)`, given at most `timeout` seconds. The system's resolver waits for a name
+    server as long as its own settings say (tens of seconds), and a partner whose name server never
+    answers would hold the notify worker that long every round; a lookup past the time-out is left to
+    end on its own thread."""
+    answer: list[Any] = []
+
+    def run() -> None:
+        try:
+            answer.append(resolve(host, port))
+        except Exception as exc:  # noqa: BLE001 - handed to the caller's thread
+            answer.append(exc)
+
+    thread = threading.Thread(target=run, name="webhook-lookup", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not answer:
+        raise UrlRefused(
+            f"webhook URL refused: {host[:80]} did not resolve within {timeout:g} s", {"url": ["not allowed"]}
+        )
+    if isinstance(answer[0], Exception):
+        raise answer[0]
+    return list(answer[0])
+
+
+def check_url(url: str, *, allow_private: bool, resolve: Any = _resolve, timeout: float = 10.0) -> Target:
+    """The URL as a `Target` to connect to, or `UrlRefused` with the reason; the name is looked up
+    within `timeout` seconds (the webhook time-out)."""
 
     def refuse(reason: str) -> UrlRefused:
         return UrlRefused(f"webhook URL refused: {reason}", {"url": ["not allowed"]})
@@ -108,19 +148,19 @@ def check_url(url: str, *, allow_private: bool, resolve: Any = _resolve) -> Targ
     if parts.fragment:
         raise refuse("a URL with a #fragment is not allowed")
     port = port or (443 if parts.scheme == "https" else 80)
-    addresses = resolve(parts.hostname, port)
+    addresses = _lookup(resolve, parts.hostname, port, timeout)
     if not addresses:
         raise refuse(f"{parts.hostname} has no address")
     kinds = {_kind(a) for a in addresses}
     if "forbidden" in kinds:
         raise refuse(f"{parts.hostname} resolves to a link-local, multicast or reserved address")
-    if kinds != {"public"}:
-        if not allow_private:
-            raise refuse(
-                f"{parts.hostname} resolves to a loopback or private address "
-                "(allowed only with REFERRAL_WEBHOOK_ALLOW_PRIVATE=1)"
-            )
-    elif parts.scheme != "https":
+    if kinds != {"public"} and not allow_private:
+        raise refuse(
+            f"{parts.hostname} resolves to a loopback or private address "
+            "(allowed only with REFERRAL_WEBHOOK_ALLOW_PRIVATE=1)"
+        )
+    # Plain http only inside: a name that also resolves to a public address could be sent there.
+    if parts.scheme != "https" and "public" in kinds:
         raise refuse("only https:// URLs receive webhooks")
     path = parts.path or "/"
     if parts.query:
@@ -161,7 +201,11 @@ def register_webhook(
         raise ValidationFailed(
             "unknown webhook event type", {"events": [f"one or more of {', '.join(WEBHOOK_EVENTS)}"]}
         )
-    check_url(url, allow_private=services.settings.webhook_allow_private)
+    check_url(
+        url,
+        allow_private=services.settings.webhook_allow_private,
+        timeout=float(services.settings.webhook_timeout_seconds),
+    )
     secret = new_secret()
     with services.uow() as uow:
         if uow.session.get(Partner, partner_id) is None:
@@ -198,13 +242,63 @@ def _open(address: str, port: int, timeout: float | None) -> socket.socket:
     return sock
 
 
+class _Deadline:
+    """When the post under way must be over (`time.monotonic()`): a socket's time-out bounds one read,
+    and a receiver sending a byte now and then would hold the worker (and every other partner's
+    notices) for hours; each step of connecting and each read gets only the time left of the whole."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+
+    def start(self) -> None:
+        self.at = time.monotonic() + self.seconds
+
+    def left(self) -> float:
+        left = self.at - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the receiver took longer than the time-out")
+        return left
+
+
+class _DeadlineReader(io.RawIOBase):
+    def __init__(self, sock: socket.socket, deadline: _Deadline) -> None:
+        self._sock, self._deadline = sock, deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        # One read of a TLS socket waits at most its time-out in all (CPython keeps a deadline per call).
+        self._sock.settimeout(self._deadline.left())
+        return self._sock.recv_into(buffer)
+
+
+class _DeadlineSocket:
+    """The connection's socket, whose answers `http.client` reads through `_DeadlineReader`."""
+
+    def __init__(self, sock: socket.socket, deadline: _Deadline) -> None:
+        self._sock, self._deadline = sock, deadline
+
+    def makefile(self, mode: str = "rb", *_: Any, **__: Any) -> io.BufferedReader:
+        return io.BufferedReader(_DeadlineReader(self._sock, self._deadline))
+
+    def sendall(self, data: Any) -> None:
+        self._sock.settimeout(self._deadline.left())
+        self._sock.sendall(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
 class _PinnedHTTPConnection(http.client.HTTPConnection):
     def __init__(self, target: Target, timeout: float) -> None:
         super().__init__(target.host, target.port, timeout=timeout)
         self._address = target.address
+        self.deadline = _Deadline(timeout)
 
     def connect(self) -> None:
-        self.sock = _open(self._address, self.port, self.timeout)
+        self.sock = _DeadlineSocket(_open(self._address, self.port, self.deadline.left()), self.deadline)
 
 
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
@@ -212,10 +306,13 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
         super().__init__(target.host, target.port, timeout=timeout, context=context)
         self._address = target.address
         self._tls = context
+        self.deadline = _Deadline(timeout)
 
     def connect(self) -> None:
-        raw = _open(self._address, self.port, self.timeout)
-        self.sock = self._tls.wrap_socket(raw, server_hostname=self.host)  # certificate checked for the host
+        raw = _open(self._address, self.port, self.deadline.left())
+        raw.settimeout(self.deadline.left())  # the handshake waits at most this in all
+        tls = self._tls.wrap_socket(raw, server_hostname=self.host)  # certificate checked for the host
+        self.sock = _DeadlineSocket(tls, self.deadline)
 
 
 class Signer:
@@ -249,9 +346,9 @@ class Connection:
         self.url = url
         timeout = float(services.settings.webhook_timeout_seconds)
         self._refused: str | None = None
-        self._conn: http.client.HTTPConnection | None = None
+        self._conn: _PinnedHTTPConnection | _PinnedHTTPSConnection | None = None
         try:
-            target = check_url(url, allow_private=services.settings.webhook_allow_private)
+            target = check_url(url, allow_private=services.settings.webhook_allow_private, timeout=timeout)
         except UrlRefused as exc:
             self._refused = exc.message[:200]
             return
@@ -272,7 +369,11 @@ class Connection:
         if self._conn is None:
             return False
         try:
-            target = check_url(self.url, allow_private=services.settings.webhook_allow_private)
+            target = check_url(
+                self.url,
+                allow_private=services.settings.webhook_allow_private,
+                timeout=float(services.settings.webhook_timeout_seconds),
+            )
         except UrlRefused:
             return False
         return target == self._target
@@ -304,7 +405,10 @@ class Connection:
             conn.close()
             return Answer(False, None, f"connection failed ({type(exc).__name__})")
 
-    def _exchange(self, conn: http.client.HTTPConnection, body: bytes, headers: dict[str, str]) -> Answer:
+    def _exchange(
+        self, conn: _PinnedHTTPConnection | _PinnedHTTPSConnection, body: bytes, headers: dict[str, str]
+    ) -> Answer:
+        conn.deadline.start()  # connecting (if need be), sending and the whole answer: one time-out
         conn.request("POST", self._target.path, body=body, headers=headers)
         self._used = True
         response = conn.getresponse()

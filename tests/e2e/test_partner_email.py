@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import smtplib
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -11,8 +13,9 @@ import pytest
 from sqlalchemy import select
 
 from referral_service.bootstrap import Services, bootstrap
+from referral_service.config import SmtpRelay
 from referral_service.db.models import Notification
-from referral_service.services import notifications
+from referral_service.services import mail, notifications
 from tests.conftest import FakeClock, embedded_settings
 from tests.e2e.test_partner_webhooks import PERSONAL
 from tests.factories import referral_body
@@ -144,3 +147,23 @@ def test_overdue_follow_ups_are_mailed_once_a_day_as_one_digest(
     assert "https://referrals.van.example.org/inbox" in text
     assert referral["id"] not in text
     assert not [m for m in PERSONAL if m in digest_mail.as_string()]
+
+
+def test_credentials_are_never_sent_to_a_relay_that_offers_no_starttls() -> None:
+    # smtp://user:password@host: "STARTTLS when the relay offers it"; one that does not (or whose offer
+    # an attacker on the path strips) must not be given the password in the clear.
+    message = mail.compose(
+        sender="referrals@van.example.org",
+        to=CONTACT,
+        language="en",
+        url="https://x.example/",
+        due=None,
+        message_id="m1",
+    )
+    with smtp_server(auth_in_the_clear=True) as box:
+        relay = SmtpRelay(host="127.0.0.1", port=box.port, tls=False, username="relay-user", password="relay-secret")
+        with pytest.raises(smtplib.SMTPNotSupportedError, match="STARTTLS"):
+            mail.send(relay, message)
+        assert box.logins == [] and box.messages == []
+        mail.send(replace(relay, username=None, password=None), message)  # without credentials it goes
+        assert len(box.messages) == 1

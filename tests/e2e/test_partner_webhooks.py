@@ -518,3 +518,50 @@ def test_the_cli_registers_a_webhook_prints_the_secret_once_and_stores_it_sealed
     [(operator, outcome, details)] = _on_record(services, "partner.webhook_register")
     assert operator.startswith("os:") and outcome == "allowed"
     assert details == {"fields": [], "partner_id": PARTNER_ID, "via": "cli"}
+
+
+def test_a_receiver_that_trickles_its_answer_is_cut_off_at_the_time_out_not_held_on_to(
+    services: Services, pipeline: InProcessPipeline, receiver: WebhookReceiver, client: Any, make_user: Any
+) -> None:
+    # Each byte comes well within the 1 s time-out, so only a limit on the whole answer ends it: without
+    # one, a partner's system could hold the notify worker, and every other partner's notices, for hours.
+    services.settings = replace(services.settings, webhook_timeout_seconds=1)
+    receiver.trickle_seconds = 6.0
+    _submit(client, make_user)
+    pipeline.drain()
+    started = time.monotonic()
+    assert notifications.deliver_due(services) == {"pending": 1, "delivered": 0, "parked": 0}
+    assert time.monotonic() - started < 3.0
+    [row] = _rows(services)
+    assert (row.last_error, row.last_status, row.attempts) == ("timed out", None, 1)
+
+
+def test_a_receiver_that_answers_slowly_gets_one_time_out_of_a_round_and_the_other_partners_are_sent(
+    services: Services,
+    pipeline: InProcessPipeline,
+    receiver: WebhookReceiver,
+    add_partner: Any,
+    client: Any,
+    make_user: Any,
+) -> None:
+    # Each answer comes within the 2 s time-out, so none fails: without a share per endpoint, a partner
+    # answering slowly would take the round (up to half the lease) from every other partner's notices.
+    services.settings = replace(services.settings, webhook_timeout_seconds=2)
+    receiver.delays = [1.2, 1.2, 1.2]
+    add_partner(id="p-legal", name="Peshawar Legal Aid", services=["legal_aid"])
+    with webhook_receiver() as other:
+        other.secret = register_webhook(services, "p-legal", other.url)["secret"]
+        for i in range(3):
+            _submit(client, make_user, subject__phone=f"+92300765432{i}", subject__cnic=f"17301-765432{i}-5")
+        _submit(client, make_user, needs=["legal_aid"], subject__phone="+923007654329", subject__cnic="17301-7654329-5")
+        pipeline.drain()
+
+        counts = notifications.deliver_due(services)
+        assert counts == {"pending": 0, "delivered": 3, "parked": 0}
+        assert len(receiver.received) == 2  # 2.4 s of posts: its share is used up, the third waits
+        assert len(other.received) == 1 and other.received[0].error is None
+        waiting = [r for r in _rows(services) if r.status == "pending"]
+        assert [(r.partner_id, r.attempts, r.last_error) for r in waiting] == [(PARTNER_ID, 0, None)]
+
+        assert notifications.deliver_due(services)["delivered"] == 1  # the next round, at once
+        assert len(receiver.received) == 3

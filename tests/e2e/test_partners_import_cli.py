@@ -128,3 +128,32 @@ def test_a_plain_list_of_partner_objects_still_imports_and_bad_ones_are_skipped_
         "1 new, 0 updated, 0 unchanged, 1 skipped; imported 1 partner(s) in one transaction",
     ]
     assert json.loads(json.dumps(_partners(services)["p-a"]))["capacity"] == 3
+
+
+def test_names_with_line_breaks_control_characters_or_unstorable_text_are_skipped_and_cannot_forge_a_line(
+    home: Path, services: Any, tmp_path: Path
+) -> None:
+    def partner(pid: str, name: str) -> dict[str, Any]:
+        return {"id": pid, "name": name, "services": ["medical"], "districts": ["Peshawar"], "capacity": 3}
+
+    forged = "A\nupdated    p-edhi  Edhi Foundation (nothing else changed)"
+    records = [
+        partner("p-a", forged),
+        partner("p-nul", "Nul\x00 Relief"),
+        partner("p-esc", "Esc \x1b[1A\x1b[2K"),
+        partner("p-half", "Half \ud800 pair"),
+        partner("p-ok", "خیبر ریلیف"),  # noqa: RUF001 - Urdu text is a name like any other
+    ]
+    file = tmp_path / "p.json"
+    file.write_text(json.dumps(records))  # \u escapes: what a publisher's file can hold
+    result = cli(base_env(home), "partners", "import", str(file))
+    lines = result.stdout.splitlines()
+    assert lines == [
+        "skipped    -  A\\nupdated    p-edhi  Edhi Foundation (nothing else changed): name: no control characters",
+        "skipped    -  Nul\\x00 Relief: name: no control characters",
+        "skipped    -  Esc \\x1b[1A\\x1b[2K: name: no control characters",
+        "skipped    -  Half \\ud800 pair: name: no control characters",
+        "new        p-ok  خیبر ریلیف",  # noqa: RUF001
+        "1 new, 0 updated, 0 unchanged, 4 skipped; imported 1 partner(s) in one transaction",
+    ]
+    assert sorted(_partners(services)) == ["p-ok"]

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from referral_service.services import hsds
 from referral_service.services.hsds import HsdsFileError, convert_records, read_directory_source
 from schemas import PartnerSchema
 from tests.hsds_fixtures import (
@@ -130,3 +134,113 @@ def test_partner_objects_in_our_own_format_pass_through_unchanged(tmp_path: Path
     converted = convert_records(read_directory_source(write_json(tmp_path / "p.json", [obj])))
     assert converted[0].partner == obj and converted[0].keep_on_update == ()
     assert json.loads((tmp_path / "p.json").read_text()) == [obj]
+
+
+def test_json_nested_too_deeply_is_one_line_not_a_recursion_error(tmp_path: Path) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(HsdsFileError, match="nested too deeply"):
+        read_directory_source(path)
+
+
+def _central_entries(raw: bytearray) -> list[int]:
+    at, found = 0, []
+    while (at := raw.find(b"PK\x01\x02", at)) >= 0:
+        found.append(at)
+        at += 4
+    return found
+
+
+def _encrypted(raw: bytearray) -> None:
+    for at in _central_entries(raw):
+        raw[at + 8] |= 0x1  # general-purpose flag bit 0: encrypted
+
+
+def _unknown_method(raw: bytearray) -> None:
+    for at in _central_entries(raw):
+        raw[at + 10] = 99  # the AES method number, which zipfile does not read
+
+
+@pytest.mark.parametrize(("damage", "message"), [(_encrypted, "encrypted"), (_unknown_method, "not supported")])
+def test_a_zip_whose_members_cannot_be_read_is_one_line(tmp_path: Path, damage: Any, message: str) -> None:
+    raw = bytearray(tabular_zip(tabular_folder(tmp_path / "csv"), tmp_path / "ok.zip").read_bytes())
+    damage(raw)
+    path = tmp_path / "bad.zip"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(HsdsFileError, match=message) as err:
+        read_directory_source(path)
+    assert "datapackage.json cannot be read" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_damaged_compressed_data_in_a_zip_is_one_line(tmp_path: Path) -> None:
+    folder = tabular_folder(tmp_path / "csv")
+    path = tmp_path / "deflated.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for f in sorted(folder.iterdir()):
+            archive.write(f, f.name)
+    raw = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo("datapackage.json")
+    start = info.header_offset + 30 + len(info.filename)  # the member's compressed bytes
+    for i in range(start, start + 40):
+        raw[i] ^= 0xA5
+    path.write_bytes(bytes(raw))
+    with pytest.raises(HsdsFileError, match="datapackage.json"):
+        read_directory_source(path)
+
+
+def test_a_table_linked_from_outside_the_datapackage_folder_is_refused(tmp_path: Path) -> None:
+    folder = tabular_folder(tmp_path / "csv")
+    outside = tmp_path / "operators-own.csv"
+    outside.write_text((folder / "organizations.csv").read_text())
+    (folder / "organizations.csv").unlink()
+    (folder / "organizations.csv").symlink_to(outside)
+    with pytest.raises(HsdsFileError, match="leads out of the folder"):
+        read_directory_source(folder)
+
+
+def test_a_page_linked_from_outside_a_folder_of_pages_is_refused(tmp_path: Path) -> None:
+    outside = write_json(tmp_path / "elsewhere.json", organization_list_page())
+    (tmp_path / "pages").mkdir()
+    (tmp_path / "pages" / "1.json").symlink_to(outside)
+    with pytest.raises(HsdsFileError, match="leads out of the folder"):
+        read_directory_source(tmp_path / "pages")
+
+
+def test_a_named_pipe_in_the_datapackage_is_refused_not_waited_for(tmp_path: Path) -> None:
+    folder = tabular_folder(tmp_path / "csv")
+    (folder / "organizations.csv").unlink()
+    os.mkfifo(folder / "organizations.csv")  # opening it for reading would wait for a writer for ever
+    with pytest.raises(HsdsFileError, match="not a regular file"):
+        read_directory_source(folder)
+
+
+def test_a_datapackage_that_names_one_table_many_times_stops_at_the_total_size_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tabular_folder(tmp_path / "csv")
+    size = (folder / "organizations.csv").stat().st_size
+    package = json.loads((folder / "datapackage.json").read_text())
+    package["resources"] += [{"name": f"copy{i}", "path": "organizations.csv"} for i in range(200)]
+    (folder / "datapackage.json").write_text(json.dumps(package))
+    total = sum(f.stat().st_size for f in folder.iterdir())
+    monkeypatch.setattr(hsds, "MAX_TOTAL_BYTES", total + 10 * size)  # the package once passes, 200 copies do not
+    with pytest.raises(HsdsFileError, match="together are larger than"):
+        read_directory_source(folder)
+    zipped = tabular_zip(folder, tmp_path / "many.zip")
+    with pytest.raises(HsdsFileError, match="together are larger than"):
+        read_directory_source(zipped)
+    package["resources"] = package["resources"][:-200]
+    (folder / "datapackage.json").write_text(json.dumps(package))
+    assert read_directory_source(folder)
+
+
+def test_no_warning_carries_a_control_character_from_the_file(tmp_path: Path) -> None:
+    org = organization_full()
+    org["name"] = "Relief\r\x1b[2K"
+    org["services"][0]["status"] = "\r\x1cinactive\n"  # str.strip() takes these; the warning must not show them
+    org["services"][0]["name"] = "Care\nwarning: forged"
+    converted = convert_records(read_directory_source(write_json(tmp_path / "x.json", org)))
+    shown = [converted[0].label, converted[0].reason or "", *converted[0].warnings]
+    assert any("is inactive; left out" in w for w in converted[0].warnings)
+    assert not [line for line in shown if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in line)]
