@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, select, text
@@ -25,6 +26,15 @@ REWRITTEN_TABLES = ("subject_keys", "blind_indexes")
 VACUUMED_TABLES = ("subjects",)
 # VACUUM FULL takes an exclusive lock; never queue behind a long transaction holding everything up.
 LOCK_TIMEOUT = "10s"
+# VACUUM keeps every row version that a transaction still running may see, and PostgreSQL counts a
+# transaction of any database on the server, not only this one's: the purge first waits this long (seconds)
+# for the transactions that were open when the erasure committed.
+PURGE_WAIT_SECONDS = 30.0
+#: Other transactions still open that began before `:since` (their snapshots may see the erased key).
+_OLDER_TRANSACTIONS = text(
+    "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND xact_start < :since "
+    "AND (backend_xid IS NOT NULL OR backend_xmin IS NOT NULL)"
+)
 
 
 def erase_subject(services: Services, subject_id: str) -> list[str]:
@@ -45,7 +55,11 @@ def erase_subject(services: Services, subject_id: str) -> list[str]:
 
 
 def purge_old_versions(
-    engine: Engine, rewrite: tuple[str, ...] = REWRITTEN_TABLES, vacuum: tuple[str, ...] = VACUUMED_TABLES
+    engine: Engine,
+    rewrite: tuple[str, ...] = REWRITTEN_TABLES,
+    vacuum: tuple[str, ...] = VACUUMED_TABLES,
+    *,
+    wait: float | None = None,
 ) -> list[str]:
     """Make committed deletes and overwrites physical: after an erasure, the old wrapped key must not
     be recoverable from the database's files (it stays in backups; see the README). On PostgreSQL the
@@ -53,7 +67,7 @@ def purge_old_versions(
     if engine.dialect.name == "sqlite":
         return _truncate_sqlite_wal(engine)
     if engine.dialect.name == "postgresql":
-        return _vacuum_postgres(engine, rewrite, vacuum)
+        return _vacuum_postgres(engine, rewrite, vacuum, PURGE_WAIT_SECONDS if wait is None else wait)
     return []
 
 
@@ -77,9 +91,22 @@ def _truncate_sqlite_wal(engine: Engine) -> list[str]:
     return []
 
 
-def _vacuum_postgres(engine: Engine, rewrite: tuple[str, ...], vacuum: tuple[str, ...]) -> list[str]:
+def _vacuum_postgres(engine: Engine, rewrite: tuple[str, ...], vacuum: tuple[str, ...], wait: float) -> list[str]:
     warnings: list[str] = []
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        since = conn.execute(text("SELECT clock_timestamp()")).scalar_one()
+        deadline = time.monotonic() + wait
+        while (
+            older := conn.execute(_OLDER_TRANSACTIONS, {"since": since}).scalar_one()
+        ) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if older:
+            log.warning("erasure: %d transaction(s) open since before the erasure; old row versions may stay", older)
+            warnings.append(
+                f"{older} transaction(s) open since before the erasure were still running after {wait:g} s, so "
+                f"VACUUM may have kept the old row versions they can see; when they have ended, run as the "
+                f"owner: VACUUM FULL {', '.join(rewrite)}"
+            )
         not_owned = (
             conn.execute(
                 text(

@@ -9,9 +9,12 @@ The test reads the table's file on disk, which needs access to the data director
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import select, text
 
@@ -19,15 +22,19 @@ from referral_service.bootstrap import Services
 from referral_service.db.models import FollowUp, SubjectKey
 from referral_service.domain.commands import AcceptAssignment, RecordFollowUp
 from referral_service.domain.model import Actor, Role
-from referral_service.services import assignments, referrals, users
+from referral_service.services import assignments, referrals, subjects, users
 from referral_service.services.assignments import route_open_needs
 from referral_service.services.subjects import erase_subject
 from referral_service.services.upgrades import run_upgrades
 from schemas import ReferralInputSchema
 from tests.factories import referral_body
 from tests.integration.harness import World
+from tests.servers import PG_ADMIN_URL
 
 pytestmark = pytest.mark.integration
+
+# Another database of the same server (the one the tests' scratch databases are made from).
+OTHER_DATABASE = PG_ADMIN_URL.replace("+psycopg", "")
 
 
 def _submit(services: Services, actor: Actor, **overrides: Any) -> dict[str, Any]:
@@ -84,6 +91,56 @@ def test_erasure_removes_the_old_key_and_index_rows_from_the_tables_data_files(p
     with pg_services.uow() as uow:
         row = uow.session.scalars(select(SubjectKey).where(SubjectKey.subject_id == erased["subject_id"])).one()
         assert row.wrapped is None and row.destroyed_at is not None
+
+
+def _open_transaction_elsewhere(finish_after: float | None) -> tuple[threading.Thread, threading.Event]:
+    """A transaction in another database of the same server that has written (so it holds a transaction
+    id), begun now; it ends after `finish_after` seconds, or when the returned event is set."""
+    done, begun = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with psycopg.connect(OTHER_DATABASE) as conn:
+            conn.execute("SELECT txid_current()")
+            begun.set()
+            done.wait(finish_after)
+            conn.rollback()
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    assert begun.wait(10), "the other transaction did not begin"
+    return thread, done
+
+
+def test_the_purge_waits_for_a_transaction_of_another_database_open_since_before_the_erasure(
+    pg_services: Services,
+) -> None:
+    # VACUUM keeps what a transaction running anywhere on the server may still see: without the wait,
+    # the erased key stayed in the file while another database's transaction was open.
+    created = users.create_user(pg_services, name="cw-erasure-wait", role="caseworker")
+    erased = _submit(pg_services, Actor(created["id"], Role.CASEWORKER))
+    erased_key = _wrapped_key(pg_services, erased["subject_id"])
+    thread, _done = _open_transaction_elsewhere(finish_after=1.5)
+    started = time.monotonic()
+    assert not erase_subject(pg_services, erased["subject_id"])
+    assert time.monotonic() - started >= 1.0, "the purge did not wait for the open transaction"
+    assert erased_key not in _data_file(pg_services, "subject_keys")
+    thread.join(5)
+
+
+def test_a_transaction_still_open_after_the_wait_is_named_in_a_warning(
+    pg_services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(subjects, "PURGE_WAIT_SECONDS", 0.3)
+    created = users.create_user(pg_services, name="cw-erasure-warn", role="caseworker")
+    erased = _submit(pg_services, Actor(created["id"], Role.CASEWORKER))
+    thread, done = _open_transaction_elsewhere(finish_after=None)
+    try:
+        warnings = erase_subject(pg_services, erased["subject_id"])
+    finally:
+        done.set()
+        thread.join(5)
+    assert len(warnings) == 1 and "still running after 0.3 s" in warnings[0] and "VACUUM FULL" in warnings[0]
+    assert erased["subject_id"] not in warnings[0]
 
 
 FREE_TEXT = "Met Zarmeena at her sister's house in Hayatabad"
