@@ -411,11 +411,11 @@ def _lock_partners(session: Session, partner_ids: Collection[str]) -> None:
     count their open assignments again, so two routers can never both fill a partner's last place.
 
     The count is a statement of its own, after the lock is granted: in READ COMMITTED it sees every
-    offer committed by whoever held the lock before. Without flushing what this transaction has
-    written so far (a batch's earlier referrals are flushed once, at commit): the database counts
-    what is committed or flushed, and this transaction's new offers that are not flushed yet are
-    counted from the session. (A pending change of an existing row's status is counted as the
-    database has it: too high, never too low.)"""
+    offer committed by whoever held the lock before, and this transaction's own new offers, which
+    `_offer` writes at once. It runs without a flush (a batch's other changes go in once, at commit),
+    so an assignment added to the session some other way and not flushed yet is counted from the
+    session (`_unflushed_offers`, a guard: nothing adds one today). A pending change of an existing
+    row's status is counted as the database has it: too high, never too low."""
     held: dict[str, _HeldPartner] = transaction_info(session).setdefault(_HELD, {})
     wanted = sorted(set(partner_ids) - set(held))
     if not wanted:
