@@ -20,7 +20,7 @@ from typing import Any
 
 from kombu import Connection, Message, Producer
 from kombu.mixins import ConsumerMixin
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from referral_service.bootstrap import Services
@@ -199,10 +199,10 @@ class IdempotentConsumer(ConsumerMixin):
             for _event_id, event, handler in todo:
                 handler(uow, self.services, event)
             now = self.services.clock.now()
-            uow.session.execute(
-                insert(ProcessedMessage),
-                [{"consumer": self.group, "event_id": event_id, "processed_at": now} for event_id, _, _ in todo],
-            )
+            for event_id, _, _ in todo:  # one statement for the batch, at commit (db.persist), as alone
+                insert_at_commit(
+                    uow.session, ProcessedMessage, {"consumer": self.group, "event_id": event_id, "processed_at": now}
+                )
             # An IntegrityError here (a competing consumer committed one of these first) rolls the
             # batch back; one by one, that message is then found done and acked.
             uow.commit()

@@ -101,9 +101,9 @@ def _vacuum_postgres(engine: Engine, rewrite: tuple[str, ...], vacuum: tuple[str
         ) and time.monotonic() < deadline:
             time.sleep(0.1)
         if older:
-            log.warning("erasure: %d transaction(s) open since before the erasure; old row versions may stay", older)
+            log.warning("purge: %d transaction(s) open since before it began; old row versions may stay", older)
             warnings.append(
-                f"{older} transaction(s) open since before the erasure were still running after {wait:g} s, so "
+                f"{older} transaction(s) open since before the purge began were still running after {wait:g} s, so "
                 f"VACUUM may have kept the old row versions they can see; when they have ended, run as the "
                 f"owner: VACUUM FULL {', '.join(rewrite)}"
             )

@@ -169,16 +169,16 @@ class World:
         kwargs: dict[str, Any] = {"headers": self.headers[role]}
         if body is not None:
             kwargs["json"] = body
-        return self.client.open(
-            path.format(
-                referral_id=self.referral_id,
-                assignment_id=self.assignment_id,
-                subject_id=self.subject_id,
-                duplicate_id=self.duplicate_id,
-                delivery_id=DELIVERY,
-            ),
-            method=method,
-            **kwargs,
+        return self.client.open(self.url(path), method=method, **kwargs)
+
+    def url(self, path: str) -> str:
+        """The documented path with this world's ids in its placeholders."""
+        return path.format(
+            referral_id=self.referral_id,
+            assignment_id=self.assignment_id,
+            subject_id=self.subject_id,
+            duplicate_id=self.duplicate_id,
+            delivery_id=DELIVERY,
         )
 
     @property
@@ -462,13 +462,7 @@ def test_a_role_that_may_not_call_an_endpoint_gets_403_whatever_body_or_paramete
         for path, raw in sends:
             denials_before = world.denials(role)
             resp = world.client.open(
-                path.format(
-                    referral_id=world.referral_id,
-                    assignment_id=world.assignment_id,
-                    subject_id=world.subject_id,
-                    duplicate_id=world.duplicate_id,
-                    delivery_id=DELIVERY,
-                ),
+                world.url(path),
                 method=spec.method,
                 headers=world.headers[role],
                 data=raw,
